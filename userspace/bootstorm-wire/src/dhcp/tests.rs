@@ -1,0 +1,288 @@
+use super::*;
+use proptest::prelude::*;
+
+fn unhex(s: &str) -> Vec<u8> {
+    let s = s.trim();
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+
+/// Builds a request in the shape iPXE 1.21 sends (src/net/udp/dhcp.c): option 53, 57 = 1472,
+/// 93 = 7, 94, 60 "PXEClient:Arch:00007:UNDI:003010", 77 "iPXE" as a plain string, 175 (iPXE
+/// encapsulated features), 61, 97 and 55.
+fn ipxe_discover() -> Vec<u8> {
+    let mut b = vec![0u8; HEADER_LEN];
+    b[0] = 1;
+    b[1] = 1;
+    b[2] = 6;
+    b[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+    b[10] = 0x80; // iPXE sets the broadcast flag
+    b[28..34].copy_from_slice(&MAC);
+    b[236..240].copy_from_slice(&MAGIC_COOKIE);
+    let opts: &[&[u8]] = &[
+        &[53, 1, 1],
+        &[57, 2, 0x05, 0xc0],
+        &[93, 2, 0, 7],
+        &[94, 3, 1, 3, 16],
+        b"\x3c\x20PXEClient:Arch:00007:UNDI:003016",
+        b"\x4d\x04iPXE",
+        &[175, 6, 0x13, 1, 1, 0x17, 1, 1],
+        &[61, 7, 1, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
+        &[97, 17, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16],
+        &[55, 9, 1, 3, 6, 12, 15, 17, 43, 60, 66],
+        &[255],
+    ];
+    for o in opts {
+        b.extend_from_slice(o);
+    }
+    b
+}
+
+#[test]
+fn dhclient_discover_golden() {
+    let buf = unhex(include_str!("../../testdata/discover-dhclient.hex"));
+    let p = Packet::new_checked(&buf[..]).unwrap();
+    assert_eq!(p.op(), Op::Request);
+    assert_eq!(p.htype(), 1);
+    assert_eq!(p.hlen(), 6);
+    assert_eq!(p.hops(), 0);
+    assert_eq!(p.xid(), 0xf070_a83a);
+    assert_eq!(p.secs(), 0);
+    assert_eq!(p.flags(), 0);
+    assert!(!p.broadcast());
+    assert_eq!(p.ciaddr(), Ipv4Addr::UNSPECIFIED);
+    assert_eq!(p.yiaddr(), Ipv4Addr::UNSPECIFIED);
+    assert_eq!(p.siaddr(), Ipv4Addr::UNSPECIFIED);
+    assert_eq!(p.giaddr(), Ipv4Addr::UNSPECIFIED);
+    assert_eq!(p.chaddr(), &MAC);
+    assert_eq!(&p.chaddr_raw()[6..], &[0u8; 10]);
+    assert_eq!(c_str(p.sname()), b"");
+    assert_eq!(c_str(p.file()), b"");
+    let r = Repr::parse(&p).unwrap();
+    assert_eq!(r.message_type, Some(MessageType::Discover));
+    assert_eq!(r.hostname, Some(&b"vm"[..]));
+    assert_eq!(
+        r.parameter_request_list,
+        Some(&[1, 28, 2, 3, 15, 6, 119, 12, 44, 47, 26, 121, 42][..])
+    );
+    assert_eq!(r.client_id, None);
+    assert_eq!(r.max_message_size, None);
+    assert!(r.requested(121));
+    assert!(!r.requested(66));
+}
+
+#[test]
+fn udhcpc_discover_golden() {
+    let buf = unhex(include_str!("../../testdata/discover-udhcpc.hex"));
+    let p = Packet::new_checked(&buf[..]).unwrap();
+    assert_eq!(p.xid(), 0xf5b8_1116);
+    let r = Repr::parse(&p).unwrap();
+    assert_eq!(r.message_type, Some(MessageType::Discover));
+    assert_eq!(r.max_message_size, Some(576));
+    assert_eq!(r.vendor_class, Some(&b"udhcp 1.35.0"[..]));
+    assert_eq!(r.client_id, Some(&[1, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56][..]));
+    assert_eq!(r.parameter_request_list, Some(&[1, 3, 6, 12, 15, 28, 42][..]));
+    assert_eq!(r.chaddr(), &MAC);
+}
+
+#[test]
+fn dhcpcd_discover_golden() {
+    let buf = unhex(include_str!("../../testdata/discover-dhcpcd.hex"));
+    let p = Packet::new_checked(&buf[..]).unwrap();
+    assert_eq!(p.xid(), 0x84c3_6bd8);
+    let r = Repr::parse(&p).unwrap();
+    assert_eq!(r.message_type, Some(MessageType::Discover));
+    assert_eq!(r.max_message_size, Some(1472));
+    // dhcpcd sends an RFC 4361 client identifier: type 255, IAID, DUID.
+    assert_eq!(r.client_id.unwrap()[0], 255);
+    let codes: Vec<u8> = p.all_options().map(|o| o.unwrap().code).collect();
+    assert_eq!(codes, [53, 55, 57, 61, 80, 116, 145]);
+}
+
+#[test]
+fn ipxe_discover_fields() {
+    let buf = ipxe_discover();
+    let p = Packet::new_checked(&buf[..]).unwrap();
+    let r = Repr::parse(&p).unwrap();
+    assert!(r.broadcast());
+    assert_eq!(r.client_arches().collect::<Vec<_>>(), [7]);
+    assert_eq!(r.user_class, Some(&b"iPXE"[..]));
+    assert_eq!(user_classes(r.user_class.unwrap()).collect::<Vec<_>>(), [&b"iPXE"[..]]);
+    assert_eq!(r.vendor_class.unwrap(), b"PXEClient:Arch:00007:UNDI:003016");
+    assert_eq!(r.client_uuid.unwrap().len(), 17);
+    assert_eq!(r.client_ndi, Some(&[1, 3, 16][..]));
+    assert_eq!(r.max_message_size, Some(1472));
+}
+
+#[test]
+fn user_class_both_encodings() {
+    // RFC 3004: length-prefixed instances.
+    let v: Vec<&[u8]> = user_classes(b"\x04iPXE\x03foo").collect();
+    assert_eq!(v, [&b"iPXE"[..], &b"foo"[..]]);
+    // iPXE's raw string: 'i' = 105 is not a valid length here, so the whole is one class.
+    let v: Vec<&[u8]> = user_classes(b"iPXE").collect();
+    assert_eq!(v, [&b"iPXE"[..]]);
+    assert_eq!(user_classes(b"").count(), 0);
+}
+
+#[test]
+fn overload_moves_options_into_file_and_sname() {
+    let mut buf = ipxe_discover();
+    // Replace the options with: 53, 52 = 3, End; then put 12 in file and 60 in sname.
+    buf.truncate(HEADER_LEN);
+    buf.extend_from_slice(&[53, 1, 3, 52, 1, 3, 255]);
+    buf[108..114].copy_from_slice(&[12, 4, b'n', b'o', b'd', b'e']);
+    buf[114] = 255;
+    buf[44..49].copy_from_slice(&[60, 3, b'a', b'b', b'c']);
+    let p = Packet::new_checked(&buf[..]).unwrap();
+    let codes: Vec<u8> = p.all_options().map(|o| o.unwrap().code).collect();
+    assert_eq!(codes, [53, 52, 12, 60]);
+    let r = Repr::parse(&p).unwrap();
+    assert_eq!(r.overload, 3);
+    assert_eq!(r.hostname, Some(&b"node"[..]));
+    assert_eq!(r.vendor_class, Some(&b"abc"[..]));
+    assert_eq!(r.file, b"");
+    assert_eq!(r.sname, b"");
+}
+
+#[test]
+fn hlen_above_16_is_refused() {
+    let mut buf = ipxe_discover();
+    buf[2] = 17;
+    assert_eq!(Packet::new_checked(&buf[..]).unwrap_err(), Error::Malformed("hlen above 16"));
+    buf[2] = 16;
+    let p = Packet::new_checked(&buf[..]).unwrap();
+    assert_eq!(p.chaddr().len(), 16);
+}
+
+#[test]
+fn missing_cookie_and_short_buffers() {
+    let mut buf = ipxe_discover();
+    assert_eq!(Packet::new_checked(&buf[..239]).unwrap_err(), Error::Truncated);
+    buf[236] = 0;
+    assert!(matches!(Packet::new_checked(&buf[..]), Err(Error::Malformed(_))));
+}
+
+#[test]
+fn truncated_option_is_an_error() {
+    let mut buf = ipxe_discover();
+    buf.truncate(HEADER_LEN);
+    buf.extend_from_slice(&[53, 1, 1, 61, 9, 1, 2]);
+    let p = Packet::new_checked(&buf[..]).unwrap();
+    let items: Vec<_> = p.all_options().collect();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[1], Err(Error::Truncated));
+    assert_eq!(Repr::parse(&p).unwrap_err(), Error::Truncated);
+}
+
+#[test]
+fn wrong_fixed_lengths_are_malformed() {
+    for bad in [&[53u8, 2, 1, 1][..], &[50, 3, 1, 2, 3], &[54, 5, 1, 2, 3, 4, 5], &[57, 1, 2], &[93, 3, 0, 0, 7], &[61, 1, 1], &[52, 1, 4]] {
+        let mut buf = ipxe_discover();
+        buf.truncate(HEADER_LEN);
+        buf.extend_from_slice(bad);
+        buf.push(255);
+        let p = Packet::new_checked(&buf[..]).unwrap();
+        assert!(matches!(Repr::parse(&p), Err(Error::Malformed(_))), "{bad:?}");
+    }
+}
+
+#[test]
+fn missing_end_is_tolerated_and_pad_skipped() {
+    let mut buf = ipxe_discover();
+    buf.truncate(HEADER_LEN);
+    buf.extend_from_slice(&[0, 0, 53, 1, 1, 0]);
+    let p = Packet::new_checked(&buf[..]).unwrap();
+    assert_eq!(Repr::parse(&p).unwrap().message_type, Some(MessageType::Discover));
+}
+
+#[test]
+fn reply_header_and_options_emit_and_parse_back() {
+    let req_buf = ipxe_discover();
+    let req_p = Packet::new_checked(&req_buf[..]).unwrap();
+    let req = Repr::parse(&req_p).unwrap();
+    let mut out = [0u8; 1500];
+    let mut p =
+        emit_reply_header(&mut out, &req, Ipv4Addr::new(198, 18, 1, 5), Ipv4Addr::new(198, 18, 0, 1)).unwrap();
+    p.set_file(b"ipxe.efi");
+    p.set_sname(b"boot");
+    let mut w = OptionWriter::new(p.options_mut(), DEFAULT_MAX_MESSAGE - HEADER_LEN);
+    w.push(opt::MESSAGE_TYPE, &[2]).unwrap();
+    w.push(opt::SERVER_ID, &[198, 18, 0, 1]).unwrap();
+    w.push(opt::LEASE_TIME, &3600u32.to_be_bytes()).unwrap();
+    let n = HEADER_LEN + w.finish(MIN_MESSAGE - HEADER_LEN);
+    assert_eq!(n, MIN_MESSAGE);
+    let back = Packet::new_checked(&out[..n]).unwrap();
+    assert_eq!(back.op(), Op::Reply);
+    assert_eq!(back.xid(), 0x1234_5678);
+    assert!(back.broadcast());
+    assert_eq!(back.yiaddr(), Ipv4Addr::new(198, 18, 1, 5));
+    assert_eq!(back.siaddr(), Ipv4Addr::new(198, 18, 0, 1));
+    assert_eq!(back.chaddr(), &MAC);
+    assert_eq!(c_str(back.file()), b"ipxe.efi");
+    assert_eq!(c_str(back.sname()), b"boot");
+    let r = Repr::parse(&back).unwrap();
+    assert_eq!(r.message_type, Some(MessageType::Offer));
+    assert_eq!(r.server_id, Some(Ipv4Addr::new(198, 18, 0, 1)));
+    assert_eq!(r.lease_time, Some(3600));
+}
+
+#[test]
+fn option_writer_respects_limit_and_keeps_room_for_end() {
+    let mut buf = [0u8; 20];
+    let mut w = OptionWriter::new(&mut buf, 10);
+    w.push(1, &[1, 2, 3, 4]).unwrap(); // 6 bytes
+    assert_eq!(w.push(3, &[1, 2, 3, 4]), Err(Error::NoSpace)); // would need 6 + 6 + 1 > 10
+    assert!(w.push_optional(12, &[b'a'])); // 6 + 3 + 1 = 10 fits exactly
+    assert!(!w.push_optional(12, &[]));
+    assert_eq!(w.dropped(), 1);
+    let n = w.finish(0);
+    assert_eq!(n, 10);
+    assert_eq!(buf[9], opt::END);
+}
+
+#[test]
+fn long_option_is_split_rfc3396() {
+    let mut buf = [0u8; 600];
+    let data = [7u8; 300];
+    let mut w = OptionWriter::new(&mut buf, 600);
+    w.push(43, &data).unwrap();
+    assert_eq!(w.len(), OptionWriter::encoded_len(300));
+    assert_eq!(w.len(), 304);
+    assert_eq!((buf[0], buf[1]), (43, 255));
+    assert_eq!((buf[257], buf[258]), (43, 45));
+}
+
+proptest! {
+    #[test]
+    fn any_bytes_parse_or_error_never_panic(data in proptest::collection::vec(any::<u8>(), 0..700)) {
+        if let Ok(p) = Packet::new_checked(&data[..]) {
+            let _ = Repr::parse(&p);
+            for o in p.all_options().take(1000) { let _ = o; }
+            let _ = p.chaddr();
+        }
+    }
+
+    #[test]
+    fn any_options_after_a_valid_header_never_panic(opts in proptest::collection::vec(any::<u8>(), 0..400), hlen in 0u8..=16) {
+        let mut buf = ipxe_discover();
+        buf.truncate(HEADER_LEN);
+        buf[2] = hlen;
+        buf.extend_from_slice(&opts);
+        let p = Packet::new_checked(&buf[..]).unwrap();
+        let _ = Repr::parse(&p);
+    }
+
+    #[test]
+    fn writer_then_iterator_round_trips(options in proptest::collection::vec((1u8..=254, proptest::collection::vec(any::<u8>(), 0..255)), 0..12)) {
+        let mut buf = vec![0u8; 4096];
+        let mut w = OptionWriter::new(&mut buf, 4096);
+        for (code, data) in &options {
+            w.push(*code, data).unwrap();
+        }
+        let n = w.finish(0);
+        let back: Vec<(u8, Vec<u8>)> = OptionIter::new(&buf[..n]).map(|o| { let o = o.unwrap(); (o.code, o.data.to_vec()) }).collect();
+        prop_assert_eq!(back, options);
+    }
+}
