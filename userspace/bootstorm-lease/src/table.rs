@@ -1,0 +1,736 @@
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, lock};
+use bootstorm_time::{Duration, Instant};
+use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::net::Ipv4Addr;
+
+/// Slot states, in the low 3 bits of a slot word.
+mod state {
+    pub const FREE: u64 = 0;
+    pub const OFFERED: u64 = 1;
+    pub const BOUND: u64 = 2;
+    pub const RESERVED: u64 = 3;
+    pub const DECLINED: u64 = 4;
+}
+
+/// A slot word: `tag << 32 | expiry_secs << 3 | state`. 29 bits of seconds cover 17 years of
+/// uptime; the tag is a 32-bit hash of the client key (0 = nobody).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Word(u64);
+
+const EXPIRY_MAX: u64 = (1 << 29) - 1;
+
+impl Word {
+    fn new(state: u64, expiry_secs: u64, tag: u32) -> Word {
+        Word((u64::from(tag) << 32) | (expiry_secs.min(EXPIRY_MAX) << 3) | state)
+    }
+    fn state(self) -> u64 {
+        self.0 & 7
+    }
+    fn expiry(self) -> u64 {
+        (self.0 >> 3) & EXPIRY_MAX
+    }
+    fn tag(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+    /// Held right now by the tag's owner (offered, bound or declined and not yet expired).
+    fn held(self, now_s: u64) -> bool {
+        match self.state() {
+            state::OFFERED | state::BOUND | state::DECLINED => self.expiry() > now_s,
+            state::RESERVED => true,
+            _ => false,
+        }
+    }
+    /// The tag of the client this slot remembers, if nobody holds it now. An offer that lapsed
+    /// is not remembered: only a lease makes an address sticky.
+    fn remembered(self) -> u32 {
+        match self.state() {
+            state::FREE | state::BOUND => self.tag(),
+            _ => 0,
+        }
+    }
+}
+
+/// Seconds on the table clock at which something lasting `d` from `now` ends (rounded up, so a
+/// lease never ends early).
+fn secs_after(now: Instant, d: Duration) -> u64 {
+    (now + d).as_millis().div_ceil(1000)
+}
+
+fn now_secs(now: Instant) -> u64 {
+    now.as_secs()
+}
+
+/// A contiguous range of addresses that the table hands out, belonging to one subnet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// The subnet the range belongs to (an index chosen by the caller).
+    pub subnet: u32,
+    /// First address, inclusive.
+    pub start: Ipv4Addr,
+    /// Last address, inclusive.
+    pub end: Ipv4Addr,
+}
+
+/// Why a table could not be built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BuildError {
+    /// A range ends before it starts.
+    #[error("range {start}-{end} ends before it starts")]
+    EmptyRange { start: Ipv4Addr, end: Ipv4Addr },
+    /// Two ranges share addresses.
+    #[error("ranges {a} and {b} overlap")]
+    Overlap { a: String, b: String },
+    /// A range is larger than the table supports.
+    #[error("range {start}-{end} holds more than 16777216 addresses")]
+    TooLarge { start: Ipv4Addr, end: Ipv4Addr },
+}
+
+/// Why no address could be offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AllocError {
+    /// Every address of the subnet's pools is held.
+    #[error("pool exhausted")]
+    Exhausted,
+}
+
+/// Why a binding was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BindError {
+    /// The address is in no pool of this table (and not reserved for the client).
+    #[error("address not in any pool")]
+    NotInPool,
+    /// Another client holds the address (offered, bound) or it is reserved or quarantined.
+    #[error("address held by another client")]
+    Taken,
+}
+
+/// What a client record says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LeaseState {
+    /// Offered, waiting for a REQUEST.
+    Offered,
+    /// Bound (ACKed).
+    Bound,
+    /// Released by the client; remembered for a sticky re-offer.
+    Released,
+    /// Expired; remembered for a sticky re-offer.
+    Expired,
+    /// Declined by the client (address in quarantine).
+    Declined,
+}
+
+impl LeaseState {
+    /// Lower-case name for logs, listings and the journal.
+    pub fn name(self) -> &'static str {
+        match self {
+            LeaseState::Offered => "offered",
+            LeaseState::Bound => "bound",
+            LeaseState::Released => "released",
+            LeaseState::Expired => "expired",
+            LeaseState::Declined => "declined",
+        }
+    }
+}
+
+/// The record of one client: what the table returns from every mutation and what a listing shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// Client key: option 61 if the client sent one, else htype + chaddr.
+    pub key: Box<[u8]>,
+    /// Hardware address (chaddr up to hlen).
+    pub hwaddr: Box<[u8]>,
+    /// Address.
+    pub addr: Ipv4Addr,
+    /// State.
+    pub state: LeaseState,
+    /// When the offer or lease ends (or ended).
+    pub expires: Instant,
+    /// Host name the client sent (option 12).
+    pub hostname: Option<Box<str>>,
+    /// Subnet index.
+    pub subnet: u32,
+    /// True if the address comes from a reservation.
+    pub reserved: bool,
+}
+
+/// What identifies a client to the table.
+#[derive(Clone, Copy, Debug)]
+pub struct Client<'a> {
+    /// Client key: option 61 if sent, else htype + chaddr.
+    pub key: &'a [u8],
+    /// Hardware address, for records and listings.
+    pub hwaddr: &'a [u8],
+    /// Host name, if the client sent one.
+    pub hostname: Option<&'a [u8]>,
+}
+
+impl Client<'_> {
+    fn hash(&self) -> u64 {
+        key_hash(self.key)
+    }
+}
+
+fn key_hash(key: &[u8]) -> u64 {
+    // SipHash with fixed keys: stable across runs and processes, so a tag computed at replay
+    // matches the one computed at bind time, and not steerable by crafted client ids the way a
+    // non-keyed multiplicative hash would be.
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
+}
+
+fn tag_of(hash: u64) -> u32 {
+    let t = (hash >> 32) as u32;
+    if t == 0 { 1 } else { t }
+}
+
+/// Who holds an address right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// Nobody: free, or its offer or lease expired.
+    Free,
+    /// Held by this client (offered or bound).
+    Me,
+    /// Held by another client, reserved for one, or in quarantine.
+    Other,
+    /// Not in any pool.
+    NotInPool,
+}
+
+struct Pool {
+    subnet: u32,
+    start: u32,
+    slots: Box<[AtomicU64]>,
+    /// Slots at or above this index were never handed out by the sequential path.
+    high_water: AtomicUsize,
+    /// Where the reuse scan resumes.
+    cursor: AtomicUsize,
+    /// Bumped whenever a slot becomes free early (release, lapsed offer given back), so a
+    /// remembered "exhausted" verdict is dropped.
+    freed_gen: AtomicU64,
+    /// `freed_gen << 29 | earliest_expiry_secs` when the last full scan found nothing; 0 if none.
+    exhausted: AtomicU64,
+}
+
+impl Pool {
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn index(&self, addr: Ipv4Addr) -> Option<usize> {
+        let i = u32::from(addr).checked_sub(self.start)? as usize;
+        (i < self.slots.len()).then_some(i)
+    }
+
+    fn addr(&self, i: usize) -> Ipv4Addr {
+        Ipv4Addr::from(self.start + i as u32)
+    }
+
+    fn load(&self, i: usize) -> Word {
+        Word(self.slots[i].load(Ordering::Acquire))
+    }
+
+    fn cas(&self, i: usize, old: Word, new: Word) -> bool {
+        self.slots[i].compare_exchange(old.0, new.0, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    fn mark_freed(&self) {
+        self.freed_gen.fetch_add(1, Ordering::AcqRel);
+        self.exhausted.store(0, Ordering::Release);
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    clients: HashMap<Box<[u8]>, Lease>,
+}
+
+/// The lease table. See the crate documentation for the design.
+pub struct LeaseTable {
+    pools: Box<[Pool]>,
+    shards: Box<[Mutex<Shard>]>,
+}
+
+/// Number of shards when the caller does not choose: enough that workers rarely meet on one lock.
+pub const DEFAULT_SHARDS: usize = 64;
+
+impl LeaseTable {
+    /// Builds a table over `pools`; `reserved` addresses inside a pool are never handed out by
+    /// the allocator (they belong to reservations).
+    pub fn new(pools: &[PoolConfig], reserved: &[Ipv4Addr], shards: usize) -> Result<LeaseTable, BuildError> {
+        let mut sorted = pools.to_vec();
+        sorted.sort_by_key(|p| u32::from(p.start));
+        for w in sorted.windows(2) {
+            if u32::from(w[1].start) <= u32::from(w[0].end) {
+                return Err(BuildError::Overlap {
+                    a: format!("{}-{}", w[0].start, w[0].end),
+                    b: format!("{}-{}", w[1].start, w[1].end),
+                });
+            }
+        }
+        let mut built = Vec::with_capacity(pools.len());
+        for p in &sorted {
+            let (s, e) = (u32::from(p.start), u32::from(p.end));
+            if e < s {
+                return Err(BuildError::EmptyRange { start: p.start, end: p.end });
+            }
+            let n = (e - s) as usize + 1;
+            if n > 1 << 24 {
+                return Err(BuildError::TooLarge { start: p.start, end: p.end });
+            }
+            let slots: Box<[AtomicU64]> = (0..n).map(|_| AtomicU64::new(0)).collect();
+            built.push(Pool {
+                subnet: p.subnet,
+                start: s,
+                slots,
+                high_water: AtomicUsize::new(0),
+                cursor: AtomicUsize::new(0),
+                freed_gen: AtomicU64::new(0),
+                exhausted: AtomicU64::new(0),
+            });
+        }
+        let table = LeaseTable {
+            pools: built.into_boxed_slice(),
+            shards: (0..shards.max(1)).map(|_| Mutex::new(Shard::default())).collect(),
+        };
+        for &r in reserved {
+            if let Some((pool, i)) = table.slot_of(r) {
+                pool.slots[i].store(Word::new(state::RESERVED, 0, 0).0, Ordering::Release);
+            }
+        }
+        Ok(table)
+    }
+
+    fn slot_of(&self, addr: Ipv4Addr) -> Option<(&Pool, usize)> {
+        let a = u32::from(addr);
+        let k = self.pools.partition_point(|p| p.start <= a);
+        let pool = self.pools.get(k.checked_sub(1)?)?;
+        Some((pool, pool.index(addr)?))
+    }
+
+    fn shard(&self, hash: u64) -> &Mutex<Shard> {
+        &self.shards[(hash % self.shards.len() as u64) as usize]
+    }
+
+    /// The subnet of the pool holding `addr`, if any.
+    pub fn subnet_of(&self, addr: Ipv4Addr) -> Option<u32> {
+        self.slot_of(addr).map(|(p, _)| p.subnet)
+    }
+
+    /// Offers an address to `client` in `subnet`, holding it until `now + hold`. Preference:
+    /// the client's current or remembered address, then `requested` (option 50) if free, then a
+    /// never-used address, then a free one nobody remembers, then one remembered for someone else.
+    pub fn offer(
+        &self,
+        now: Instant,
+        subnet: u32,
+        client: &Client<'_>,
+        requested: Option<Ipv4Addr>,
+        hold: Duration,
+    ) -> Result<Lease, AllocError> {
+        let hash = client.hash();
+        let tag = tag_of(hash);
+        let mut shard = lock(self.shard(hash));
+        let until = secs_after(now, hold);
+        let previous = shard.clients.get(client.key).map(|l| l.addr);
+        let mut got = None;
+        if let Some(prev) = previous {
+            if self.subnet_of(prev) == Some(subnet) {
+                got = self.claim_for_offer(prev, tag, true, now, until);
+            }
+        }
+        if got.is_none() {
+            if let Some(req) = requested.filter(|r| Some(*r) != previous) {
+                if self.subnet_of(req) == Some(subnet) {
+                    got = self.claim_for_offer(req, tag, false, now, until);
+                }
+            }
+        }
+        let addr = match got {
+            Some(a) => a,
+            None => self.allocate(now, subnet, tag, until)?,
+        };
+        if let Some(prev) = previous.filter(|p| *p != addr) {
+            // The client moves on: give its old offer back (a bound lease elsewhere stays bound
+            // until it expires or is released, as RFC 2131 4.3.1 leaves it to the server).
+            self.give_back_offer(prev, tag);
+        }
+        let bound_already = self.slot_of(addr).is_some_and(|(p, i)| p.load(i).state() == state::BOUND);
+        let expires = if bound_already {
+            shard.clients.get(client.key).map(|l| l.expires).unwrap_or(now + hold)
+        } else {
+            now + hold
+        };
+        let state = if bound_already { LeaseState::Bound } else { LeaseState::Offered };
+        Ok(Self::record(&mut shard, client, addr, state, expires, subnet, false))
+    }
+
+    /// Records an offer of a reserved address (the allocator never hands these out).
+    pub fn offer_reserved(&self, now: Instant, subnet: u32, client: &Client<'_>, addr: Ipv4Addr, hold: Duration) -> Lease {
+        let mut shard = lock(self.shard(client.hash()));
+        if let Some(l) = shard.clients.get(client.key) {
+            if l.addr == addr && l.state == LeaseState::Bound && l.expires > now {
+                return l.clone();
+            }
+        }
+        Self::record(&mut shard, client, addr, LeaseState::Offered, now + hold, subnet, true)
+    }
+
+    fn record(
+        shard: &mut Shard,
+        client: &Client<'_>,
+        addr: Ipv4Addr,
+        state: LeaseState,
+        expires: Instant,
+        subnet: u32,
+        reserved: bool,
+    ) -> Lease {
+        let hostname = client.hostname.map(|h| String::from_utf8_lossy(h).into_owned().into_boxed_str());
+        match shard.clients.get_mut(client.key) {
+            Some(l) => {
+                l.addr = addr;
+                l.state = state;
+                l.expires = expires;
+                l.subnet = subnet;
+                l.reserved = reserved;
+                if hostname.is_some() {
+                    l.hostname = hostname;
+                }
+                if *l.hwaddr != *client.hwaddr {
+                    l.hwaddr = client.hwaddr.into();
+                }
+                l.clone()
+            }
+            None => {
+                let l = Lease {
+                    key: client.key.into(),
+                    hwaddr: client.hwaddr.into(),
+                    addr,
+                    state,
+                    expires,
+                    hostname,
+                    subnet,
+                    reserved,
+                };
+                shard.clients.insert(client.key.into(), l.clone());
+                l
+            }
+        }
+    }
+
+    /// Claims `addr` for an offer to the client with `tag` if it may have it. `is_previous` says
+    /// the client's own record names `addr`, which is what makes a matching tag "mine".
+    fn claim_for_offer(&self, addr: Ipv4Addr, tag: u32, is_previous: bool, now: Instant, until: u64) -> Option<Ipv4Addr> {
+        let (pool, i) = self.slot_of(addr)?;
+        let now_s = now_secs(now);
+        loop {
+            let w = pool.load(i);
+            let new = if w.held(now_s) {
+                if !(is_previous && w.tag() == tag) || w.state() == state::DECLINED || w.state() == state::RESERVED {
+                    return None;
+                }
+                if w.state() == state::BOUND {
+                    return Some(addr); // already bound to this client: offer it as it is
+                }
+                Word::new(state::OFFERED, w.expiry().max(until), tag)
+            } else {
+                // Free or lapsed. An address remembered for another client is still granted when
+                // asked for by name: stickiness steers the allocator, it does not hold addresses.
+                Word::new(state::OFFERED, until, tag)
+            };
+            if pool.cas(i, w, new) {
+                return Some(addr);
+            }
+        }
+    }
+
+    fn give_back_offer(&self, addr: Ipv4Addr, tag: u32) {
+        if let Some((pool, i)) = self.slot_of(addr) {
+            let w = pool.load(i);
+            if w.state() == state::OFFERED && w.tag() == tag && pool.cas(i, w, Word::new(state::FREE, 0, 0)) {
+                pool.mark_freed();
+            }
+        }
+    }
+
+    fn allocate(&self, now: Instant, subnet: u32, tag: u32, until: u64) -> Result<Ipv4Addr, AllocError> {
+        let now_s = now_secs(now);
+        for pool in self.pools.iter().filter(|p| p.subnet == subnet) {
+            // Fast path: never-used slots, in order.
+            loop {
+                let i = pool.high_water.load(Ordering::Acquire);
+                if i >= pool.len() {
+                    break;
+                }
+                if pool.high_water.compare_exchange(i, i + 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                    continue;
+                }
+                let w = pool.load(i);
+                if w == Word(0) && pool.cas(i, w, Word::new(state::OFFERED, until, tag)) {
+                    return Ok(pool.addr(i));
+                }
+                // Taken out of order (a requested address or a reservation): try the next one.
+            }
+        }
+        for pool in self.pools.iter().filter(|p| p.subnet == subnet) {
+            if let Some(a) = self.scan(pool, now_s, tag, until) {
+                return Ok(a);
+            }
+        }
+        Err(AllocError::Exhausted)
+    }
+
+    /// Looks for a reusable slot: free or expired, nobody remembered first, else the one remembered
+    /// for someone else that the cursor reaches first.
+    fn scan(&self, pool: &Pool, now_s: u64, tag: u32, until: u64) -> Option<Ipv4Addr> {
+        let gen_now = pool.freed_gen.load(Ordering::Acquire);
+        let ex = pool.exhausted.load(Ordering::Acquire);
+        if ex != 0 && ex >> 29 == gen_now && now_s < (ex & EXPIRY_MAX) {
+            return None;
+        }
+        let n = pool.len();
+        let start = pool.cursor.load(Ordering::Relaxed) % n;
+        let mut fallback = None;
+        let mut earliest = EXPIRY_MAX;
+        for k in 0..n {
+            let i = (start + k) % n;
+            let w = pool.load(i);
+            if w.held(now_s) {
+                if w.state() != state::RESERVED {
+                    earliest = earliest.min(w.expiry());
+                }
+                continue;
+            }
+            let remembered = w.remembered();
+            if remembered == 0 || remembered == tag {
+                if pool.cas(i, w, Word::new(state::OFFERED, until, tag)) {
+                    pool.cursor.store(i + 1, Ordering::Relaxed);
+                    return Some(pool.addr(i));
+                }
+            } else if fallback.is_none() {
+                fallback = Some((i, w));
+            }
+        }
+        if let Some((i, w)) = fallback {
+            if pool.cas(i, w, Word::new(state::OFFERED, until, tag)) {
+                pool.cursor.store(i + 1, Ordering::Relaxed);
+                return Some(pool.addr(i));
+            }
+            return None; // lost a race; the next DISCOVER retransmit scans again
+        }
+        pool.exhausted.store((gen_now << 29) | earliest.max(now_s + 1), Ordering::Release);
+        None
+    }
+
+    /// Binds `addr` to `client` until `now + lease` (REQUEST -> ACK, or a renewal). Succeeds if the
+    /// client holds the address, or if nobody holds it now.
+    pub fn bind(&self, now: Instant, client: &Client<'_>, addr: Ipv4Addr, lease: Duration) -> Result<Lease, BindError> {
+        let hash = client.hash();
+        let tag = tag_of(hash);
+        let (pool, i) = self.slot_of(addr).ok_or(BindError::NotInPool)?;
+        let mut shard = lock(self.shard(hash));
+        let previous = shard.clients.get(client.key).map(|l| l.addr);
+        let mine_by_record = previous == Some(addr);
+        let now_s = now_secs(now);
+        let until = secs_after(now, lease);
+        loop {
+            let w = pool.load(i);
+            if w.held(now_s) {
+                let mine = w.tag() == tag && mine_by_record && matches!(w.state(), state::OFFERED | state::BOUND);
+                if !mine {
+                    return Err(BindError::Taken);
+                }
+            }
+            if pool.cas(i, w, Word::new(state::BOUND, until, tag)) {
+                break;
+            }
+        }
+        if let Some(prev) = previous.filter(|p| *p != addr) {
+            self.give_back_offer(prev, tag);
+        }
+        let expires = Instant::from_millis(until * 1000);
+        Ok(Self::record(&mut shard, client, addr, LeaseState::Bound, expires, pool.subnet, false))
+    }
+
+    /// Binds a reserved address (outside the allocator's reach) to its client.
+    pub fn bind_reserved(&self, now: Instant, subnet: u32, client: &Client<'_>, addr: Ipv4Addr, lease: Duration) -> Lease {
+        let mut shard = lock(self.shard(client.hash()));
+        let expires = Instant::from_millis(secs_after(now, lease) * 1000);
+        Self::record(&mut shard, client, addr, LeaseState::Bound, expires, subnet, true)
+    }
+
+    /// The client gives its address back (DHCPRELEASE). Returns the updated record if the client
+    /// held `addr`. The slot keeps the client's tag so the client gets the address back.
+    pub fn release(&self, now: Instant, key: &[u8], addr: Ipv4Addr) -> Option<Lease> {
+        let hash = key_hash(key);
+        let tag = tag_of(hash);
+        let mut shard = lock(self.shard(hash));
+        let l = shard.clients.get_mut(key).filter(|l| l.addr == addr && matches!(l.state, LeaseState::Bound | LeaseState::Offered))?;
+        if !l.reserved {
+            let (pool, i) = self.slot_of(addr)?;
+            loop {
+                let w = pool.load(i);
+                if w.tag() != tag || !matches!(w.state(), state::OFFERED | state::BOUND) {
+                    return None;
+                }
+                if pool.cas(i, w, Word::new(state::FREE, 0, tag)) {
+                    pool.mark_freed();
+                    break;
+                }
+            }
+        }
+        l.state = LeaseState::Released;
+        l.expires = now;
+        Some(l.clone())
+    }
+
+    /// The client says the address is in use by someone else (DHCPDECLINE): it is quarantined
+    /// for `quarantine` and offered to nobody meanwhile.
+    pub fn decline(&self, now: Instant, key: &[u8], addr: Ipv4Addr, quarantine: Duration) -> Option<Lease> {
+        let hash = key_hash(key);
+        let tag = tag_of(hash);
+        let mut shard = lock(self.shard(hash));
+        let l = shard.clients.get_mut(key).filter(|l| l.addr == addr && !l.reserved)?;
+        let (pool, i) = self.slot_of(addr)?;
+        loop {
+            let w = pool.load(i);
+            if w.tag() != tag || !matches!(w.state(), state::OFFERED | state::BOUND) {
+                return None;
+            }
+            if pool.cas(i, w, Word::new(state::DECLINED, secs_after(now, quarantine), 0)) {
+                break;
+            }
+        }
+        l.state = LeaseState::Declined;
+        l.expires = now;
+        Some(l.clone())
+    }
+
+    /// The client chose another server (a REQUEST naming another server id): its offer is given
+    /// back at once. Returns the address that was freed.
+    pub fn cancel_offer(&self, now: Instant, key: &[u8]) -> Option<Ipv4Addr> {
+        let hash = key_hash(key);
+        let tag = tag_of(hash);
+        let mut shard = lock(self.shard(hash));
+        let l = shard.clients.get_mut(key).filter(|l| l.state == LeaseState::Offered && l.expires > now)?;
+        let addr = l.addr;
+        if !l.reserved {
+            self.give_back_offer(addr, tag);
+        }
+        l.state = LeaseState::Expired;
+        l.expires = now;
+        Some(addr)
+    }
+
+    /// The client's record, with its state brought up to date for `now`.
+    pub fn lease_of(&self, now: Instant, key: &[u8]) -> Option<Lease> {
+        let shard = lock(self.shard(key_hash(key)));
+        let mut l = shard.clients.get(key)?.clone();
+        self.refresh(now, &mut l);
+        Some(l)
+    }
+
+    /// Whether `addr` is held now, and by whom relative to `key`.
+    pub fn holder(&self, now: Instant, key: &[u8], addr: Ipv4Addr) -> Holder {
+        let Some((pool, i)) = self.slot_of(addr) else { return Holder::NotInPool };
+        let w = pool.load(i);
+        if !w.held(now_secs(now)) {
+            return Holder::Free;
+        }
+        let tag = tag_of(key_hash(key));
+        let shard = lock(self.shard(key_hash(key)));
+        let by_record = shard.clients.get(key).is_some_and(|l| l.addr == addr);
+        if w.tag() == tag && by_record && matches!(w.state(), state::OFFERED | state::BOUND) { Holder::Me } else { Holder::Other }
+    }
+
+    /// Brings a record's state up to date with its slot and the clock.
+    fn refresh(&self, now: Instant, l: &mut Lease) {
+        if matches!(l.state, LeaseState::Offered | LeaseState::Bound) {
+            let lapsed = l.expires <= now;
+            let lost = !l.reserved
+                && self.slot_of(l.addr).is_some_and(|(p, i)| {
+                    let w = p.load(i);
+                    w.tag() != tag_of(key_hash(&l.key)) || !matches!(w.state(), state::OFFERED | state::BOUND)
+                });
+            if lapsed || lost {
+                l.state = LeaseState::Expired;
+            }
+        }
+    }
+
+    /// Marks lapsed offers and leases as expired in the records; returns how many changed. Slots
+    /// need no sweep (expiry is lazy); this keeps listings and counters true.
+    pub fn sweep(&self, now: Instant) -> usize {
+        let mut changed = 0;
+        for s in self.shards.iter() {
+            let mut shard = lock(s);
+            for l in shard.clients.values_mut() {
+                let before = l.state;
+                self.refresh(now, l);
+                changed += usize::from(before != l.state);
+            }
+        }
+        changed
+    }
+
+    /// Every client record, states up to date, sorted by address.
+    pub fn leases(&self, now: Instant) -> Vec<Lease> {
+        let mut all = Vec::new();
+        for s in self.shards.iter() {
+            let shard = lock(s);
+            all.extend(shard.clients.values().cloned());
+        }
+        for l in &mut all {
+            self.refresh(now, l);
+        }
+        all.sort_by_key(|l| (u32::from(l.addr), l.key.clone()));
+        all
+    }
+
+    /// Counts of addresses per slot state, for metrics: (free, offered, bound, other).
+    pub fn usage(&self, now: Instant) -> Usage {
+        let now_s = now_secs(now);
+        let mut u = Usage::default();
+        for p in self.pools.iter() {
+            for i in 0..p.len() {
+                let w = p.load(i);
+                u.total += 1;
+                if !w.held(now_s) {
+                    u.free += 1;
+                } else {
+                    match w.state() {
+                        state::OFFERED => u.offered += 1,
+                        state::BOUND => u.bound += 1,
+                        state::RESERVED => u.reserved += 1,
+                        _ => u.declined += 1,
+                    }
+                }
+            }
+        }
+        u
+    }
+}
+
+/// Address counts over all pools.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Addresses in pools.
+    pub total: u64,
+    /// Free (including expired).
+    pub free: u64,
+    /// Held by an offer.
+    pub offered: u64,
+    /// Bound.
+    pub bound: u64,
+    /// Reserved.
+    pub reserved: u64,
+    /// In quarantine after DECLINE.
+    pub declined: u64,
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests;
+#[cfg(all(test, loom))]
+mod loom_tests;
