@@ -155,6 +155,29 @@ pub struct Lease {
     pub reserved: bool,
 }
 
+/// What a mutation produced: the part of a record that fits in registers, so the hot path never
+/// clones keys or names. The caller already holds the key, MAC and host name it passed in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Binding {
+    /// Address.
+    pub addr: Ipv4Addr,
+    /// State.
+    pub state: LeaseState,
+    /// When the offer or lease ends.
+    pub expires: Instant,
+    /// Subnet index.
+    pub subnet: u32,
+    /// True if the address comes from a reservation.
+    pub reserved: bool,
+}
+
+impl Lease {
+    /// The record without its key, MAC and name.
+    pub fn binding(&self) -> Binding {
+        Binding { addr: self.addr, state: self.state, expires: self.expires, subnet: self.subnet, reserved: self.reserved }
+    }
+}
+
 /// What identifies a client to the table.
 #[derive(Clone, Copy, Debug)]
 pub struct Client<'a> {
@@ -329,7 +352,7 @@ impl LeaseTable {
         client: &Client<'_>,
         requested: Option<Ipv4Addr>,
         hold: Duration,
-    ) -> Result<Lease, AllocError> {
+    ) -> Result<Binding, AllocError> {
         let hash = client.hash();
         let tag = tag_of(hash);
         let mut shard = lock(self.shard(hash));
@@ -368,11 +391,11 @@ impl LeaseTable {
     }
 
     /// Records an offer of a reserved address (the allocator never hands these out).
-    pub fn offer_reserved(&self, now: Instant, subnet: u32, client: &Client<'_>, addr: Ipv4Addr, hold: Duration) -> Lease {
+    pub fn offer_reserved(&self, now: Instant, subnet: u32, client: &Client<'_>, addr: Ipv4Addr, hold: Duration) -> Binding {
         let mut shard = lock(self.shard(client.hash()));
         if let Some(l) = shard.clients.get(client.key) {
             if l.addr == addr && l.state == LeaseState::Bound && l.expires > now {
-                return l.clone();
+                return l.binding();
             }
         }
         Self::record(&mut shard, client, addr, LeaseState::Offered, now + hold, subnet, true)
@@ -386,8 +409,8 @@ impl LeaseTable {
         expires: Instant,
         subnet: u32,
         reserved: bool,
-    ) -> Lease {
-        let hostname = client.hostname.map(|h| String::from_utf8_lossy(h).into_owned().into_boxed_str());
+    ) -> Binding {
+        let name = |h: &[u8]| String::from_utf8_lossy(h).into_owned().into_boxed_str();
         match shard.clients.get_mut(client.key) {
             Some(l) => {
                 l.addr = addr;
@@ -395,13 +418,15 @@ impl LeaseTable {
                 l.expires = expires;
                 l.subnet = subnet;
                 l.reserved = reserved;
-                if hostname.is_some() {
-                    l.hostname = hostname;
+                if let Some(h) = client.hostname {
+                    if l.hostname.as_deref().map(str::as_bytes) != Some(h) {
+                        l.hostname = Some(name(h));
+                    }
                 }
                 if *l.hwaddr != *client.hwaddr {
                     l.hwaddr = client.hwaddr.into();
                 }
-                l.clone()
+                l.binding()
             }
             None => {
                 let l = Lease {
@@ -410,12 +435,13 @@ impl LeaseTable {
                     addr,
                     state,
                     expires,
-                    hostname,
+                    hostname: client.hostname.map(name),
                     subnet,
                     reserved,
                 };
-                shard.clients.insert(client.key.into(), l.clone());
-                l
+                let b = l.binding();
+                shard.clients.insert(client.key.into(), l);
+                b
             }
         }
     }
@@ -526,7 +552,7 @@ impl LeaseTable {
 
     /// Binds `addr` to `client` until `now + lease` (REQUEST -> ACK, or a renewal). Succeeds if the
     /// client holds the address, or if nobody holds it now.
-    pub fn bind(&self, now: Instant, client: &Client<'_>, addr: Ipv4Addr, lease: Duration) -> Result<Lease, BindError> {
+    pub fn bind(&self, now: Instant, client: &Client<'_>, addr: Ipv4Addr, lease: Duration) -> Result<Binding, BindError> {
         let hash = client.hash();
         let tag = tag_of(hash);
         let (pool, i) = self.slot_of(addr).ok_or(BindError::NotInPool)?;
@@ -555,7 +581,7 @@ impl LeaseTable {
     }
 
     /// Binds a reserved address (outside the allocator's reach) to its client.
-    pub fn bind_reserved(&self, now: Instant, subnet: u32, client: &Client<'_>, addr: Ipv4Addr, lease: Duration) -> Lease {
+    pub fn bind_reserved(&self, now: Instant, subnet: u32, client: &Client<'_>, addr: Ipv4Addr, lease: Duration) -> Binding {
         let mut shard = lock(self.shard(client.hash()));
         let expires = Instant::from_millis(secs_after(now, lease) * 1000);
         Self::record(&mut shard, client, addr, LeaseState::Bound, expires, subnet, true)
@@ -563,7 +589,7 @@ impl LeaseTable {
 
     /// The client gives its address back (DHCPRELEASE). Returns the updated record if the client
     /// held `addr`. The slot keeps the client's tag so the client gets the address back.
-    pub fn release(&self, now: Instant, key: &[u8], addr: Ipv4Addr) -> Option<Lease> {
+    pub fn release(&self, now: Instant, key: &[u8], addr: Ipv4Addr) -> Option<Binding> {
         let hash = key_hash(key);
         let tag = tag_of(hash);
         let mut shard = lock(self.shard(hash));
@@ -583,12 +609,12 @@ impl LeaseTable {
         }
         l.state = LeaseState::Released;
         l.expires = now;
-        Some(l.clone())
+        Some(l.binding())
     }
 
     /// The client says the address is in use by someone else (DHCPDECLINE): it is quarantined
     /// for `quarantine` and offered to nobody meanwhile.
-    pub fn decline(&self, now: Instant, key: &[u8], addr: Ipv4Addr, quarantine: Duration) -> Option<Lease> {
+    pub fn decline(&self, now: Instant, key: &[u8], addr: Ipv4Addr, quarantine: Duration) -> Option<Binding> {
         let hash = key_hash(key);
         let tag = tag_of(hash);
         let mut shard = lock(self.shard(hash));
@@ -605,7 +631,7 @@ impl LeaseTable {
         }
         l.state = LeaseState::Declined;
         l.expires = now;
-        Some(l.clone())
+        Some(l.binding())
     }
 
     /// The client chose another server (a REQUEST naming another server id): its offer is given
@@ -632,6 +658,25 @@ impl LeaseTable {
         Some(l)
     }
 
+    /// The client's binding without cloning its record (hot path), state up to date for `now`.
+    pub fn binding_of(&self, now: Instant, key: &[u8]) -> Option<Binding> {
+        let shard = lock(self.shard(key_hash(key)));
+        let l = shard.clients.get(key)?;
+        let mut b = l.binding();
+        if matches!(b.state, LeaseState::Offered | LeaseState::Bound) && (b.expires <= now || self.lost(l)) {
+            b.state = LeaseState::Expired;
+        }
+        Some(b)
+    }
+
+    fn lost(&self, l: &Lease) -> bool {
+        !l.reserved
+            && self.slot_of(l.addr).is_some_and(|(p, i)| {
+                let w = p.load(i);
+                w.tag() != tag_of(key_hash(&l.key)) || !matches!(w.state(), state::OFFERED | state::BOUND)
+            })
+    }
+
     /// Whether `addr` is held now, and by whom relative to `key`.
     pub fn holder(&self, now: Instant, key: &[u8], addr: Ipv4Addr) -> Holder {
         let Some((pool, i)) = self.slot_of(addr) else { return Holder::NotInPool };
@@ -648,13 +693,7 @@ impl LeaseTable {
     /// Brings a record's state up to date with its slot and the clock.
     fn refresh(&self, now: Instant, l: &mut Lease) {
         if matches!(l.state, LeaseState::Offered | LeaseState::Bound) {
-            let lapsed = l.expires <= now;
-            let lost = !l.reserved
-                && self.slot_of(l.addr).is_some_and(|(p, i)| {
-                    let w = p.load(i);
-                    w.tag() != tag_of(key_hash(&l.key)) || !matches!(w.state(), state::OFFERED | state::BOUND)
-                });
-            if lapsed || lost {
+            if l.expires <= now || self.lost(l) {
                 l.state = LeaseState::Expired;
             }
         }

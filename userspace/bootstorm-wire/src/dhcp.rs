@@ -800,6 +800,12 @@ impl<'b> OptionWriter<'b> {
         }
     }
 
+    /// Allows `n` more bytes than the limit given at creation: for an option that must come last
+    /// (82) and whose room was kept back.
+    pub fn extend_limit(&mut self, n: usize) {
+        self.limit = (self.limit + n).min(self.buf.len());
+    }
+
     /// Writes End and zero padding up to `min_len` bytes; returns the length written.
     pub fn finish(self, min_len: usize) -> usize {
         let mut pos = self.pos;

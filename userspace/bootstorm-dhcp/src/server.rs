@@ -1,0 +1,762 @@
+//! The server: RFC 2131 message handling, PXE boot selection and reply building.
+
+use crate::config::{Boot, BootRule, Class, Match, OptionSet, Reservation, ServerConfig, Subnet, arch};
+use crate::stats::{DropReason, Stats};
+use bootstorm_lease::{AllocError, Binding, BuildError, Client, LeaseTable, PoolConfig};
+use bootstorm_time::{Duration, Instant};
+use bootstorm_wire::dhcp::{
+    self, HEADER_LEN, MIN_MESSAGE, MessageType, OptionWriter, Packet, Repr, emit_reply_header, opt, user_classes,
+};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+/// Where a datagram came from, as the driver saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RxMeta {
+    /// Source address and port.
+    pub src: SocketAddrV4,
+    /// The subnet served on the receiving interface, if the driver knows one.
+    pub subnet_hint: Option<u32>,
+}
+
+/// Where a reply must be sent (RFC 2131 4.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// To 255.255.255.255:68 on the interface the request came in on.
+    Broadcast,
+    /// To this address and port (a relay at giaddr:67, a client at ciaddr:68, or a test client
+    /// on loopback at its source).
+    Unicast(SocketAddrV4),
+    /// To `addr` at the link layer address `hwaddr`, without ARP: the client has no address yet
+    /// and did not ask for broadcast. A frame-level driver sends it so; a socket driver, which
+    /// cannot address a frame to a MAC, broadcasts it instead.
+    Link {
+        /// The offered address.
+        addr: Ipv4Addr,
+        /// The client's MAC.
+        hwaddr: [u8; 6],
+    },
+}
+
+/// A reply written into the output buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// Bytes of the DHCP message at the start of the output buffer.
+    pub len: usize,
+    /// Where it goes.
+    pub dest: Destination,
+    /// OFFER, ACK or NAK.
+    pub message_type: MessageType,
+    /// The server identifier in it: the source address a driver should use.
+    pub server_id: Ipv4Addr,
+}
+
+/// What happened to a lease, for logs, metrics and (later) the journal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// An address was offered.
+    Offer,
+    /// A lease was granted or renewed (ACK).
+    Bind,
+    /// A REQUEST was refused (NAK).
+    Nak,
+    /// The client released its lease.
+    Release,
+    /// The client declined its address.
+    Decline,
+    /// An INFORM was answered.
+    Inform,
+    /// The client chose another server; its offer was given back.
+    OfferWithdrawn,
+}
+
+impl EventKind {
+    /// Lower-case name for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Offer => "offer",
+            EventKind::Bind => "bind",
+            EventKind::Nak => "nak",
+            EventKind::Release => "release",
+            EventKind::Decline => "decline",
+            EventKind::Inform => "inform",
+            EventKind::OfferWithdrawn => "offer_withdrawn",
+        }
+    }
+}
+
+/// A lease event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// The address concerned.
+    pub addr: Ipv4Addr,
+    /// The lease end, for offers and binds.
+    pub expires: Option<Instant>,
+    /// chaddr (first `hlen` bytes meaningful).
+    pub hwaddr: [u8; 16],
+    /// hlen.
+    pub hlen: u8,
+    /// Transaction id.
+    pub xid: u32,
+    /// Subnet index.
+    pub subnet: u32,
+}
+
+impl Event {
+    /// The hardware address.
+    pub fn hwaddr(&self) -> &[u8] {
+        &self.hwaddr[..usize::from(self.hlen).min(16)]
+    }
+}
+
+/// The result of handling one datagram: at most one reply, at most one event, or a drop reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Outcome {
+    /// The reply, if one is due.
+    pub reply: Option<Reply>,
+    /// What happened to a lease.
+    pub event: Option<Event>,
+    /// Why nothing was sent, if the message was dropped.
+    pub dropped: Option<DropReason>,
+}
+
+impl Outcome {
+    fn drop(r: DropReason) -> Outcome {
+        Outcome { dropped: Some(r), ..Outcome::default() }
+    }
+}
+
+/// The DHCP server core. Shared by all workers (`&self` everywhere); each worker passes its own
+/// [`Stats`].
+pub struct Server {
+    cfg: ServerConfig,
+    table: LeaseTable,
+    by_mac: HashMap<[u8; 6], usize>,
+    by_client_id: HashMap<Box<[u8]>, usize>,
+    reserved_addrs: HashMap<Ipv4Addr, usize>,
+    default_subnet: Option<u32>,
+}
+
+/// Vendor class prefixes (option 60) of PXE and HTTP boot clients.
+const PXE_CLIENT: &[u8] = b"PXEClient";
+const HTTP_CLIENT: &[u8] = b"HTTPClient";
+/// Option 43 for PXE clients: sub-option 6 (PXE_DISCOVERY_CONTROL) = 8, "boot from the file in
+/// this offer, skip boot server discovery" (PXE 2.1 spec, table 2-1), then End.
+const PXE_VENDOR_OPTIONS: [u8; 4] = [6, 1, 8, 255];
+/// Shortest lease granted when a client asks for less than the subnet's lease time.
+const MIN_LEASE: Duration = Duration::from_secs(60);
+
+/// The key a client is known by: option 61 if sent, else htype + chaddr. A client that sends
+/// option 61 as type 1 + its MAC therefore has the same key as when it sends none.
+struct Key {
+    buf: [u8; 17],
+    len: usize,
+}
+
+impl Key {
+    fn of<'k>(req: &'k Repr<'_>, buf: &'k mut Key) -> &'k [u8] {
+        if let Some(id) = req.client_id {
+            return id;
+        }
+        let hw = req.chaddr();
+        buf.buf[0] = req.htype;
+        buf.buf[1..1 + hw.len()].copy_from_slice(hw);
+        buf.len = 1 + hw.len();
+        &buf.buf[..buf.len]
+    }
+}
+
+/// Everything decided about one request before the reply is built.
+struct Ctx<'s, 'r, 'a> {
+    req: &'r Repr<'a>,
+    subnet_id: u32,
+    subnet: &'s Subnet,
+    key: &'r [u8],
+    reservation: Option<&'s Reservation>,
+    boot: Option<&'s Boot>,
+    rule: Option<&'s BootRule>,
+    mac: [u8; 6],
+}
+
+impl Server {
+    /// Builds the server and its lease table.
+    pub fn new(cfg: ServerConfig) -> Result<Server, BuildError> {
+        let mut pools = Vec::new();
+        for (id, s) in cfg.subnets.iter().enumerate() {
+            for &(start, end) in &s.ranges {
+                pools.push(PoolConfig { subnet: id as u32, start, end });
+            }
+        }
+        let reserved: Vec<Ipv4Addr> = cfg.reservations.iter().map(|r| r.addr).collect();
+        let table = LeaseTable::new(&pools, &reserved, cfg.shards)?;
+        let mut by_mac = HashMap::new();
+        let mut by_client_id = HashMap::new();
+        let mut reserved_addrs = HashMap::new();
+        for (i, r) in cfg.reservations.iter().enumerate() {
+            if let Some(m) = r.hwaddr {
+                by_mac.insert(m, i);
+            }
+            if let Some(id) = &r.client_id {
+                by_client_id.insert(id.clone(), i);
+            }
+            reserved_addrs.insert(r.addr, i);
+        }
+        let default_subnet = cfg.subnets.iter().position(|s| s.interface.is_none()).map(|i| i as u32);
+        Ok(Server { cfg, table, by_mac, by_client_id, reserved_addrs, default_subnet })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.cfg
+    }
+
+    /// The lease table (for listings, metrics and sweeps).
+    pub fn leases(&self) -> &LeaseTable {
+        &self.table
+    }
+
+    /// The index of the subnet served directly on interface `name`, if any.
+    pub fn subnet_for_interface(&self, name: &str) -> Option<u32> {
+        self.cfg.subnets.iter().position(|s| s.interface.as_deref() == Some(name)).map(|i| i as u32)
+    }
+
+    fn is_our_id(&self, a: Ipv4Addr) -> bool {
+        self.cfg.subnets.iter().any(|s| s.server_id == a)
+    }
+
+    fn subnet_containing(&self, a: Ipv4Addr) -> Option<u32> {
+        self.cfg.subnets.iter().position(|s| s.contains(a)).map(|i| i as u32)
+    }
+
+    /// RFC 2131 4.3.1: a relayed message is served from the subnet of giaddr; otherwise the subnet
+    /// of ciaddr, of the receiving interface, or the default (first subnet not tied to an
+    /// interface).
+    fn select_subnet(&self, req: &Repr<'_>, meta: &RxMeta) -> Option<u32> {
+        if let Some(g) = req.giaddr {
+            return self.subnet_containing(g);
+        }
+        if let Some(s) = req.ciaddr.and_then(|c| self.subnet_containing(c)) {
+            return Some(s);
+        }
+        meta.subnet_hint.or(self.default_subnet)
+    }
+
+    fn reservation_for(&self, req: &Repr<'_>, mac: &[u8; 6], subnet: &Subnet) -> Option<&Reservation> {
+        let by_id = req.client_id.and_then(|id| self.by_client_id.get(id));
+        let by_mac = || if req.hlen == 6 { self.by_mac.get(mac) } else { None };
+        let i = by_id.or_else(by_mac)?;
+        let r = &self.cfg.reservations[*i];
+        subnet.contains(r.addr).then_some(r)
+    }
+
+    fn matches(&self, m: &Match, ctx_req: &Repr<'_>, subnet_id: u32, reserved: bool) -> bool {
+        if !m.arch.is_empty() && !ctx_req.client_arches().any(|a| m.arch.contains(&a)) {
+            return false;
+        }
+        if let Some(uc) = &m.user_class {
+            let Some(sent) = ctx_req.user_class else { return false };
+            if !user_classes(sent).any(|c| c == &uc[..]) {
+                return false;
+            }
+        }
+        if let Some(p) = &m.vendor_class_prefix {
+            if !ctx_req.vendor_class.is_some_and(|v| v.starts_with(p)) {
+                return false;
+            }
+        }
+        if let Some(p) = &m.mac_prefix {
+            if !ctx_req.chaddr().starts_with(p) {
+                return false;
+            }
+        }
+        if m.reserved.is_some_and(|r| r != reserved) {
+            return false;
+        }
+        if m.subnet.is_some_and(|s| s != subnet_id) {
+            return false;
+        }
+        true
+    }
+
+    fn classes<'s>(&'s self, req: &'s Repr<'_>, subnet_id: u32, reserved: bool) -> impl Iterator<Item = &'s Class> + 's {
+        self.cfg.classes.iter().filter(move |c| self.matches(&c.matcher, req, subnet_id, reserved))
+    }
+
+    /// Handles one datagram (the UDP payload) received at `now`. A reply, if any, is written to
+    /// the start of `out`; `out` should hold at least 1500 bytes (replies never exceed the
+    /// client's maximum message size, 548 bytes when it gives none).
+    pub fn handle(&self, now: Instant, meta: &RxMeta, input: &[u8], out: &mut [u8], stats: &mut Stats) -> Outcome {
+        let outcome = self.handle_inner(now, meta, input, out, stats);
+        if let Some(r) = outcome.dropped {
+            stats.count_drop(r);
+        }
+        if let Some(reply) = &outcome.reply {
+            stats.count_tx(reply.message_type);
+        }
+        outcome
+    }
+
+    fn handle_inner(&self, now: Instant, meta: &RxMeta, input: &[u8], out: &mut [u8], stats: &mut Stats) -> Outcome {
+        let Ok(packet) = Packet::new_checked(input) else { return Outcome::drop(DropReason::Malformed) };
+        let Ok(req) = Repr::parse(&packet) else { return Outcome::drop(DropReason::Malformed) };
+        if req.op != 1 {
+            return Outcome::drop(DropReason::NotRequest);
+        }
+        let Some(mt) = req.message_type else { return Outcome::drop(DropReason::NotDhcp) };
+        stats.count_rx(mt);
+        if req.hlen == 0 && req.client_id.is_none() {
+            return Outcome::drop(DropReason::Malformed);
+        }
+        let Some(subnet_id) = self.select_subnet(&req, meta) else { return Outcome::drop(DropReason::NoSubnet) };
+        let subnet = &self.cfg.subnets[subnet_id as usize];
+        let mut keybuf = Key { buf: [0; 17], len: 0 };
+        let key = Key::of(&req, &mut keybuf);
+        let mut mac = [0u8; 6];
+        if req.hlen == 6 {
+            mac.copy_from_slice(&req.chaddr[..6]);
+        }
+        let reservation = self.reservation_for(&req, &mac, subnet);
+        let reserved = reservation.is_some();
+        let rule = self.cfg.boot_rules.iter().find(|r| self.matches(&r.matcher, &req, subnet_id, reserved));
+        let boot = reservation.and_then(|r| r.boot.as_ref()).or(rule.map(|r| &r.boot));
+        let ctx = Ctx { req: &req, subnet_id, subnet, key, reservation, boot, rule, mac };
+        let client = Client { key, hwaddr: req.chaddr(), hostname: req.hostname };
+        match mt {
+            MessageType::Discover => self.discover(now, meta, &ctx, &client, out, stats),
+            MessageType::Request => self.request(now, meta, &ctx, &client, out, stats),
+            MessageType::Decline => self.decline(now, &ctx),
+            MessageType::Release => self.release(now, &ctx),
+            MessageType::Inform => self.inform(meta, &ctx, out, stats),
+            _ => Outcome::drop(DropReason::UnexpectedType),
+        }
+    }
+
+    fn event(&self, ctx: &Ctx<'_, '_, '_>, kind: EventKind, b: Option<Binding>, addr: Ipv4Addr) -> Event {
+        Event {
+            kind,
+            addr,
+            expires: b.map(|b| b.expires),
+            hwaddr: ctx.req.chaddr,
+            hlen: ctx.req.hlen,
+            xid: ctx.req.xid,
+            subnet: ctx.subnet_id,
+        }
+    }
+
+    fn discover(&self, now: Instant, meta: &RxMeta, ctx: &Ctx<'_, '_, '_>, client: &Client<'_>, out: &mut [u8], stats: &mut Stats) -> Outcome {
+        let hold = self.cfg.offer_hold;
+        let binding = match ctx.reservation {
+            Some(r) => self.table.offer_reserved(now, ctx.subnet_id, client, r.addr, hold),
+            None => match self.table.offer(now, ctx.subnet_id, client, ctx.req.requested_ip, hold) {
+                Ok(b) => b,
+                Err(AllocError::Exhausted) => {
+                    if self.cfg.compat_nak {
+                        let mut o = self.reply(meta, ctx, MessageType::Nak, Ipv4Addr::UNSPECIFIED, None, out, stats);
+                        o.dropped = o.dropped.or(Some(DropReason::PoolExhausted)).filter(|_| o.reply.is_none());
+                        return o;
+                    }
+                    return Outcome::drop(DropReason::PoolExhausted);
+                }
+            },
+        };
+        let mut o = self.reply(meta, ctx, MessageType::Offer, binding.addr, Some(self.lease_time(ctx, now, None)), out, stats);
+        if o.reply.is_some() {
+            o.event = Some(self.event(ctx, EventKind::Offer, Some(binding), binding.addr));
+        }
+        o
+    }
+
+    /// The lease time to grant: the subnet's, or less if the client asks for less (option 51),
+    /// never below [`MIN_LEASE`]. With `bound_until`, what remains of an existing binding.
+    fn lease_time(&self, ctx: &Ctx<'_, '_, '_>, now: Instant, bound_until: Option<Instant>) -> Duration {
+        if let Some(until) = bound_until {
+            return until.saturating_since(now);
+        }
+        let full = ctx.subnet.lease_time;
+        match ctx.req.lease_time {
+            Some(s) => Duration::from_secs(u64::from(s)).max(MIN_LEASE).min(full),
+            None => full,
+        }
+    }
+
+    fn request(&self, now: Instant, meta: &RxMeta, ctx: &Ctx<'_, '_, '_>, client: &Client<'_>, out: &mut [u8], stats: &mut Stats) -> Outcome {
+        let req = ctx.req;
+        let nak = |stats: &mut Stats, out: &mut [u8], addr: Ipv4Addr| {
+            let mut o = self.reply(meta, ctx, MessageType::Nak, Ipv4Addr::UNSPECIFIED, None, out, stats);
+            o.event = Some(self.event(ctx, EventKind::Nak, None, addr));
+            o
+        };
+        let addr;
+        if let Some(sid) = req.server_id {
+            // RFC 2131 4.3.2, SELECTING: the client names the server it chose.
+            if !self.is_our_id(sid) {
+                // It chose another server: our offer is freed at once. RFC 2131 wants silence
+                // here (a NAK would break networks with two servers); compatibility mode NAKs.
+                let freed = self.table.cancel_offer(now, ctx.key);
+                if self.cfg.compat_nak {
+                    return nak(stats, out, freed.unwrap_or(Ipv4Addr::UNSPECIFIED));
+                }
+                let mut o = Outcome::drop(DropReason::NotForUs);
+                o.event = freed.map(|a| self.event(ctx, EventKind::OfferWithdrawn, None, a));
+                return o;
+            }
+            let Some(a) = req.requested_ip.or(req.ciaddr) else { return Outcome::drop(DropReason::Malformed) };
+            addr = a;
+        } else if let Some(ci) = req.ciaddr {
+            // RENEWING (unicast) or REBINDING (broadcast): ciaddr is the address to extend.
+            let known = self.table.binding_of(now, ctx.key).is_some_and(|b| b.addr == ci);
+            if !known && !self.cfg.authoritative && ctx.reservation.is_none() {
+                return Outcome::drop(DropReason::NoRecord);
+            }
+            addr = ci;
+        } else if let Some(r) = req.requested_ip {
+            // INIT-REBOOT: the client asks to keep an address it had.
+            if !ctx.subnet.contains(r) {
+                // RFC 2131 4.3.2: on the wrong network, NAK.
+                return nak(stats, out, r);
+            }
+            let known = self.table.binding_of(now, ctx.key).is_some();
+            if !known && !self.cfg.authoritative && ctx.reservation.is_none() {
+                // RFC 2131 4.3.2: no record of this client: remain silent.
+                return Outcome::drop(DropReason::NoRecord);
+            }
+            addr = r;
+        } else {
+            return Outcome::drop(DropReason::Malformed);
+        }
+        let lease = self.lease_time(ctx, now, None);
+        let binding = if let Some(res) = ctx.reservation {
+            if res.addr != addr {
+                return nak(stats, out, addr);
+            }
+            self.table.bind_reserved(now, ctx.subnet_id, client, addr, lease)
+        } else {
+            if self.reserved_addrs.contains_key(&addr) || !ctx.subnet.contains(addr) {
+                return nak(stats, out, addr);
+            }
+            match self.table.bind(now, client, addr, lease) {
+                Ok(b) => b,
+                Err(_) => return nak(stats, out, addr),
+            }
+        };
+        let granted = self.lease_time(ctx, now, Some(binding.expires));
+        let mut o = self.reply(meta, ctx, MessageType::Ack, addr, Some(granted), out, stats);
+        if o.reply.is_some() {
+            o.event = Some(self.event(ctx, EventKind::Bind, Some(binding), addr));
+        }
+        o
+    }
+
+    fn decline(&self, now: Instant, ctx: &Ctx<'_, '_, '_>) -> Outcome {
+        let req = ctx.req;
+        // RFC 2131 4.3.3: the server identifier must be ours; the address is in option 50.
+        if !req.server_id.is_some_and(|s| self.is_our_id(s)) {
+            return Outcome::drop(DropReason::NotForUs);
+        }
+        let Some(addr) = req.requested_ip else { return Outcome::drop(DropReason::Malformed) };
+        let b = self.table.decline(now, ctx.key, addr, self.cfg.decline_quarantine);
+        let mut o = Outcome::drop(DropReason::NoReplyExpected);
+        o.event = b.map(|b| self.event(ctx, EventKind::Decline, Some(b), addr));
+        o
+    }
+
+    fn release(&self, now: Instant, ctx: &Ctx<'_, '_, '_>) -> Outcome {
+        let req = ctx.req;
+        if req.server_id.is_some_and(|s| !self.is_our_id(s)) {
+            return Outcome::drop(DropReason::NotForUs);
+        }
+        let Some(addr) = req.ciaddr else { return Outcome::drop(DropReason::Malformed) };
+        // RFC 2131 4.3.4: no reply. The address keeps its last client (sticky re-offer).
+        let b = self.table.release(now, ctx.key, addr);
+        let mut o = Outcome::drop(DropReason::NoReplyExpected);
+        o.event = b.map(|_| self.event(ctx, EventKind::Release, None, addr));
+        o
+    }
+
+    fn inform(&self, meta: &RxMeta, ctx: &Ctx<'_, '_, '_>, out: &mut [u8], stats: &mut Stats) -> Outcome {
+        // RFC 2131 4.3.5: ACK with configuration, no lease, no yiaddr.
+        let mut o = self.reply(meta, ctx, MessageType::Ack, Ipv4Addr::UNSPECIFIED, None, out, stats);
+        if o.reply.is_some() {
+            o.event = Some(self.event(ctx, EventKind::Inform, None, ctx.req.ciaddr.unwrap_or(Ipv4Addr::UNSPECIFIED)));
+        }
+        o
+    }
+
+    /// RFC 2131 4.1: relays get the reply at giaddr:67; a client with an address at ciaddr:68; a
+    /// NAK is broadcast; otherwise the broadcast bit decides between broadcast and link unicast.
+    /// A request from a non-zero source with giaddr and ciaddr zero (a test client on loopback,
+    /// never firmware, which sends from 0.0.0.0) is answered at its source.
+    fn destination(req: &Repr<'_>, meta: &RxMeta, mt: MessageType, yiaddr: Ipv4Addr, mac: [u8; 6]) -> Destination {
+        if let Some(g) = req.giaddr {
+            return Destination::Unicast(SocketAddrV4::new(g, dhcp::SERVER_PORT));
+        }
+        if req.ciaddr.is_none() && !meta.src.ip().is_unspecified() {
+            return Destination::Unicast(meta.src);
+        }
+        if mt == MessageType::Nak {
+            return Destination::Broadcast;
+        }
+        if let Some(c) = req.ciaddr {
+            return Destination::Unicast(SocketAddrV4::new(c, dhcp::CLIENT_PORT));
+        }
+        if req.broadcast() || yiaddr.is_unspecified() || req.hlen != 6 {
+            return Destination::Broadcast;
+        }
+        Destination::Link { addr: yiaddr, hwaddr: mac }
+    }
+
+    /// Builds an OFFER, ACK or NAK into `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn reply(
+        &self,
+        meta: &RxMeta,
+        ctx: &Ctx<'_, '_, '_>,
+        mt: MessageType,
+        yiaddr: Ipv4Addr,
+        lease: Option<Duration>,
+        out: &mut [u8],
+        stats: &mut Stats,
+    ) -> Outcome {
+        match self.build(ctx, mt, yiaddr, lease, out, stats) {
+            Some(len) => Outcome {
+                reply: Some(Reply {
+                    len,
+                    dest: Self::destination(ctx.req, meta, mt, yiaddr, ctx.mac),
+                    message_type: mt,
+                    server_id: ctx.subnet.server_id,
+                }),
+                ..Outcome::default()
+            },
+            None => Outcome::drop(DropReason::NoSpace),
+        }
+    }
+
+    fn build(&self, ctx: &Ctx<'_, '_, '_>, mt: MessageType, yiaddr: Ipv4Addr, lease: Option<Duration>, out: &mut [u8], stats: &mut Stats) -> Option<usize> {
+        let req = ctx.req;
+        let subnet = ctx.subnet;
+        let nak = mt == MessageType::Nak;
+        let boot = if nak { None } else { ctx.boot };
+        let siaddr = match boot {
+            Some(b) => b.next_server.or(subnet.next_server).unwrap_or(subnet.server_id),
+            None if nak => Ipv4Addr::UNSPECIFIED,
+            None => subnet.next_server.unwrap_or(Ipv4Addr::UNSPECIFIED),
+        };
+        // RFC 2131 4.1: the maximum message size counts the IP and UDP headers; 576 is the least
+        // any client may announce.
+        let max = ctx.req.max_message_size.map_or(dhcp::DEFAULT_MAX_MESSAGE, |m| usize::from(m.max(576)) - 28);
+        let max = max.min(out.len());
+        if max < HEADER_LEN + 16 {
+            return None;
+        }
+        let mut p = emit_reply_header(out, req, yiaddr, siaddr).ok()?;
+        if mt == MessageType::Ack && !nak {
+            p.set_ciaddr(req.ciaddr.unwrap_or(Ipv4Addr::UNSPECIFIED));
+        }
+        if nak && req.giaddr.is_some() {
+            // RFC 2131 4.3.2: a NAK through a relay asks it to broadcast.
+            p.set_flags(dhcp::FLAG_BROADCAST);
+        }
+        if let Some(b) = boot {
+            if b.file.len() < 128 {
+                p.set_file(b.file.as_bytes());
+            }
+            if let Some(n) = &b.server_name {
+                p.set_sname(n.as_bytes());
+            }
+        }
+        // RFC 3046 2.2: option 82 is echoed, and last.
+        let relay_info = req.relay_agent_info.filter(|_| req.giaddr.is_some());
+        let reserve = relay_info.map_or(0, |r| OptionWriter::encoded_len(r.len()));
+        let mut w = OptionWriter::new(p.options_mut(), max - HEADER_LEN - reserve);
+        let mut written = CodeSet::default();
+        w.push(opt::MESSAGE_TYPE, &[mt.into()]).ok()?;
+        written.insert(opt::MESSAGE_TYPE);
+        w.push(opt::SERVER_ID, &subnet.server_id.octets()).ok()?;
+        written.insert(opt::SERVER_ID);
+        if let Some(l) = lease {
+            let secs = u32::try_from(l.as_secs()).unwrap_or(u32::MAX);
+            let t1 = subnet.renewal_time.map_or(secs / 2, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX).min(secs));
+            let t2 = subnet.rebinding_time.map_or(secs / 8 * 7, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX).min(secs));
+            w.push(opt::LEASE_TIME, &secs.to_be_bytes()).ok()?;
+            w.push(opt::RENEWAL_TIME, &t1.to_be_bytes()).ok()?;
+            w.push(opt::REBINDING_TIME, &t2.to_be_bytes()).ok()?;
+            written.insert(opt::LEASE_TIME);
+            written.insert(opt::RENEWAL_TIME);
+            written.insert(opt::REBINDING_TIME);
+        }
+        // RFC 6842: the client identifier is echoed in every reply.
+        if let Some(id) = req.client_id {
+            w.push(opt::CLIENT_ID, id).ok()?;
+            written.insert(opt::CLIENT_ID);
+        }
+        if nak {
+            w.push_optional(opt::MESSAGE, b"address not available");
+        } else {
+            let vendor = req.vendor_class.unwrap_or(&[]);
+            let http = vendor.starts_with(HTTP_CLIENT) || req.client_arches().any(arch::is_http);
+            if boot.is_some() && http {
+                // UEFI HTTP boot only accepts an offer that says HTTPClient (UEFI spec 24.7.2).
+                w.push(opt::VENDOR_CLASS_ID, HTTP_CLIENT).ok()?;
+                written.insert(opt::VENDOR_CLASS_ID);
+            } else if vendor.starts_with(PXE_CLIENT) {
+                // PXE 2.1: a ROM ignores offers without "PXEClient" in option 60.
+                w.push(opt::VENDOR_CLASS_ID, PXE_CLIENT).ok()?;
+                written.insert(opt::VENDOR_CLASS_ID);
+                if boot.is_some() && self.lookup(ctx, opt::VENDOR_SPECIFIC).is_none() {
+                    w.push(opt::VENDOR_SPECIFIC, &PXE_VENDOR_OPTIONS).ok()?;
+                    written.insert(opt::VENDOR_SPECIFIC);
+                }
+            }
+            if let Some(uuid) = req.client_uuid.filter(|_| boot.is_some() || vendor.starts_with(PXE_CLIENT)) {
+                w.push_optional(opt::CLIENT_UUID, uuid);
+                written.insert(opt::CLIENT_UUID);
+            }
+            if let Some(b) = boot {
+                // A file name that does not fit the `file` field only travels in option 67.
+                if b.file.len() >= 128 {
+                    w.push(opt::BOOTFILE_NAME, b.file.as_bytes()).ok()?;
+                    written.insert(opt::BOOTFILE_NAME);
+                }
+            }
+            let mut tmp = [0u8; 16];
+            // RFC 2131 4.3.1: requested options in the order the client listed them.
+            for &code in req.parameter_request_list.unwrap_or(&[]) {
+                if written.contains(code) || code == opt::PAD || code == opt::END {
+                    continue;
+                }
+                if let Some(data) = self.value(ctx, boot, code, &mut tmp) {
+                    w.push_optional(code, data);
+                }
+                written.insert(code);
+            }
+            // Then what is sent unasked: the essentials, boot options for boot clients, and any
+            // option configured with `always`.
+            let pxe_or_http = http || vendor.starts_with(PXE_CLIENT);
+            let mut unasked = |code: u8, w: &mut OptionWriter<'_>, tmp: &mut [u8; 16]| {
+                if !written.contains(code) {
+                    if let Some(data) = self.value(ctx, boot, code, tmp) {
+                        w.push_optional(code, data);
+                    }
+                    written.insert(code);
+                }
+            };
+            for code in [opt::SUBNET_MASK, opt::ROUTER, opt::DNS_SERVERS, opt::DOMAIN_NAME] {
+                unasked(code, &mut w, &mut tmp);
+            }
+            if pxe_or_http {
+                for code in [opt::TFTP_SERVER_NAME, opt::BOOTFILE_NAME, opt::ROOT_PATH] {
+                    unasked(code, &mut w, &mut tmp);
+                }
+            }
+            if ctx.reservation.and_then(|r| r.hostname.as_ref()).is_some() {
+                unasked(opt::HOSTNAME, &mut w, &mut tmp);
+            }
+            for set in self.option_sets(ctx) {
+                for o in set.iter().filter(|o| o.always) {
+                    unasked(o.code, &mut w, &mut tmp);
+                }
+            }
+        }
+        stats.options_dropped += u64::from(w.dropped());
+        if let Some(r) = relay_info {
+            w.extend_limit(reserve);
+            w.push(opt::RELAY_AGENT_INFO, r).ok()?;
+        }
+        Some(HEADER_LEN + w.finish(MIN_MESSAGE - HEADER_LEN))
+    }
+
+    /// The option sets that apply to a client, most specific first: reservation, boot rule,
+    /// classes, subnet.
+    fn option_sets<'s>(&'s self, ctx: &'s Ctx<'s, '_, '_>) -> impl Iterator<Item = &'s OptionSet> + 's {
+        let reserved = ctx.reservation.is_some();
+        ctx.reservation
+            .map(|r| &r.options)
+            .into_iter()
+            .chain(ctx.rule.map(|r| &r.options))
+            .chain(self.classes(ctx.req, ctx.subnet_id, reserved).map(|c| &c.options))
+            .chain(std::iter::once(&ctx.subnet.options))
+    }
+
+    fn lookup<'s>(&'s self, ctx: &'s Ctx<'s, '_, '_>, code: u8) -> Option<&'s [u8]> {
+        self.option_sets(ctx).find_map(|s| s.get(code)).map(|o| &o.data[..])
+    }
+
+    /// The value of option `code` for this client: configured values first (most specific set
+    /// wins), then the values the server derives (mask, broadcast, boot options, host name).
+    fn value<'s>(&'s self, ctx: &'s Ctx<'s, '_, '_>, boot: Option<&'s Boot>, code: u8, tmp: &'s mut [u8; 16]) -> Option<&'s [u8]> {
+        if let Some(v) = self.lookup(ctx, code) {
+            return Some(v);
+        }
+        let subnet = ctx.subnet;
+        match code {
+            opt::SUBNET_MASK => {
+                tmp[..4].copy_from_slice(&subnet.mask().octets());
+                Some(&tmp[..4])
+            }
+            opt::BROADCAST_ADDR => {
+                let b = u32::from(subnet.network) | !crate::config::prefix_mask(subnet.prefix);
+                tmp[..4].copy_from_slice(&b.to_be_bytes());
+                Some(&tmp[..4])
+            }
+            opt::HOSTNAME => ctx.reservation.and_then(|r| r.hostname.as_deref()).map(str::as_bytes),
+            opt::BOOTFILE_NAME => boot.map(|b| b.file.as_bytes()),
+            opt::ROOT_PATH => boot.and_then(|b| b.root_path.as_deref()).map(str::as_bytes),
+            opt::TFTP_SERVER_NAME => {
+                let b = boot?;
+                if let Some(n) = &b.server_name {
+                    return Some(n.as_bytes());
+                }
+                let ns = b.next_server.or(subnet.next_server).unwrap_or(subnet.server_id);
+                let n = write_ip(ns, tmp);
+                Some(&tmp[..n])
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A set of option codes, on the stack.
+#[derive(Default)]
+struct CodeSet([u64; 4]);
+
+impl CodeSet {
+    fn insert(&mut self, code: u8) {
+        self.0[usize::from(code >> 6)] |= 1 << (code & 63);
+    }
+
+    fn contains(&self, code: u8) -> bool {
+        self.0[usize::from(code >> 6)] & (1 << (code & 63)) != 0
+    }
+}
+
+/// Writes an address in dotted-quad text into `buf` without allocating; returns the length.
+fn write_ip(ip: Ipv4Addr, buf: &mut [u8; 16]) -> usize {
+    let mut n = 0;
+    for (i, o) in ip.octets().iter().enumerate() {
+        if i > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        let mut digits = [0u8; 3];
+        let mut v = *o;
+        let mut k = 0;
+        loop {
+            digits[k] = b'0' + v % 10;
+            k += 1;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        for d in digits[..k].iter().rev() {
+            buf[n] = *d;
+            n += 1;
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests;
