@@ -1,0 +1,11 @@
+//! The `bootstorm` daemon as a library: configuration, the worker runtime on the socket path,
+//! the control socket, and quick mode. The binary (`main.rs`) is only the command line over it,
+//! and tests start the same runtime in-process.
+//!
+//! What it deliberately is not: protocol logic (the cores decide every reply) or I/O primitives
+//! (`bootstorm-net`). It wires them together and owns threads, signals and logs.
+
+pub mod config;
+pub mod control;
+pub mod quick;
+pub mod serve;

@@ -1,0 +1,788 @@
+//! The configuration file (TOML) and the quick-mode flags, both validated by one function into
+//! the core's [`ServerConfig`] plus the daemon's own settings.
+//!
+//! Every error names where it is: `FILE:LINE:COLUMN: reason` for the file, the flag for the
+//! command line. Field syntax (addresses, ranges, durations, MACs) is checked while parsing, so
+//! toml reports its exact position; relations between fields (a pool outside its subnet, a
+//! reservation in no subnet) are checked afterwards against the span of the table they are in.
+
+use bootstorm_dhcp::config::{self as core, OptionSet, ServerConfig, arch, encode_ips, encode_routes};
+use bootstorm_time::Duration;
+use bootstorm_wire::dhcp::opt;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use toml::Spanned;
+
+/// An error in the configuration, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}{reason}")]
+pub struct ConfigError {
+    /// `FILE:LINE:COLUMN: ` or `command line: `.
+    pub origin: String,
+    /// What is wrong and what was expected.
+    pub reason: String,
+}
+
+/// Where a configuration came from, for error messages.
+#[derive(Clone, Debug)]
+pub enum Source<'a> {
+    /// A file and its text.
+    File { path: &'a Path, text: &'a str },
+    /// Command-line flags.
+    CommandLine,
+}
+
+impl Source<'_> {
+    fn error(&self, span: Option<Range<usize>>, reason: impl Into<String>) -> ConfigError {
+        let origin = match (self, span) {
+            (Source::File { path, text }, Some(span)) => {
+                let (line, col) = line_col(text, span.start);
+                format!("{}:{}:{}: ", path.display(), line, col)
+            }
+            (Source::File { path, .. }, None) => format!("{}: ", path.display()),
+            (Source::CommandLine, _) => "command line: ".to_string(),
+        };
+        ConfigError { origin, reason: reason.into() }
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+    (line, col)
+}
+
+macro_rules! from_str_deserialize {
+    ($t:ty, $what:expr) => {
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<$t, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(|e: String| de::Error::custom(format!("{e} (expected {})", $what)))
+            }
+        }
+    };
+}
+
+/// A network in CIDR notation with no host bits set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    /// Network address.
+    pub network: Ipv4Addr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let (a, p) = s.trim().split_once('/').ok_or_else(|| format!("'{s}' has no /prefix"))?;
+        let network: Ipv4Addr = a.parse().map_err(|_| format!("'{a}' is not an IPv4 address"))?;
+        let prefix: u8 = p.parse().ok().filter(|p| *p <= 32).ok_or_else(|| format!("'/{p}' is not a prefix length 0-32"))?;
+        let m = core::prefix_mask(prefix);
+        if u32::from(network) & !m != 0 {
+            let fixed = Ipv4Addr::from(u32::from(network) & m);
+            return Err(format!("'{s}' has host bits set; did you mean {fixed}/{prefix}?"));
+        }
+        Ok(Cidr { network, prefix })
+    }
+}
+from_str_deserialize!(Cidr, "a network like \"198.18.0.0/16\"");
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+/// An inclusive address range "first-last".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpRange {
+    /// First address.
+    pub start: Ipv4Addr,
+    /// Last address.
+    pub end: Ipv4Addr,
+}
+
+impl FromStr for IpRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<IpRange, String> {
+        let (a, b) = s.split_once('-').ok_or_else(|| format!("'{s}' is not a range"))?;
+        let start: Ipv4Addr = a.trim().parse().map_err(|_| format!("'{}' is not an IPv4 address", a.trim()))?;
+        let end: Ipv4Addr = b.trim().parse().map_err(|_| format!("'{}' is not an IPv4 address", b.trim()))?;
+        if u32::from(end) < u32::from(start) {
+            return Err(format!("range '{s}' ends before it starts"));
+        }
+        Ok(IpRange { start, end })
+    }
+}
+from_str_deserialize!(IpRange, "a range like \"198.18.1.1-198.18.1.254\"");
+
+impl fmt::Display for IpRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.start, self.end)
+    }
+}
+
+/// A duration: seconds as an integer, or a string with a unit ("90s", "10m", "12h", "7d").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Dur, String> {
+        let t = s.trim();
+        if t.is_empty() {
+            return Err("empty duration".into());
+        }
+        if let Ok(n) = t.parse::<u64>() {
+            return Ok(Dur(Duration::from_secs(n)));
+        }
+        // A sequence of number+unit pairs: "90s", "10m", "10h30m", "1d12h".
+        let mut total: u64 = 0;
+        let mut rest = t;
+        while !rest.is_empty() {
+            let split = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let (num, tail) = rest.split_at(split);
+            let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a duration"))?;
+            let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
+            let (unit, tail) = tail.split_at(unit_len);
+            let mult = match unit.trim() {
+                "s" => 1,
+                "m" => 60,
+                "h" => 3600,
+                "d" => 86400,
+                u => return Err(format!("unknown unit '{u}' in '{s}' (use s, m, h or d)")),
+            };
+            total = total.saturating_add(n.saturating_mul(mult));
+            rest = tail;
+        }
+        Ok(Dur(Duration::from_secs(total)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Dur, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("seconds, or a string like \"30s\", \"10m\", \"12h\", \"7d\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
+                u64::try_from(v).map(|v| Dur(Duration::from_secs(v))).map_err(|_| E::custom("a duration cannot be negative"))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Dur, E> {
+                Ok(Dur(Duration::from_secs(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Dur, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Bytes written as hex pairs, separated by ':' or '-' or nothing ("52:54:00:12:34:56").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hex(pub Vec<u8>);
+
+impl FromStr for Hex {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Hex, String> {
+        let t = s.trim().trim_start_matches("0x");
+        let digits: String = t.chars().filter(|c| *c != ':' && *c != '-').collect();
+        if digits.is_empty() || digits.len() % 2 != 0 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!("'{s}' is not hex bytes"));
+        }
+        Ok(Hex((0..digits.len()).step_by(2).map(|i| u8::from_str_radix(&digits[i..i + 2], 16).unwrap_or(0)).collect()))
+    }
+}
+from_str_deserialize!(Hex, "hex bytes like \"01:52:54:00:12:34:56\"");
+
+/// A MAC address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mac(pub [u8; 6]);
+
+impl FromStr for Mac {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mac, String> {
+        let h: Hex = s.parse()?;
+        <[u8; 6]>::try_from(h.0).map(Mac).map_err(|_| format!("'{s}' is not a MAC address (6 bytes)"))
+    }
+}
+from_str_deserialize!(Mac, "a MAC like \"52:54:00:12:34:56\"");
+
+/// An architecture in a match: a number (option 93 value) or a name such as "efi-x64".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchItem(pub Vec<u16>);
+
+impl FromStr for ArchItem {
+    type Err = String;
+    fn from_str(s: &str) -> Result<ArchItem, String> {
+        if let Ok(n) = s.parse::<u16>() {
+            return Ok(ArchItem(vec![n]));
+        }
+        arch::NAMES.iter().find(|(n, _)| *n == s).map(|(_, v)| ArchItem(v.to_vec())).ok_or_else(|| {
+            let names: Vec<&str> = arch::NAMES.iter().map(|(n, _)| *n).collect();
+            format!("unknown architecture '{s}' (use a number or one of {})", names.join(", "))
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for ArchItem {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ArchItem, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ArchItem;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an architecture number or name")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ArchItem, E> {
+                u16::try_from(v).map(|v| ArchItem(vec![v])).map_err(|_| E::custom("architecture must be 0-65535"))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ArchItem, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(-1))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ArchItem, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `[server]`.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// `[[subnet]]`.
+    #[serde(default, rename = "subnet")]
+    pub subnets: Vec<Spanned<SubnetSection>>,
+    /// `[[reservation]]`.
+    #[serde(default, rename = "reservation")]
+    pub reservations: Vec<Spanned<ReservationSection>>,
+    /// `[[boot]]`.
+    #[serde(default, rename = "boot")]
+    pub boot: Vec<Spanned<BootSection>>,
+    /// `[[class]]`.
+    #[serde(default, rename = "class")]
+    pub classes: Vec<Spanned<ClassSection>>,
+}
+
+/// `[server]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Address to listen on (default 0.0.0.0, needed to receive broadcasts).
+    pub address: Option<Ipv4Addr>,
+    /// UDP port (default 67).
+    pub port: Option<u16>,
+    /// Interfaces to serve on; empty = all.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// Worker threads (default: one per core).
+    pub workers: Option<usize>,
+    /// Control socket path for `bootstorm leases` (default /run/bootstorm/control.sock).
+    pub control_socket: Option<PathBuf>,
+    /// See [`ServerConfig::authoritative`].
+    pub authoritative: Option<bool>,
+    /// See [`ServerConfig::compat_nak`].
+    pub compat_nak: Option<bool>,
+    /// How long an OFFER holds its address (default 30s).
+    pub offer_hold: Option<Dur>,
+    /// How long a declined address is kept out of use (default 1h).
+    pub decline_quarantine: Option<Dur>,
+    /// Lease-table shards (default 64).
+    pub shards: Option<usize>,
+    /// "text" or "json".
+    pub log_format: Option<String>,
+}
+
+/// `[[subnet]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubnetSection {
+    /// The network, e.g. "198.18.0.0/16".
+    pub network: Option<Cidr>,
+    /// Interface whose clients this subnet serves directly.
+    pub interface: Option<String>,
+    /// Our address on this network (option 54).
+    pub server_id: Option<Ipv4Addr>,
+    /// Dynamic ranges.
+    #[serde(default)]
+    pub pools: Vec<Spanned<IpRange>>,
+    /// Lease time (default 1h).
+    pub lease_time: Option<Dur>,
+    /// T1 (default half the lease).
+    pub renewal_time: Option<Dur>,
+    /// T2 (default 7/8 of the lease).
+    pub rebinding_time: Option<Dur>,
+    /// Option 3.
+    #[serde(default)]
+    pub routers: Vec<Ipv4Addr>,
+    /// Option 6.
+    #[serde(default)]
+    pub dns: Vec<Ipv4Addr>,
+    /// Option 15.
+    pub domain_name: Option<String>,
+    /// Option 42.
+    #[serde(default)]
+    pub ntp: Vec<Ipv4Addr>,
+    /// Option 121.
+    #[serde(default)]
+    pub routes: Vec<RouteSection>,
+    /// siaddr for boot files (default: server_id).
+    pub next_server: Option<Ipv4Addr>,
+    /// Extra options.
+    #[serde(default)]
+    pub options: Vec<Spanned<OptionSection>>,
+}
+
+/// One classless static route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// Destination.
+    pub network: Cidr,
+    /// Next hop.
+    pub router: Ipv4Addr,
+}
+
+/// An extra option: code, type and value.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptionSection {
+    /// Option code 1-254.
+    pub code: u8,
+    /// ip, ips, u8, u16, u32, i32, bool, string or hex.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The value, of that type.
+    pub value: toml::Value,
+    /// Send even if the client did not ask.
+    #[serde(default)]
+    pub always: bool,
+}
+
+/// The conditions of a boot rule or class.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSection {
+    /// Architectures (numbers or names).
+    #[serde(default)]
+    pub arch: Vec<ArchItem>,
+    /// User class (option 77).
+    pub user_class: Option<String>,
+    /// Vendor class prefix (option 60).
+    pub vendor_class_prefix: Option<String>,
+    /// MAC prefix, e.g. "52:54:00".
+    pub mac_prefix: Option<Hex>,
+    /// Only clients with (true) or without (false) a reservation.
+    pub reserved: Option<bool>,
+    /// Only clients of this subnet.
+    pub subnet: Option<Cidr>,
+}
+
+/// Boot settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootFields {
+    /// Boot file name or URL.
+    pub file: String,
+    /// siaddr.
+    pub next_server: Option<Ipv4Addr>,
+    /// Option 66 and sname.
+    pub server_name: Option<String>,
+    /// Option 17.
+    pub root_path: Option<String>,
+}
+
+/// `[[boot]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootSection {
+    /// Name for logs.
+    pub name: Option<String>,
+    /// Conditions.
+    #[serde(default, rename = "match")]
+    pub matcher: MatchSection,
+    /// Boot file name or URL.
+    pub file: String,
+    /// siaddr.
+    pub next_server: Option<Ipv4Addr>,
+    /// Option 66 and sname.
+    pub server_name: Option<String>,
+    /// Option 17.
+    pub root_path: Option<String>,
+    /// Extra options.
+    #[serde(default)]
+    pub options: Vec<Spanned<OptionSection>>,
+}
+
+/// `[[class]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassSection {
+    /// Name for logs.
+    pub name: Option<String>,
+    /// Conditions.
+    #[serde(default, rename = "match")]
+    pub matcher: MatchSection,
+    /// Options.
+    #[serde(default)]
+    pub options: Vec<Spanned<OptionSection>>,
+}
+
+/// `[[reservation]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReservationSection {
+    /// MAC to match.
+    pub mac: Option<Mac>,
+    /// Client identifier (option 61) to match, in hex.
+    pub client_id: Option<Hex>,
+    /// The address.
+    pub address: Option<Ipv4Addr>,
+    /// Option 12.
+    pub hostname: Option<String>,
+    /// Boot settings for this machine.
+    pub boot: Option<BootFields>,
+    /// Extra options.
+    #[serde(default)]
+    pub options: Vec<Spanned<OptionSection>>,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything the daemon needs: its own settings and the core's configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Where to listen.
+    pub listen: SocketAddrV4,
+    /// Interfaces to serve on (one socket set each); empty = all.
+    pub interfaces: Vec<String>,
+    /// Worker threads.
+    pub workers: usize,
+    /// Control socket path.
+    pub control_socket: PathBuf,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// The DHCP core's configuration.
+    pub dhcp: ServerConfig,
+    /// Things that are allowed but probably wrong.
+    pub warnings: Vec<String>,
+}
+
+/// Default control socket path.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/bootstorm/control.sock";
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError { origin: format!("{}: ", path.display()), reason: format!("cannot read: {e}") })?;
+    parse(path, &text)
+}
+
+/// Parses and validates config text read from `path`.
+pub fn parse(path: &Path, text: &str) -> Result<Settings, ConfigError> {
+    let src = Source::File { path, text };
+    let file: FileConfig = toml::from_str(text).map_err(|e| src.error(e.span(), e.message().to_string()))?;
+    validate(&src, file)
+}
+
+fn option_set(src: &Source<'_>, options: &[Spanned<OptionSection>]) -> Result<OptionSet, ConfigError> {
+    let mut set = OptionSet::new();
+    for o in options {
+        let data = encode_option(o.get_ref()).map_err(|e| src.error(Some(o.span()), e))?;
+        set.set(o.get_ref().code, data, o.get_ref().always);
+    }
+    Ok(set)
+}
+
+/// Encodes an extra option's value by its declared type.
+pub fn encode_option(o: &OptionSection) -> Result<Vec<u8>, String> {
+    let code = o.code;
+    match code {
+        opt::PAD | opt::END => return Err(format!("option {code} is not an option")),
+        opt::MESSAGE_TYPE | opt::SERVER_ID | opt::LEASE_TIME | opt::OVERLOAD | opt::MAX_MESSAGE_SIZE | opt::RELAY_AGENT_INFO
+        | opt::CLIENT_ID | opt::RENEWAL_TIME | opt::REBINDING_TIME => {
+            return Err(format!("option {code} is managed by the server and cannot be set"));
+        }
+        _ => {}
+    }
+    let v = &o.value;
+    let bad = |want: &str| format!("option {code} of type {}: value must be {want}", o.kind);
+    let int = |min: i64, max: i64| -> Result<i64, String> {
+        v.as_integer().filter(|i| (min..=max).contains(i)).ok_or_else(|| bad(&format!("an integer {min}..={max}")))
+    };
+    let ip = |v: &toml::Value| -> Result<Ipv4Addr, String> {
+        v.as_str().and_then(|s| s.parse().ok()).ok_or_else(|| bad("an IPv4 address string"))
+    };
+    let data = match o.kind.as_str() {
+        "ip" => ip(v)?.octets().to_vec(),
+        "ips" => {
+            let arr = v.as_array().ok_or_else(|| bad("an array of IPv4 address strings"))?;
+            encode_ips(&arr.iter().map(ip).collect::<Result<Vec<_>, _>>()?)
+        }
+        "u8" => vec![int(0, 255)? as u8],
+        "u16" => (int(0, 65535)? as u16).to_be_bytes().to_vec(),
+        "u32" => (int(0, u32::MAX.into())? as u32).to_be_bytes().to_vec(),
+        "i32" => (int(i32::MIN.into(), i32::MAX.into())? as i32).to_be_bytes().to_vec(),
+        "bool" => vec![u8::from(v.as_bool().ok_or_else(|| bad("true or false"))?)],
+        "string" => v.as_str().ok_or_else(|| bad("a string"))?.as_bytes().to_vec(),
+        "hex" => v.as_str().ok_or_else(|| bad("a hex string"))?.parse::<Hex>()?.0,
+        k => return Err(format!("option {code}: unknown type '{k}' (use ip, ips, u8, u16, u32, i32, bool, string or hex)")),
+    };
+    if data.len() > 1200 {
+        return Err(format!("option {code}: value of {} bytes cannot fit in any DHCP message", data.len()));
+    }
+    Ok(data)
+}
+
+fn matcher(m: &MatchSection, subnets: &[core::Subnet]) -> Result<core::Match, String> {
+    let subnet = match m.subnet {
+        Some(c) => Some(
+            subnets
+                .iter()
+                .position(|s| s.network == c.network && s.prefix == c.prefix)
+                .ok_or_else(|| format!("match.subnet {c} is not a configured subnet"))? as u32,
+        ),
+        None => None,
+    };
+    Ok(core::Match {
+        arch: m.arch.iter().flat_map(|a| a.0.iter().copied()).collect(),
+        user_class: m.user_class.as_ref().map(|s| s.as_bytes().into()),
+        vendor_class_prefix: m.vendor_class_prefix.as_ref().map(|s| s.as_bytes().into()),
+        mac_prefix: m.mac_prefix.as_ref().map(|h| h.0.clone().into()),
+        reserved: m.reserved,
+        subnet,
+    })
+}
+
+fn check_boot_file(file: &str) -> Result<(), String> {
+    if file.is_empty() {
+        return Err("boot file must not be empty".into());
+    }
+    if file.len() > 255 {
+        return Err(format!("boot file of {} bytes is longer than option 67 allows (255)", file.len()));
+    }
+    Ok(())
+}
+
+/// Validates a parsed file (or flags turned into one) into [`Settings`].
+pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigError> {
+    let s = &file.server;
+    let mut warnings = Vec::new();
+    let log_format = match s.log_format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(x) => return Err(src.error(None, format!("[server] log_format '{x}': expected \"text\" or \"json\""))),
+    };
+    let workers = s.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if workers == 0 || workers > 256 {
+        return Err(src.error(None, format!("[server] workers = {workers}: expected 1-256")));
+    }
+    let mut dhcp = ServerConfig::default();
+    if let Some(v) = s.authoritative {
+        dhcp.authoritative = v;
+    }
+    if let Some(v) = s.compat_nak {
+        dhcp.compat_nak = v;
+    }
+    if let Some(v) = s.offer_hold {
+        dhcp.offer_hold = v.0;
+    }
+    if let Some(v) = s.decline_quarantine {
+        dhcp.decline_quarantine = v.0;
+    }
+    if let Some(v) = s.shards {
+        if v == 0 || v > 4096 {
+            return Err(src.error(None, format!("[server] shards = {v}: expected 1-4096")));
+        }
+        dhcp.shards = v;
+    }
+    if file.subnets.is_empty() {
+        return Err(src.error(None, "no [[subnet]]: at least one subnet is needed"));
+    }
+    let mut all_ranges: Vec<(IpRange, Range<usize>)> = Vec::new();
+    for sp in &file.subnets {
+        let span = Some(sp.span());
+        let sn = sp.get_ref();
+        let net = sn.network.ok_or_else(|| src.error(span.clone(), "subnet needs network = \"a.b.c.d/prefix\""))?;
+        let server_id = sn
+            .server_id
+            .ok_or_else(|| src.error(span.clone(), format!("subnet {net} needs server_id (this server's address on it)")))?;
+        let core_net = core::Subnet {
+            network: net.network,
+            prefix: net.prefix,
+            ranges: Vec::new(),
+            server_id,
+            interface: sn.interface.clone(),
+            lease_time: Duration::from_secs(3600),
+            renewal_time: None,
+            rebinding_time: None,
+            next_server: sn.next_server,
+            options: OptionSet::new(),
+        };
+        let mut core_net = core_net;
+        for p in &sn.pools {
+            let r = *p.get_ref();
+            if !core_net.contains(r.start) || !core_net.contains(r.end) {
+                return Err(src.error(Some(p.span()), format!("pool {r} is not inside subnet {net}")));
+            }
+            if let Some((other, _)) = all_ranges.iter().find(|(o, _)| u32::from(o.start) <= u32::from(r.end) && u32::from(r.start) <= u32::from(o.end)) {
+                return Err(src.error(Some(p.span()), format!("pool {r} overlaps pool {other}")));
+            }
+            if (r.start..=r.end).contains(&server_id) {
+                return Err(src.error(Some(p.span()), format!("pool {r} contains the server's own address {server_id}")));
+            }
+            all_ranges.push((r, p.span()));
+            core_net.ranges.push((r.start, r.end));
+        }
+        if let Some(l) = sn.lease_time {
+            if l.0.as_secs() < 60 {
+                return Err(src.error(span.clone(), format!("subnet {net}: lease_time below 60 seconds")));
+            }
+            core_net.lease_time = l.0;
+        }
+        core_net.renewal_time = sn.renewal_time.map(|d| d.0);
+        core_net.rebinding_time = sn.rebinding_time.map(|d| d.0);
+        if let (Some(t1), Some(t2)) = (core_net.renewal_time, core_net.rebinding_time) {
+            if t1 >= t2 {
+                return Err(src.error(span.clone(), format!("subnet {net}: renewal_time must be below rebinding_time")));
+            }
+        }
+        let mut options = OptionSet::new();
+        if !sn.routers.is_empty() {
+            options.set(opt::ROUTER, encode_ips(&sn.routers), false);
+        }
+        if !sn.dns.is_empty() {
+            options.set(opt::DNS_SERVERS, encode_ips(&sn.dns), false);
+        }
+        if let Some(d) = &sn.domain_name {
+            options.set(opt::DOMAIN_NAME, d.as_bytes(), false);
+        }
+        if !sn.ntp.is_empty() {
+            options.set(opt::NTP_SERVERS, encode_ips(&sn.ntp), false);
+        }
+        if !sn.routes.is_empty() {
+            let routes: Vec<core::Route> =
+                sn.routes.iter().map(|r| core::Route { network: r.network.network, prefix: r.network.prefix, router: r.router }).collect();
+            options.set(opt::CLASSLESS_ROUTES, encode_routes(&routes), false);
+        }
+        for o in &sn.options {
+            let data = encode_option(o.get_ref()).map_err(|e| src.error(Some(o.span()), e))?;
+            options.set(o.get_ref().code, data, o.get_ref().always);
+        }
+        core_net.options = options;
+        if let Some(dup) = dhcp.subnets.iter().find(|s| s.network == core_net.network && s.prefix == core_net.prefix) {
+            return Err(src.error(span, format!("subnet {}/{} is configured twice", dup.network, dup.prefix)));
+        }
+        dhcp.subnets.push(core_net);
+    }
+    for sp in &file.reservations {
+        let span = Some(sp.span());
+        let r = sp.get_ref();
+        let addr = r.address.ok_or_else(|| src.error(span.clone(), "reservation needs address"))?;
+        if r.mac.is_none() && r.client_id.is_none() {
+            return Err(src.error(span, format!("reservation {addr} needs mac or client_id")));
+        }
+        if !dhcp.subnets.iter().any(|s| s.contains(addr)) {
+            return Err(src.error(span, format!("reservation {addr} is in no configured subnet")));
+        }
+        if let Some(other) = dhcp.reservations.iter().find(|o| o.addr == addr) {
+            let _ = other;
+            return Err(src.error(span, format!("address {addr} is reserved twice")));
+        }
+        if let Some(m) = r.mac {
+            if dhcp.reservations.iter().any(|o| o.hwaddr == Some(m.0)) {
+                return Err(src.error(span, format!("MAC {} has two reservations", bootstorm_wire::ethernet::Address(m.0))));
+            }
+        }
+        let boot = match &r.boot {
+            Some(b) => {
+                check_boot_file(&b.file).map_err(|e| src.error(span.clone(), e))?;
+                Some(core::Boot { file: b.file.clone(), next_server: b.next_server, server_name: b.server_name.clone(), root_path: b.root_path.clone() })
+            }
+            None => None,
+        };
+        dhcp.reservations.push(core::Reservation {
+            hwaddr: r.mac.map(|m| m.0),
+            client_id: r.client_id.as_ref().map(|h| h.0.clone().into()),
+            addr,
+            hostname: r.hostname.clone(),
+            options: option_set(src, &r.options)?,
+            boot,
+        });
+    }
+    for (i, sp) in file.boot.iter().enumerate() {
+        let span = Some(sp.span());
+        let b = sp.get_ref();
+        check_boot_file(&b.file).map_err(|e| src.error(span.clone(), e))?;
+        let m = matcher(&b.matcher, &dhcp.subnets).map_err(|e| src.error(span.clone(), e))?;
+        let name = b.name.clone().unwrap_or_else(|| format!("boot#{}", i + 1));
+        let (has7, has9) = (m.arch.contains(&arch::EFI_BC), m.arch.contains(&arch::EFI_X64));
+        if has7 != has9 {
+            let (line, _) = match src {
+                Source::File { text, .. } => line_col(text, sp.span().start),
+                Source::CommandLine => (0, 0),
+            };
+            warnings.push(format!(
+                "boot rule '{name}' (line {line}) matches architecture {} but not {}: x86-64 UEFI firmware sends either, so some machines will miss this rule and may loop; use arch = [\"efi-x64\"] for both",
+                if has7 { 7 } else { 9 },
+                if has7 { 9 } else { 7 }
+            ));
+        }
+        dhcp.boot_rules.push(core::BootRule {
+            name,
+            matcher: m,
+            boot: core::Boot { file: b.file.clone(), next_server: b.next_server, server_name: b.server_name.clone(), root_path: b.root_path.clone() },
+            options: option_set(src, &b.options)?,
+        });
+    }
+    for (i, sp) in file.classes.iter().enumerate() {
+        let span = Some(sp.span());
+        let c = sp.get_ref();
+        let m = matcher(&c.matcher, &dhcp.subnets).map_err(|e| src.error(span, e))?;
+        dhcp.classes.push(core::Class {
+            name: c.name.clone().unwrap_or_else(|| format!("class#{}", i + 1)),
+            matcher: m,
+            options: option_set(src, &c.options)?,
+        });
+    }
+    for sub in &dhcp.subnets {
+        if let Some(ifname) = &sub.interface {
+            if !s.interfaces.is_empty() && !s.interfaces.contains(ifname) {
+                warnings.push(format!("subnet {}/{} is on interface {ifname}, which [server] interfaces does not list", sub.network, sub.prefix));
+            }
+        }
+    }
+    Ok(Settings {
+        listen: SocketAddrV4::new(s.address.unwrap_or(Ipv4Addr::UNSPECIFIED), s.port.unwrap_or(67)),
+        interfaces: s.interfaces.clone(),
+        workers,
+        control_socket: s.control_socket.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET)),
+        log_format,
+        dhcp,
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,156 @@
+//! The control socket: a Unix stream socket where `bootstorm leases` (and operators' scripts) ask
+//! a running server for its leases and counters. One request line, one JSON answer, then close.
+
+use crate::serve::fmt_hw;
+use bootstorm_dhcp::{DropReason, Server, Stats};
+use bootstorm_time::Clock;
+use serde::Serialize;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// One lease as the control socket reports it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct LeaseJson {
+    /// Address.
+    pub ip: String,
+    /// MAC (chaddr).
+    pub mac: String,
+    /// Client key: option 61 or htype+chaddr, hex.
+    pub client_id: String,
+    /// offered, bound, released, expired, declined.
+    pub state: String,
+    /// Seconds until the lease ends (0 if it has).
+    pub expires_in: u64,
+    /// Host name the client sent.
+    pub hostname: Option<String>,
+    /// Subnet, as network/prefix.
+    pub subnet: String,
+    /// From a reservation.
+    pub reserved: bool,
+}
+
+/// Every lease of `server` at the clock's now.
+pub fn leases_json(server: &Server, clock: &Clock) -> Vec<LeaseJson> {
+    let now = clock.now();
+    server
+        .leases()
+        .leases(now)
+        .into_iter()
+        .map(|l| {
+            let subnet = server.config().subnets.get(l.subnet as usize).map(|s| format!("{}/{}", s.network, s.prefix)).unwrap_or_default();
+            LeaseJson {
+                ip: l.addr.to_string(),
+                mac: fmt_hw(&l.hwaddr),
+                client_id: fmt_hw(&l.key),
+                state: l.state.name().to_string(),
+                expires_in: l.expires.saturating_since(now).as_secs(),
+                hostname: l.hostname.map(String::from),
+                subnet,
+                reserved: l.reserved,
+            }
+        })
+        .collect()
+}
+
+/// Counters as JSON.
+pub fn stats_json(stats: &Stats) -> serde_json::Value {
+    let names = ["other", "discover", "offer", "request", "decline", "ack", "nak", "release", "inform"];
+    let by_type = |v: &[u64; 9]| -> serde_json::Map<String, serde_json::Value> {
+        names.iter().zip(v).map(|(n, c)| (n.to_string(), (*c).into())).collect()
+    };
+    let dropped: serde_json::Map<String, serde_json::Value> =
+        DropReason::ALL.iter().map(|r| (r.name().to_string(), stats.drops(*r).into())).collect();
+    serde_json::json!({
+        "received": by_type(&stats.rx),
+        "sent": by_type(&stats.tx),
+        "dropped": dropped,
+        "options_dropped": stats.options_dropped,
+    })
+}
+
+/// The listening control socket.
+pub struct Control {
+    path: PathBuf,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Control {
+    /// Binds `path` (replacing a stale socket file) and answers requests until `shutdown`.
+    pub fn start(
+        path: &Path,
+        server: Arc<Server>,
+        clock: Clock,
+        stats: impl Fn() -> Stats + Send + 'static,
+        shutdown: Arc<AtomicBool>,
+    ) -> std::io::Result<Control> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        if path.exists() {
+            if UnixStream::connect(path).is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("{} is in use by a running server", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        let listener = UnixListener::bind(path)?;
+        listener.set_nonblocking(true)?;
+        let thread = std::thread::Builder::new().name("control".into()).spawn(move || {
+            while !shutdown.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let _ = answer(conn, &server, &clock, &stats);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(50)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "control socket accept failed");
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            }
+        })?;
+        Ok(Control { path: path.to_path_buf(), thread: Some(thread) })
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn answer(conn: UnixStream, server: &Server, clock: &Clock, stats: &dyn Fn() -> Stats) -> std::io::Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut line = String::new();
+    // At most 256 bytes: requests are one word.
+    BufReader::new(std::io::Read::take(&conn, 256)).read_line(&mut line)?;
+    let body = match line.trim() {
+        "leases" => serde_json::to_string(&leases_json(server, clock))?,
+        "stats" => stats_json(&stats()).to_string(),
+        other => serde_json::json!({ "error": format!("unknown request '{other}' (leases, stats)") }).to_string(),
+    };
+    let mut w = &conn;
+    w.write_all(body.as_bytes())?;
+    w.write_all(b"\n")
+}
+
+/// Sends one request to a control socket and returns the answer.
+pub fn request(path: &Path, what: &str) -> std::io::Result<String> {
+    let mut conn = UnixStream::connect(path)?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    conn.write_all(format!("{what}\n").as_bytes())?;
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut s)?;
+    Ok(s)
+}

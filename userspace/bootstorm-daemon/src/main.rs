@@ -1,0 +1,274 @@
+//! `bootstorm`: the command line.
+
+use anyhow::{Context, bail};
+use bootstorm_daemon::config::{self, Dur, LogFormat, Settings};
+use bootstorm_daemon::control::{self, Control, LeaseJson};
+use bootstorm_daemon::quick::{self, QuickFlags, ServerFlags};
+use bootstorm_daemon::serve;
+use clap::{Parser, Subcommand};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// bootstorm: a network-boot engine (DHCP with PXE) for boot storms.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server, from a config file or from quick-mode flags.
+    Serve(ServeArgs),
+    /// Check a config file; print errors with file, line and reason, and warnings.
+    CheckConfig {
+        /// The config file.
+        file: PathBuf,
+    },
+    /// List the leases of a running server.
+    Leases {
+        /// Config file of the server (to find its control socket).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Control socket path (instead of --config).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a running server's counters as JSON.
+    Stats {
+        /// Config file of the server (to find its control socket).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Control socket path (instead of --config).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML config file (see examples/).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Serve for this long, then exit (e.g. 30s, 5m): for tests and benchmarks.
+    #[arg(long = "for")]
+    run_for: Option<Dur>,
+    /// Listen address (default 0.0.0.0).
+    #[arg(long)]
+    address: Option<Ipv4Addr>,
+    /// UDP port (default 67).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Control socket path (default /run/bootstorm/control.sock).
+    #[arg(long)]
+    control_socket: Option<PathBuf>,
+    /// NAK where RFC 2131 says to stay silent (exhausted pool, REQUEST for another server).
+    #[arg(long)]
+    compat_nak: bool,
+    /// Answer REQUESTs of unknown clients (ACK if free, NAK if not) instead of staying silent.
+    #[arg(long)]
+    authoritative: bool,
+    /// Log format: text or json.
+    #[arg(long)]
+    log_format: Option<String>,
+    #[command(flatten)]
+    quick: QuickFlags,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Serve(a) => serve_cmd(a),
+        Cmd::CheckConfig { file } => check_config(&file),
+        Cmd::Leases { config, socket, json } => leases_cmd(config, socket, json),
+        Cmd::Stats { config, socket } => socket_path(config, socket).and_then(|p| {
+            print!("{}", control::request(&p, "stats").with_context(|| format!("asking {}", p.display()))?);
+            Ok(())
+        }),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bootstorm: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BOOTSTORM_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => b.json().flatten_event(true).init(),
+        LogFormat::Text => b.init(),
+    }
+}
+
+fn settings_for(a: &ServeArgs) -> anyhow::Result<Settings> {
+    let flags = ServerFlags {
+        address: a.address,
+        port: a.port,
+        workers: a.workers,
+        control_socket: a.control_socket.clone(),
+        compat_nak: a.compat_nak,
+        authoritative: a.authoritative,
+        log_format: a.log_format.clone(),
+    };
+    match &a.config {
+        Some(path) => {
+            if a.quick.any() {
+                bail!("give either --config or quick-mode flags (--server-ip, --pool, ...), not both");
+            }
+            let mut s = config::load(path)?;
+            // Flags override the file's [server] settings.
+            if let Some(v) = flags.address {
+                s.listen.set_ip(v);
+            }
+            if let Some(v) = flags.port {
+                s.listen.set_port(v);
+            }
+            if let Some(v) = flags.workers {
+                s.workers = v.max(1);
+            }
+            if let Some(v) = flags.control_socket {
+                s.control_socket = v;
+            }
+            s.dhcp.compat_nak |= flags.compat_nak;
+            s.dhcp.authoritative |= flags.authoritative;
+            match flags.log_format.as_deref() {
+                Some("json") => s.log_format = LogFormat::Json,
+                Some("text") => s.log_format = LogFormat::Text,
+                Some(x) => bail!("--log-format {x}: expected text or json"),
+                None => {}
+            }
+            Ok(s)
+        }
+        None => Ok(quick::settings(&a.quick, &flags)?),
+    }
+}
+
+fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
+    let settings = settings_for(&a)?;
+    init_logs(settings.log_format);
+    for w in &settings.warnings {
+        tracing::warn!("{w}");
+    }
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, shutdown.clone()).context("installing signal handlers")?;
+    }
+    let running = serve::start(&settings)?;
+    let control = {
+        let stats_src = StatsSource::new(&running);
+        Control::start(&settings.control_socket, running.server().clone(), running.clock(), move || stats_src.total(), shutdown.clone())
+            .with_context(|| format!("opening control socket {}", settings.control_socket.display()))?
+    };
+    tracing::info!(control = %settings.control_socket.display(), "ready");
+    let deadline = a.run_for.map(|d| Instant::now() + Duration::from_millis(d.0.as_millis()));
+    let mut last_sweep = Instant::now();
+    while !shutdown.load(Ordering::Relaxed) {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            tracing::info!("--for elapsed, stopping");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        if last_sweep.elapsed() >= Duration::from_secs(10) {
+            let n = running.server().leases().sweep(running.clock().now());
+            if n > 0 {
+                tracing::info!(expired = n, "lease sweep");
+            }
+            last_sweep = Instant::now();
+        }
+    }
+    shutdown.store(true, Ordering::SeqCst);
+    drop(control);
+    let per_worker = running.stop();
+    let mut total = bootstorm_dhcp::Stats::default();
+    for (i, s) in per_worker.iter().enumerate() {
+        tracing::info!(worker = i, received = s.rx.iter().sum::<u64>(), sent = s.tx.iter().sum::<u64>(), "worker done");
+        total.add(s);
+    }
+    tracing::info!(stats = %control::stats_json(&total), "stopped");
+    Ok(())
+}
+
+/// Reads the workers' published counters for the control socket.
+struct StatsSource {
+    shared: Vec<Arc<std::sync::Mutex<bootstorm_dhcp::Stats>>>,
+}
+
+impl StatsSource {
+    fn new(r: &serve::Running) -> StatsSource {
+        StatsSource { shared: r.stats_handles() }
+    }
+
+    fn total(&self) -> bootstorm_dhcp::Stats {
+        let mut t = bootstorm_dhcp::Stats::default();
+        for s in &self.shared {
+            if let Ok(g) = s.lock() {
+                t.add(&g);
+            }
+        }
+        t
+    }
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let s = config::load(file)?;
+    for w in &s.warnings {
+        eprintln!("warning: {w}");
+    }
+    let pools: usize = s.dhcp.subnets.iter().map(|s| s.ranges.len()).sum();
+    println!(
+        "{}: OK ({} subnets, {} pools, {} reservations, {} boot rules, {} classes)",
+        file.display(),
+        s.dhcp.subnets.len(),
+        pools,
+        s.dhcp.reservations.len(),
+        s.dhcp.boot_rules.len(),
+        s.dhcp.classes.len()
+    );
+    Ok(())
+}
+
+fn socket_path(config: Option<PathBuf>, socket: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match (config, socket) {
+        (_, Some(s)) => Ok(s),
+        (Some(c), None) => Ok(config::load(&c)?.control_socket),
+        (None, None) => Ok(PathBuf::from(config::DEFAULT_CONTROL_SOCKET)),
+    }
+}
+
+fn leases_cmd(config: Option<PathBuf>, socket: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    let path = socket_path(config, socket)?;
+    let answer = control::request(&path, "leases").with_context(|| format!("asking the server at {} (is it running?)", path.display()))?;
+    if json {
+        print!("{answer}");
+        return Ok(());
+    }
+    let leases: Vec<LeaseJson> = serde_json::from_str(&answer).context("reading the server's answer")?;
+    println!("{:<16} {:<18} {:<9} {:>8}  {:<18} HOSTNAME", "IP", "MAC", "STATE", "EXPIRES", "SUBNET");
+    for l in leases {
+        println!(
+            "{:<16} {:<18} {:<9} {:>8}  {:<18} {}",
+            l.ip,
+            l.mac,
+            l.state,
+            l.expires_in,
+            l.subnet,
+            l.hostname.unwrap_or_default()
+        );
+    }
+    Ok(())
+}

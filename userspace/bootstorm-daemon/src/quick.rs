@@ -1,0 +1,196 @@
+//! Quick mode: the common lab or rack setup from flags, as operators know it from dnsmasq and
+//! pixiecore. The flags become the same [`FileConfig`] a file would, and go through the same
+//! validation.
+
+use crate::config::{BootSection, Cidr, ConfigError, Dur, FileConfig, IpRange, MatchSection, ServerSection, Settings, Source, SubnetSection, ArchItem, validate};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use toml::Spanned;
+
+/// The quick-mode flags (see `bootstorm serve --help`).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct QuickFlags {
+    /// Serve on this interface only (SO_BINDTODEVICE); its subnet is the one configured here.
+    #[arg(long)]
+    pub interface: Option<String>,
+    /// This server's address on the client network (option 54, default next-server).
+    #[arg(long)]
+    pub server_ip: Option<Ipv4Addr>,
+    /// Dynamic range FIRST-LAST; repeat for several.
+    #[arg(long = "pool")]
+    pub pools: Vec<IpRange>,
+    /// The client network; default: the /24 or /16 around --server-ip that holds the pools.
+    #[arg(long)]
+    pub subnet: Option<Cidr>,
+    /// Default gateway (option 3).
+    #[arg(long)]
+    pub router: Option<Ipv4Addr>,
+    /// DNS server (option 6); repeat for several.
+    #[arg(long = "dns")]
+    pub dns: Vec<Ipv4Addr>,
+    /// Domain name (option 15).
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// Lease time, e.g. 1h.
+    #[arg(long)]
+    pub lease_time: Option<Dur>,
+    /// Boot file for every client no more specific rule matches.
+    #[arg(long)]
+    pub boot_file: Option<String>,
+    /// Boot file for x86-64 UEFI (architectures 7 and 9).
+    #[arg(long)]
+    pub boot_file_efi: Option<String>,
+    /// Boot file for legacy BIOS (architecture 0).
+    #[arg(long)]
+    pub boot_file_bios: Option<String>,
+    /// Boot file for ARM64 UEFI (architecture 11).
+    #[arg(long)]
+    pub boot_file_arm64: Option<String>,
+    /// URL for UEFI HTTP boot (architectures 16 and 19).
+    #[arg(long)]
+    pub http_boot_url: Option<String>,
+    /// iPXE script (file name or URL) for clients that are already iPXE (user class "iPXE").
+    #[arg(long)]
+    pub ipxe_script: Option<String>,
+    /// next-server (siaddr) if not --server-ip.
+    #[arg(long)]
+    pub next_server: Option<Ipv4Addr>,
+}
+
+impl QuickFlags {
+    /// True if any quick-mode flag was given.
+    pub fn any(&self) -> bool {
+        self.interface.is_some() || self.server_ip.is_some() || !self.pools.is_empty() || self.subnet.is_some()
+    }
+}
+
+/// Daemon settings that exist both as flags and in `[server]`.
+#[derive(Debug, Default, Clone)]
+pub struct ServerFlags {
+    /// Listen address.
+    pub address: Option<Ipv4Addr>,
+    /// Port.
+    pub port: Option<u16>,
+    /// Workers.
+    pub workers: Option<usize>,
+    /// Control socket.
+    pub control_socket: Option<PathBuf>,
+    /// Compatibility NAKs.
+    pub compat_nak: bool,
+    /// Authoritative.
+    pub authoritative: bool,
+    /// Log format.
+    pub log_format: Option<String>,
+}
+
+fn spanned<T>(v: T) -> Spanned<T> {
+    Spanned::new(0..0, v)
+}
+
+fn guess_subnet(server: Ipv4Addr, pools: &[IpRange]) -> Option<Cidr> {
+    for prefix in [24u8, 16] {
+        let m = bootstorm_dhcp::config::prefix_mask(prefix);
+        let net = u32::from(server) & m;
+        if pools.iter().all(|p| u32::from(p.start) & m == net && u32::from(p.end) & m == net) {
+            return Some(Cidr { network: Ipv4Addr::from(net), prefix });
+        }
+    }
+    None
+}
+
+/// Builds settings from quick-mode flags.
+pub fn settings(q: &QuickFlags, s: &ServerFlags) -> Result<Settings, ConfigError> {
+    let src = Source::CommandLine;
+    let err = |m: &str| ConfigError { origin: "command line: ".into(), reason: m.into() };
+    let server_ip = q.server_ip.ok_or_else(|| err("quick mode needs --server-ip (or use --config FILE)"))?;
+    if q.pools.is_empty() {
+        return Err(err("quick mode needs at least one --pool FIRST-LAST"));
+    }
+    let subnet = match q.subnet {
+        Some(c) => c,
+        None => guess_subnet(server_ip, &q.pools)
+            .ok_or_else(|| err("--pool is not in the /24 or /16 of --server-ip; give the network with --subnet"))?,
+    };
+    let mut file = FileConfig {
+        server: ServerSection {
+            address: s.address,
+            port: s.port,
+            interfaces: q.interface.iter().cloned().collect(),
+            workers: s.workers,
+            control_socket: s.control_socket.clone(),
+            authoritative: Some(s.authoritative),
+            compat_nak: Some(s.compat_nak),
+            log_format: s.log_format.clone(),
+            ..ServerSection::default()
+        },
+        ..FileConfig::default()
+    };
+    file.subnets.push(spanned(SubnetSection {
+        network: Some(subnet),
+        interface: q.interface.clone(),
+        server_id: Some(server_ip),
+        pools: q.pools.iter().copied().map(spanned).collect(),
+        lease_time: q.lease_time,
+        routers: q.router.into_iter().collect(),
+        dns: q.dns.clone(),
+        domain_name: q.domain.clone(),
+        next_server: q.next_server,
+        ..SubnetSection::default()
+    }));
+    let mut rule = |name: &str, matcher: MatchSection, file_name: &Option<String>| {
+        if let Some(f) = file_name {
+            file.boot.push(spanned(BootSection {
+                name: Some(name.into()),
+                matcher,
+                file: f.clone(),
+                next_server: q.next_server,
+                ..BootSection::default()
+            }));
+        }
+    };
+    // Most specific first: iPXE itself must get the script, or it chainloads itself forever.
+    rule("ipxe-script", MatchSection { user_class: Some("iPXE".into()), ..MatchSection::default() }, &q.ipxe_script);
+    rule("http-boot", MatchSection { arch: vec![ArchItem(vec![16, 19])], ..MatchSection::default() }, &q.http_boot_url);
+    rule("efi-x64", MatchSection { arch: vec![ArchItem(vec![7, 9])], ..MatchSection::default() }, &q.boot_file_efi);
+    rule("bios", MatchSection { arch: vec![ArchItem(vec![0])], ..MatchSection::default() }, &q.boot_file_bios);
+    rule("arm64", MatchSection { arch: vec![ArchItem(vec![11])], ..MatchSection::default() }, &q.boot_file_arm64);
+    rule("default", MatchSection::default(), &q.boot_file);
+    validate(&src, file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_example_flags_make_a_working_config() {
+        let q = QuickFlags {
+            interface: Some("bsS0".into()),
+            server_ip: Some("198.18.0.1".parse().unwrap()),
+            pools: vec!["198.18.1.1-198.18.1.254".parse().unwrap()],
+            router: Some("198.18.0.1".parse().unwrap()),
+            boot_file: Some("ipxe.efi".into()),
+            ..QuickFlags::default()
+        };
+        let s = settings(&q, &ServerFlags::default()).unwrap();
+        let sub = &s.dhcp.subnets[0];
+        assert_eq!((sub.network, sub.prefix), ("198.18.0.0".parse().unwrap(), 16));
+        assert_eq!(sub.interface.as_deref(), Some("bsS0"));
+        assert_eq!(s.interfaces, ["bsS0"]);
+        assert_eq!(s.dhcp.boot_rules.len(), 1);
+        assert_eq!(s.dhcp.boot_rules[0].boot.file, "ipxe.efi");
+    }
+
+    #[test]
+    fn flags_get_the_same_validation_as_files() {
+        let q = QuickFlags {
+            server_ip: Some("198.18.0.1".parse().unwrap()),
+            pools: vec!["198.18.0.1-198.18.0.9".parse().unwrap()],
+            ..QuickFlags::default()
+        };
+        let e = settings(&q, &ServerFlags::default()).unwrap_err();
+        assert_eq!(e.to_string(), "command line: pool 198.18.0.1-198.18.0.9 contains the server's own address 198.18.0.1");
+        let q = QuickFlags { pools: vec!["10.9.0.1-10.9.0.9".parse().unwrap()], ..q };
+        assert!(settings(&q, &ServerFlags::default()).unwrap_err().reason.contains("--subnet"));
+    }
+}

@@ -1,0 +1,233 @@
+//! The runtime: one socket per worker on the DHCP port (SO_REUSEPORT), each drained by its own
+//! thread in batches, all sharing one [`Server`] core and its lease table.
+
+use crate::config::Settings;
+use anyhow::Context;
+use bootstorm_dhcp::{Destination, Event, RxMeta, Server, Stats};
+use bootstorm_net::{RecvBatch, SendBatch, SocketOptions, UdpSocket4, interface_index};
+use bootstorm_time::Clock;
+use bootstorm_wire::dhcp::CLIENT_PORT;
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How long a worker blocks in a receive before it looks at the shutdown flag: shutdown takes
+/// at most this long, and idle workers wake ten times a second, which costs nothing measurable.
+const RECV_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// A running server.
+pub struct Running {
+    server: Arc<Server>,
+    shutdown: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<()>>,
+    stats: Vec<Arc<Mutex<Stats>>>,
+    local: SocketAddrV4,
+    clock: Clock,
+}
+
+impl Running {
+    /// The address the DHCP sockets are bound to (with the real port if 0 was configured).
+    pub fn local_addr(&self) -> SocketAddrV4 {
+        self.local
+    }
+
+    /// The core.
+    pub fn server(&self) -> &Arc<Server> {
+        &self.server
+    }
+
+    /// The clock the workers use.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// The flag that stops the workers when set.
+    pub fn shutdown_flag(&self) -> Arc<AtomicBool> {
+        self.shutdown.clone()
+    }
+
+    /// A snapshot of each worker's counters (updated after every batch).
+    pub fn worker_stats(&self) -> Vec<Stats> {
+        self.stats.iter().map(|s| s.lock().map(|g| g.clone()).unwrap_or_default()).collect()
+    }
+
+    /// The shared counters each worker publishes after every batch.
+    pub fn stats_handles(&self) -> Vec<Arc<Mutex<Stats>>> {
+        self.stats.clone()
+    }
+
+    /// All workers' counters added up.
+    pub fn total_stats(&self) -> Stats {
+        let mut t = Stats::default();
+        for s in self.worker_stats() {
+            t.add(&s);
+        }
+        t
+    }
+
+    /// Stops the workers and waits for them; returns each worker's final counters.
+    pub fn stop(self) -> Vec<Stats> {
+        self.shutdown.store(true, Ordering::SeqCst);
+        for w in self.workers {
+            let _ = w.join();
+        }
+        self.stats.iter().map(|s| s.lock().map(|g| g.clone()).unwrap_or_default()).collect()
+    }
+}
+
+/// Binds the sockets and starts the workers.
+pub fn start(settings: &Settings) -> anyhow::Result<Running> {
+    let server = Arc::new(Server::new(settings.dhcp.clone()).context("building the lease table")?);
+    let clock = Clock::new();
+    let shutdown = Arc::new(AtomicBool::new(false));
+    // Receiving interface -> the subnet served directly on it.
+    let mut hints = HashMap::new();
+    for (i, s) in settings.dhcp.subnets.iter().enumerate() {
+        if let Some(name) = &s.interface {
+            match interface_index(name) {
+                Some(ix) => {
+                    hints.insert(ix, i as u32);
+                }
+                None => tracing::warn!(interface = %name, "interface of subnet {}/{} does not exist (yet)", s.network, s.prefix),
+            }
+        }
+    }
+    let hints = Arc::new(hints);
+    let ifaces: Vec<Option<String>> =
+        if settings.interfaces.is_empty() { vec![None] } else { settings.interfaces.iter().cloned().map(Some).collect() };
+    let mut sockets = Vec::new();
+    let mut port = settings.listen.port();
+    for iface in &ifaces {
+        for _ in 0..settings.workers {
+            let opts = SocketOptions {
+                bind: SocketAddrV4::new(*settings.listen.ip(), port),
+                interface: iface.clone(),
+                reuse_port: true,
+                recv_timeout: RECV_TIMEOUT,
+            };
+            let sock = UdpSocket4::bind(&opts).with_context(|| {
+                format!("binding UDP {}:{}{}", settings.listen.ip(), port, iface.as_ref().map(|i| format!(" on {i}")).unwrap_or_default())
+            })?;
+            // Port 0 asks the kernel for one; the other workers then share the port it chose.
+            port = sock.local_addr()?.port();
+            sockets.push(sock);
+        }
+    }
+    let local = SocketAddrV4::new(*settings.listen.ip(), port);
+    let mut workers = Vec::new();
+    let mut stats = Vec::new();
+    for (id, sock) in sockets.into_iter().enumerate() {
+        let shared = Arc::new(Mutex::new(Stats::default()));
+        stats.push(shared.clone());
+        let (server, shutdown, hints) = (server.clone(), shutdown.clone(), hints.clone());
+        let w = std::thread::Builder::new()
+            .name(format!("dhcp-worker-{id}"))
+            .spawn(move || worker(id, sock, server, clock, shutdown, hints, shared))
+            .context("spawning a worker")?;
+        workers.push(w);
+    }
+    tracing::info!(listen = %local, workers = workers.len(), subnets = settings.dhcp.subnets.len(), "serving DHCP on the socket path");
+    Ok(Running { server, shutdown, workers, stats, local, clock })
+}
+
+fn worker(
+    id: usize,
+    sock: UdpSocket4,
+    server: Arc<Server>,
+    clock: Clock,
+    shutdown: Arc<AtomicBool>,
+    hints: Arc<HashMap<u32, u32>>,
+    shared: Arc<Mutex<Stats>>,
+) {
+    let mut rx = RecvBatch::default();
+    let mut tx = SendBatch::default();
+    let mut stats = Stats::default();
+    while !shutdown.load(Ordering::Relaxed) {
+        let n = match sock.recv_batch(&mut rx) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(worker = id, error = %e, "receive failed");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        if n == 0 {
+            continue;
+        }
+        let now = clock.now();
+        for i in 0..n {
+            let (data, info) = rx.get(i);
+            let meta = RxMeta { src: info.src, subnet_hint: hints.get(&info.ifindex).copied() };
+            let outcome = server.handle(now, &meta, data, tx.next_buf(), &mut stats);
+            if let Some(reply) = outcome.reply {
+                let (dst, ifindex, src) = match reply.dest {
+                    // A socket cannot address a frame to a MAC, so link unicast becomes broadcast,
+                    // out of the interface the request came in on, from the address it was sent to
+                    // (or the interface's own if it was a broadcast).
+                    Destination::Broadcast | Destination::Link { .. } => {
+                        let src = if info.dst.is_broadcast() || info.dst.is_unspecified() { Ipv4Addr::UNSPECIFIED } else { info.dst };
+                        (SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT), info.ifindex, src)
+                    }
+                    Destination::Unicast(a) => (a, 0, Ipv4Addr::UNSPECIFIED),
+                };
+                tx.commit(reply.len, dst, ifindex, src);
+            }
+            if let Some(ev) = outcome.event {
+                log_event(id, now, &ev);
+            }
+            if tx.is_full() {
+                flush(id, &sock, &mut tx);
+            }
+        }
+        flush(id, &sock, &mut tx);
+        if let Ok(mut g) = shared.lock() {
+            g.clone_from(&stats);
+        }
+    }
+    if let Ok(mut g) = shared.lock() {
+        g.clone_from(&stats);
+    }
+}
+
+fn flush(id: usize, sock: &UdpSocket4, tx: &mut SendBatch) {
+    if tx.is_empty() {
+        return;
+    }
+    match sock.send_batch(tx) {
+        Ok(r) if r.failed > 0 => {
+            tracing::warn!(worker = id, failed = r.failed, error = ?r.last_error, "some replies could not be sent");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(worker = id, error = %e, "send failed"),
+    }
+}
+
+/// Formats a hardware address as colon-separated hex.
+pub fn fmt_hw(hw: &[u8]) -> String {
+    let mut s = String::with_capacity(hw.len() * 3);
+    for (i, b) in hw.iter().enumerate() {
+        if i > 0 {
+            s.push(':');
+        }
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+fn log_event(worker: usize, now: bootstorm_time::Instant, ev: &Event) {
+    let lease_secs = ev.expires.map(|e| e.saturating_since(now).as_secs());
+    tracing::info!(
+        target: "bootstorm::lease",
+        worker,
+        event = ev.kind.name(),
+        ip = %ev.addr,
+        mac = %fmt_hw(ev.hwaddr()),
+        xid = %format_args!("{:#010x}", ev.xid),
+        subnet = ev.subnet,
+        lease_secs,
+        "lease"
+    );
+}
