@@ -123,9 +123,11 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         let shared = Arc::new(Mutex::new(Stats::default()));
         stats.push(shared.clone());
         let (server, shutdown, hints) = (server.clone(), shutdown.clone(), hints.clone());
+        // Workers of one interface share broadcasts by shard; index within the group.
+        let group = Group { index: id % settings.workers, size: settings.workers };
         let w = std::thread::Builder::new()
             .name(format!("dhcp-worker-{id}"))
-            .spawn(move || worker(id, sock, server, clock, shutdown, hints, shared))
+            .spawn(move || worker(id, group, sock, server, clock, shutdown, hints, shared))
             .context("spawning a worker")?;
         workers.push(w);
     }
@@ -133,8 +135,36 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
     Ok(Running { server, shutdown, workers, stats, local, clock })
 }
 
+/// A worker's place among the workers sharing one port on one interface.
+#[derive(Clone, Copy, Debug)]
+struct Group {
+    index: usize,
+    size: usize,
+}
+
+/// Which worker of a group serves a broadcast datagram. Linux delivers a broadcast to every
+/// socket of a SO_REUSEPORT group, so without this every worker would answer it. Sharding by
+/// chaddr keeps one client's retransmissions on one worker and spreads a broadcast storm (which
+/// the kernel cannot spread: every DISCOVER comes from 0.0.0.0:68) over all of them.
+fn broadcast_owner(datagram: &[u8], size: usize) -> usize {
+    if size <= 1 {
+        return 0;
+    }
+    // chaddr is bytes 28..44 of a DHCP message; anything shorter is malformed and goes to worker
+    // 0, which counts the drop once.
+    let Some(chaddr) = datagram.get(28..44) else { return 0 };
+    // FNV-1a: a few nanoseconds, and good enough to spread MACs that differ in any byte.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in chaddr {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % size as u64) as usize
+}
+
+#[allow(clippy::too_many_arguments)]
 fn worker(
     id: usize,
+    group: Group,
     sock: UdpSocket4,
     server: Arc<Server>,
     clock: Clock,
@@ -160,6 +190,9 @@ fn worker(
         let now = clock.now();
         for i in 0..n {
             let (data, info) = rx.get(i);
+            if info.dst.is_broadcast() && broadcast_owner(data, group.size) != group.index {
+                continue; // another worker of the group serves this client
+            }
             let meta = RxMeta { src: info.src, subnet_hint: hints.get(&info.ifindex).copied() };
             let outcome = server.handle(now, &meta, data, tx.next_buf(), &mut stats);
             if let Some(reply) = outcome.reply {
@@ -215,6 +248,26 @@ pub fn fmt_hw(hw: &[u8]) -> String {
         s.push_str(&format!("{b:02x}"));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcasts_are_shared_out_by_chaddr() {
+        let mut counts = [0usize; 4];
+        for n in 0..4000u32 {
+            let mut d = [0u8; 300];
+            d[28..34].copy_from_slice(&[0x52, 0x54, 0, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
+            let o = broadcast_owner(&d, 4);
+            assert_eq!(o, broadcast_owner(&d, 4), "stable");
+            counts[o] += 1;
+        }
+        assert!(counts.iter().all(|c| *c > 800), "{counts:?}");
+        assert_eq!(broadcast_owner(&[1, 2, 3], 4), 0);
+        assert_eq!(broadcast_owner(&[0; 300], 1), 0);
+    }
 }
 
 fn log_event(worker: usize, now: bootstorm_time::Instant, ev: &Event) {
