@@ -728,6 +728,33 @@ pub fn emit_reply_header<'b>(
     Ok(p)
 }
 
+/// Writes a client request's fixed header (op = BOOTREQUEST, htype Ethernet, cookie) into `buf`
+/// and returns the view, for clients, load generators and tests. `buf` must hold [`HEADER_LEN`].
+pub fn emit_request_header<'b>(
+    buf: &'b mut [u8],
+    xid: u32,
+    chaddr: &[u8],
+    flags: u16,
+    ciaddr: Ipv4Addr,
+    giaddr: Ipv4Addr,
+) -> Result<Packet<&'b mut [u8]>> {
+    if buf.len() < HEADER_LEN {
+        return Err(Error::NoSpace);
+    }
+    buf[..HEADER_LEN].fill(0);
+    let mut p = Packet::new_unchecked(buf);
+    p.set_op(Op::Request);
+    p.set_htype(1);
+    p.set_hlen(chaddr.len().min(16) as u8);
+    p.set_xid(xid);
+    p.set_flags(flags);
+    p.set_ciaddr(ciaddr);
+    p.set_giaddr(giaddr);
+    p.set_chaddr(chaddr);
+    p.set_magic_cookie();
+    Ok(p)
+}
+
 /// Writes options into a buffer up to a limit, keeping room for the End option.
 ///
 /// Required options are written with [`OptionWriter::push`], which fails when they do not fit;

@@ -286,3 +286,19 @@ proptest! {
         prop_assert_eq!(back, options);
     }
 }
+
+#[test]
+fn request_header_emits_what_the_parser_reads() {
+    let mut buf = [0u8; 600];
+    let mut p = emit_request_header(&mut buf, 0xabcd, &MAC, FLAG_BROADCAST, Ipv4Addr::new(198, 18, 1, 2), Ipv4Addr::new(198, 19, 0, 1)).unwrap();
+    let mut w = OptionWriter::new(p.options_mut(), 300);
+    w.push(opt::MESSAGE_TYPE, &[3]).unwrap();
+    let n = HEADER_LEN + w.finish(0);
+    let r = Repr::parse(&Packet::new_checked(&buf[..n]).unwrap()).unwrap();
+    assert_eq!((r.op, r.htype, r.hlen, r.xid), (1, 1, 6, 0xabcd));
+    assert!(r.broadcast());
+    assert_eq!(r.ciaddr, Some(Ipv4Addr::new(198, 18, 1, 2)));
+    assert_eq!(r.giaddr, Some(Ipv4Addr::new(198, 19, 0, 1)));
+    assert_eq!(r.chaddr(), &MAC);
+    assert_eq!(r.message_type, Some(MessageType::Request));
+}

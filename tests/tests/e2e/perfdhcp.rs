@@ -1,0 +1,1 @@
+//! perfdhcp load.
