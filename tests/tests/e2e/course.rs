@@ -1,10 +1,10 @@
 //! The university course assignment's scenarios, over loopback UDP against the real worker
 //! runtime (in-process): pool 198.18.1.1-198.18.1.4, server identifier 198.18.1.0.
 
-use crate::msg::{Msg, ReplyInfo, parse};
+use crate::msg::{Client, Msg};
 use bootstorm_daemon::{config, serve};
 use bootstorm_wire::dhcp::MessageType;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -29,37 +29,6 @@ pools = ["198.18.1.1-198.18.1.{pool_end}"]
     serve::start(&s).unwrap()
 }
 
-struct Client {
-    sock: UdpSocket,
-    to: SocketAddr,
-}
-
-impl Client {
-    fn new(srv: &serve::Running) -> Client {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
-        Client { sock, to: SocketAddr::V4(srv.local_addr()) }
-    }
-
-    fn send(&self, m: &Msg) {
-        self.sock.send_to(&m.bytes(), self.to).unwrap();
-    }
-
-    /// The next reply, or None after the timeout.
-    fn recv(&self) -> Option<ReplyInfo> {
-        let mut buf = [0u8; 1500];
-        match self.sock.recv_from(&mut buf) {
-            Ok((n, _)) => Some(parse(&buf[..n])),
-            Err(_) => None,
-        }
-    }
-
-    fn ask(&self, m: &Msg) -> Option<ReplyInfo> {
-        self.send(m);
-        self.recv()
-    }
-}
-
 fn ip(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 1, n)
 }
@@ -81,6 +50,7 @@ fn a_offer_then_ack_and_request_for_another_server() {
         assert_eq!(offer.mt, MessageType::Offer);
         assert_eq!(offer.yiaddr, ip(1));
         assert_eq!(offer.server_id, Some(SID));
+        assert_eq!(offer.xid, discover(1).xid);
         let ack = c.ask(&request(1, ip(1), SID)).expect("ACK");
         assert_eq!((ack.mt, ack.yiaddr), (MessageType::Ack, ip(1)));
 

@@ -1,7 +1,8 @@
 //! Building client requests and reading replies, for tests that play the client themselves.
 
 use bootstorm_wire::dhcp::{self, MessageType, OptionWriter, Packet, Repr, emit_request_header, opt};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::Duration;
 
 /// A request as a test client sends it.
 #[derive(Clone, Default)]
@@ -83,5 +84,39 @@ pub fn parse(b: &[u8]) -> ReplyInfo {
         server_id: r.server_id,
         file: r.file.to_vec(),
         options: p.all_options().map(|o| o.unwrap()).map(|o| (o.code, o.data.to_vec())).collect(),
+    }
+}
+
+/// A test client on loopback talking to an in-process server.
+pub struct Client {
+    pub sock: UdpSocket,
+    pub to: SocketAddr,
+}
+
+impl Client {
+    pub fn new(srv: &bootstorm_daemon::serve::Running) -> Client {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+        Client { sock, to: SocketAddr::V4(srv.local_addr()) }
+    }
+
+    pub fn send(&self, m: &Msg) {
+        self.sock.send_to(&m.bytes(), self.to).unwrap();
+    }
+
+    /// The next reply's raw bytes, or None after the timeout.
+    pub fn recv_raw(&self) -> Option<Vec<u8>> {
+        let mut buf = [0u8; 1500];
+        self.sock.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())
+    }
+
+    /// The next reply, or None after the timeout.
+    pub fn recv(&self) -> Option<ReplyInfo> {
+        self.recv_raw().map(|b| parse(&b))
+    }
+
+    pub fn ask(&self, m: &Msg) -> Option<ReplyInfo> {
+        self.send(m);
+        self.recv()
     }
 }

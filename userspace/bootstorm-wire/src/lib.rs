@@ -16,6 +16,7 @@
 pub mod checksum;
 pub mod dhcp;
 pub mod ethernet;
+pub mod frame;
 pub mod ipv4;
 pub mod udp;
 
