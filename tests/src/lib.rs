@@ -240,6 +240,12 @@ impl Lab {
         lab
     }
 
+    /// Gives the client side an address (e.g. "198.18.0.2/16"), for peers that need one, such as
+    /// perfdhcp, which sends as a relay from it.
+    pub fn add_client_address(&self, cidr: &str) {
+        ip(&["-n", &self.client_ns, "addr", "add", cidr, "dev", &self.client_if]);
+    }
+
     /// A command run inside the server namespace.
     pub fn server_cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("ip");
