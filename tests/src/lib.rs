@@ -13,7 +13,11 @@ use std::time::{Duration, Instant};
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -30,7 +34,14 @@ pub fn need_root(test: &str) -> bool {
 /// The path of `tool`, or a panic that says how to install it: as root a missing peer is a
 /// failure, never a skip.
 pub fn tool(tool: &str, package: &str) -> PathBuf {
-    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/bin", "/usr/local/sbin"] {
+    for dir in [
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+        "/usr/local/bin",
+        "/usr/local/sbin",
+    ] {
         let p = Path::new(dir).join(tool);
         if p.exists() {
             return p;
@@ -43,8 +54,16 @@ pub fn tool(tool: &str, package: &str) -> PathBuf {
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/e2e-<hash> -> target/<profile>/<name>
-    let p = exe.parent().and_then(Path::parent).map(|d| d.join(name)).expect("target dir");
-    assert!(p.exists(), "{} is not built: run `cargo build --workspace --bins` first (scripts/test.sh does)", p.display());
+    let p = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join(name))
+        .expect("target dir");
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        p.display()
+    );
     p
 }
 
@@ -59,14 +78,24 @@ pub fn unique(tag: &str) -> String {
 /// Runs a command to completion with a time limit; panics with its output if it fails.
 pub fn run(cmd: &mut Command, limit: Duration) -> Output {
     let out = output_within(cmd, limit);
-    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
 /// Runs a command with a time limit and returns its output whatever the status. A command still
 /// running at the limit is killed (by its PID).
 pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
-    let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     let waiter = std::thread::spawn(move || {
@@ -78,7 +107,10 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
             r.unwrap_or_else(|e| panic!("{e}"))
         }
         Err(_) => {
-            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
             let _ = waiter.join();
             panic!("{cmd:?} did not finish within {limit:?}");
         }
@@ -140,8 +172,14 @@ pub struct Proc {
 impl Proc {
     /// Spawns `cmd`.
     pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
-        let child = cmd.stdin(Stdio::null()).spawn().unwrap_or_else(|e| panic!("spawning {name}: {e}"));
-        Proc { child: Some(child), name: name.to_string() }
+        let child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+        Proc {
+            child: Some(child),
+            name: name.to_string(),
+        }
     }
 
     /// Its PID.
@@ -151,7 +189,10 @@ impl Proc {
 
     /// Sends a signal by PID.
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
     }
 
     /// Waits up to `limit` for it to exit; returns its exit status if it did.
@@ -175,14 +216,16 @@ impl Proc {
 
     /// Stops it gracefully (SIGTERM) and waits; SIGKILL if it does not go within 3 s.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
-        if self.child.is_none() {
-            return None;
-        }
+        self.child.as_ref()?;
         self.signal("TERM");
         if let Some(st) = self.wait(Duration::from_secs(3)) {
             return Some(st);
         }
-        eprintln!("{} (pid {}) ignored SIGTERM; killing", self.name, self.pid());
+        eprintln!(
+            "{} (pid {}) ignored SIGTERM; killing",
+            self.name,
+            self.pid()
+        );
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             return c.wait().ok();
@@ -231,9 +274,33 @@ impl Lab {
         ip(&["netns", "add", &lab.server_ns]);
         // From here on, Drop cleans up whatever exists.
         ip(&["netns", "add", &lab.client_ns]);
-        ip(&["link", "add", &lab.server_if, "netns", &lab.server_ns, "type", "veth", "peer", "name", &lab.client_if, "netns", &lab.client_ns]);
-        ip(&["-n", &lab.server_ns, "addr", "add", &format!("{SERVER_IP}/16"), "dev", &lab.server_if]);
-        for (ns, dev) in [(&lab.server_ns, &lab.server_if), (&lab.client_ns, &lab.client_if)] {
+        ip(&[
+            "link",
+            "add",
+            &lab.server_if,
+            "netns",
+            &lab.server_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &lab.client_if,
+            "netns",
+            &lab.client_ns,
+        ]);
+        ip(&[
+            "-n",
+            &lab.server_ns,
+            "addr",
+            "add",
+            &format!("{SERVER_IP}/16"),
+            "dev",
+            &lab.server_if,
+        ]);
+        for (ns, dev) in [
+            (&lab.server_ns, &lab.server_if),
+            (&lab.client_ns, &lab.client_if),
+        ] {
             ip(&["-n", ns, "link", "set", dev, "up"]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
@@ -243,7 +310,15 @@ impl Lab {
     /// Gives the client side an address (e.g. "198.18.0.2/16"), for peers that need one, such as
     /// perfdhcp, which sends as a relay from it.
     pub fn add_client_address(&self, cidr: &str) {
-        ip(&["-n", &self.client_ns, "addr", "add", cidr, "dev", &self.client_if]);
+        ip(&[
+            "-n",
+            &self.client_ns,
+            "addr",
+            "add",
+            cidr,
+            "dev",
+            &self.client_if,
+        ]);
     }
 
     /// A command run inside the server namespace.
@@ -270,7 +345,10 @@ impl Default for Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         for ns in [&self.client_ns, &self.server_ns] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
@@ -291,22 +369,36 @@ impl ServerProc {
     pub fn start(lab: &Lab, dir: &TempDir, config_text: &str) -> ServerProc {
         let config = dir.join("bootstorm.toml");
         let control = dir.join("control.sock");
-        let text = config_text.replace("@IF@", &lab.server_if).replace("@CONTROL@", &control.display().to_string());
+        let text = config_text
+            .replace("@IF@", &lab.server_if)
+            .replace("@CONTROL@", &control.display().to_string());
         std::fs::write(&config, text).unwrap();
         let log = dir.join("server.log");
         let logf = std::fs::File::create(&log).unwrap();
         let mut cmd = lab.server_cmd(bin("bootstorm"));
-        cmd.args(["serve", "--config"]).arg(&config).args(["--for", "300s", "--log-format", "json"]).stderr(logf).stdout(Stdio::null());
+        cmd.args(["serve", "--config"])
+            .arg(&config)
+            .args(["--for", "300s", "--log-format", "json"])
+            .stderr(logf)
+            .stdout(Stdio::null());
         let proc = Proc::spawn("bootstorm", &mut cmd);
         let s = ServerProc { proc, log, control };
         let ok = wait_until(Duration::from_secs(10), || s.leases_json().is_some());
-        assert!(ok, "bootstorm did not start: {}", std::fs::read_to_string(&s.log).unwrap_or_default());
+        assert!(
+            ok,
+            "bootstorm did not start: {}",
+            std::fs::read_to_string(&s.log).unwrap_or_default()
+        );
         s
     }
 
     /// The server's leases as JSON, if it answers.
     pub fn leases_json(&self) -> Option<serde_json::Value> {
-        let out = Command::new(bin("bootstorm")).args(["leases", "--json", "--socket"]).arg(&self.control).output().ok()?;
+        let out = Command::new(bin("bootstorm"))
+            .args(["leases", "--json", "--socket"])
+            .arg(&self.control)
+            .output()
+            .ok()?;
         if !out.status.success() {
             return None;
         }
@@ -315,7 +407,12 @@ impl ServerProc {
 
     /// The server's counters.
     pub fn stats(&self) -> serde_json::Value {
-        let out = run(Command::new(bin("bootstorm")).args(["stats", "--socket"]).arg(&self.control), Duration::from_secs(10));
+        let out = run(
+            Command::new(bin("bootstorm"))
+                .args(["stats", "--socket"])
+                .arg(&self.control),
+            Duration::from_secs(10),
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 

@@ -9,26 +9,50 @@ fn check_config_reports_file_line_and_reason() {
     let dir = TempDir::new();
     let f = dir.join("bad.toml");
     std::fs::write(&f, "[[subnet]]\nnetwork = \"198.18.0.0/16\"\nserver_id = \"198.18.0.1\"\npools = [\"198.18.1.1-198.19.0.1\"]\n").unwrap();
-    let out = output_within(Command::new(bin("bootstorm")).arg("check-config").arg(&f), Duration::from_secs(10));
+    let out = output_within(
+        Command::new(bin("bootstorm")).arg("check-config").arg(&f),
+        Duration::from_secs(10),
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("{}:4:10: pool 198.18.1.1-198.19.0.1 is not inside subnet 198.18.0.0/16", f.display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:4:10: pool 198.18.1.1-198.19.0.1 is not inside subnet 198.18.0.0/16",
+            f.display()
+        )),
+        "{err}"
+    );
 }
 
 #[test]
 fn check_config_accepts_the_examples_and_warns_on_half_uefi_rules() {
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     for name in ["lab.toml", "datacenter.toml"] {
-        let out = output_within(Command::new(bin("bootstorm")).arg("check-config").arg(examples.join(name)), Duration::from_secs(10));
-        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = output_within(
+            Command::new(bin("bootstorm"))
+                .arg("check-config")
+                .arg(examples.join(name)),
+            Duration::from_secs(10),
+        );
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
     }
     let dir = TempDir::new();
     let f = dir.join("half.toml");
     std::fs::write(&f, "[[subnet]]\nnetwork = \"198.18.0.0/16\"\nserver_id = \"198.18.0.1\"\n[[boot]]\nmatch = { arch = [7] }\nfile = \"ipxe.efi\"\n").unwrap();
-    let out = output_within(Command::new(bin("bootstorm")).arg("check-config").arg(&f), Duration::from_secs(10));
+    let out = output_within(
+        Command::new(bin("bootstorm")).arg("check-config").arg(&f),
+        Duration::from_secs(10),
+    );
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: boot rule 'boot#1' (line 4) matches architecture 7 but not 9"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("warning: boot rule 'boot#1' (line 4) matches architecture 7 but not 9")
+    );
 }
 
 #[test]
@@ -37,20 +61,46 @@ fn serve_for_a_bounded_time_then_exit_cleanly() {
     let sock = dir.join("c.sock");
     let out = output_within(
         Command::new(bin("bootstorm"))
-            .args(["serve", "--server-ip", "198.18.1.0", "--pool", "198.18.1.1-198.18.1.4", "--address", "127.0.0.1", "--port", "0", "--for", "1s", "--control-socket"])
+            .args([
+                "serve",
+                "--server-ip",
+                "198.18.1.0",
+                "--pool",
+                "198.18.1.1-198.18.1.4",
+                "--address",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--for",
+                "1s",
+                "--control-socket",
+            ])
             .arg(&sock),
         Duration::from_secs(20),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(log.contains("--for elapsed") && log.contains("stopped"), "{log}");
+    assert!(
+        log.contains("--for elapsed") && log.contains("stopped"),
+        "{log}"
+    );
     assert!(!sock.exists(), "control socket removed on exit");
 }
 
 #[test]
 fn quick_mode_and_config_file_are_exclusive() {
     let out = output_within(
-        Command::new(bin("bootstorm")).args(["serve", "--config", "x.toml", "--server-ip", "198.18.0.1"]),
+        Command::new(bin("bootstorm")).args([
+            "serve",
+            "--config",
+            "x.toml",
+            "--server-ip",
+            "198.18.0.1",
+        ]),
         Duration::from_secs(10),
     );
     assert!(!out.status.success());

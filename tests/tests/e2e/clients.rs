@@ -31,7 +31,10 @@ file = "ipxe.efi"
 fn script(dir: &TempDir, body: &str) -> std::path::PathBuf {
     let p = dir.join("client-script.sh");
     std::fs::write(&p, format!("#!/bin/sh\n{body}\nexit 0\n")).unwrap();
-    run(Command::new("chmod").arg("+x").arg(&p), Duration::from_secs(5));
+    run(
+        Command::new("chmod").arg("+x").arg(&p),
+        Duration::from_secs(5),
+    );
     p
 }
 
@@ -41,13 +44,18 @@ fn read(p: &Path) -> String {
 
 fn lease_state(srv: &ServerProc, ip: &str) -> Option<String> {
     let leases = srv.leases_json()?;
-    leases.as_array()?.iter().find(|l| l["ip"] == ip).map(|l| l["state"].as_str().unwrap_or("").to_string())
+    leases
+        .as_array()?
+        .iter()
+        .find(|l| l["ip"] == ip)
+        .map(|l| l["state"].as_str().unwrap_or("").to_string())
 }
 
 /// The first field `key=value` of the first log line starting with `reason`.
 fn field(log: &str, reason: &str, key: &str) -> Option<String> {
     let line = log.lines().find(|l| l.starts_with(reason))?;
-    line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{key}=")).map(str::to_string))
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")).map(str::to_string))
 }
 
 #[test]
@@ -70,10 +78,22 @@ case "$reason" in BOUND|RENEW|REBIND|REBOOT) ip addr replace "$new_ip_address/$n
     );
     let (lf, pf) = (dir.join("dhclient.leases"), dir.join("dhclient.pid"));
     let mut cmd = lab.client_cmd(&dhclient);
-    cmd.args(["-d", "-v", "-1", "-sf"]).arg(&sc).arg("-lf").arg(&lf).arg("-pf").arg(&pf).arg(&lab.client_if);
-    cmd.stdout(Stdio::null()).stderr(std::fs::File::create(dir.join("dhclient.err")).unwrap());
+    cmd.args(["-d", "-v", "-1", "-sf"])
+        .arg(&sc)
+        .arg("-lf")
+        .arg(&lf)
+        .arg("-pf")
+        .arg(&pf)
+        .arg(&lab.client_if);
+    cmd.stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("dhclient.err")).unwrap());
     let mut client = Proc::spawn("dhclient", &mut cmd);
-    assert!(wait_until(Duration::from_secs(20), || read(&log).contains("BOUND")), "no lease: {}\n{}", read(&log), read(&dir.join("dhclient.err")));
+    assert!(
+        wait_until(Duration::from_secs(20), || read(&log).contains("BOUND")),
+        "no lease: {}\n{}",
+        read(&log),
+        read(&dir.join("dhclient.err"))
+    );
     let l = read(&log);
     let ip = field(&l, "BOUND", "ip").unwrap();
     assert!(ip.starts_with("198.18.1."), "{l}");
@@ -84,12 +104,34 @@ case "$reason" in BOUND|RENEW|REBIND|REBOOT) ip addr replace "$new_ip_address/$n
     assert_eq!(field(&l, "BOUND", "file").as_deref(), Some("ipxe.efi"));
     assert_eq!(lease_state(&srv, &ip).as_deref(), Some("bound"));
     // Renewal at T1 (2 s): unicast RENEWING from the client's address.
-    assert!(wait_until(Duration::from_secs(20), || read(&log).contains("RENEW")), "no renewal: {}", read(&log));
-    assert_eq!(field(&read(&log), "RENEW", "ip").as_deref(), Some(ip.as_str()));
+    assert!(
+        wait_until(Duration::from_secs(20), || read(&log).contains("RENEW")),
+        "no renewal: {}",
+        read(&log)
+    );
+    assert_eq!(
+        field(&read(&log), "RENEW", "ip").as_deref(),
+        Some(ip.as_str())
+    );
     // Release: dhclient -r stops the running client (by its pid file) and sends DHCPRELEASE.
-    run(lab.client_cmd(&dhclient).args(["-r", "-v", "-sf"]).arg(&sc).arg("-lf").arg(&lf).arg("-pf").arg(&pf).arg(&lab.client_if), Duration::from_secs(20));
+    run(
+        lab.client_cmd(&dhclient)
+            .args(["-r", "-v", "-sf"])
+            .arg(&sc)
+            .arg("-lf")
+            .arg(&lf)
+            .arg("-pf")
+            .arg(&pf)
+            .arg(&lab.client_if),
+        Duration::from_secs(20),
+    );
     client.wait(Duration::from_secs(5));
-    assert!(wait_until(Duration::from_secs(5), || lease_state(&srv, &ip).as_deref() == Some("released")), "{:?}", srv.leases_json());
+    assert!(
+        wait_until(Duration::from_secs(5), || lease_state(&srv, &ip).as_deref()
+            == Some("released")),
+        "{:?}",
+        srv.leases_json()
+    );
     let log_text = srv.log_text();
     assert!(log_text.contains(r#""event":"release""#), "{log_text}");
 }
@@ -113,10 +155,18 @@ case "$1" in bound|renew) ip addr replace "$ip/$mask" dev "$interface";; esac"#,
         ),
     );
     let mut cmd = lab.client_cmd(&udhcpc);
-    cmd.args(["-f", "-t", "5", "-T", "1", "-s"]).arg(&sc).args(["-i", &lab.client_if]);
-    cmd.stdout(Stdio::null()).stderr(std::fs::File::create(dir.join("udhcpc.err")).unwrap());
+    cmd.args(["-f", "-t", "5", "-T", "1", "-s"])
+        .arg(&sc)
+        .args(["-i", &lab.client_if]);
+    cmd.stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("udhcpc.err")).unwrap());
     let mut client = Proc::spawn("udhcpc", &mut cmd);
-    assert!(wait_until(Duration::from_secs(20), || read(&log).contains("bound ")), "no lease: {}\n{}", read(&log), read(&dir.join("udhcpc.err")));
+    assert!(
+        wait_until(Duration::from_secs(20), || read(&log).contains("bound ")),
+        "no lease: {}\n{}",
+        read(&log),
+        read(&dir.join("udhcpc.err"))
+    );
     let l = read(&log);
     let ip = field(&l, "bound", "ip").unwrap();
     assert!(ip.starts_with("198.18.1."), "{l}");
@@ -128,11 +178,23 @@ case "$1" in bound|renew) ip addr replace "$ip/$mask" dev "$interface";; esac"#,
     // busybox udhcpc ignores option 58 and renews at half the lease (30 s); SIGUSR1 makes it
     // renew now (a unicast REQUEST in RENEWING state).
     client.signal("USR1");
-    assert!(wait_until(Duration::from_secs(20), || read(&log).contains("renew ")), "no renewal: {}", read(&log));
-    assert_eq!(field(&read(&log), "renew", "ip").as_deref(), Some(ip.as_str()));
+    assert!(
+        wait_until(Duration::from_secs(20), || read(&log).contains("renew ")),
+        "no renewal: {}",
+        read(&log)
+    );
+    assert_eq!(
+        field(&read(&log), "renew", "ip").as_deref(),
+        Some(ip.as_str())
+    );
     // SIGUSR2: udhcpc releases its lease (sends DHCPRELEASE).
     client.signal("USR2");
-    assert!(wait_until(Duration::from_secs(5), || lease_state(&srv, &ip).as_deref() == Some("released")), "{:?}", srv.leases_json());
+    assert!(
+        wait_until(Duration::from_secs(5), || lease_state(&srv, &ip).as_deref()
+            == Some("released")),
+        "{:?}",
+        srv.leases_json()
+    );
     client.stop();
 }
 
@@ -156,10 +218,18 @@ fn dhcpcd_lease_renew_release() {
     // -B: stay in the foreground; -A: no ARP probe (the lab has no other hosts); -L: no IPv4LL;
     // -4: DHCPv4 only; -c: our script instead of the hooks (which would touch /etc/resolv.conf).
     let mut cmd = lab.client_cmd(&dhcpcd);
-    cmd.args(["-4", "-B", "-A", "-L", "-d", "-t", "15", "-c"]).arg(&sc).arg(&lab.client_if);
-    cmd.stdout(Stdio::null()).stderr(std::fs::File::create(dir.join("dhcpcd.err")).unwrap());
+    cmd.args(["-4", "-B", "-A", "-L", "-d", "-t", "15", "-c"])
+        .arg(&sc)
+        .arg(&lab.client_if);
+    cmd.stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("dhcpcd.err")).unwrap());
     let mut client = Proc::spawn("dhcpcd", &mut cmd);
-    assert!(wait_until(Duration::from_secs(20), || read(&log).contains("BOUND")), "no lease: {}\n{}", read(&log), read(&dir.join("dhcpcd.err")));
+    assert!(
+        wait_until(Duration::from_secs(20), || read(&log).contains("BOUND")),
+        "no lease: {}\n{}",
+        read(&log),
+        read(&dir.join("dhcpcd.err"))
+    );
     let l = read(&log);
     let ip = field(&l, "BOUND", "ip").unwrap();
     assert!(ip.starts_with("198.18.1."), "{l}");
@@ -168,9 +238,19 @@ fn dhcpcd_lease_renew_release() {
     assert_eq!(field(&l, "BOUND", "dns").as_deref(), Some("198.18.0.53"));
     assert_eq!(field(&l, "BOUND", "lease").as_deref(), Some("60"));
     assert_eq!(field(&l, "BOUND", "file").as_deref(), Some("ipxe.efi"));
-    assert!(wait_until(Duration::from_secs(20), || read(&log).contains("RENEW")), "no renewal: {}", read(&log));
+    assert!(
+        wait_until(Duration::from_secs(20), || read(&log).contains("RENEW")),
+        "no renewal: {}",
+        read(&log)
+    );
     // SIGALRM: dhcpcd releases its lease and exits.
     client.signal("ALRM");
-    assert!(wait_until(Duration::from_secs(5), || lease_state(&srv, &ip).as_deref() == Some("released")), "{:?}\n{}", srv.leases_json(), read(&dir.join("dhcpcd.err")));
+    assert!(
+        wait_until(Duration::from_secs(5), || lease_state(&srv, &ip).as_deref()
+            == Some("released")),
+        "{:?}\n{}",
+        srv.leases_json(),
+        read(&dir.join("dhcpcd.err"))
+    );
     client.stop();
 }

@@ -38,7 +38,11 @@ fn discover(n: u8) -> Msg {
 }
 
 fn request(n: u8, addr: Ipv4Addr, sid: Ipv4Addr) -> Msg {
-    Msg { requested: Some(addr), server_id: Some(sid), ..Msg::new(MessageType::Request, n) }
+    Msg {
+        requested: Some(addr),
+        server_id: Some(sid),
+        ..Msg::new(MessageType::Request, n)
+    }
 }
 
 #[test]
@@ -59,9 +63,15 @@ fn a_offer_then_ack_and_request_for_another_server() {
         assert_eq!(c2.ask(&discover(2)).expect("OFFER").yiaddr, ip(2));
         let other = c2.ask(&request(2, ip(2), Ipv4Addr::new(198, 18, 1, 250)));
         if compat {
-            assert_eq!(other.expect("NAK in compatibility mode").mt, MessageType::Nak);
+            assert_eq!(
+                other.expect("NAK in compatibility mode").mt,
+                MessageType::Nak
+            );
         } else {
-            assert!(other.is_none(), "RFC 2131: no reply to a REQUEST for another server, got {other:?}");
+            assert!(
+                other.is_none(),
+                "RFC 2131: no reply to a REQUEST for another server, got {other:?}"
+            );
         }
         // The held offer was freed: nothing is offered any more.
         assert_eq!(srv.server().leases().usage(srv.clock().now()).offered, 0);
@@ -77,14 +87,20 @@ fn b_four_clients_in_order_and_a_fifth() {
             let c = Client::new(&srv);
             let offer = c.ask(&discover(n)).expect("OFFER");
             assert_eq!(offer.yiaddr, ip(n), "client {n}");
-            assert_eq!(c.ask(&request(n, offer.yiaddr, SID)).expect("ACK").mt, MessageType::Ack);
+            assert_eq!(
+                c.ask(&request(n, offer.yiaddr, SID)).expect("ACK").mt,
+                MessageType::Ack
+            );
         }
         let c5 = Client::new(&srv);
         let r = c5.ask(&discover(5));
         if compat {
             assert_eq!(r.expect("NAK in compatibility mode").mt, MessageType::Nak);
         } else {
-            assert!(r.is_none(), "RFC 2131: no reply when the pool is exhausted, got {r:?}");
+            assert!(
+                r.is_none(),
+                "RFC 2131: no reply when the pool is exhausted, got {r:?}"
+            );
         }
         srv.stop();
     }
@@ -110,13 +126,20 @@ fn d_release_gets_no_reply_and_the_address_comes_back() {
     let c = Client::new(&srv);
     let offer = c.ask(&discover(1)).expect("OFFER");
     c.ask(&request(1, offer.yiaddr, SID)).expect("ACK");
-    let release = Msg { ciaddr: Some(offer.yiaddr), server_id: Some(SID), ..Msg::new(MessageType::Release, 1) };
+    let release = Msg {
+        ciaddr: Some(offer.yiaddr),
+        server_id: Some(SID),
+        ..Msg::new(MessageType::Release, 1)
+    };
     assert!(c.ask(&release).is_none(), "RELEASE gets no reply");
     // Another client comes and goes; the same chaddr is then offered its old address.
     let c2 = Client::new(&srv);
     let o2 = c2.ask(&discover(2)).expect("OFFER 2");
     assert_ne!(o2.yiaddr, offer.yiaddr);
-    assert_eq!(c.ask(&discover(1)).expect("OFFER again").yiaddr, offer.yiaddr);
+    assert_eq!(
+        c.ask(&discover(1)).expect("OFFER again").yiaddr,
+        offer.yiaddr
+    );
     srv.stop();
 }
 
@@ -128,14 +151,30 @@ fn e_eight_discovers_at_once_are_answered_by_several_workers() {
     for (i, c) in clients.iter().enumerate() {
         c.send(&discover(i as u8 + 1));
     }
-    let mut got: Vec<Ipv4Addr> = clients.iter().map(|c| c.recv().expect("OFFER").yiaddr).collect();
+    let mut got: Vec<Ipv4Addr> = clients
+        .iter()
+        .map(|c| c.recv().expect("OFFER").yiaddr)
+        .collect();
     got.sort();
     got.dedup();
     assert_eq!(got.len(), 8, "distinct addresses: {got:?}");
     // The kernel spreads the eight source ports over the workers' SO_REUSEPORT sockets.
-    let busy = || srv.worker_stats().iter().filter(|s| s.received(MessageType::Discover) > 0).count();
-    assert!(bootstorm_tests::wait_until(Duration::from_secs(2), || busy() >= 2), "only {} worker(s) answered", busy());
-    let total: u64 = srv.worker_stats().iter().map(|s| s.sent(MessageType::Offer)).sum();
+    let busy = || {
+        srv.worker_stats()
+            .iter()
+            .filter(|s| s.received(MessageType::Discover) > 0)
+            .count()
+    };
+    assert!(
+        bootstorm_tests::wait_until(Duration::from_secs(2), || busy() >= 2),
+        "only {} worker(s) answered",
+        busy()
+    );
+    let total: u64 = srv
+        .worker_stats()
+        .iter()
+        .map(|s| s.sent(MessageType::Offer))
+        .sum();
     assert_eq!(total, 8);
     srv.stop();
 }
@@ -151,8 +190,18 @@ fn malformed_datagrams_are_counted_and_the_server_keeps_serving() {
     truncated.truncate(250);
     truncated.extend_from_slice(&[61, 40, 1]);
     c.sock.send_to(&truncated, c.to).unwrap();
-    assert_eq!(c.ask(&discover(2)).expect("still serving").mt, MessageType::Offer);
-    let malformed = || srv.total_stats().drops(bootstorm_dhcp::DropReason::Malformed);
-    assert!(bootstorm_tests::wait_until(Duration::from_secs(2), || malformed() >= 4), "malformed count {}", malformed());
+    assert_eq!(
+        c.ask(&discover(2)).expect("still serving").mt,
+        MessageType::Offer
+    );
+    let malformed = || {
+        srv.total_stats()
+            .drops(bootstorm_dhcp::DropReason::Malformed)
+    };
+    assert!(
+        bootstorm_tests::wait_until(Duration::from_secs(2), || malformed() >= 4),
+        "malformed count {}",
+        malformed()
+    );
     srv.stop();
 }

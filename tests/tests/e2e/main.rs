@@ -1,9 +1,9 @@
 //! End-to-end tests, one module per area. Loopback tests run anywhere; namespace tests need root
 //! (they print why they skip otherwise; CI runs them as root).
 
+mod cli;
 mod clients;
 mod course;
 mod msg;
 mod perfdhcp;
 mod pxe;
-mod cli;

@@ -1,6 +1,8 @@
 //! Building client requests and reading replies, for tests that play the client themselves.
 
-use bootstorm_wire::dhcp::{self, MessageType, OptionWriter, Packet, Repr, emit_request_header, opt};
+use bootstorm_wire::dhcp::{
+    self, MessageType, OptionWriter, Packet, Repr, emit_request_header, opt,
+};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
@@ -23,7 +25,12 @@ pub fn mac(n: u8) -> [u8; 6] {
 
 impl Msg {
     pub fn new(mt: MessageType, n: u8) -> Msg {
-        Msg { mt: mt.into(), xid: 0x5000_0000 | u32::from(n), mac: mac(n), ..Msg::default() }
+        Msg {
+            mt: mt.into(),
+            xid: 0x5000_0000 | u32::from(n),
+            mac: mac(n),
+            ..Msg::default()
+        }
     }
 
     pub fn bytes(&self) -> Vec<u8> {
@@ -68,7 +75,10 @@ pub struct ReplyInfo {
 
 impl ReplyInfo {
     pub fn option(&self, code: u8) -> Option<&[u8]> {
-        self.options.iter().find(|(c, _)| *c == code).map(|(_, d)| &d[..])
+        self.options
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, d)| &d[..])
     }
 }
 
@@ -83,7 +93,11 @@ pub fn parse(b: &[u8]) -> ReplyInfo {
         siaddr: r.siaddr.unwrap_or(Ipv4Addr::UNSPECIFIED),
         server_id: r.server_id,
         file: r.file.to_vec(),
-        options: p.all_options().map(|o| o.unwrap()).map(|o| (o.code, o.data.to_vec())).collect(),
+        options: p
+            .all_options()
+            .map(|o| o.unwrap())
+            .map(|o| (o.code, o.data.to_vec()))
+            .collect(),
     }
 }
 
@@ -96,8 +110,12 @@ pub struct Client {
 impl Client {
     pub fn new(srv: &bootstorm_daemon::serve::Running) -> Client {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
-        Client { sock, to: SocketAddr::V4(srv.local_addr()) }
+        sock.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        Client {
+            sock,
+            to: SocketAddr::V4(srv.local_addr()),
+        }
     }
 
     pub fn send(&self, m: &Msg) {
@@ -107,7 +125,10 @@ impl Client {
     /// The next reply's raw bytes, or None after the timeout.
     pub fn recv_raw(&self) -> Option<Vec<u8>> {
         let mut buf = [0u8; 1500];
-        self.sock.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())
+        self.sock
+            .recv_from(&mut buf)
+            .ok()
+            .map(|(n, _)| buf[..n].to_vec())
     }
 
     /// The next reply, or None after the timeout.

@@ -23,9 +23,17 @@ lease_time = "1h"
 
 /// The number after `key:` in the section of perfdhcp's report that starts with `section`.
 fn stat(report: &str, section: &str, key: &str) -> f64 {
-    let start = report.find(section).unwrap_or_else(|| panic!("no {section} in:\n{report}"));
-    let line = report[start..].lines().find(|l| l.trim_start().starts_with(key)).unwrap_or_else(|| panic!("no {key}"));
-    line.split(':').nth(1).and_then(|v| v.trim().trim_end_matches('%').trim().parse().ok()).unwrap_or_else(|| panic!("bad line {line}"))
+    let start = report
+        .find(section)
+        .unwrap_or_else(|| panic!("no {section} in:\n{report}"));
+    let line = report[start..]
+        .lines()
+        .find(|l| l.trim_start().starts_with(key))
+        .unwrap_or_else(|| panic!("no {key}"));
+    line.split(':')
+        .nth(1)
+        .and_then(|v| v.trim().trim_end_matches('%').trim().parse().ok())
+        .unwrap_or_else(|| panic!("bad line {line}"))
 }
 
 #[test]
@@ -41,26 +49,68 @@ fn perfdhcp_four_way_exchange_no_nak_no_duplicates() {
     // 2,000 exchanges/s for 10 s from 20,000 distinct MACs; perfdhcp sends as a relay (giaddr =
     // its address), so every reply goes unicast to giaddr:67.
     let out = output_within(
-        lab.client_cmd(&perfdhcp).args(["-4", "-l", &lab.client_if, "-r", "2000", "-R", "20000", "-p", "10"]),
+        lab.client_cmd(&perfdhcp).args([
+            "-4",
+            "-l",
+            &lab.client_if,
+            "-r",
+            "2000",
+            "-R",
+            "20000",
+            "-p",
+            "10",
+        ]),
         Duration::from_secs(60),
     );
-    let report = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let report =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     let acks = stat(&report, "REQUEST-ACK", "received packets");
     let requests = stat(&report, "REQUEST-ACK", "sent packets");
-    assert!(requests >= 15_000.0, "perfdhcp sent only {requests} REQUESTs:\n{report}");
-    assert_eq!(stat(&report, "DISCOVER-OFFER", "rejected leases"), 0.0, "{report}");
-    assert_eq!(stat(&report, "REQUEST-ACK", "rejected leases"), 0.0, "NAKs:\n{report}");
-    assert_eq!(stat(&report, "REQUEST-ACK", "non unique addresses"), 0.0, "{report}");
-    assert!(stat(&report, "REQUEST-ACK", "drops ratio") <= 1.0, "{report}");
+    assert!(
+        requests >= 15_000.0,
+        "perfdhcp sent only {requests} REQUESTs:\n{report}"
+    );
+    assert_eq!(
+        stat(&report, "DISCOVER-OFFER", "rejected leases"),
+        0.0,
+        "{report}"
+    );
+    assert_eq!(
+        stat(&report, "REQUEST-ACK", "rejected leases"),
+        0.0,
+        "NAKs:\n{report}"
+    );
+    assert_eq!(
+        stat(&report, "REQUEST-ACK", "non unique addresses"),
+        0.0,
+        "{report}"
+    );
+    assert!(
+        stat(&report, "REQUEST-ACK", "drops ratio") <= 1.0,
+        "{report}"
+    );
     let leases = srv.leases_json().expect("lease list");
-    let bound: Vec<&serde_json::Value> = leases.as_array().unwrap().iter().filter(|l| l["state"] == "bound").collect();
+    let bound: Vec<&serde_json::Value> = leases
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["state"] == "bound")
+        .collect();
     let ips: HashSet<&str> = bound.iter().map(|l| l["ip"].as_str().unwrap()).collect();
     let macs: HashSet<&str> = bound.iter().map(|l| l["mac"].as_str().unwrap()).collect();
     assert_eq!(ips.len(), bound.len(), "an address is bound to two clients");
     assert_eq!(macs.len(), bound.len(), "a client holds two addresses");
     // Every ACK perfdhcp received is a bound lease (late ACKs after perfdhcp stopped may add a few).
-    assert!(bound.len() as f64 >= acks, "{} bound < {acks} ACKs", bound.len());
-    assert!(bound.len() as f64 <= requests, "{} bound > {requests} REQUESTs", bound.len());
+    assert!(
+        bound.len() as f64 >= acks,
+        "{} bound < {acks} ACKs",
+        bound.len()
+    );
+    assert!(
+        bound.len() as f64 <= requests,
+        "{} bound > {requests} REQUESTs",
+        bound.len()
+    );
     let stats = srv.stats();
     assert_eq!(stats["sent"]["nak"], 0, "{stats}");
     assert_eq!(stats["dropped"]["malformed"], 0, "{stats}");

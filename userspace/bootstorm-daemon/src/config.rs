@@ -6,7 +6,9 @@
 //! toml reports its exact position; relations between fields (a pool outside its subnet, a
 //! reservation in no subnet) are checked afterwards against the span of the table they are in.
 
-use bootstorm_dhcp::config::{self as core, OptionSet, ServerConfig, arch, encode_ips, encode_routes};
+use bootstorm_dhcp::config::{
+    self as core, OptionSet, ServerConfig, arch, encode_ips, encode_routes,
+};
 use bootstorm_time::Duration;
 use bootstorm_wire::dhcp::opt;
 use serde::Deserialize;
@@ -47,14 +49,20 @@ impl Source<'_> {
             (Source::File { path, .. }, None) => format!("{}: ", path.display()),
             (Source::CommandLine, _) => "command line: ".to_string(),
         };
-        ConfigError { origin, reason: reason.into() }
+        ConfigError {
+            origin,
+            reason: reason.into(),
+        }
     }
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
     (line, col)
 }
 
@@ -63,7 +71,8 @@ macro_rules! from_str_deserialize {
         impl<'de> Deserialize<'de> for $t {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<$t, D::Error> {
                 let s = String::deserialize(d)?;
-                s.parse().map_err(|e: String| de::Error::custom(format!("{e} (expected {})", $what)))
+                s.parse()
+                    .map_err(|e: String| de::Error::custom(format!("{e} (expected {})", $what)))
             }
         }
     };
@@ -81,13 +90,24 @@ pub struct Cidr {
 impl FromStr for Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Cidr, String> {
-        let (a, p) = s.trim().split_once('/').ok_or_else(|| format!("'{s}' has no /prefix"))?;
-        let network: Ipv4Addr = a.parse().map_err(|_| format!("'{a}' is not an IPv4 address"))?;
-        let prefix: u8 = p.parse().ok().filter(|p| *p <= 32).ok_or_else(|| format!("'/{p}' is not a prefix length 0-32"))?;
+        let (a, p) = s
+            .trim()
+            .split_once('/')
+            .ok_or_else(|| format!("'{s}' has no /prefix"))?;
+        let network: Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("'{a}' is not an IPv4 address"))?;
+        let prefix: u8 = p
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32)
+            .ok_or_else(|| format!("'/{p}' is not a prefix length 0-32"))?;
         let m = core::prefix_mask(prefix);
         if u32::from(network) & !m != 0 {
             let fixed = Ipv4Addr::from(u32::from(network) & m);
-            return Err(format!("'{s}' has host bits set; did you mean {fixed}/{prefix}?"));
+            return Err(format!(
+                "'{s}' has host bits set; did you mean {fixed}/{prefix}?"
+            ));
         }
         Ok(Cidr { network, prefix })
     }
@@ -112,9 +132,17 @@ pub struct IpRange {
 impl FromStr for IpRange {
     type Err = String;
     fn from_str(s: &str) -> Result<IpRange, String> {
-        let (a, b) = s.split_once('-').ok_or_else(|| format!("'{s}' is not a range"))?;
-        let start: Ipv4Addr = a.trim().parse().map_err(|_| format!("'{}' is not an IPv4 address", a.trim()))?;
-        let end: Ipv4Addr = b.trim().parse().map_err(|_| format!("'{}' is not an IPv4 address", b.trim()))?;
+        let (a, b) = s
+            .split_once('-')
+            .ok_or_else(|| format!("'{s}' is not a range"))?;
+        let start: Ipv4Addr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{}' is not an IPv4 address", a.trim()))?;
+        let end: Ipv4Addr = b
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{}' is not an IPv4 address", b.trim()))?;
         if u32::from(end) < u32::from(start) {
             return Err(format!("range '{s}' ends before it starts"));
         }
@@ -147,10 +175,16 @@ impl FromStr for Dur {
         let mut total: u64 = 0;
         let mut rest = t;
         while !rest.is_empty() {
-            let split = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let split = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let (num, tail) = rest.split_at(split);
-            let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a duration"))?;
-            let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
+            let n: u64 = num
+                .parse()
+                .map_err(|_| format!("'{s}' is not a duration"))?;
+            let unit_len = tail
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(tail.len());
             let (unit, tail) = tail.split_at(unit_len);
             let mult = match unit.trim() {
                 "s" => 1,
@@ -175,7 +209,9 @@ impl<'de> Deserialize<'de> for Dur {
                 f.write_str("seconds, or a string like \"30s\", \"10m\", \"12h\", \"7d\"")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
-                u64::try_from(v).map(|v| Dur(Duration::from_secs(v))).map_err(|_| E::custom("a duration cannot be negative"))
+                u64::try_from(v)
+                    .map(|v| Dur(Duration::from_secs(v)))
+                    .map_err(|_| E::custom("a duration cannot be negative"))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Dur, E> {
                 Ok(Dur(Duration::from_secs(v)))
@@ -197,10 +233,16 @@ impl FromStr for Hex {
     fn from_str(s: &str) -> Result<Hex, String> {
         let t = s.trim().trim_start_matches("0x");
         let digits: String = t.chars().filter(|c| *c != ':' && *c != '-').collect();
-        if digits.is_empty() || digits.len() % 2 != 0 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        if digits.is_empty()
+            || digits.len() % 2 != 0
+            || !digits.chars().all(|c| c.is_ascii_hexdigit())
+        {
             return Err(format!("'{s}' is not hex bytes"));
         }
-        Ok(Hex((0..digits.len()).step_by(2).map(|i| u8::from_str_radix(&digits[i..i + 2], 16).unwrap_or(0)).collect()))
+        Ok(Hex((0..digits.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).unwrap_or(0))
+            .collect()))
     }
 }
 from_str_deserialize!(Hex, "hex bytes like \"01:52:54:00:12:34:56\"");
@@ -213,7 +255,9 @@ impl FromStr for Mac {
     type Err = String;
     fn from_str(s: &str) -> Result<Mac, String> {
         let h: Hex = s.parse()?;
-        <[u8; 6]>::try_from(h.0).map(Mac).map_err(|_| format!("'{s}' is not a MAC address (6 bytes)"))
+        <[u8; 6]>::try_from(h.0)
+            .map(Mac)
+            .map_err(|_| format!("'{s}' is not a MAC address (6 bytes)"))
     }
 }
 from_str_deserialize!(Mac, "a MAC like \"52:54:00:12:34:56\"");
@@ -228,10 +272,17 @@ impl FromStr for ArchItem {
         if let Ok(n) = s.parse::<u16>() {
             return Ok(ArchItem(vec![n]));
         }
-        arch::NAMES.iter().find(|(n, _)| *n == s).map(|(_, v)| ArchItem(v.to_vec())).ok_or_else(|| {
-            let names: Vec<&str> = arch::NAMES.iter().map(|(n, _)| *n).collect();
-            format!("unknown architecture '{s}' (use a number or one of {})", names.join(", "))
-        })
+        arch::NAMES
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|(_, v)| ArchItem(v.to_vec()))
+            .ok_or_else(|| {
+                let names: Vec<&str> = arch::NAMES.iter().map(|(n, _)| *n).collect();
+                format!(
+                    "unknown architecture '{s}' (use a number or one of {})",
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -244,7 +295,9 @@ impl<'de> Deserialize<'de> for ArchItem {
                 f.write_str("an architecture number or name")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<ArchItem, E> {
-                u16::try_from(v).map(|v| ArchItem(vec![v])).map_err(|_| E::custom("architecture must be 0-65535"))
+                u16::try_from(v)
+                    .map(|v| ArchItem(vec![v]))
+                    .map_err(|_| E::custom("architecture must be 0-65535"))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<ArchItem, E> {
                 self.visit_i64(i64::try_from(v).unwrap_or(-1))
@@ -494,19 +547,25 @@ pub const DEFAULT_CONTROL_SOCKET: &str = "/run/bootstorm/control.sock";
 
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError { origin: format!("{}: ", path.display()), reason: format!("cannot read: {e}") })?;
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        origin: format!("{}: ", path.display()),
+        reason: format!("cannot read: {e}"),
+    })?;
     parse(path, &text)
 }
 
 /// Parses and validates config text read from `path`.
 pub fn parse(path: &Path, text: &str) -> Result<Settings, ConfigError> {
     let src = Source::File { path, text };
-    let file: FileConfig = toml::from_str(text).map_err(|e| src.error(e.span(), e.message().to_string()))?;
+    let file: FileConfig =
+        toml::from_str(text).map_err(|e| src.error(e.span(), e.message().to_string()))?;
     validate(&src, file)
 }
 
-fn option_set(src: &Source<'_>, options: &[Spanned<OptionSection>]) -> Result<OptionSet, ConfigError> {
+fn option_set(
+    src: &Source<'_>,
+    options: &[Spanned<OptionSection>],
+) -> Result<OptionSet, ConfigError> {
     let mut set = OptionSet::new();
     for o in options {
         let data = encode_option(o.get_ref()).map_err(|e| src.error(Some(o.span()), e))?;
@@ -520,37 +579,70 @@ pub fn encode_option(o: &OptionSection) -> Result<Vec<u8>, String> {
     let code = o.code;
     match code {
         opt::PAD | opt::END => return Err(format!("option {code} is not an option")),
-        opt::MESSAGE_TYPE | opt::SERVER_ID | opt::LEASE_TIME | opt::OVERLOAD | opt::MAX_MESSAGE_SIZE | opt::RELAY_AGENT_INFO
-        | opt::CLIENT_ID | opt::RENEWAL_TIME | opt::REBINDING_TIME => {
-            return Err(format!("option {code} is managed by the server and cannot be set"));
+        opt::MESSAGE_TYPE
+        | opt::SERVER_ID
+        | opt::LEASE_TIME
+        | opt::OVERLOAD
+        | opt::MAX_MESSAGE_SIZE
+        | opt::RELAY_AGENT_INFO
+        | opt::CLIENT_ID
+        | opt::RENEWAL_TIME
+        | opt::REBINDING_TIME => {
+            return Err(format!(
+                "option {code} is managed by the server and cannot be set"
+            ));
         }
         _ => {}
     }
     let v = &o.value;
     let bad = |want: &str| format!("option {code} of type {}: value must be {want}", o.kind);
     let int = |min: i64, max: i64| -> Result<i64, String> {
-        v.as_integer().filter(|i| (min..=max).contains(i)).ok_or_else(|| bad(&format!("an integer {min}..={max}")))
+        v.as_integer()
+            .filter(|i| (min..=max).contains(i))
+            .ok_or_else(|| bad(&format!("an integer {min}..={max}")))
     };
     let ip = |v: &toml::Value| -> Result<Ipv4Addr, String> {
-        v.as_str().and_then(|s| s.parse().ok()).ok_or_else(|| bad("an IPv4 address string"))
+        v.as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("an IPv4 address string"))
     };
     let data = match o.kind.as_str() {
         "ip" => ip(v)?.octets().to_vec(),
         "ips" => {
-            let arr = v.as_array().ok_or_else(|| bad("an array of IPv4 address strings"))?;
+            let arr = v
+                .as_array()
+                .ok_or_else(|| bad("an array of IPv4 address strings"))?;
             encode_ips(&arr.iter().map(ip).collect::<Result<Vec<_>, _>>()?)
         }
         "u8" => vec![int(0, 255)? as u8],
         "u16" => (int(0, 65535)? as u16).to_be_bytes().to_vec(),
         "u32" => (int(0, u32::MAX.into())? as u32).to_be_bytes().to_vec(),
-        "i32" => (int(i32::MIN.into(), i32::MAX.into())? as i32).to_be_bytes().to_vec(),
+        "i32" => (int(i32::MIN.into(), i32::MAX.into())? as i32)
+            .to_be_bytes()
+            .to_vec(),
         "bool" => vec![u8::from(v.as_bool().ok_or_else(|| bad("true or false"))?)],
-        "string" => v.as_str().ok_or_else(|| bad("a string"))?.as_bytes().to_vec(),
-        "hex" => v.as_str().ok_or_else(|| bad("a hex string"))?.parse::<Hex>()?.0,
-        k => return Err(format!("option {code}: unknown type '{k}' (use ip, ips, u8, u16, u32, i32, bool, string or hex)")),
+        "string" => v
+            .as_str()
+            .ok_or_else(|| bad("a string"))?
+            .as_bytes()
+            .to_vec(),
+        "hex" => {
+            v.as_str()
+                .ok_or_else(|| bad("a hex string"))?
+                .parse::<Hex>()?
+                .0
+        }
+        k => {
+            return Err(format!(
+                "option {code}: unknown type '{k}' (use ip, ips, u8, u16, u32, i32, bool, string or hex)"
+            ));
+        }
     };
     if data.len() > 1200 {
-        return Err(format!("option {code}: value of {} bytes cannot fit in any DHCP message", data.len()));
+        return Err(format!(
+            "option {code}: value of {} bytes cannot fit in any DHCP message",
+            data.len()
+        ));
     }
     Ok(data)
 }
@@ -561,7 +653,8 @@ fn matcher(m: &MatchSection, subnets: &[core::Subnet]) -> Result<core::Match, St
             subnets
                 .iter()
                 .position(|s| s.network == c.network && s.prefix == c.prefix)
-                .ok_or_else(|| format!("match.subnet {c} is not a configured subnet"))? as u32,
+                .ok_or_else(|| format!("match.subnet {c} is not a configured subnet"))?
+                as u32,
         ),
         None => None,
     };
@@ -580,7 +673,10 @@ fn check_boot_file(file: &str) -> Result<(), String> {
         return Err("boot file must not be empty".into());
     }
     if file.len() > 255 {
-        return Err(format!("boot file of {} bytes is longer than option 67 allows (255)", file.len()));
+        return Err(format!(
+            "boot file of {} bytes is longer than option 67 allows (255)",
+            file.len()
+        ));
     }
     Ok(())
 }
@@ -592,11 +688,21 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
     let log_format = match s.log_format.as_deref() {
         None | Some("text") => LogFormat::Text,
         Some("json") => LogFormat::Json,
-        Some(x) => return Err(src.error(None, format!("[server] log_format '{x}': expected \"text\" or \"json\""))),
+        Some(x) => {
+            return Err(src.error(
+                None,
+                format!("[server] log_format '{x}': expected \"text\" or \"json\""),
+            ));
+        }
     };
-    let workers = s.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let workers = s
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if workers == 0 || workers > 256 {
-        return Err(src.error(None, format!("[server] workers = {workers}: expected 1-256")));
+        return Err(src.error(
+            None,
+            format!("[server] workers = {workers}: expected 1-256"),
+        ));
     }
     let mut dhcp = ServerConfig::default();
     if let Some(v) = s.authoritative {
@@ -624,10 +730,15 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
     for sp in &file.subnets {
         let span = Some(sp.span());
         let sn = sp.get_ref();
-        let net = sn.network.ok_or_else(|| src.error(span.clone(), "subnet needs network = \"a.b.c.d/prefix\""))?;
-        let server_id = sn
-            .server_id
-            .ok_or_else(|| src.error(span.clone(), format!("subnet {net} needs server_id (this server's address on it)")))?;
+        let net = sn
+            .network
+            .ok_or_else(|| src.error(span.clone(), "subnet needs network = \"a.b.c.d/prefix\""))?;
+        let server_id = sn.server_id.ok_or_else(|| {
+            src.error(
+                span.clone(),
+                format!("subnet {net} needs server_id (this server's address on it)"),
+            )
+        })?;
         let core_net = core::Subnet {
             network: net.network,
             prefix: net.prefix,
@@ -644,20 +755,31 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
         for p in &sn.pools {
             let r = *p.get_ref();
             if !core_net.contains(r.start) || !core_net.contains(r.end) {
-                return Err(src.error(Some(p.span()), format!("pool {r} is not inside subnet {net}")));
+                return Err(src.error(
+                    Some(p.span()),
+                    format!("pool {r} is not inside subnet {net}"),
+                ));
             }
-            if let Some((other, _)) = all_ranges.iter().find(|(o, _)| u32::from(o.start) <= u32::from(r.end) && u32::from(r.start) <= u32::from(o.end)) {
+            if let Some((other, _)) = all_ranges.iter().find(|(o, _)| {
+                u32::from(o.start) <= u32::from(r.end) && u32::from(r.start) <= u32::from(o.end)
+            }) {
                 return Err(src.error(Some(p.span()), format!("pool {r} overlaps pool {other}")));
             }
             if (r.start..=r.end).contains(&server_id) {
-                return Err(src.error(Some(p.span()), format!("pool {r} contains the server's own address {server_id}")));
+                return Err(src.error(
+                    Some(p.span()),
+                    format!("pool {r} contains the server's own address {server_id}"),
+                ));
             }
             all_ranges.push((r, p.span()));
             core_net.ranges.push((r.start, r.end));
         }
         if let Some(l) = sn.lease_time {
             if l.0.as_secs() < 60 {
-                return Err(src.error(span.clone(), format!("subnet {net}: lease_time below 60 seconds")));
+                return Err(src.error(
+                    span.clone(),
+                    format!("subnet {net}: lease_time below 60 seconds"),
+                ));
             }
             core_net.lease_time = l.0;
         }
@@ -665,7 +787,10 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
         core_net.rebinding_time = sn.rebinding_time.map(|d| d.0);
         if let (Some(t1), Some(t2)) = (core_net.renewal_time, core_net.rebinding_time) {
             if t1 >= t2 {
-                return Err(src.error(span.clone(), format!("subnet {net}: renewal_time must be below rebinding_time")));
+                return Err(src.error(
+                    span.clone(),
+                    format!("subnet {net}: renewal_time must be below rebinding_time"),
+                ));
             }
         }
         let mut options = OptionSet::new();
@@ -682,8 +807,15 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
             options.set(opt::NTP_SERVERS, encode_ips(&sn.ntp), false);
         }
         if !sn.routes.is_empty() {
-            let routes: Vec<core::Route> =
-                sn.routes.iter().map(|r| core::Route { network: r.network.network, prefix: r.network.prefix, router: r.router }).collect();
+            let routes: Vec<core::Route> = sn
+                .routes
+                .iter()
+                .map(|r| core::Route {
+                    network: r.network.network,
+                    prefix: r.network.prefix,
+                    router: r.router,
+                })
+                .collect();
             options.set(opt::CLASSLESS_ROUTES, encode_routes(&routes), false);
         }
         for o in &sn.options {
@@ -691,20 +823,32 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
             options.set(o.get_ref().code, data, o.get_ref().always);
         }
         core_net.options = options;
-        if let Some(dup) = dhcp.subnets.iter().find(|s| s.network == core_net.network && s.prefix == core_net.prefix) {
-            return Err(src.error(span, format!("subnet {}/{} is configured twice", dup.network, dup.prefix)));
+        if let Some(dup) = dhcp
+            .subnets
+            .iter()
+            .find(|s| s.network == core_net.network && s.prefix == core_net.prefix)
+        {
+            return Err(src.error(
+                span,
+                format!("subnet {}/{} is configured twice", dup.network, dup.prefix),
+            ));
         }
         dhcp.subnets.push(core_net);
     }
     for sp in &file.reservations {
         let span = Some(sp.span());
         let r = sp.get_ref();
-        let addr = r.address.ok_or_else(|| src.error(span.clone(), "reservation needs address"))?;
+        let addr = r
+            .address
+            .ok_or_else(|| src.error(span.clone(), "reservation needs address"))?;
         if r.mac.is_none() && r.client_id.is_none() {
             return Err(src.error(span, format!("reservation {addr} needs mac or client_id")));
         }
         if !dhcp.subnets.iter().any(|s| s.contains(addr)) {
-            return Err(src.error(span, format!("reservation {addr} is in no configured subnet")));
+            return Err(src.error(
+                span,
+                format!("reservation {addr} is in no configured subnet"),
+            ));
         }
         if let Some(other) = dhcp.reservations.iter().find(|o| o.addr == addr) {
             let _ = other;
@@ -712,13 +856,24 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
         }
         if let Some(m) = r.mac {
             if dhcp.reservations.iter().any(|o| o.hwaddr == Some(m.0)) {
-                return Err(src.error(span, format!("MAC {} has two reservations", bootstorm_wire::ethernet::Address(m.0))));
+                return Err(src.error(
+                    span,
+                    format!(
+                        "MAC {} has two reservations",
+                        bootstorm_wire::ethernet::Address(m.0)
+                    ),
+                ));
             }
         }
         let boot = match &r.boot {
             Some(b) => {
                 check_boot_file(&b.file).map_err(|e| src.error(span.clone(), e))?;
-                Some(core::Boot { file: b.file.clone(), next_server: b.next_server, server_name: b.server_name.clone(), root_path: b.root_path.clone() })
+                Some(core::Boot {
+                    file: b.file.clone(),
+                    next_server: b.next_server,
+                    server_name: b.server_name.clone(),
+                    root_path: b.root_path.clone(),
+                })
             }
             None => None,
         };
@@ -737,7 +892,10 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
         check_boot_file(&b.file).map_err(|e| src.error(span.clone(), e))?;
         let m = matcher(&b.matcher, &dhcp.subnets).map_err(|e| src.error(span.clone(), e))?;
         let name = b.name.clone().unwrap_or_else(|| format!("boot#{}", i + 1));
-        let (has7, has9) = (m.arch.contains(&arch::EFI_BC), m.arch.contains(&arch::EFI_X64));
+        let (has7, has9) = (
+            m.arch.contains(&arch::EFI_BC),
+            m.arch.contains(&arch::EFI_X64),
+        );
         if has7 != has9 {
             let (line, _) = match src {
                 Source::File { text, .. } => line_col(text, sp.span().start),
@@ -752,7 +910,12 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
         dhcp.boot_rules.push(core::BootRule {
             name,
             matcher: m,
-            boot: core::Boot { file: b.file.clone(), next_server: b.next_server, server_name: b.server_name.clone(), root_path: b.root_path.clone() },
+            boot: core::Boot {
+                file: b.file.clone(),
+                next_server: b.next_server,
+                server_name: b.server_name.clone(),
+                root_path: b.root_path.clone(),
+            },
             options: option_set(src, &b.options)?,
         });
     }
@@ -774,10 +937,16 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
         }
     }
     Ok(Settings {
-        listen: SocketAddrV4::new(s.address.unwrap_or(Ipv4Addr::UNSPECIFIED), s.port.unwrap_or(67)),
+        listen: SocketAddrV4::new(
+            s.address.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            s.port.unwrap_or(67),
+        ),
         interfaces: s.interfaces.clone(),
         workers,
-        control_socket: s.control_socket.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET)),
+        control_socket: s
+            .control_socket
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET)),
         log_format,
         dhcp,
         warnings,

@@ -42,7 +42,12 @@ pub fn leases_json(server: &Server, clock: &Clock) -> Vec<LeaseJson> {
         .leases(now)
         .into_iter()
         .map(|l| {
-            let subnet = server.config().subnets.get(l.subnet as usize).map(|s| format!("{}/{}", s.network, s.prefix)).unwrap_or_default();
+            let subnet = server
+                .config()
+                .subnets
+                .get(l.subnet as usize)
+                .map(|s| format!("{}/{}", s.network, s.prefix))
+                .unwrap_or_default();
             LeaseJson {
                 ip: l.addr.to_string(),
                 mac: fmt_hw(&l.hwaddr),
@@ -59,12 +64,20 @@ pub fn leases_json(server: &Server, clock: &Clock) -> Vec<LeaseJson> {
 
 /// Counters as JSON.
 pub fn stats_json(stats: &Stats) -> serde_json::Value {
-    let names = ["other", "discover", "offer", "request", "decline", "ack", "nak", "release", "inform"];
+    let names = [
+        "other", "discover", "offer", "request", "decline", "ack", "nak", "release", "inform",
+    ];
     let by_type = |v: &[u64; 9]| -> serde_json::Map<String, serde_json::Value> {
-        names.iter().zip(v).map(|(n, c)| (n.to_string(), (*c).into())).collect()
+        names
+            .iter()
+            .zip(v)
+            .map(|(n, c)| (n.to_string(), (*c).into()))
+            .collect()
     };
-    let dropped: serde_json::Map<String, serde_json::Value> =
-        DropReason::ALL.iter().map(|r| (r.name().to_string(), stats.drops(*r).into())).collect();
+    let dropped: serde_json::Map<String, serde_json::Value> = DropReason::ALL
+        .iter()
+        .map(|r| (r.name().to_string(), stats.drops(*r).into()))
+        .collect();
     serde_json::json!({
         "received": by_type(&stats.rx),
         "sent": by_type(&stats.tx),
@@ -102,21 +115,28 @@ impl Control {
         }
         let listener = UnixListener::bind(path)?;
         listener.set_nonblocking(true)?;
-        let thread = std::thread::Builder::new().name("control".into()).spawn(move || {
-            while !shutdown.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((conn, _)) => {
-                        let _ = answer(conn, &server, &clock, &stats);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(50)),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "control socket accept failed");
-                        std::thread::sleep(Duration::from_millis(50));
+        let thread = std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                while !shutdown.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((conn, _)) => {
+                            let _ = answer(conn, &server, &clock, &stats);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(50))
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "control socket accept failed");
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
                     }
                 }
-            }
-        })?;
-        Ok(Control { path: path.to_path_buf(), thread: Some(thread) })
+            })?;
+        Ok(Control {
+            path: path.to_path_buf(),
+            thread: Some(thread),
+        })
     }
 }
 
@@ -129,7 +149,12 @@ impl Drop for Control {
     }
 }
 
-fn answer(conn: UnixStream, server: &Server, clock: &Clock, stats: &dyn Fn() -> Stats) -> std::io::Result<()> {
+fn answer(
+    conn: UnixStream,
+    server: &Server,
+    clock: &Clock,
+    stats: &dyn Fn() -> Stats,
+) -> std::io::Result<()> {
     conn.set_nonblocking(false)?;
     conn.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut line = String::new();
@@ -138,7 +163,10 @@ fn answer(conn: UnixStream, server: &Server, clock: &Clock, stats: &dyn Fn() -> 
     let body = match line.trim() {
         "leases" => serde_json::to_string(&leases_json(server, clock))?,
         "stats" => stats_json(&stats()).to_string(),
-        other => serde_json::json!({ "error": format!("unknown request '{other}' (leases, stats)") }).to_string(),
+        other => {
+            serde_json::json!({ "error": format!("unknown request '{other}' (leases, stats)") })
+                .to_string()
+        }
     };
     let mut w = &conn;
     w.write_all(body.as_bytes())?;

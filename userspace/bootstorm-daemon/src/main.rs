@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the server, from a config file or from quick-mode flags.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check a config file; print errors with file, line and reason, and warnings.
     CheckConfig {
         /// The config file.
@@ -89,11 +89,18 @@ struct ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Serve(a) => serve_cmd(a),
+        Cmd::Serve(a) => serve_cmd(*a),
         Cmd::CheckConfig { file } => check_config(&file),
-        Cmd::Leases { config, socket, json } => leases_cmd(config, socket, json),
+        Cmd::Leases {
+            config,
+            socket,
+            json,
+        } => leases_cmd(config, socket, json),
         Cmd::Stats { config, socket } => socket_path(config, socket).and_then(|p| {
-            print!("{}", control::request(&p, "stats").with_context(|| format!("asking {}", p.display()))?);
+            print!(
+                "{}",
+                control::request(&p, "stats").with_context(|| format!("asking {}", p.display()))?
+            );
             Ok(())
         }),
     };
@@ -107,9 +114,13 @@ fn main() -> ExitCode {
 }
 
 fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BOOTSTORM_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BOOTSTORM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Json => b.json().flatten_event(true).init(),
         LogFormat::Text => b.init(),
@@ -129,7 +140,9 @@ fn settings_for(a: &ServeArgs) -> anyhow::Result<Settings> {
     match &a.config {
         Some(path) => {
             if a.quick.any() {
-                bail!("give either --config or quick-mode flags (--server-ip, --pool, ...), not both");
+                bail!(
+                    "give either --config or quick-mode flags (--server-ip, --pool, ...), not both"
+                );
             }
             let mut s = config::load(path)?;
             // Flags override the file's [server] settings.
@@ -172,11 +185,24 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
     let running = serve::start(&settings)?;
     let control = {
         let stats_src = StatsSource::new(&running);
-        Control::start(&settings.control_socket, running.server().clone(), running.clock(), move || stats_src.total(), shutdown.clone())
-            .with_context(|| format!("opening control socket {}", settings.control_socket.display()))?
+        Control::start(
+            &settings.control_socket,
+            running.server().clone(),
+            running.clock(),
+            move || stats_src.total(),
+            shutdown.clone(),
+        )
+        .with_context(|| {
+            format!(
+                "opening control socket {}",
+                settings.control_socket.display()
+            )
+        })?
     };
     tracing::info!(control = %settings.control_socket.display(), "ready");
-    let deadline = a.run_for.map(|d| Instant::now() + Duration::from_millis(d.0.as_millis()));
+    let deadline = a
+        .run_for
+        .map(|d| Instant::now() + Duration::from_millis(d.0.as_millis()));
     let mut last_sweep = Instant::now();
     while !shutdown.load(Ordering::Relaxed) {
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -197,7 +223,12 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
     let per_worker = running.stop();
     let mut total = bootstorm_dhcp::Stats::default();
     for (i, s) in per_worker.iter().enumerate() {
-        tracing::info!(worker = i, received = s.rx.iter().sum::<u64>(), sent = s.tx.iter().sum::<u64>(), "worker done");
+        tracing::info!(
+            worker = i,
+            received = s.rx.iter().sum::<u64>(),
+            sent = s.tx.iter().sum::<u64>(),
+            "worker done"
+        );
         total.add(s);
     }
     tracing::info!(stats = %control::stats_json(&total), "stopped");
@@ -211,7 +242,9 @@ struct StatsSource {
 
 impl StatsSource {
     fn new(r: &serve::Running) -> StatsSource {
-        StatsSource { shared: r.stats_handles() }
+        StatsSource {
+            shared: r.stats_handles(),
+        }
     }
 
     fn total(&self) -> bootstorm_dhcp::Stats {
@@ -253,13 +286,18 @@ fn socket_path(config: Option<PathBuf>, socket: Option<PathBuf>) -> anyhow::Resu
 
 fn leases_cmd(config: Option<PathBuf>, socket: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     let path = socket_path(config, socket)?;
-    let answer = control::request(&path, "leases").with_context(|| format!("asking the server at {} (is it running?)", path.display()))?;
+    let answer = control::request(&path, "leases")
+        .with_context(|| format!("asking the server at {} (is it running?)", path.display()))?;
     if json {
         print!("{answer}");
         return Ok(());
     }
-    let leases: Vec<LeaseJson> = serde_json::from_str(&answer).context("reading the server's answer")?;
-    println!("{:<16} {:<18} {:<9} {:>8}  {:<18} HOSTNAME", "IP", "MAC", "STATE", "EXPIRES", "SUBNET");
+    let leases: Vec<LeaseJson> =
+        serde_json::from_str(&answer).context("reading the server's answer")?;
+    println!(
+        "{:<16} {:<18} {:<9} {:>8}  {:<18} HOSTNAME",
+        "IP", "MAC", "STATE", "EXPIRES", "SUBNET"
+    );
     for l in leases {
         println!(
             "{:<16} {:<18} {:<9} {:>8}  {:<18} {}",

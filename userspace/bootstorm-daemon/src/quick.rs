@@ -2,7 +2,10 @@
 //! pixiecore. The flags become the same [`FileConfig`] a file would, and go through the same
 //! validation.
 
-use crate::config::{BootSection, Cidr, ConfigError, Dur, FileConfig, IpRange, MatchSection, ServerSection, Settings, Source, SubnetSection, ArchItem, validate};
+use crate::config::{
+    ArchItem, BootSection, Cidr, ConfigError, Dur, FileConfig, IpRange, MatchSection,
+    ServerSection, Settings, Source, SubnetSection, validate,
+};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use toml::Spanned;
@@ -60,7 +63,10 @@ pub struct QuickFlags {
 impl QuickFlags {
     /// True if any quick-mode flag was given.
     pub fn any(&self) -> bool {
-        self.interface.is_some() || self.server_ip.is_some() || !self.pools.is_empty() || self.subnet.is_some()
+        self.interface.is_some()
+            || self.server_ip.is_some()
+            || !self.pools.is_empty()
+            || self.subnet.is_some()
     }
 }
 
@@ -91,8 +97,14 @@ fn guess_subnet(server: Ipv4Addr, pools: &[IpRange]) -> Option<Cidr> {
     for prefix in [24u8, 16] {
         let m = bootstorm_dhcp::config::prefix_mask(prefix);
         let net = u32::from(server) & m;
-        if pools.iter().all(|p| u32::from(p.start) & m == net && u32::from(p.end) & m == net) {
-            return Some(Cidr { network: Ipv4Addr::from(net), prefix });
+        if pools
+            .iter()
+            .all(|p| u32::from(p.start) & m == net && u32::from(p.end) & m == net)
+        {
+            return Some(Cidr {
+                network: Ipv4Addr::from(net),
+                prefix,
+            });
         }
     }
     None
@@ -101,15 +113,21 @@ fn guess_subnet(server: Ipv4Addr, pools: &[IpRange]) -> Option<Cidr> {
 /// Builds settings from quick-mode flags.
 pub fn settings(q: &QuickFlags, s: &ServerFlags) -> Result<Settings, ConfigError> {
     let src = Source::CommandLine;
-    let err = |m: &str| ConfigError { origin: "command line: ".into(), reason: m.into() };
-    let server_ip = q.server_ip.ok_or_else(|| err("quick mode needs --server-ip (or use --config FILE)"))?;
+    let err = |m: &str| ConfigError {
+        origin: "command line: ".into(),
+        reason: m.into(),
+    };
+    let server_ip = q
+        .server_ip
+        .ok_or_else(|| err("quick mode needs --server-ip (or use --config FILE)"))?;
     if q.pools.is_empty() {
         return Err(err("quick mode needs at least one --pool FIRST-LAST"));
     }
     let subnet = match q.subnet {
         Some(c) => c,
-        None => guess_subnet(server_ip, &q.pools)
-            .ok_or_else(|| err("--pool is not in the /24 or /16 of --server-ip; give the network with --subnet"))?,
+        None => guess_subnet(server_ip, &q.pools).ok_or_else(|| {
+            err("--pool is not in the /24 or /16 of --server-ip; give the network with --subnet")
+        })?,
     };
     let mut file = FileConfig {
         server: ServerSection {
@@ -149,11 +167,46 @@ pub fn settings(q: &QuickFlags, s: &ServerFlags) -> Result<Settings, ConfigError
         }
     };
     // Most specific first: iPXE itself must get the script, or it chainloads itself forever.
-    rule("ipxe-script", MatchSection { user_class: Some("iPXE".into()), ..MatchSection::default() }, &q.ipxe_script);
-    rule("http-boot", MatchSection { arch: vec![ArchItem(vec![16, 19])], ..MatchSection::default() }, &q.http_boot_url);
-    rule("efi-x64", MatchSection { arch: vec![ArchItem(vec![7, 9])], ..MatchSection::default() }, &q.boot_file_efi);
-    rule("bios", MatchSection { arch: vec![ArchItem(vec![0])], ..MatchSection::default() }, &q.boot_file_bios);
-    rule("arm64", MatchSection { arch: vec![ArchItem(vec![11])], ..MatchSection::default() }, &q.boot_file_arm64);
+    rule(
+        "ipxe-script",
+        MatchSection {
+            user_class: Some("iPXE".into()),
+            ..MatchSection::default()
+        },
+        &q.ipxe_script,
+    );
+    rule(
+        "http-boot",
+        MatchSection {
+            arch: vec![ArchItem(vec![16, 19])],
+            ..MatchSection::default()
+        },
+        &q.http_boot_url,
+    );
+    rule(
+        "efi-x64",
+        MatchSection {
+            arch: vec![ArchItem(vec![7, 9])],
+            ..MatchSection::default()
+        },
+        &q.boot_file_efi,
+    );
+    rule(
+        "bios",
+        MatchSection {
+            arch: vec![ArchItem(vec![0])],
+            ..MatchSection::default()
+        },
+        &q.boot_file_bios,
+    );
+    rule(
+        "arm64",
+        MatchSection {
+            arch: vec![ArchItem(vec![11])],
+            ..MatchSection::default()
+        },
+        &q.boot_file_arm64,
+    );
     rule("default", MatchSection::default(), &q.boot_file);
     validate(&src, file)
 }
@@ -174,7 +227,10 @@ mod tests {
         };
         let s = settings(&q, &ServerFlags::default()).unwrap();
         let sub = &s.dhcp.subnets[0];
-        assert_eq!((sub.network, sub.prefix), ("198.18.0.0".parse().unwrap(), 16));
+        assert_eq!(
+            (sub.network, sub.prefix),
+            ("198.18.0.0".parse().unwrap(), 16)
+        );
         assert_eq!(sub.interface.as_deref(), Some("bsS0"));
         assert_eq!(s.interfaces, ["bsS0"]);
         assert_eq!(s.dhcp.boot_rules.len(), 1);
@@ -189,8 +245,19 @@ mod tests {
             ..QuickFlags::default()
         };
         let e = settings(&q, &ServerFlags::default()).unwrap_err();
-        assert_eq!(e.to_string(), "command line: pool 198.18.0.1-198.18.0.9 contains the server's own address 198.18.0.1");
-        let q = QuickFlags { pools: vec!["10.9.0.1-10.9.0.9".parse().unwrap()], ..q };
-        assert!(settings(&q, &ServerFlags::default()).unwrap_err().reason.contains("--subnet"));
+        assert_eq!(
+            e.to_string(),
+            "command line: pool 198.18.0.1-198.18.0.9 contains the server's own address 198.18.0.1"
+        );
+        let q = QuickFlags {
+            pools: vec!["10.9.0.1-10.9.0.9".parse().unwrap()],
+            ..q
+        };
+        assert!(
+            settings(&q, &ServerFlags::default())
+                .unwrap_err()
+                .reason
+                .contains("--subnet")
+        );
     }
 }

@@ -51,7 +51,10 @@ impl Running {
 
     /// A snapshot of each worker's counters (updated after every batch).
     pub fn worker_stats(&self) -> Vec<Stats> {
-        self.stats.iter().map(|s| s.lock().map(|g| g.clone()).unwrap_or_default()).collect()
+        self.stats
+            .iter()
+            .map(|s| s.lock().map(|g| g.clone()).unwrap_or_default())
+            .collect()
     }
 
     /// The shared counters each worker publishes after every batch.
@@ -74,7 +77,10 @@ impl Running {
         for w in self.workers {
             let _ = w.join();
         }
-        self.stats.iter().map(|s| s.lock().map(|g| g.clone()).unwrap_or_default()).collect()
+        self.stats
+            .iter()
+            .map(|s| s.lock().map(|g| g.clone()).unwrap_or_default())
+            .collect()
     }
 }
 
@@ -91,13 +97,18 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
                 Some(ix) => {
                     hints.insert(ix, i as u32);
                 }
-                None => tracing::warn!(interface = %name, "interface of subnet {}/{} does not exist (yet)", s.network, s.prefix),
+                None => {
+                    tracing::warn!(interface = %name, "interface of subnet {}/{} does not exist (yet)", s.network, s.prefix)
+                }
             }
         }
     }
     let hints = Arc::new(hints);
-    let ifaces: Vec<Option<String>> =
-        if settings.interfaces.is_empty() { vec![None] } else { settings.interfaces.iter().cloned().map(Some).collect() };
+    let ifaces: Vec<Option<String>> = if settings.interfaces.is_empty() {
+        vec![None]
+    } else {
+        settings.interfaces.iter().cloned().map(Some).collect()
+    };
     let mut sockets = Vec::new();
     let mut port = settings.listen.port();
     for iface in &ifaces {
@@ -109,7 +120,15 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
                 recv_timeout: RECV_TIMEOUT,
             };
             let sock = UdpSocket4::bind(&opts).with_context(|| {
-                format!("binding UDP {}:{}{}", settings.listen.ip(), port, iface.as_ref().map(|i| format!(" on {i}")).unwrap_or_default())
+                format!(
+                    "binding UDP {}:{}{}",
+                    settings.listen.ip(),
+                    port,
+                    iface
+                        .as_ref()
+                        .map(|i| format!(" on {i}"))
+                        .unwrap_or_default()
+                )
             })?;
             // Port 0 asks the kernel for one; the other workers then share the port it chose.
             port = sock.local_addr()?.port();
@@ -124,7 +143,10 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         stats.push(shared.clone());
         let (server, shutdown, hints) = (server.clone(), shutdown.clone(), hints.clone());
         // Workers of one interface share broadcasts by shard; index within the group.
-        let group = Group { index: id % settings.workers, size: settings.workers };
+        let group = Group {
+            index: id % settings.workers,
+            size: settings.workers,
+        };
         let w = std::thread::Builder::new()
             .name(format!("dhcp-worker-{id}"))
             .spawn(move || worker(id, group, sock, server, clock, shutdown, hints, shared))
@@ -132,7 +154,14 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         workers.push(w);
     }
     tracing::info!(listen = %local, workers = workers.len(), subnets = settings.dhcp.subnets.len(), "serving DHCP on the socket path");
-    Ok(Running { server, shutdown, workers, stats, local, clock })
+    Ok(Running {
+        server,
+        shutdown,
+        workers,
+        stats,
+        local,
+        clock,
+    })
 }
 
 /// A worker's place among the workers sharing one port on one interface.
@@ -152,7 +181,9 @@ fn broadcast_owner(datagram: &[u8], size: usize) -> usize {
     }
     // chaddr is bytes 28..44 of a DHCP message; anything shorter is malformed and goes to worker
     // 0, which counts the drop once.
-    let Some(chaddr) = datagram.get(28..44) else { return 0 };
+    let Some(chaddr) = datagram.get(28..44) else {
+        return 0;
+    };
     // FNV-1a: a few nanoseconds, and good enough to spread MACs that differ in any byte.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in chaddr {
@@ -193,7 +224,10 @@ fn worker(
             if info.dst.is_broadcast() && broadcast_owner(data, group.size) != group.index {
                 continue; // another worker of the group serves this client
             }
-            let meta = RxMeta { src: info.src, subnet_hint: hints.get(&info.ifindex).copied() };
+            let meta = RxMeta {
+                src: info.src,
+                subnet_hint: hints.get(&info.ifindex).copied(),
+            };
             let outcome = server.handle(now, &meta, data, tx.next_buf(), &mut stats);
             if let Some(reply) = outcome.reply {
                 let (dst, ifindex, src) = match reply.dest {
@@ -201,8 +235,16 @@ fn worker(
                     // out of the interface the request came in on, from the address it was sent to
                     // (or the interface's own if it was a broadcast).
                     Destination::Broadcast | Destination::Link { .. } => {
-                        let src = if info.dst.is_broadcast() || info.dst.is_unspecified() { Ipv4Addr::UNSPECIFIED } else { info.dst };
-                        (SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT), info.ifindex, src)
+                        let src = if info.dst.is_broadcast() || info.dst.is_unspecified() {
+                            Ipv4Addr::UNSPECIFIED
+                        } else {
+                            info.dst
+                        };
+                        (
+                            SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT),
+                            info.ifindex,
+                            src,
+                        )
                     }
                     Destination::Unicast(a) => (a, 0, Ipv4Addr::UNSPECIFIED),
                 };
@@ -250,6 +292,21 @@ pub fn fmt_hw(hw: &[u8]) -> String {
     s
 }
 
+fn log_event(worker: usize, now: bootstorm_time::Instant, ev: &Event) {
+    let lease_secs = ev.expires.map(|e| e.saturating_since(now).as_secs());
+    tracing::info!(
+        target: "bootstorm::lease",
+        worker,
+        event = ev.kind.name(),
+        ip = %ev.addr,
+        mac = %fmt_hw(ev.hwaddr()),
+        xid = %format_args!("{:#010x}", ev.xid),
+        subnet = ev.subnet,
+        lease_secs,
+        "lease"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,19 +325,4 @@ mod tests {
         assert_eq!(broadcast_owner(&[1, 2, 3], 4), 0);
         assert_eq!(broadcast_owner(&[0; 300], 1), 0);
     }
-}
-
-fn log_event(worker: usize, now: bootstorm_time::Instant, ev: &Event) {
-    let lease_secs = ev.expires.map(|e| e.saturating_since(now).as_secs());
-    tracing::info!(
-        target: "bootstorm::lease",
-        worker,
-        event = ev.kind.name(),
-        ip = %ev.addr,
-        mac = %fmt_hw(ev.hwaddr()),
-        xid = %format_args!("{:#010x}", ev.xid),
-        subnet = ev.subnet,
-        lease_secs,
-        "lease"
-    );
 }

@@ -29,7 +29,11 @@ impl OptionSet {
 
     /// Sets (or replaces) an option.
     pub fn set(&mut self, code: u8, data: impl Into<Box<[u8]>>, always: bool) {
-        let v = OptionValue { code, data: data.into(), always };
+        let v = OptionValue {
+            code,
+            data: data.into(),
+            always,
+        };
         match self.values.binary_search_by_key(&code, |o| o.code) {
             Ok(i) => self.values[i] = v,
             Err(i) => self.values.insert(i, v),
@@ -38,7 +42,10 @@ impl OptionSet {
 
     /// The option with `code`, if set.
     pub fn get(&self, code: u8) -> Option<&OptionValue> {
-        self.values.binary_search_by_key(&code, |o| o.code).ok().map(|i| &self.values[i])
+        self.values
+            .binary_search_by_key(&code, |o| o.code)
+            .ok()
+            .map(|i| &self.values[i])
     }
 
     /// Every option, by code.
@@ -121,7 +128,11 @@ impl Subnet {
 
 /// The netmask of a prefix length.
 pub fn prefix_mask(prefix: u8) -> u32 {
-    if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) }
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix.min(32)))
+    }
 }
 
 /// A fixed address for one client, by MAC or by client identifier (option 61).

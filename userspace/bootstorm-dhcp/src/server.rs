@@ -1,11 +1,14 @@
 //! The server: RFC 2131 message handling, PXE boot selection and reply building.
 
-use crate::config::{Boot, BootRule, Class, Match, OptionSet, Reservation, ServerConfig, Subnet, arch};
+use crate::config::{
+    Boot, BootRule, Class, Match, OptionSet, Reservation, ServerConfig, Subnet, arch,
+};
 use crate::stats::{DropReason, Stats};
 use bootstorm_lease::{AllocError, Binding, BuildError, Client, LeaseTable, PoolConfig};
 use bootstorm_time::{Duration, Instant};
 use bootstorm_wire::dhcp::{
-    self, HEADER_LEN, MIN_MESSAGE, MessageType, OptionWriter, Packet, Repr, emit_reply_header, opt, user_classes,
+    self, HEADER_LEN, MIN_MESSAGE, MessageType, OptionWriter, Packet, Repr, emit_reply_header, opt,
+    user_classes,
 };
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -124,7 +127,10 @@ pub struct Outcome {
 
 impl Outcome {
     fn drop(r: DropReason) -> Outcome {
-        Outcome { dropped: Some(r), ..Outcome::default() }
+        Outcome {
+            dropped: Some(r),
+            ..Outcome::default()
+        }
     }
 }
 
@@ -186,7 +192,11 @@ impl Server {
         let mut pools = Vec::new();
         for (id, s) in cfg.subnets.iter().enumerate() {
             for &(start, end) in &s.ranges {
-                pools.push(PoolConfig { subnet: id as u32, start, end });
+                pools.push(PoolConfig {
+                    subnet: id as u32,
+                    start,
+                    end,
+                });
             }
         }
         let reserved: Vec<Ipv4Addr> = cfg.reservations.iter().map(|r| r.addr).collect();
@@ -203,8 +213,19 @@ impl Server {
             }
             reserved_addrs.insert(r.addr, i);
         }
-        let default_subnet = cfg.subnets.iter().position(|s| s.interface.is_none()).map(|i| i as u32);
-        Ok(Server { cfg, table, by_mac, by_client_id, reserved_addrs, default_subnet })
+        let default_subnet = cfg
+            .subnets
+            .iter()
+            .position(|s| s.interface.is_none())
+            .map(|i| i as u32);
+        Ok(Server {
+            cfg,
+            table,
+            by_mac,
+            by_client_id,
+            reserved_addrs,
+            default_subnet,
+        })
     }
 
     /// The configuration.
@@ -219,7 +240,11 @@ impl Server {
 
     /// The index of the subnet served directly on interface `name`, if any.
     pub fn subnet_for_interface(&self, name: &str) -> Option<u32> {
-        self.cfg.subnets.iter().position(|s| s.interface.as_deref() == Some(name)).map(|i| i as u32)
+        self.cfg
+            .subnets
+            .iter()
+            .position(|s| s.interface.as_deref() == Some(name))
+            .map(|i| i as u32)
     }
 
     fn is_our_id(&self, a: Ipv4Addr) -> bool {
@@ -227,7 +252,11 @@ impl Server {
     }
 
     fn subnet_containing(&self, a: Ipv4Addr) -> Option<u32> {
-        self.cfg.subnets.iter().position(|s| s.contains(a)).map(|i| i as u32)
+        self.cfg
+            .subnets
+            .iter()
+            .position(|s| s.contains(a))
+            .map(|i| i as u32)
     }
 
     /// RFC 2131 4.3.1: a relayed message is served from the subnet of giaddr; otherwise the subnet
@@ -243,9 +272,20 @@ impl Server {
         meta.subnet_hint.or(self.default_subnet)
     }
 
-    fn reservation_for(&self, req: &Repr<'_>, mac: &[u8; 6], subnet: &Subnet) -> Option<&Reservation> {
+    fn reservation_for(
+        &self,
+        req: &Repr<'_>,
+        mac: &[u8; 6],
+        subnet: &Subnet,
+    ) -> Option<&Reservation> {
         let by_id = req.client_id.and_then(|id| self.by_client_id.get(id));
-        let by_mac = || if req.hlen == 6 { self.by_mac.get(mac) } else { None };
+        let by_mac = || {
+            if req.hlen == 6 {
+                self.by_mac.get(mac)
+            } else {
+                None
+            }
+        };
         let i = by_id.or_else(by_mac)?;
         let r = &self.cfg.reservations[*i];
         subnet.contains(r.addr).then_some(r)
@@ -256,7 +296,9 @@ impl Server {
             return false;
         }
         if let Some(uc) = &m.user_class {
-            let Some(sent) = ctx_req.user_class else { return false };
+            let Some(sent) = ctx_req.user_class else {
+                return false;
+            };
             if !user_classes(sent).any(|c| c == &uc[..]) {
                 return false;
             }
@@ -280,14 +322,29 @@ impl Server {
         true
     }
 
-    fn classes<'s>(&'s self, req: &'s Repr<'_>, subnet_id: u32, reserved: bool) -> impl Iterator<Item = &'s Class> + 's {
-        self.cfg.classes.iter().filter(move |c| self.matches(&c.matcher, req, subnet_id, reserved))
+    fn classes<'s>(
+        &'s self,
+        req: &'s Repr<'_>,
+        subnet_id: u32,
+        reserved: bool,
+    ) -> impl Iterator<Item = &'s Class> + 's {
+        self.cfg
+            .classes
+            .iter()
+            .filter(move |c| self.matches(&c.matcher, req, subnet_id, reserved))
     }
 
     /// Handles one datagram (the UDP payload) received at `now`. A reply, if any, is written to
     /// the start of `out`; `out` should hold at least 1500 bytes (replies never exceed the
     /// client's maximum message size, 548 bytes when it gives none).
-    pub fn handle(&self, now: Instant, meta: &RxMeta, input: &[u8], out: &mut [u8], stats: &mut Stats) -> Outcome {
+    pub fn handle(
+        &self,
+        now: Instant,
+        meta: &RxMeta,
+        input: &[u8],
+        out: &mut [u8],
+        stats: &mut Stats,
+    ) -> Outcome {
         let outcome = self.handle_inner(now, meta, input, out, stats);
         if let Some(r) = outcome.dropped {
             stats.count_drop(r);
@@ -298,20 +355,38 @@ impl Server {
         outcome
     }
 
-    fn handle_inner(&self, now: Instant, meta: &RxMeta, input: &[u8], out: &mut [u8], stats: &mut Stats) -> Outcome {
-        let Ok(packet) = Packet::new_checked(input) else { return Outcome::drop(DropReason::Malformed) };
-        let Ok(req) = Repr::parse(&packet) else { return Outcome::drop(DropReason::Malformed) };
+    fn handle_inner(
+        &self,
+        now: Instant,
+        meta: &RxMeta,
+        input: &[u8],
+        out: &mut [u8],
+        stats: &mut Stats,
+    ) -> Outcome {
+        let Ok(packet) = Packet::new_checked(input) else {
+            return Outcome::drop(DropReason::Malformed);
+        };
+        let Ok(req) = Repr::parse(&packet) else {
+            return Outcome::drop(DropReason::Malformed);
+        };
         if req.op != 1 {
             return Outcome::drop(DropReason::NotRequest);
         }
-        let Some(mt) = req.message_type else { return Outcome::drop(DropReason::NotDhcp) };
+        let Some(mt) = req.message_type else {
+            return Outcome::drop(DropReason::NotDhcp);
+        };
         stats.count_rx(mt);
         if req.hlen == 0 && req.client_id.is_none() {
             return Outcome::drop(DropReason::Malformed);
         }
-        let Some(subnet_id) = self.select_subnet(&req, meta) else { return Outcome::drop(DropReason::NoSubnet) };
+        let Some(subnet_id) = self.select_subnet(&req, meta) else {
+            return Outcome::drop(DropReason::NoSubnet);
+        };
         let subnet = &self.cfg.subnets[subnet_id as usize];
-        let mut keybuf = Key { buf: [0; 17], len: 0 };
+        let mut keybuf = Key {
+            buf: [0; 17],
+            len: 0,
+        };
         let key = Key::of(&req, &mut keybuf);
         let mut mac = [0u8; 6];
         if req.hlen == 6 {
@@ -319,10 +394,29 @@ impl Server {
         }
         let reservation = self.reservation_for(&req, &mac, subnet);
         let reserved = reservation.is_some();
-        let rule = self.cfg.boot_rules.iter().find(|r| self.matches(&r.matcher, &req, subnet_id, reserved));
-        let boot = reservation.and_then(|r| r.boot.as_ref()).or(rule.map(|r| &r.boot));
-        let ctx = Ctx { req: &req, subnet_id, subnet, key, reservation, boot, rule, mac };
-        let client = Client { key, hwaddr: req.chaddr(), hostname: req.hostname };
+        let rule = self
+            .cfg
+            .boot_rules
+            .iter()
+            .find(|r| self.matches(&r.matcher, &req, subnet_id, reserved));
+        let boot = reservation
+            .and_then(|r| r.boot.as_ref())
+            .or(rule.map(|r| &r.boot));
+        let ctx = Ctx {
+            req: &req,
+            subnet_id,
+            subnet,
+            key,
+            reservation,
+            boot,
+            rule,
+            mac,
+        };
+        let client = Client {
+            key,
+            hwaddr: req.chaddr(),
+            hostname: req.hostname,
+        };
         match mt {
             MessageType::Discover => self.discover(now, meta, &ctx, &client, out, stats),
             MessageType::Request => self.request(now, meta, &ctx, &client, out, stats),
@@ -333,7 +427,13 @@ impl Server {
         }
     }
 
-    fn event(&self, ctx: &Ctx<'_, '_, '_>, kind: EventKind, b: Option<Binding>, addr: Ipv4Addr) -> Event {
+    fn event(
+        &self,
+        ctx: &Ctx<'_, '_, '_>,
+        kind: EventKind,
+        b: Option<Binding>,
+        addr: Ipv4Addr,
+    ) -> Event {
         Event {
             kind,
             addr,
@@ -345,23 +445,55 @@ impl Server {
         }
     }
 
-    fn discover(&self, now: Instant, meta: &RxMeta, ctx: &Ctx<'_, '_, '_>, client: &Client<'_>, out: &mut [u8], stats: &mut Stats) -> Outcome {
+    fn discover(
+        &self,
+        now: Instant,
+        meta: &RxMeta,
+        ctx: &Ctx<'_, '_, '_>,
+        client: &Client<'_>,
+        out: &mut [u8],
+        stats: &mut Stats,
+    ) -> Outcome {
         let hold = self.cfg.offer_hold;
         let binding = match ctx.reservation {
-            Some(r) => self.table.offer_reserved(now, ctx.subnet_id, client, r.addr, hold),
-            None => match self.table.offer(now, ctx.subnet_id, client, ctx.req.requested_ip, hold) {
+            Some(r) => self
+                .table
+                .offer_reserved(now, ctx.subnet_id, client, r.addr, hold),
+            None => match self
+                .table
+                .offer(now, ctx.subnet_id, client, ctx.req.requested_ip, hold)
+            {
                 Ok(b) => b,
                 Err(AllocError::Exhausted) => {
                     if self.cfg.compat_nak {
-                        let mut o = self.reply(meta, ctx, MessageType::Nak, Ipv4Addr::UNSPECIFIED, None, out, stats);
-                        o.dropped = o.dropped.or(Some(DropReason::PoolExhausted)).filter(|_| o.reply.is_none());
+                        let mut o = self.reply(
+                            meta,
+                            ctx,
+                            MessageType::Nak,
+                            Ipv4Addr::UNSPECIFIED,
+                            None,
+                            out,
+                            stats,
+                        );
+                        o.dropped = o
+                            .dropped
+                            .or(Some(DropReason::PoolExhausted))
+                            .filter(|_| o.reply.is_none());
                         return o;
                     }
                     return Outcome::drop(DropReason::PoolExhausted);
                 }
             },
         };
-        let mut o = self.reply(meta, ctx, MessageType::Offer, binding.addr, Some(self.lease_time(ctx, now, None)), out, stats);
+        let mut o = self.reply(
+            meta,
+            ctx,
+            MessageType::Offer,
+            binding.addr,
+            Some(self.lease_time(ctx, now, None)),
+            out,
+            stats,
+        );
         if o.reply.is_some() {
             o.event = Some(self.event(ctx, EventKind::Offer, Some(binding), binding.addr));
         }
@@ -370,7 +502,12 @@ impl Server {
 
     /// The lease time to grant: the subnet's, or less if the client asks for less (option 51),
     /// never below [`MIN_LEASE`]. With `bound_until`, what remains of an existing binding.
-    fn lease_time(&self, ctx: &Ctx<'_, '_, '_>, now: Instant, bound_until: Option<Instant>) -> Duration {
+    fn lease_time(
+        &self,
+        ctx: &Ctx<'_, '_, '_>,
+        now: Instant,
+        bound_until: Option<Instant>,
+    ) -> Duration {
         if let Some(until) = bound_until {
             return until.saturating_since(now);
         }
@@ -381,10 +518,26 @@ impl Server {
         }
     }
 
-    fn request(&self, now: Instant, meta: &RxMeta, ctx: &Ctx<'_, '_, '_>, client: &Client<'_>, out: &mut [u8], stats: &mut Stats) -> Outcome {
+    fn request(
+        &self,
+        now: Instant,
+        meta: &RxMeta,
+        ctx: &Ctx<'_, '_, '_>,
+        client: &Client<'_>,
+        out: &mut [u8],
+        stats: &mut Stats,
+    ) -> Outcome {
         let req = ctx.req;
         let nak = |stats: &mut Stats, out: &mut [u8], addr: Ipv4Addr| {
-            let mut o = self.reply(meta, ctx, MessageType::Nak, Ipv4Addr::UNSPECIFIED, None, out, stats);
+            let mut o = self.reply(
+                meta,
+                ctx,
+                MessageType::Nak,
+                Ipv4Addr::UNSPECIFIED,
+                None,
+                out,
+                stats,
+            );
             o.event = Some(self.event(ctx, EventKind::Nak, None, addr));
             o
         };
@@ -402,11 +555,16 @@ impl Server {
                 o.event = freed.map(|a| self.event(ctx, EventKind::OfferWithdrawn, None, a));
                 return o;
             }
-            let Some(a) = req.requested_ip.or(req.ciaddr) else { return Outcome::drop(DropReason::Malformed) };
+            let Some(a) = req.requested_ip.or(req.ciaddr) else {
+                return Outcome::drop(DropReason::Malformed);
+            };
             addr = a;
         } else if let Some(ci) = req.ciaddr {
             // RENEWING (unicast) or REBINDING (broadcast): ciaddr is the address to extend.
-            let known = self.table.binding_of(now, ctx.key).is_some_and(|b| b.addr == ci);
+            let known = self
+                .table
+                .binding_of(now, ctx.key)
+                .is_some_and(|b| b.addr == ci);
             if !known && !self.cfg.authoritative && ctx.reservation.is_none() {
                 return Outcome::drop(DropReason::NoRecord);
             }
@@ -431,7 +589,8 @@ impl Server {
             if res.addr != addr {
                 return nak(stats, out, addr);
             }
-            self.table.bind_reserved(now, ctx.subnet_id, client, addr, lease)
+            self.table
+                .bind_reserved(now, ctx.subnet_id, client, addr, lease)
         } else {
             if self.reserved_addrs.contains_key(&addr) || !ctx.subnet.contains(addr) {
                 return nak(stats, out, addr);
@@ -455,8 +614,12 @@ impl Server {
         if !req.server_id.is_some_and(|s| self.is_our_id(s)) {
             return Outcome::drop(DropReason::NotForUs);
         }
-        let Some(addr) = req.requested_ip else { return Outcome::drop(DropReason::Malformed) };
-        let b = self.table.decline(now, ctx.key, addr, self.cfg.decline_quarantine);
+        let Some(addr) = req.requested_ip else {
+            return Outcome::drop(DropReason::Malformed);
+        };
+        let b = self
+            .table
+            .decline(now, ctx.key, addr, self.cfg.decline_quarantine);
         let mut o = Outcome::drop(DropReason::NoReplyExpected);
         o.event = b.map(|b| self.event(ctx, EventKind::Decline, Some(b), addr));
         o
@@ -467,7 +630,9 @@ impl Server {
         if req.server_id.is_some_and(|s| !self.is_our_id(s)) {
             return Outcome::drop(DropReason::NotForUs);
         }
-        let Some(addr) = req.ciaddr else { return Outcome::drop(DropReason::Malformed) };
+        let Some(addr) = req.ciaddr else {
+            return Outcome::drop(DropReason::Malformed);
+        };
         // RFC 2131 4.3.4: no reply. The address keeps its last client (sticky re-offer).
         let b = self.table.release(now, ctx.key, addr);
         let mut o = Outcome::drop(DropReason::NoReplyExpected);
@@ -475,11 +640,30 @@ impl Server {
         o
     }
 
-    fn inform(&self, meta: &RxMeta, ctx: &Ctx<'_, '_, '_>, out: &mut [u8], stats: &mut Stats) -> Outcome {
+    fn inform(
+        &self,
+        meta: &RxMeta,
+        ctx: &Ctx<'_, '_, '_>,
+        out: &mut [u8],
+        stats: &mut Stats,
+    ) -> Outcome {
         // RFC 2131 4.3.5: ACK with configuration, no lease, no yiaddr.
-        let mut o = self.reply(meta, ctx, MessageType::Ack, Ipv4Addr::UNSPECIFIED, None, out, stats);
+        let mut o = self.reply(
+            meta,
+            ctx,
+            MessageType::Ack,
+            Ipv4Addr::UNSPECIFIED,
+            None,
+            out,
+            stats,
+        );
         if o.reply.is_some() {
-            o.event = Some(self.event(ctx, EventKind::Inform, None, ctx.req.ciaddr.unwrap_or(Ipv4Addr::UNSPECIFIED)));
+            o.event = Some(self.event(
+                ctx,
+                EventKind::Inform,
+                None,
+                ctx.req.ciaddr.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            ));
         }
         o
     }
@@ -488,7 +672,13 @@ impl Server {
     /// NAK is broadcast; otherwise the broadcast bit decides between broadcast and link unicast.
     /// A request from a non-zero source with giaddr and ciaddr zero (a test client on loopback,
     /// never firmware, which sends from 0.0.0.0) is answered at its source.
-    fn destination(req: &Repr<'_>, meta: &RxMeta, mt: MessageType, yiaddr: Ipv4Addr, mac: [u8; 6]) -> Destination {
+    fn destination(
+        req: &Repr<'_>,
+        meta: &RxMeta,
+        mt: MessageType,
+        yiaddr: Ipv4Addr,
+        mac: [u8; 6],
+    ) -> Destination {
         if let Some(g) = req.giaddr {
             return Destination::Unicast(SocketAddrV4::new(g, dhcp::SERVER_PORT));
         }
@@ -504,7 +694,10 @@ impl Server {
         if req.broadcast() || yiaddr.is_unspecified() || req.hlen != 6 {
             return Destination::Broadcast;
         }
-        Destination::Link { addr: yiaddr, hwaddr: mac }
+        Destination::Link {
+            addr: yiaddr,
+            hwaddr: mac,
+        }
     }
 
     /// Builds an OFFER, ACK or NAK into `out`.
@@ -533,19 +726,33 @@ impl Server {
         }
     }
 
-    fn build(&self, ctx: &Ctx<'_, '_, '_>, mt: MessageType, yiaddr: Ipv4Addr, lease: Option<Duration>, out: &mut [u8], stats: &mut Stats) -> Option<usize> {
+    fn build(
+        &self,
+        ctx: &Ctx<'_, '_, '_>,
+        mt: MessageType,
+        yiaddr: Ipv4Addr,
+        lease: Option<Duration>,
+        out: &mut [u8],
+        stats: &mut Stats,
+    ) -> Option<usize> {
         let req = ctx.req;
         let subnet = ctx.subnet;
         let nak = mt == MessageType::Nak;
         let boot = if nak { None } else { ctx.boot };
         let siaddr = match boot {
-            Some(b) => b.next_server.or(subnet.next_server).unwrap_or(subnet.server_id),
+            Some(b) => b
+                .next_server
+                .or(subnet.next_server)
+                .unwrap_or(subnet.server_id),
             None if nak => Ipv4Addr::UNSPECIFIED,
             None => subnet.next_server.unwrap_or(Ipv4Addr::UNSPECIFIED),
         };
         // RFC 2131 4.1: the maximum message size counts the IP and UDP headers; 576 is the least
         // any client may announce.
-        let max = ctx.req.max_message_size.map_or(dhcp::DEFAULT_MAX_MESSAGE, |m| usize::from(m.max(576)) - 28);
+        let max = ctx
+            .req
+            .max_message_size
+            .map_or(dhcp::DEFAULT_MAX_MESSAGE, |m| usize::from(m.max(576)) - 28);
         let max = max.min(out.len());
         if max < HEADER_LEN + 16 {
             return None;
@@ -577,8 +784,12 @@ impl Server {
         written.insert(opt::SERVER_ID);
         if let Some(l) = lease {
             let secs = u32::try_from(l.as_secs()).unwrap_or(u32::MAX);
-            let t1 = subnet.renewal_time.map_or(secs / 2, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX).min(secs));
-            let t2 = subnet.rebinding_time.map_or(secs / 8 * 7, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX).min(secs));
+            let t1 = subnet.renewal_time.map_or(secs / 2, |d| {
+                u32::try_from(d.as_secs()).unwrap_or(u32::MAX).min(secs)
+            });
+            let t2 = subnet.rebinding_time.map_or(secs / 8 * 7, |d| {
+                u32::try_from(d.as_secs()).unwrap_or(u32::MAX).min(secs)
+            });
             w.push(opt::LEASE_TIME, &secs.to_be_bytes()).ok()?;
             w.push(opt::RENEWAL_TIME, &t1.to_be_bytes()).ok()?;
             w.push(opt::REBINDING_TIME, &t2.to_be_bytes()).ok()?;
@@ -609,7 +820,10 @@ impl Server {
                     written.insert(opt::VENDOR_SPECIFIC);
                 }
             }
-            if let Some(uuid) = req.client_uuid.filter(|_| boot.is_some() || vendor.starts_with(PXE_CLIENT)) {
+            if let Some(uuid) = req
+                .client_uuid
+                .filter(|_| boot.is_some() || vendor.starts_with(PXE_CLIENT))
+            {
                 w.push_optional(opt::CLIENT_UUID, uuid);
                 written.insert(opt::CLIENT_UUID);
             }
@@ -642,7 +856,12 @@ impl Server {
                     written.insert(code);
                 }
             };
-            for code in [opt::SUBNET_MASK, opt::ROUTER, opt::DNS_SERVERS, opt::DOMAIN_NAME] {
+            for code in [
+                opt::SUBNET_MASK,
+                opt::ROUTER,
+                opt::DNS_SERVERS,
+                opt::DOMAIN_NAME,
+            ] {
                 unasked(code, &mut w, &mut tmp);
             }
             if pxe_or_http {
@@ -669,23 +888,37 @@ impl Server {
 
     /// The option sets that apply to a client, most specific first: reservation, boot rule,
     /// classes, subnet.
-    fn option_sets<'s>(&'s self, ctx: &'s Ctx<'s, '_, '_>) -> impl Iterator<Item = &'s OptionSet> + 's {
+    fn option_sets<'s>(
+        &'s self,
+        ctx: &'s Ctx<'s, '_, '_>,
+    ) -> impl Iterator<Item = &'s OptionSet> + 's {
         let reserved = ctx.reservation.is_some();
         ctx.reservation
             .map(|r| &r.options)
             .into_iter()
             .chain(ctx.rule.map(|r| &r.options))
-            .chain(self.classes(ctx.req, ctx.subnet_id, reserved).map(|c| &c.options))
+            .chain(
+                self.classes(ctx.req, ctx.subnet_id, reserved)
+                    .map(|c| &c.options),
+            )
             .chain(std::iter::once(&ctx.subnet.options))
     }
 
     fn lookup<'s>(&'s self, ctx: &'s Ctx<'s, '_, '_>, code: u8) -> Option<&'s [u8]> {
-        self.option_sets(ctx).find_map(|s| s.get(code)).map(|o| &o.data[..])
+        self.option_sets(ctx)
+            .find_map(|s| s.get(code))
+            .map(|o| &o.data[..])
     }
 
     /// The value of option `code` for this client: configured values first (most specific set
     /// wins), then the values the server derives (mask, broadcast, boot options, host name).
-    fn value<'s>(&'s self, ctx: &'s Ctx<'s, '_, '_>, boot: Option<&'s Boot>, code: u8, tmp: &'s mut [u8; 16]) -> Option<&'s [u8]> {
+    fn value<'s>(
+        &'s self,
+        ctx: &'s Ctx<'s, '_, '_>,
+        boot: Option<&'s Boot>,
+        code: u8,
+        tmp: &'s mut [u8; 16],
+    ) -> Option<&'s [u8]> {
         if let Some(v) = self.lookup(ctx, code) {
             return Some(v);
         }
@@ -700,7 +933,10 @@ impl Server {
                 tmp[..4].copy_from_slice(&b.to_be_bytes());
                 Some(&tmp[..4])
             }
-            opt::HOSTNAME => ctx.reservation.and_then(|r| r.hostname.as_deref()).map(str::as_bytes),
+            opt::HOSTNAME => ctx
+                .reservation
+                .and_then(|r| r.hostname.as_deref())
+                .map(str::as_bytes),
             opt::BOOTFILE_NAME => boot.map(|b| b.file.as_bytes()),
             opt::ROOT_PATH => boot.and_then(|b| b.root_path.as_deref()).map(str::as_bytes),
             opt::TFTP_SERVER_NAME => {
@@ -708,7 +944,10 @@ impl Server {
                 if let Some(n) = &b.server_name {
                     return Some(n.as_bytes());
                 }
-                let ns = b.next_server.or(subnet.next_server).unwrap_or(subnet.server_id);
+                let ns = b
+                    .next_server
+                    .or(subnet.next_server)
+                    .unwrap_or(subnet.server_id);
                 let n = write_ip(ns, tmp);
                 Some(&tmp[..n])
             }

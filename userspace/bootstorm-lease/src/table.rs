@@ -174,7 +174,13 @@ pub struct Binding {
 impl Lease {
     /// The record without its key, MAC and name.
     pub fn binding(&self) -> Binding {
-        Binding { addr: self.addr, state: self.state, expires: self.expires, subnet: self.subnet, reserved: self.reserved }
+        Binding {
+            addr: self.addr,
+            state: self.state,
+            expires: self.expires,
+            subnet: self.subnet,
+            reserved: self.reserved,
+        }
     }
 }
 
@@ -256,7 +262,9 @@ impl Pool {
     }
 
     fn cas(&self, i: usize, old: Word, new: Word) -> bool {
-        self.slots[i].compare_exchange(old.0, new.0, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        self.slots[i]
+            .compare_exchange(old.0, new.0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
     fn mark_freed(&self) {
@@ -282,7 +290,11 @@ pub const DEFAULT_SHARDS: usize = 64;
 impl LeaseTable {
     /// Builds a table over `pools`; `reserved` addresses inside a pool are never handed out by
     /// the allocator (they belong to reservations).
-    pub fn new(pools: &[PoolConfig], reserved: &[Ipv4Addr], shards: usize) -> Result<LeaseTable, BuildError> {
+    pub fn new(
+        pools: &[PoolConfig],
+        reserved: &[Ipv4Addr],
+        shards: usize,
+    ) -> Result<LeaseTable, BuildError> {
         let mut sorted = pools.to_vec();
         sorted.sort_by_key(|p| u32::from(p.start));
         for w in sorted.windows(2) {
@@ -297,11 +309,17 @@ impl LeaseTable {
         for p in &sorted {
             let (s, e) = (u32::from(p.start), u32::from(p.end));
             if e < s {
-                return Err(BuildError::EmptyRange { start: p.start, end: p.end });
+                return Err(BuildError::EmptyRange {
+                    start: p.start,
+                    end: p.end,
+                });
             }
             let n = (e - s) as usize + 1;
             if n > 1 << 24 {
-                return Err(BuildError::TooLarge { start: p.start, end: p.end });
+                return Err(BuildError::TooLarge {
+                    start: p.start,
+                    end: p.end,
+                });
             }
             let slots: Box<[AtomicU64]> = (0..n).map(|_| AtomicU64::new(0)).collect();
             built.push(Pool {
@@ -316,7 +334,9 @@ impl LeaseTable {
         }
         let table = LeaseTable {
             pools: built.into_boxed_slice(),
-            shards: (0..shards.max(1)).map(|_| Mutex::new(Shard::default())).collect(),
+            shards: (0..shards.max(1))
+                .map(|_| Mutex::new(Shard::default()))
+                .collect(),
         };
         for &r in reserved {
             if let Some((pool, i)) = table.slot_of(r) {
@@ -380,25 +400,52 @@ impl LeaseTable {
             // until it expires or is released, as RFC 2131 4.3.1 leaves it to the server).
             self.give_back_offer(prev, tag);
         }
-        let bound_already = self.slot_of(addr).is_some_and(|(p, i)| p.load(i).state() == state::BOUND);
+        let bound_already = self
+            .slot_of(addr)
+            .is_some_and(|(p, i)| p.load(i).state() == state::BOUND);
         let expires = if bound_already {
-            shard.clients.get(client.key).map(|l| l.expires).unwrap_or(now + hold)
+            shard
+                .clients
+                .get(client.key)
+                .map(|l| l.expires)
+                .unwrap_or(now + hold)
         } else {
             now + hold
         };
-        let state = if bound_already { LeaseState::Bound } else { LeaseState::Offered };
-        Ok(Self::record(&mut shard, client, addr, state, expires, subnet, false))
+        let state = if bound_already {
+            LeaseState::Bound
+        } else {
+            LeaseState::Offered
+        };
+        Ok(Self::record(
+            &mut shard, client, addr, state, expires, subnet, false,
+        ))
     }
 
     /// Records an offer of a reserved address (the allocator never hands these out).
-    pub fn offer_reserved(&self, now: Instant, subnet: u32, client: &Client<'_>, addr: Ipv4Addr, hold: Duration) -> Binding {
+    pub fn offer_reserved(
+        &self,
+        now: Instant,
+        subnet: u32,
+        client: &Client<'_>,
+        addr: Ipv4Addr,
+        hold: Duration,
+    ) -> Binding {
         let mut shard = lock(self.shard(client.hash()));
         if let Some(l) = shard.clients.get(client.key) {
             if l.addr == addr && l.state == LeaseState::Bound && l.expires > now {
                 return l.binding();
             }
         }
-        Self::record(&mut shard, client, addr, LeaseState::Offered, now + hold, subnet, true)
+        Self::record(
+            &mut shard,
+            client,
+            addr,
+            LeaseState::Offered,
+            now + hold,
+            subnet,
+            true,
+        )
     }
 
     fn record(
@@ -448,13 +495,23 @@ impl LeaseTable {
 
     /// Claims `addr` for an offer to the client with `tag` if it may have it. `is_previous` says
     /// the client's own record names `addr`, which is what makes a matching tag "mine".
-    fn claim_for_offer(&self, addr: Ipv4Addr, tag: u32, is_previous: bool, now: Instant, until: u64) -> Option<Ipv4Addr> {
+    fn claim_for_offer(
+        &self,
+        addr: Ipv4Addr,
+        tag: u32,
+        is_previous: bool,
+        now: Instant,
+        until: u64,
+    ) -> Option<Ipv4Addr> {
         let (pool, i) = self.slot_of(addr)?;
         let now_s = now_secs(now);
         loop {
             let w = pool.load(i);
             let new = if w.held(now_s) {
-                if !(is_previous && w.tag() == tag) || w.state() == state::DECLINED || w.state() == state::RESERVED {
+                if !(is_previous && w.tag() == tag)
+                    || w.state() == state::DECLINED
+                    || w.state() == state::RESERVED
+                {
                     return None;
                 }
                 if w.state() == state::BOUND {
@@ -475,13 +532,22 @@ impl LeaseTable {
     fn give_back_offer(&self, addr: Ipv4Addr, tag: u32) {
         if let Some((pool, i)) = self.slot_of(addr) {
             let w = pool.load(i);
-            if w.state() == state::OFFERED && w.tag() == tag && pool.cas(i, w, Word::new(state::FREE, 0, 0)) {
+            if w.state() == state::OFFERED
+                && w.tag() == tag
+                && pool.cas(i, w, Word::new(state::FREE, 0, 0))
+            {
                 pool.mark_freed();
             }
         }
     }
 
-    fn allocate(&self, now: Instant, subnet: u32, tag: u32, until: u64) -> Result<Ipv4Addr, AllocError> {
+    fn allocate(
+        &self,
+        now: Instant,
+        subnet: u32,
+        tag: u32,
+        until: u64,
+    ) -> Result<Ipv4Addr, AllocError> {
         let now_s = now_secs(now);
         for pool in self.pools.iter().filter(|p| p.subnet == subnet) {
             // Fast path: never-used slots, in order.
@@ -490,7 +556,11 @@ impl LeaseTable {
                 if i >= pool.len() {
                     break;
                 }
-                if pool.high_water.compare_exchange(i, i + 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                if pool
+                    .high_water
+                    .compare_exchange(i, i + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
                     continue;
                 }
                 let w = pool.load(i);
@@ -546,13 +616,20 @@ impl LeaseTable {
             }
             return None; // lost a race; the next DISCOVER retransmit scans again
         }
-        pool.exhausted.store((gen_now << 29) | earliest.max(now_s + 1), Ordering::Release);
+        pool.exhausted
+            .store((gen_now << 29) | earliest.max(now_s + 1), Ordering::Release);
         None
     }
 
     /// Binds `addr` to `client` until `now + lease` (REQUEST -> ACK, or a renewal). Succeeds if the
     /// client holds the address, or if nobody holds it now.
-    pub fn bind(&self, now: Instant, client: &Client<'_>, addr: Ipv4Addr, lease: Duration) -> Result<Binding, BindError> {
+    pub fn bind(
+        &self,
+        now: Instant,
+        client: &Client<'_>,
+        addr: Ipv4Addr,
+        lease: Duration,
+    ) -> Result<Binding, BindError> {
         let hash = client.hash();
         let tag = tag_of(hash);
         let (pool, i) = self.slot_of(addr).ok_or(BindError::NotInPool)?;
@@ -564,7 +641,9 @@ impl LeaseTable {
         loop {
             let w = pool.load(i);
             if w.held(now_s) {
-                let mine = w.tag() == tag && mine_by_record && matches!(w.state(), state::OFFERED | state::BOUND);
+                let mine = w.tag() == tag
+                    && mine_by_record
+                    && matches!(w.state(), state::OFFERED | state::BOUND);
                 if !mine {
                     return Err(BindError::Taken);
                 }
@@ -577,14 +656,37 @@ impl LeaseTable {
             self.give_back_offer(prev, tag);
         }
         let expires = Instant::from_millis(until * 1000);
-        Ok(Self::record(&mut shard, client, addr, LeaseState::Bound, expires, pool.subnet, false))
+        Ok(Self::record(
+            &mut shard,
+            client,
+            addr,
+            LeaseState::Bound,
+            expires,
+            pool.subnet,
+            false,
+        ))
     }
 
     /// Binds a reserved address (outside the allocator's reach) to its client.
-    pub fn bind_reserved(&self, now: Instant, subnet: u32, client: &Client<'_>, addr: Ipv4Addr, lease: Duration) -> Binding {
+    pub fn bind_reserved(
+        &self,
+        now: Instant,
+        subnet: u32,
+        client: &Client<'_>,
+        addr: Ipv4Addr,
+        lease: Duration,
+    ) -> Binding {
         let mut shard = lock(self.shard(client.hash()));
         let expires = Instant::from_millis(secs_after(now, lease) * 1000);
-        Self::record(&mut shard, client, addr, LeaseState::Bound, expires, subnet, true)
+        Self::record(
+            &mut shard,
+            client,
+            addr,
+            LeaseState::Bound,
+            expires,
+            subnet,
+            true,
+        )
     }
 
     /// The client gives its address back (DHCPRELEASE). Returns the updated record if the client
@@ -593,7 +695,9 @@ impl LeaseTable {
         let hash = key_hash(key);
         let tag = tag_of(hash);
         let mut shard = lock(self.shard(hash));
-        let l = shard.clients.get_mut(key).filter(|l| l.addr == addr && matches!(l.state, LeaseState::Bound | LeaseState::Offered))?;
+        let l = shard.clients.get_mut(key).filter(|l| {
+            l.addr == addr && matches!(l.state, LeaseState::Bound | LeaseState::Offered)
+        })?;
         if !l.reserved {
             let (pool, i) = self.slot_of(addr)?;
             loop {
@@ -614,18 +718,31 @@ impl LeaseTable {
 
     /// The client says the address is in use by someone else (DHCPDECLINE): it is quarantined
     /// for `quarantine` and offered to nobody meanwhile.
-    pub fn decline(&self, now: Instant, key: &[u8], addr: Ipv4Addr, quarantine: Duration) -> Option<Binding> {
+    pub fn decline(
+        &self,
+        now: Instant,
+        key: &[u8],
+        addr: Ipv4Addr,
+        quarantine: Duration,
+    ) -> Option<Binding> {
         let hash = key_hash(key);
         let tag = tag_of(hash);
         let mut shard = lock(self.shard(hash));
-        let l = shard.clients.get_mut(key).filter(|l| l.addr == addr && !l.reserved)?;
+        let l = shard
+            .clients
+            .get_mut(key)
+            .filter(|l| l.addr == addr && !l.reserved)?;
         let (pool, i) = self.slot_of(addr)?;
         loop {
             let w = pool.load(i);
             if w.tag() != tag || !matches!(w.state(), state::OFFERED | state::BOUND) {
                 return None;
             }
-            if pool.cas(i, w, Word::new(state::DECLINED, secs_after(now, quarantine), 0)) {
+            if pool.cas(
+                i,
+                w,
+                Word::new(state::DECLINED, secs_after(now, quarantine), 0),
+            ) {
                 break;
             }
         }
@@ -640,7 +757,10 @@ impl LeaseTable {
         let hash = key_hash(key);
         let tag = tag_of(hash);
         let mut shard = lock(self.shard(hash));
-        let l = shard.clients.get_mut(key).filter(|l| l.state == LeaseState::Offered && l.expires > now)?;
+        let l = shard
+            .clients
+            .get_mut(key)
+            .filter(|l| l.state == LeaseState::Offered && l.expires > now)?;
         let addr = l.addr;
         if !l.reserved {
             self.give_back_offer(addr, tag);
@@ -663,7 +783,9 @@ impl LeaseTable {
         let shard = lock(self.shard(key_hash(key)));
         let l = shard.clients.get(key)?;
         let mut b = l.binding();
-        if matches!(b.state, LeaseState::Offered | LeaseState::Bound) && (b.expires <= now || self.lost(l)) {
+        if matches!(b.state, LeaseState::Offered | LeaseState::Bound)
+            && (b.expires <= now || self.lost(l))
+        {
             b.state = LeaseState::Expired;
         }
         Some(b)
@@ -673,13 +795,16 @@ impl LeaseTable {
         !l.reserved
             && self.slot_of(l.addr).is_some_and(|(p, i)| {
                 let w = p.load(i);
-                w.tag() != tag_of(key_hash(&l.key)) || !matches!(w.state(), state::OFFERED | state::BOUND)
+                w.tag() != tag_of(key_hash(&l.key))
+                    || !matches!(w.state(), state::OFFERED | state::BOUND)
             })
     }
 
     /// Whether `addr` is held now, and by whom relative to `key`.
     pub fn holder(&self, now: Instant, key: &[u8], addr: Ipv4Addr) -> Holder {
-        let Some((pool, i)) = self.slot_of(addr) else { return Holder::NotInPool };
+        let Some((pool, i)) = self.slot_of(addr) else {
+            return Holder::NotInPool;
+        };
         let w = pool.load(i);
         if !w.held(now_secs(now)) {
             return Holder::Free;
@@ -687,15 +812,19 @@ impl LeaseTable {
         let tag = tag_of(key_hash(key));
         let shard = lock(self.shard(key_hash(key)));
         let by_record = shard.clients.get(key).is_some_and(|l| l.addr == addr);
-        if w.tag() == tag && by_record && matches!(w.state(), state::OFFERED | state::BOUND) { Holder::Me } else { Holder::Other }
+        if w.tag() == tag && by_record && matches!(w.state(), state::OFFERED | state::BOUND) {
+            Holder::Me
+        } else {
+            Holder::Other
+        }
     }
 
     /// Brings a record's state up to date with its slot and the clock.
     fn refresh(&self, now: Instant, l: &mut Lease) {
-        if matches!(l.state, LeaseState::Offered | LeaseState::Bound) {
-            if l.expires <= now || self.lost(l) {
-                l.state = LeaseState::Expired;
-            }
+        if matches!(l.state, LeaseState::Offered | LeaseState::Bound)
+            && (l.expires <= now || self.lost(l))
+        {
+            l.state = LeaseState::Expired;
         }
     }
 
@@ -769,7 +898,7 @@ pub struct Usage {
     pub declined: u64,
 }
 
-#[cfg(all(test, not(loom)))]
-mod tests;
 #[cfg(all(test, loom))]
 mod loom_tests;
+#[cfg(all(test, not(loom)))]
+mod tests;

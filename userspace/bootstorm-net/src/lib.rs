@@ -6,8 +6,9 @@
 //! (as dnsmasq does). `SO_REUSEPORT` lets several workers bind the same port; the kernel spreads
 //! datagrams over them by a hash of the source address and port.
 //!
-//! This is the only crate on the socket path with `unsafe`: the two system calls and the control
-//! messages. Each unsafe block says why it is sound; buffers handed to the kernel are owned by
+//! This is the only crate on the socket path with `unsafe`: socket set-up and the two batch
+//! system calls (control messages are read and written in safe code). Each unsafe block says
+//! why it is sound; buffers handed to the kernel are owned by
 //! [`RecvBatch`] / [`SendBatch`] and outlive the call. What it deliberately is not: a protocol
 //! handler (it knows nothing of DHCP) or an async runtime (workers block with a timeout).
 
@@ -44,14 +45,24 @@ pub struct UdpSocket4 {
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
 }
 
 fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
     // SAFETY: `value` points to a live `T` for the duration of the call and its size is passed;
     // the kernel only reads it.
     cvt(unsafe {
-        libc::setsockopt(fd, level, name, (value as *const T).cast(), size_of::<T>() as libc::socklen_t)
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
     })?;
     Ok(())
 }
@@ -60,13 +71,18 @@ fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: a.port().to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*a.ip()).to_be(),
+        },
         sin_zero: [0; 8],
     }
 }
 
 fn from_sockaddr(s: &libc::sockaddr_in) -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::from(u32::from_be(s.sin_addr.s_addr)), u16::from_be(s.sin_port))
+    SocketAddrV4::new(
+        Ipv4Addr::from(u32::from_be(s.sin_addr.s_addr)),
+        u16::from_be(s.sin_port),
+    )
 }
 
 /// The index of interface `name`, if it exists.
@@ -81,7 +97,8 @@ impl UdpSocket4 {
     /// Creates and binds a socket.
     pub fn bind(opts: &SocketOptions) -> io::Result<UdpSocket4> {
         // SAFETY: plain system call with constant arguments; the result is checked.
-        let raw = cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+        let raw =
+            cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
         // SAFETY: `raw` is a fresh descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let one: libc::c_int = 1;
@@ -101,7 +118,8 @@ impl UdpSocket4 {
         };
         setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
         if let Some(name) = &opts.interface {
-            let c = CString::new(name.as_str()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            let c = CString::new(name.as_str())
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
             // SAFETY: `c` is NUL-terminated and outlives the call; the length includes the NUL.
             cvt(unsafe {
                 libc::setsockopt(
@@ -116,7 +134,11 @@ impl UdpSocket4 {
         let sa = sockaddr(opts.bind);
         // SAFETY: `sa` is a valid sockaddr_in and its size is passed.
         cvt(unsafe {
-            libc::bind(raw, (&sa as *const libc::sockaddr_in).cast(), size_of::<libc::sockaddr_in>() as libc::socklen_t)
+            libc::bind(
+                raw,
+                (&sa as *const libc::sockaddr_in).cast(),
+                size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
         })?;
         Ok(UdpSocket4 { fd })
     }
@@ -127,7 +149,13 @@ impl UdpSocket4 {
         let mut sa: libc::sockaddr_in = unsafe { zeroed() };
         let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
         // SAFETY: `sa` and `len` are valid for writes and `len` holds the buffer size.
-        cvt(unsafe { libc::getsockname(self.fd.as_raw_fd(), (&mut sa as *mut libc::sockaddr_in).cast(), &mut len) })?;
+        cvt(unsafe {
+            libc::getsockname(
+                self.fd.as_raw_fd(),
+                (&mut sa as *mut libc::sockaddr_in).cast(),
+                &mut len,
+            )
+        })?;
         Ok(from_sockaddr(&sa))
     }
 
@@ -139,7 +167,10 @@ impl UdpSocket4 {
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
         let mut iovs: [MaybeUninit<libc::iovec>; BATCH] = [MaybeUninit::uninit(); BATCH];
         for i in 0..BATCH {
-            iovs[i].write(libc::iovec { iov_base: batch.bufs[i].as_mut_ptr().cast(), iov_len: BUF_LEN });
+            iovs[i].write(libc::iovec {
+                iov_base: batch.bufs[i].as_mut_ptr().cast(),
+                iov_len: BUF_LEN,
+            });
             let h = &mut hdrs[i].msg_hdr;
             h.msg_name = (&mut batch.addrs[i] as *mut libc::sockaddr_in).cast();
             h.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
@@ -151,12 +182,20 @@ impl UdpSocket4 {
         // SAFETY: every pointer in `hdrs` refers to `batch`'s buffers or `iovs`, all of which
         // live until this function returns and are not otherwise borrowed; lengths match.
         let n = unsafe {
-            libc::recvmmsg(self.fd.as_raw_fd(), hdrs.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_WAITFORONE, std::ptr::null_mut())
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
         };
         if n < 0 {
             let e = io::Error::last_os_error();
             return match e.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted => Ok(0),
+                io::ErrorKind::WouldBlock
+                | io::ErrorKind::TimedOut
+                | io::ErrorKind::Interrupted => Ok(0),
                 _ => Err(e),
             };
         }
@@ -169,18 +208,10 @@ impl UdpSocket4 {
                 dst: Ipv4Addr::UNSPECIFIED,
                 truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
             };
-            // SAFETY: the kernel filled `msg_control` (within `msg_controllen`) for this message;
-            // the CMSG macros walk it within those bounds.
-            unsafe {
-                let mut c = libc::CMSG_FIRSTHDR(&h.msg_hdr);
-                while !c.is_null() {
-                    if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_PKTINFO {
-                        let pi = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>());
-                        meta.ifindex = pi.ipi_ifindex as u32;
-                        meta.dst = Ipv4Addr::from(u32::from_be(pi.ipi_addr.s_addr));
-                    }
-                    c = libc::CMSG_NXTHDR(&h.msg_hdr, c);
-                }
+            let clen = h.msg_hdr.msg_controllen.min(CMSG_LEN);
+            if let Some((ifindex, dst)) = parse_pktinfo(&batch.cmsgs[i].0[..clen]) {
+                meta.ifindex = ifindex;
+                meta.dst = dst;
             }
             batch.info[i] = meta;
         }
@@ -204,7 +235,10 @@ impl UdpSocket4 {
             for k in 0..count {
                 let i = start + k;
                 let e = batch.entries[i];
-                iovs[k].write(libc::iovec { iov_base: batch.bufs[i].as_mut_ptr().cast(), iov_len: e.len });
+                iovs[k].write(libc::iovec {
+                    iov_base: batch.bufs[i].as_mut_ptr().cast(),
+                    iov_len: e.len,
+                });
                 names[k].write(sockaddr(e.dst));
                 let h = &mut hdrs[k].msg_hdr;
                 h.msg_name = names[k].as_mut_ptr().cast();
@@ -213,27 +247,21 @@ impl UdpSocket4 {
                 h.msg_iovlen = 1;
                 if e.ifindex != 0 || !e.src.is_unspecified() {
                     let cm = &mut batch.cmsgs[i];
+                    let n = write_pktinfo(&mut cm.0, e.ifindex, e.src);
                     h.msg_control = cm.0.as_mut_ptr().cast();
-                    h.msg_controllen = PKTINFO_SPACE as _;
-                    // SAFETY: `msg_control` points to `cm`, which is 8-aligned and at least
-                    // CMSG_SPACE(in_pktinfo) bytes long, so the first header and its data fit.
-                    unsafe {
-                        let c = libc::CMSG_FIRSTHDR(h);
-                        (*c).cmsg_level = libc::IPPROTO_IP;
-                        (*c).cmsg_type = libc::IP_PKTINFO;
-                        (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as _;
-                        let pi = libc::in_pktinfo {
-                            ipi_ifindex: e.ifindex as libc::c_int,
-                            ipi_spec_dst: libc::in_addr { s_addr: u32::from(e.src).to_be() },
-                            ipi_addr: libc::in_addr { s_addr: 0 },
-                        };
-                        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>(), pi);
-                    }
+                    h.msg_controllen = n as _;
                 }
             }
             // SAFETY: the first `count` headers point to `iovs`, `names` (initialised above) and
             // `batch`'s buffers, all alive and unborrowed for the duration of the call.
-            let n = unsafe { libc::sendmmsg(self.fd.as_raw_fd(), hdrs.as_mut_ptr(), count as libc::c_uint, 0) };
+            let n = unsafe {
+                libc::sendmmsg(
+                    self.fd.as_raw_fd(),
+                    hdrs.as_mut_ptr(),
+                    count as libc::c_uint,
+                    0,
+                )
+            };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -265,8 +293,55 @@ pub struct SendResult {
 }
 
 const CMSG_LEN: usize = 64;
-// CMSG_SPACE(sizeof(struct in_pktinfo)) on 64-bit Linux: 16-byte header + 12 bytes, aligned to 8.
-const PKTINFO_SPACE: usize = 32;
+
+// Control messages are read and written here in safe code, over our own buffers: on Linux a
+// `struct cmsghdr` is { size_t cmsg_len; int cmsg_level; int cmsg_type; } followed by data
+// aligned to size_t (<bits/socket.h>, CMSG_ALIGN), and `struct in_pktinfo` is { int ipi_ifindex;
+// struct in_addr ipi_spec_dst; struct in_addr ipi_addr; } (<netinet/in.h>).
+const CMSG_HDR: usize = size_of::<libc::cmsghdr>();
+const PKTINFO_LEN: usize = 12;
+
+const fn cmsg_align(n: usize) -> usize {
+    (n + size_of::<usize>() - 1) & !(size_of::<usize>() - 1)
+}
+
+/// Finds IP_PKTINFO in a received control buffer: (receiving ifindex, header destination).
+fn parse_pktinfo(buf: &[u8]) -> Option<(u32, Ipv4Addr)> {
+    const W: usize = size_of::<usize>();
+    let mut off = 0;
+    while off + CMSG_HDR <= buf.len() {
+        let len = usize::from_ne_bytes(buf[off..off + W].try_into().ok()?);
+        let level = i32::from_ne_bytes(buf[off + W..off + W + 4].try_into().ok()?);
+        let kind = i32::from_ne_bytes(buf[off + W + 4..off + W + 8].try_into().ok()?);
+        if len < CMSG_HDR || off + len > buf.len() {
+            return None;
+        }
+        if level == libc::IPPROTO_IP && kind == libc::IP_PKTINFO && len >= CMSG_HDR + PKTINFO_LEN {
+            let d = &buf[off + CMSG_HDR..off + CMSG_HDR + PKTINFO_LEN];
+            let ifindex = i32::from_ne_bytes(d[0..4].try_into().ok()?);
+            return Some((
+                u32::try_from(ifindex).unwrap_or(0),
+                Ipv4Addr::new(d[8], d[9], d[10], d[11]),
+            ));
+        }
+        off += cmsg_align(len);
+    }
+    None
+}
+
+/// Writes one IP_PKTINFO control message (send out of `ifindex`, from `src`); returns its space.
+fn write_pktinfo(buf: &mut [u8; CMSG_LEN], ifindex: u32, src: Ipv4Addr) -> usize {
+    const W: usize = size_of::<usize>();
+    let len = CMSG_HDR + PKTINFO_LEN;
+    buf.fill(0);
+    buf[..W].copy_from_slice(&len.to_ne_bytes());
+    buf[W..W + 4].copy_from_slice(&libc::IPPROTO_IP.to_ne_bytes());
+    buf[W + 4..W + 8].copy_from_slice(&libc::IP_PKTINFO.to_ne_bytes());
+    let d = CMSG_HDR;
+    buf[d..d + 4].copy_from_slice(&(ifindex as i32).to_ne_bytes());
+    buf[d + 4..d + 8].copy_from_slice(&src.octets());
+    cmsg_align(len)
+}
 
 #[derive(Clone, Copy)]
 #[repr(C, align(8))]
@@ -303,7 +378,13 @@ impl Default for RecvBatch {
             // SAFETY: all-zero is a valid sockaddr_in.
             addrs: Box::new(unsafe { zeroed() }),
             cmsgs: Box::new([CmsgBuf([0; CMSG_LEN]); BATCH]),
-            info: [RxInfo { src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), len: 0, ifindex: 0, dst: Ipv4Addr::UNSPECIFIED, truncated: false }; BATCH],
+            info: [RxInfo {
+                src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+                len: 0,
+                ifindex: 0,
+                dst: Ipv4Addr::UNSPECIFIED,
+                truncated: false,
+            }; BATCH],
             len: 0,
         }
     }
@@ -349,7 +430,12 @@ impl Default for SendBatch {
         SendBatch {
             bufs: Box::new([[0; BUF_LEN]; BATCH]),
             cmsgs: Box::new([CmsgBuf([0; CMSG_LEN]); BATCH]),
-            entries: [SendEntry { dst: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), len: 0, ifindex: 0, src: Ipv4Addr::UNSPECIFIED }; BATCH],
+            entries: [SendEntry {
+                dst: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+                len: 0,
+                ifindex: 0,
+                src: Ipv4Addr::UNSPECIFIED,
+            }; BATCH],
             len: 0,
         }
     }
@@ -380,7 +466,12 @@ impl SendBatch {
     /// interface `ifindex` (0 = by route) with source address `src` (unspecified = by route).
     pub fn commit(&mut self, len: usize, dst: SocketAddrV4, ifindex: u32, src: Ipv4Addr) {
         debug_assert!(!self.is_full());
-        self.entries[self.len] = SendEntry { dst, len: len.min(BUF_LEN), ifindex, src };
+        self.entries[self.len] = SendEntry {
+            dst,
+            len: len.min(BUF_LEN),
+            ifindex,
+            src,
+        };
         self.len += 1;
     }
 }
@@ -429,6 +520,19 @@ mod tests {
             }
         }
         assert_eq!(got, (0..40).collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn pktinfo_control_messages_round_trip() {
+        let mut buf = [0u8; CMSG_LEN];
+        let n = write_pktinfo(&mut buf, 7, Ipv4Addr::new(198, 18, 0, 1));
+        assert_eq!(n, 32);
+        // What we write has the spec_dst in the middle; a received one carries ipi_addr last.
+        buf[CMSG_HDR + 8..CMSG_HDR + 12].copy_from_slice(&[255, 255, 255, 255]);
+        assert_eq!(parse_pktinfo(&buf[..n]), Some((7, Ipv4Addr::BROADCAST)));
+        assert_eq!(parse_pktinfo(&buf[..10]), None);
+        buf[0] = 200; // a length past the buffer
+        assert_eq!(parse_pktinfo(&buf[..n]), None);
     }
 
     #[test]

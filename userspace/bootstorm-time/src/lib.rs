@@ -123,7 +123,9 @@ pub struct Clock {
 impl Clock {
     /// A clock whose epoch is now.
     pub fn new() -> Clock {
-        Clock { epoch: std::time::Instant::now() }
+        Clock {
+            epoch: std::time::Instant::now(),
+        }
     }
 
     /// The current time on this clock.
@@ -144,10 +146,22 @@ mod tests {
 
     #[test]
     fn arithmetic_saturates_instead_of_wrapping() {
-        assert_eq!(Instant::from_millis(5) - Duration::from_millis(10), Instant::ZERO);
-        assert_eq!(Instant::from_millis(u64::MAX) + Duration::from_secs(1), Instant::from_millis(u64::MAX));
-        assert_eq!(Instant::from_secs(3).saturating_since(Instant::from_secs(5)), Duration::ZERO);
-        assert_eq!(Instant::from_secs(5).saturating_since(Instant::from_secs(3)), Duration::from_secs(2));
+        assert_eq!(
+            Instant::from_millis(5) - Duration::from_millis(10),
+            Instant::ZERO
+        );
+        assert_eq!(
+            Instant::from_millis(u64::MAX) + Duration::from_secs(1),
+            Instant::from_millis(u64::MAX)
+        );
+        assert_eq!(
+            Instant::from_secs(3).saturating_since(Instant::from_secs(5)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            Instant::from_secs(5).saturating_since(Instant::from_secs(3)),
+            Duration::from_secs(2)
+        );
     }
 
     #[test]

@@ -350,9 +350,21 @@ fn all_options_in(b: &[u8]) -> OptionIter<'_> {
             Err(_) => break,
         }
     }
-    let file: &[u8] = if overload & 1 != 0 { &b[field::FILE] } else { &[] };
-    let sname: &[u8] = if overload & 2 != 0 { &b[field::SNAME] } else { &[] };
-    OptionIter { areas: [options, file, sname], area: 0, pos: 0 }
+    let file: &[u8] = if overload & 1 != 0 {
+        &b[field::FILE]
+    } else {
+        &[]
+    };
+    let sname: &[u8] = if overload & 2 != 0 {
+        &b[field::SNAME]
+    } else {
+        &[]
+    };
+    OptionIter {
+        areas: [options, file, sname],
+        area: 0,
+        pos: 0,
+    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
@@ -478,7 +490,11 @@ pub struct OptionIter<'a> {
 impl<'a> OptionIter<'a> {
     /// Iterates the options in one area.
     pub fn new(buf: &'a [u8]) -> OptionIter<'a> {
-        OptionIter { areas: [buf, &[], &[]], area: 0, pos: 0 }
+        OptionIter {
+            areas: [buf, &[], &[]],
+            area: 0,
+            pos: 0,
+        }
     }
 }
 
@@ -592,7 +608,11 @@ fn exact<const N: usize>(data: &[u8], what: &'static str) -> Result<[u8; N]> {
 }
 
 fn nonempty<'a>(data: &'a [u8], what: &'static str) -> Result<&'a [u8]> {
-    if data.is_empty() { Err(Error::Malformed(what)) } else { Ok(data) }
+    if data.is_empty() {
+        Err(Error::Malformed(what))
+    } else {
+        Ok(data)
+    }
 }
 
 impl<'a> Repr<'a> {
@@ -634,7 +654,8 @@ impl<'a> Repr<'a> {
                     r.lease_time = Some(u32::from_be_bytes(exact::<4>(d, "option 51 length")?));
                 }
                 opt::MAX_MESSAGE_SIZE if r.max_message_size.is_none() => {
-                    r.max_message_size = Some(u16::from_be_bytes(exact::<2>(d, "option 57 length")?));
+                    r.max_message_size =
+                        Some(u16::from_be_bytes(exact::<2>(d, "option 57 length")?));
                 }
                 opt::OVERLOAD => {
                     let v = exact::<1>(d, "option 52 length")?[0];
@@ -650,11 +671,15 @@ impl<'a> Repr<'a> {
                     }
                     r.client_id = Some(d);
                 }
-                opt::HOSTNAME if r.hostname.is_none() => r.hostname = Some(nonempty(d, "option 12 empty")?),
+                opt::HOSTNAME if r.hostname.is_none() => {
+                    r.hostname = Some(nonempty(d, "option 12 empty")?)
+                }
                 opt::VENDOR_CLASS_ID if r.vendor_class.is_none() => {
                     r.vendor_class = Some(nonempty(d, "option 60 empty")?);
                 }
-                opt::USER_CLASS if r.user_class.is_none() => r.user_class = Some(nonempty(d, "option 77 empty")?),
+                opt::USER_CLASS if r.user_class.is_none() => {
+                    r.user_class = Some(nonempty(d, "option 77 empty")?)
+                }
                 opt::PARAMETER_REQUEST_LIST if r.parameter_request_list.is_none() => {
                     r.parameter_request_list = Some(d);
                 }
@@ -666,7 +691,9 @@ impl<'a> Repr<'a> {
                 }
                 opt::CLIENT_NDI if r.client_ndi.is_none() => r.client_ndi = Some(d),
                 opt::CLIENT_UUID if r.client_uuid.is_none() => r.client_uuid = Some(d),
-                opt::RELAY_AGENT_INFO if r.relay_agent_info.is_none() => r.relay_agent_info = Some(d),
+                opt::RELAY_AGENT_INFO if r.relay_agent_info.is_none() => {
+                    r.relay_agent_info = Some(d)
+                }
                 _ => {}
             }
         }
@@ -691,12 +718,16 @@ impl<'a> Repr<'a> {
 
     /// The architecture types of option 93, in the client's order.
     pub fn client_arches(&self) -> impl Iterator<Item = u16> + 'a {
-        self.client_arch.unwrap_or(&[]).chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]]))
+        self.client_arch
+            .unwrap_or(&[])
+            .chunks_exact(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
     }
 
     /// True if the client asked for `code` in option 55.
     pub fn requested(&self, code: u8) -> bool {
-        self.parameter_request_list.is_some_and(|l| l.contains(&code))
+        self.parameter_request_list
+            .is_some_and(|l| l.contains(&code))
     }
 }
 
@@ -771,7 +802,12 @@ impl<'b> OptionWriter<'b> {
     /// A writer over `buf`, allowed to use at most `limit` bytes of it (End included).
     pub fn new(buf: &'b mut [u8], limit: usize) -> OptionWriter<'b> {
         let limit = limit.min(buf.len());
-        OptionWriter { buf, pos: 0, limit, dropped: 0 }
+        OptionWriter {
+            buf,
+            pos: 0,
+            limit,
+            dropped: 0,
+        }
     }
 
     /// Bytes written so far.
@@ -791,7 +827,11 @@ impl<'b> OptionWriter<'b> {
 
     /// Bytes an option of `len` data bytes takes, split into 255-byte pieces (RFC 3396).
     pub fn encoded_len(len: usize) -> usize {
-        if len == 0 { 2 } else { len + 2 * len.div_ceil(255) }
+        if len == 0 {
+            2
+        } else {
+            len + 2 * len.div_ceil(255)
+        }
     }
 
     /// Writes an option; data over 255 bytes is split into several instances (RFC 3396).
@@ -860,7 +900,11 @@ pub fn user_classes(data: &[u8]) -> impl Iterator<Item = &[u8]> {
         }
         pos += 1 + len;
     }
-    let (mut rest, whole) = if rfc3004 { (data, None) } else { (&[][..], Some(data)) };
+    let (mut rest, whole) = if rfc3004 {
+        (data, None)
+    } else {
+        (&[][..], Some(data))
+    };
     whole.into_iter().chain(core::iter::from_fn(move || {
         let (&len, tail) = rest.split_first()?;
         let (class, tail) = tail.split_at(usize::from(len));

@@ -27,7 +27,11 @@ impl Address {
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
     }
 }
 
@@ -74,7 +78,11 @@ impl<T: AsRef<[u8]>> Frame<T> {
 
     /// Checks that the buffer holds a whole header.
     pub fn check_len(&self) -> Result<()> {
-        if self.buffer.as_ref().len() < HEADER_LEN { Err(Error::Truncated) } else { Ok(()) }
+        if self.buffer.as_ref().len() < HEADER_LEN {
+            Err(Error::Truncated)
+        } else {
+            Ok(())
+        }
     }
 
     /// The wrapped buffer.
@@ -84,12 +92,20 @@ impl<T: AsRef<[u8]>> Frame<T> {
 
     /// Destination MAC.
     pub fn dst_addr(&self) -> Address {
-        Address(self.buffer.as_ref()[field::DST].try_into().unwrap_or([0; 6]))
+        Address(
+            self.buffer.as_ref()[field::DST]
+                .try_into()
+                .unwrap_or([0; 6]),
+        )
     }
 
     /// Source MAC.
     pub fn src_addr(&self) -> Address {
-        Address(self.buffer.as_ref()[field::SRC].try_into().unwrap_or([0; 6]))
+        Address(
+            self.buffer.as_ref()[field::SRC]
+                .try_into()
+                .unwrap_or([0; 6]),
+        )
     }
 
     /// EtherType.
@@ -116,7 +132,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
 
     /// Sets the EtherType.
     pub fn set_ethertype(&mut self, t: u16) {
-        self.buffer.as_mut()[field::ETHERTYPE..field::ETHERTYPE + 2].copy_from_slice(&t.to_be_bytes());
+        self.buffer.as_mut()[field::ETHERTYPE..field::ETHERTYPE + 2]
+            .copy_from_slice(&t.to_be_bytes());
     }
 
     /// The bytes after the header, writable.
@@ -159,6 +176,9 @@ mod tests {
 
     #[test]
     fn short_frame_is_truncated() {
-        assert_eq!(Frame::new_checked(&GOLDEN[..13]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Frame::new_checked(&GOLDEN[..13]).unwrap_err(),
+            Error::Truncated
+        );
     }
 }

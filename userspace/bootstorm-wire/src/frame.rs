@@ -30,7 +30,12 @@ pub fn emit_udp_headers(
     eth.set_src_addr(src_mac);
     eth.set_ethertype(ETHERTYPE_IPV4);
     let ip_part = &mut buf[ethernet::HEADER_LEN..total];
-    udp::emit(&mut ip_part[ipv4::HEADER_LEN..], (*src.ip(), src.port()), (*dst.ip(), dst.port()), payload_len)?;
+    udp::emit(
+        &mut ip_part[ipv4::HEADER_LEN..],
+        (*src.ip(), src.port()),
+        (*dst.ip(), dst.port()),
+        payload_len,
+    )?;
     let repr = ipv4::Repr {
         src_addr: *src.ip(),
         dst_addr: *dst.ip(),
@@ -99,14 +104,20 @@ mod tests {
         let n = emit_udp_headers(&mut buf, mac, Address::BROADCAST, src, dst, 5).unwrap();
         assert_eq!(n, 47);
         let f = parse_udp(&buf[..n]).unwrap();
-        assert_eq!((f.src_mac, f.src, f.dst, f.payload), (mac, src, dst, &b"hello"[..]));
+        assert_eq!(
+            (f.src_mac, f.src, f.dst, f.payload),
+            (mac, src, dst, &b"hello"[..])
+        );
         // A flipped payload bit fails the UDP checksum; a flipped header bit the IP checksum.
         buf[PAYLOAD_OFFSET] ^= 1;
         assert_eq!(parse_udp(&buf[..n]).unwrap_err(), Error::Checksum);
         buf[PAYLOAD_OFFSET] ^= 1;
         buf[ethernet::HEADER_LEN + 8] ^= 1;
         assert_eq!(parse_udp(&buf[..n]).unwrap_err(), Error::Checksum);
-        assert_eq!(emit_udp_headers(&mut buf[..40], mac, mac, src, dst, 5).unwrap_err(), Error::NoSpace);
+        assert_eq!(
+            emit_udp_headers(&mut buf[..40], mac, mac, src, dst, 5).unwrap_err(),
+            Error::NoSpace
+        );
     }
 
     #[test]

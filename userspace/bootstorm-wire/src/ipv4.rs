@@ -229,8 +229,8 @@ mod tests {
 
     // A header taken from a real capture (a DHCP DISCOVER, 0.0.0.0 -> 255.255.255.255, 328 bytes).
     const GOLDEN: [u8; 20] = [
-        0x45, 0x10, 0x01, 0x48, 0x00, 0x00, 0x00, 0x00, 0x80, 0x11, 0x39, 0x96, 0x00, 0x00, 0x00, 0x00,
-        0xff, 0xff, 0xff, 0xff,
+        0x45, 0x10, 0x01, 0x48, 0x00, 0x00, 0x00, 0x00, 0x80, 0x11, 0x39, 0x96, 0x00, 0x00, 0x00,
+        0x00, 0xff, 0xff, 0xff, 0xff,
     ];
 
     fn golden_packet() -> Vec<u8> {
@@ -277,16 +277,25 @@ mod tests {
     fn bad_lengths_are_errors_not_panics() {
         let mut buf = golden_packet();
         buf[0] = 0x44; // IHL 4
-        assert!(matches!(Packet::new_checked(&buf[..]), Err(Error::Malformed(_))));
+        assert!(matches!(
+            Packet::new_checked(&buf[..]),
+            Err(Error::Malformed(_))
+        ));
         buf[0] = 0x4f; // IHL 15 = 60 bytes, fine
         assert!(Packet::new_checked(&buf[..]).is_ok());
         buf[0] = 0x45;
         buf[2..4].copy_from_slice(&1000u16.to_be_bytes());
         assert_eq!(Packet::new_checked(&buf[..]).unwrap_err(), Error::Truncated);
         buf[2..4].copy_from_slice(&10u16.to_be_bytes());
-        assert!(matches!(Packet::new_checked(&buf[..]), Err(Error::Malformed(_))));
+        assert!(matches!(
+            Packet::new_checked(&buf[..]),
+            Err(Error::Malformed(_))
+        ));
         buf[0] = 0x65;
-        assert!(matches!(Packet::new_checked(&buf[..]), Err(Error::Malformed(_))));
+        assert!(matches!(
+            Packet::new_checked(&buf[..]),
+            Err(Error::Malformed(_))
+        ));
     }
 
     #[test]

@@ -90,19 +90,24 @@ impl<T: AsRef<[u8]>> Packet<T> {
         }
         let len = self.len();
         let sum = checksum::pseudo_header(src, dst, PROTO_UDP, len);
-        checksum::finish(checksum::accumulate(sum, &self.buffer.as_ref()[..usize::from(len)])) == 0
+        checksum::finish(checksum::accumulate(
+            sum,
+            &self.buffer.as_ref()[..usize::from(len)],
+        )) == 0
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets the source port.
     pub fn set_src_port(&mut self, v: u16) {
-        self.buffer.as_mut()[field::SRC_PORT..field::SRC_PORT + 2].copy_from_slice(&v.to_be_bytes());
+        self.buffer.as_mut()[field::SRC_PORT..field::SRC_PORT + 2]
+            .copy_from_slice(&v.to_be_bytes());
     }
 
     /// Sets the destination port.
     pub fn set_dst_port(&mut self, v: u16) {
-        self.buffer.as_mut()[field::DST_PORT..field::DST_PORT + 2].copy_from_slice(&v.to_be_bytes());
+        self.buffer.as_mut()[field::DST_PORT..field::DST_PORT + 2]
+            .copy_from_slice(&v.to_be_bytes());
     }
 
     /// Sets the length field.
@@ -186,9 +191,15 @@ mod tests {
     #[test]
     fn bad_length_fields() {
         let mut buf = [0x00, 0x44, 0x00, 0x43, 0x00, 0x07, 0x00, 0x00];
-        assert!(matches!(Packet::new_checked(&buf[..]), Err(Error::Malformed(_))));
+        assert!(matches!(
+            Packet::new_checked(&buf[..]),
+            Err(Error::Malformed(_))
+        ));
         buf[5] = 9;
         assert_eq!(Packet::new_checked(&buf[..]).unwrap_err(), Error::Truncated);
-        assert_eq!(Packet::new_checked(&buf[..5]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Packet::new_checked(&buf[..5]).unwrap_err(),
+            Error::Truncated
+        );
     }
 }

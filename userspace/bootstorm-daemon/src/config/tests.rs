@@ -48,34 +48,66 @@ fn good_config_parses() {
     assert_eq!(s.dhcp.offer_hold, Duration::from_secs(20));
     let sub = &s.dhcp.subnets[0];
     assert_eq!(sub.lease_time, Duration::from_secs(7200));
-    assert_eq!(sub.options.get(252).unwrap().data[..], b"http://198.18.0.1/wpad.dat"[..]);
-    assert_eq!(sub.options.get(opt::CLASSLESS_ROUTES).unwrap().data[..], [16, 198, 19, 198, 18, 0, 2]);
+    assert_eq!(
+        sub.options.get(252).unwrap().data[..],
+        b"http://198.18.0.1/wpad.dat"[..]
+    );
+    assert_eq!(
+        sub.options.get(opt::CLASSLESS_ROUTES).unwrap().data[..],
+        [16, 198, 19, 198, 18, 0, 2]
+    );
     assert_eq!(s.dhcp.boot_rules[1].matcher.arch, [7, 9]);
-    assert_eq!(s.dhcp.reservations[0].hwaddr, Some([0x52, 0x54, 0, 0, 0, 7]));
+    assert_eq!(
+        s.dhcp.reservations[0].hwaddr,
+        Some([0x52, 0x54, 0, 0, 0, 7])
+    );
     assert!(s.warnings.is_empty());
 }
 
 #[test]
 fn errors_name_file_line_and_reason() {
-    let bad_ip = GOOD.replace(r#"server_id = "198.18.0.1""#, r#"server_id = "198.18.0.300""#);
+    let bad_ip = GOOD.replace(
+        r#"server_id = "198.18.0.1""#,
+        r#"server_id = "198.18.0.300""#,
+    );
     let e = check(&bad_ip).unwrap_err();
-    assert!(e.starts_with(&format!("bootstorm.toml:{}:", line_of(&bad_ip, "server_id"))), "{e}");
-    assert!(e.contains("198.18.0.300") || e.contains("invalid IPv4"), "{e}");
+    assert!(
+        e.starts_with(&format!(
+            "bootstorm.toml:{}:",
+            line_of(&bad_ip, "server_id")
+        )),
+        "{e}"
+    );
+    assert!(
+        e.contains("198.18.0.300") || e.contains("invalid IPv4"),
+        "{e}"
+    );
 
     let outside = GOOD.replace("198.18.1.1-198.18.1.254", "198.18.1.1-198.20.0.1");
     let e = check(&outside).unwrap_err();
     let l = line_of(&outside, "pools");
-    assert_eq!(e, format!("bootstorm.toml:{l}:10: pool 198.18.1.1-198.20.0.1 is not inside subnet 198.18.0.0/16"));
+    assert_eq!(
+        e,
+        format!(
+            "bootstorm.toml:{l}:10: pool 198.18.1.1-198.20.0.1 is not inside subnet 198.18.0.0/16"
+        )
+    );
 
     let host_bits = GOOD.replace("198.18.0.0/16", "198.18.0.1/16");
     let e = check(&host_bits).unwrap_err();
     let l = line_of(&host_bits, "network");
-    assert!(e.starts_with(&format!("bootstorm.toml:{l}:")) && e.contains("did you mean 198.18.0.0/16"), "{e}");
+    assert!(
+        e.starts_with(&format!("bootstorm.toml:{l}:")) && e.contains("did you mean 198.18.0.0/16"),
+        "{e}"
+    );
 
     let unknown = GOOD.replace("workers = 2", "wrokers = 2");
     let e = check(&unknown).unwrap_err();
     let l = line_of(&unknown, "wrokers");
-    assert!(e.starts_with(&format!("bootstorm.toml:{l}:1:")) && e.contains("wrokers"), "{e}");
+    assert!(
+        e.starts_with(&format!("bootstorm.toml:{l}:1:")) && e.contains("wrokers"),
+        "{e}"
+    );
 
     let bad_dur = GOOD.replace(r#""20s""#, r#""20 parsecs""#);
     assert!(check(&bad_dur).unwrap_err().contains("unknown unit"));
@@ -83,27 +115,50 @@ fn errors_name_file_line_and_reason() {
     let bad_arch = GOOD.replace(r#"["efi-x64"]"#, r#"["efi-x65"]"#);
     let e = check(&bad_arch).unwrap_err();
     let l = line_of(&bad_arch, "efi-x65");
-    assert!(e.starts_with(&format!("bootstorm.toml:{l}:")) && e.contains("unknown architecture 'efi-x65'"), "{e}");
+    assert!(
+        e.starts_with(&format!("bootstorm.toml:{l}:"))
+            && e.contains("unknown architecture 'efi-x65'"),
+        "{e}"
+    );
 
     let bad_opt = GOOD.replace(r#"type = "string""#, r#"type = "ip""#);
     let e = check(&bad_opt).unwrap_err();
     let l = line_of(&bad_opt, "code = 252");
-    assert!(e.starts_with(&format!("bootstorm.toml:{l}:")) && e.contains("IPv4 address"), "{e}");
+    assert!(
+        e.starts_with(&format!("bootstorm.toml:{l}:")) && e.contains("IPv4 address"),
+        "{e}"
+    );
 
     let managed = GOOD.replace("code = 252", "code = 54");
-    assert!(check(&managed).unwrap_err().contains("managed by the server"));
+    assert!(
+        check(&managed)
+            .unwrap_err()
+            .contains("managed by the server")
+    );
 
     let orphan = GOOD.replace(r#"address = "198.18.0.7""#, r#"address = "10.0.0.7""#);
     let e = check(&orphan).unwrap_err();
     let l = line_of(&orphan, "[[reservation]]");
-    assert!(e.starts_with(&format!("bootstorm.toml:{l}:")) && e.contains("in no configured subnet"), "{e}");
+    assert!(
+        e.starts_with(&format!("bootstorm.toml:{l}:")) && e.contains("in no configured subnet"),
+        "{e}"
+    );
 
     let toml_syntax = GOOD.replace("[server]", "[server");
-    assert!(check(&toml_syntax).unwrap_err().starts_with("bootstorm.toml:2:"));
+    assert!(
+        check(&toml_syntax)
+            .unwrap_err()
+            .starts_with("bootstorm.toml:2:")
+    );
     // Durations: plain seconds, units, and compound forms.
     assert_eq!("90".parse::<Dur>().unwrap().0, Duration::from_secs(90));
-    assert_eq!("10h30m".parse::<Dur>().unwrap().0, Duration::from_secs(37800));
-    assert!("10x".parse::<Dur>().is_err() && "h".parse::<Dur>().is_err() && "".parse::<Dur>().is_err());
+    assert_eq!(
+        "10h30m".parse::<Dur>().unwrap().0,
+        Duration::from_secs(37800)
+    );
+    assert!(
+        "10x".parse::<Dur>().is_err() && "h".parse::<Dur>().is_err() && "".parse::<Dur>().is_err()
+    );
 
     assert!(check("").unwrap_err().contains("no [[subnet]]"));
 }
@@ -112,12 +167,19 @@ fn errors_name_file_line_and_reason() {
 fn half_matched_uefi_architectures_warn() {
     let s = check(&GOOD.replace(r#"["efi-x64"]"#, "[7]")).unwrap();
     assert_eq!(s.warnings.len(), 1);
-    assert!(s.warnings[0].contains("matches architecture 7 but not 9"), "{}", s.warnings[0]);
+    assert!(
+        s.warnings[0].contains("matches architecture 7 but not 9"),
+        "{}",
+        s.warnings[0]
+    );
 }
 
 #[test]
 fn overlapping_pools_are_refused() {
-    let two = GOOD.replace(r#"pools = ["198.18.1.1-198.18.1.254"]"#, r#"pools = ["198.18.1.1-198.18.1.254", "198.18.1.200-198.18.2.10"]"#);
+    let two = GOOD.replace(
+        r#"pools = ["198.18.1.1-198.18.1.254"]"#,
+        r#"pools = ["198.18.1.1-198.18.1.254", "198.18.1.200-198.18.2.10"]"#,
+    );
     assert!(check(&two).unwrap_err().contains("overlaps"));
 }
 

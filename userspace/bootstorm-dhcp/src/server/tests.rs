@@ -21,8 +21,16 @@ fn subnet(ranges: Vec<(Ipv4Addr, Ipv4Addr)>) -> Subnet {
     options.set(
         opt::CLASSLESS_ROUTES,
         encode_routes(&[
-            Route { network: Ipv4Addr::UNSPECIFIED, prefix: 0, router: SERVER },
-            Route { network: Ipv4Addr::new(198, 19, 0, 0), prefix: 16, router: ip(0, 2) },
+            Route {
+                network: Ipv4Addr::UNSPECIFIED,
+                prefix: 0,
+                router: SERVER,
+            },
+            Route {
+                network: Ipv4Addr::new(198, 19, 0, 0),
+                prefix: 16,
+                router: ip(0, 2),
+            },
         ]),
         false,
     );
@@ -41,18 +49,61 @@ fn subnet(ranges: Vec<(Ipv4Addr, Ipv4Addr)>) -> Subnet {
 }
 
 fn rule(name: &str, m: Match, file: &str) -> BootRule {
-    BootRule { name: name.into(), matcher: m, boot: Boot { file: file.into(), ..Boot::default() }, options: OptionSet::new() }
+    BootRule {
+        name: name.into(),
+        matcher: m,
+        boot: Boot {
+            file: file.into(),
+            ..Boot::default()
+        },
+        options: OptionSet::new(),
+    }
 }
 
 fn pxe_config() -> ServerConfig {
     ServerConfig {
         subnets: vec![subnet(vec![(ip(1, 1), ip(1, 100))])],
         boot_rules: vec![
-            rule("ipxe", Match { user_class: Some(b"iPXE"[..].into()), ..Match::default() }, "http://198.18.0.1/boot.ipxe"),
-            rule("http", Match { arch: vec![16], ..Match::default() }, "http://198.18.0.1/efi/shimx64.efi"),
-            rule("bios", Match { arch: vec![0], ..Match::default() }, "undionly.kpxe"),
-            rule("efi", Match { arch: vec![7, 9], ..Match::default() }, "ipxe.efi"),
-            rule("arm", Match { arch: vec![11], ..Match::default() }, "ipxe-arm64.efi"),
+            rule(
+                "ipxe",
+                Match {
+                    user_class: Some(b"iPXE"[..].into()),
+                    ..Match::default()
+                },
+                "http://198.18.0.1/boot.ipxe",
+            ),
+            rule(
+                "http",
+                Match {
+                    arch: vec![16],
+                    ..Match::default()
+                },
+                "http://198.18.0.1/efi/shimx64.efi",
+            ),
+            rule(
+                "bios",
+                Match {
+                    arch: vec![0],
+                    ..Match::default()
+                },
+                "undionly.kpxe",
+            ),
+            rule(
+                "efi",
+                Match {
+                    arch: vec![7, 9],
+                    ..Match::default()
+                },
+                "ipxe.efi",
+            ),
+            rule(
+                "arm",
+                Match {
+                    arch: vec![11],
+                    ..Match::default()
+                },
+                "ipxe-arm64.efi",
+            ),
         ],
         ..ServerConfig::default()
     }
@@ -61,7 +112,11 @@ fn pxe_config() -> ServerConfig {
 fn course_config(compat: bool) -> ServerConfig {
     let mut s = subnet(vec![(ip(1, 1), ip(1, 4))]);
     s.server_id = ip(1, 0);
-    ServerConfig { subnets: vec![s], compat_nak: compat, ..ServerConfig::default() }
+    ServerConfig {
+        subnets: vec![s],
+        compat_nak: compat,
+        ..ServerConfig::default()
+    }
 }
 
 /// A request as a test builds it.
@@ -89,7 +144,12 @@ struct Req {
 
 impl Req {
     fn new(mt: MessageType, n: u8) -> Req {
-        Req { mt: mt.into(), xid: 0x1000 + u32::from(n), mac: mac(n), ..Req::default() }
+        Req {
+            mt: mt.into(),
+            xid: 0x1000 + u32::from(n),
+            mac: mac(n),
+            ..Req::default()
+        }
     }
 
     fn bytes(&self) -> Vec<u8> {
@@ -151,11 +211,17 @@ impl Req {
 }
 
 fn meta() -> RxMeta {
-    RxMeta { src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68), subnet_hint: None }
+    RxMeta {
+        src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
+        subnet_hint: None,
+    }
 }
 
 fn loopback(port: u16) -> RxMeta {
-    RxMeta { src: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port), subnet_hint: None }
+    RxMeta {
+        src: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+        subnet_hint: None,
+    }
 }
 
 struct Sent {
@@ -175,7 +241,10 @@ impl Sent {
     }
     fn option(&self, code: u8) -> Option<Vec<u8>> {
         let p = Packet::new_checked(&self.bytes[..]).unwrap();
-        p.all_options().map(Result::unwrap).find(|o: &DhcpOption<'_>| o.code == code).map(|o| o.data.to_vec())
+        p.all_options()
+            .map(Result::unwrap)
+            .find(|o: &DhcpOption<'_>| o.code == code)
+            .map(|o| o.data.to_vec())
     }
     fn codes(&self) -> Vec<u8> {
         let p = Packet::new_checked(&self.bytes[..]).unwrap();
@@ -190,7 +259,10 @@ fn send(srv: &Server, now: Instant, m: &RxMeta, req: &Req) -> Sent {
     let mut out = [0u8; 1500];
     let mut stats = Stats::default();
     let outcome = srv.handle(now, m, &req.bytes(), &mut out, &mut stats);
-    let bytes = outcome.reply.map(|r| out[..r.len].to_vec()).unwrap_or_default();
+    let bytes = outcome
+        .reply
+        .map(|r| out[..r.len].to_vec())
+        .unwrap_or_default();
     Sent { outcome, bytes }
 }
 
@@ -203,7 +275,11 @@ fn dora(srv: &Server, now: Instant, n: u8) -> Sent {
     let offer = send(srv, now, &meta(), &Req::new(MessageType::Discover, n));
     assert_eq!(offer.mt(), Some(MessageType::Offer));
     let sid = offer.repr().server_id;
-    let r = Req { requested: Some(offer.yiaddr()), server_id: sid, ..Req::new(MessageType::Request, n) };
+    let r = Req {
+        requested: Some(offer.yiaddr()),
+        server_id: sid,
+        ..Req::new(MessageType::Request, n)
+    };
     send(srv, now, &meta(), &r)
 }
 
@@ -211,7 +287,11 @@ fn dora(srv: &Server, now: Instant, n: u8) -> Sent {
 fn full_dora_carries_lease_and_network_options() {
     let srv = Server::new(pxe_config()).unwrap();
     let prl = vec![1, 3, 6, 15, 28, 42, 51, 54, 58, 59, 121, 12];
-    let d = Req { prl: Some(prl.clone()), client_id: Some(vec![1, 0x52, 0x54, 0, 0, 0, 1]), ..Req::new(MessageType::Discover, 1) };
+    let d = Req {
+        prl: Some(prl.clone()),
+        client_id: Some(vec![1, 0x52, 0x54, 0, 0, 0, 1]),
+        ..Req::new(MessageType::Discover, 1)
+    };
     let offer = send(&srv, t(0), &meta(), &d);
     assert_eq!(offer.mt(), Some(MessageType::Offer));
     let r = offer.repr();
@@ -220,24 +300,50 @@ fn full_dora_carries_lease_and_network_options() {
     assert_eq!(r.yiaddr, Some(ip(1, 1)));
     assert_eq!(r.server_id, Some(SERVER));
     assert_eq!(r.lease_time, Some(3600));
-    assert_eq!(offer.option(opt::RENEWAL_TIME).unwrap(), 1800u32.to_be_bytes());
-    assert_eq!(offer.option(opt::REBINDING_TIME).unwrap(), 3150u32.to_be_bytes());
+    assert_eq!(
+        offer.option(opt::RENEWAL_TIME).unwrap(),
+        1800u32.to_be_bytes()
+    );
+    assert_eq!(
+        offer.option(opt::REBINDING_TIME).unwrap(),
+        3150u32.to_be_bytes()
+    );
     assert_eq!(offer.option(opt::SUBNET_MASK).unwrap(), [255, 255, 0, 0]);
     assert_eq!(offer.option(opt::ROUTER).unwrap(), SERVER.octets());
-    assert_eq!(offer.option(opt::DNS_SERVERS).unwrap(), [198, 18, 0, 53, 198, 18, 0, 54]);
+    assert_eq!(
+        offer.option(opt::DNS_SERVERS).unwrap(),
+        [198, 18, 0, 53, 198, 18, 0, 54]
+    );
     assert_eq!(offer.option(opt::DOMAIN_NAME).unwrap(), b"lab.example");
-    assert_eq!(offer.option(opt::BROADCAST_ADDR).unwrap(), [198, 18, 255, 255]);
+    assert_eq!(
+        offer.option(opt::BROADCAST_ADDR).unwrap(),
+        [198, 18, 255, 255]
+    );
     assert_eq!(offer.option(opt::NTP_SERVERS).unwrap(), [198, 18, 0, 123]);
-    assert_eq!(offer.option(opt::CLASSLESS_ROUTES).unwrap(), [0, 198, 18, 0, 1, 16, 198, 19, 198, 18, 0, 2]);
+    assert_eq!(
+        offer.option(opt::CLASSLESS_ROUTES).unwrap(),
+        [0, 198, 18, 0, 1, 16, 198, 19, 198, 18, 0, 2]
+    );
     // RFC 6842: client id echoed.
-    assert_eq!(offer.option(opt::CLIENT_ID).unwrap(), [1, 0x52, 0x54, 0, 0, 0, 1]);
+    assert_eq!(
+        offer.option(opt::CLIENT_ID).unwrap(),
+        [1, 0x52, 0x54, 0, 0, 0, 1]
+    );
     // Requested options come in the client's order after the fixed ones.
     let codes = offer.codes();
     let pos = |c: u8| codes.iter().position(|x| *x == c).unwrap();
     assert!(pos(1) < pos(3) && pos(3) < pos(6) && pos(6) < pos(15) && pos(42) < pos(121));
     assert!(offer.bytes.len() >= MIN_MESSAGE);
-    let req = Req { requested: Some(ip(1, 1)), server_id: Some(SERVER), prl: Some(prl), ..Req::new(MessageType::Request, 1) };
-    let req = Req { client_id: Some(vec![1, 0x52, 0x54, 0, 0, 0, 1]), ..req };
+    let req = Req {
+        requested: Some(ip(1, 1)),
+        server_id: Some(SERVER),
+        prl: Some(prl),
+        ..Req::new(MessageType::Request, 1)
+    };
+    let req = Req {
+        client_id: Some(vec![1, 0x52, 0x54, 0, 0, 0, 1]),
+        ..req
+    };
     let ack = send(&srv, t(1), &meta(), &req);
     assert_eq!(ack.mt(), Some(MessageType::Ack));
     assert_eq!(ack.yiaddr(), ip(1, 1));
@@ -252,49 +358,105 @@ fn renewing_rebinding_and_init_reboot() {
     let srv = Server::new(pxe_config()).unwrap();
     assert_eq!(dora(&srv, t(0), 1).mt(), Some(MessageType::Ack));
     // RENEWING: unicast from the client's address, ciaddr set, no server id, no option 50.
-    let renew = Req { ciaddr: Some(ip(1, 1)), ..Req::new(MessageType::Request, 1) };
-    let m = RxMeta { src: SocketAddrV4::new(ip(1, 1), 68), subnet_hint: None };
+    let renew = Req {
+        ciaddr: Some(ip(1, 1)),
+        ..Req::new(MessageType::Request, 1)
+    };
+    let m = RxMeta {
+        src: SocketAddrV4::new(ip(1, 1), 68),
+        subnet_hint: None,
+    };
     let ack = send(&srv, t(1800), &m, &renew);
     assert_eq!(ack.mt(), Some(MessageType::Ack));
     assert_eq!(ack.repr().ciaddr, Some(ip(1, 1)));
-    assert_eq!(ack.outcome.reply.unwrap().dest, Destination::Unicast(SocketAddrV4::new(ip(1, 1), 68)));
-    assert_eq!(srv.leases().lease_of(t(1800), &[1, 0x52, 0x54, 0, 0, 0, 1]).unwrap().expires, t(5400));
+    assert_eq!(
+        ack.outcome.reply.unwrap().dest,
+        Destination::Unicast(SocketAddrV4::new(ip(1, 1), 68))
+    );
+    assert_eq!(
+        srv.leases()
+            .lease_of(t(1800), &[1, 0x52, 0x54, 0, 0, 0, 1])
+            .unwrap()
+            .expires,
+        t(5400)
+    );
     // REBINDING: the same, broadcast.
-    let rebind = Req { flags: 0x8000, ..renew.clone() };
-    assert_eq!(send(&srv, t(3200), &meta(), &rebind).mt(), Some(MessageType::Ack));
+    let rebind = Req {
+        flags: 0x8000,
+        ..renew.clone()
+    };
+    assert_eq!(
+        send(&srv, t(3200), &meta(), &rebind).mt(),
+        Some(MessageType::Ack)
+    );
     // INIT-REBOOT: option 50, no server id, no ciaddr.
-    let reboot = Req { requested: Some(ip(1, 1)), ..Req::new(MessageType::Request, 1) };
-    assert_eq!(send(&srv, t(3300), &meta(), &reboot).mt(), Some(MessageType::Ack));
+    let reboot = Req {
+        requested: Some(ip(1, 1)),
+        ..Req::new(MessageType::Request, 1)
+    };
+    assert_eq!(
+        send(&srv, t(3300), &meta(), &reboot).mt(),
+        Some(MessageType::Ack)
+    );
     // INIT-REBOOT for an address another client holds: NAK.
     assert_eq!(dora(&srv, t(3300), 2).yiaddr(), ip(1, 2));
-    let wrong = Req { requested: Some(ip(1, 2)), ..Req::new(MessageType::Request, 1) };
+    let wrong = Req {
+        requested: Some(ip(1, 2)),
+        ..Req::new(MessageType::Request, 1)
+    };
     let nak = send(&srv, t(3301), &meta(), &wrong);
     assert_eq!(nak.mt(), Some(MessageType::Nak));
     assert_eq!(nak.outcome.reply.unwrap().dest, Destination::Broadcast);
     assert_eq!(nak.yiaddr(), Ipv4Addr::UNSPECIFIED);
     // INIT-REBOOT on the wrong network: NAK.
-    let moved = Req { requested: Some(Ipv4Addr::new(198, 19, 9, 9)), ..Req::new(MessageType::Request, 1) };
-    assert_eq!(send(&srv, t(3302), &meta(), &moved).mt(), Some(MessageType::Nak));
+    let moved = Req {
+        requested: Some(Ipv4Addr::new(198, 19, 9, 9)),
+        ..Req::new(MessageType::Request, 1)
+    };
+    assert_eq!(
+        send(&srv, t(3302), &meta(), &moved).mt(),
+        Some(MessageType::Nak)
+    );
 }
 
 #[test]
 fn init_reboot_of_unknown_client_is_silent_unless_authoritative() {
     let srv = Server::new(pxe_config()).unwrap();
-    let reboot = Req { requested: Some(ip(1, 50)), ..Req::new(MessageType::Request, 9) };
+    let reboot = Req {
+        requested: Some(ip(1, 50)),
+        ..Req::new(MessageType::Request, 9)
+    };
     let s = send(&srv, t(0), &meta(), &reboot);
     assert_eq!(s.outcome.dropped, Some(DropReason::NoRecord));
-    let srv = Server::new(ServerConfig { authoritative: true, ..pxe_config() }).unwrap();
-    assert_eq!(send(&srv, t(0), &meta(), &reboot).mt(), Some(MessageType::Ack));
+    let srv = Server::new(ServerConfig {
+        authoritative: true,
+        ..pxe_config()
+    })
+    .unwrap();
+    assert_eq!(
+        send(&srv, t(0), &meta(), &reboot).mt(),
+        Some(MessageType::Ack)
+    );
     assert_eq!(dora(&srv, t(0), 1).yiaddr(), ip(1, 1));
-    let other = Req { requested: Some(ip(1, 1)), ..Req::new(MessageType::Request, 8) };
-    assert_eq!(send(&srv, t(0), &meta(), &other).mt(), Some(MessageType::Nak));
+    let other = Req {
+        requested: Some(ip(1, 1)),
+        ..Req::new(MessageType::Request, 8)
+    };
+    assert_eq!(
+        send(&srv, t(0), &meta(), &other).mt(),
+        Some(MessageType::Nak)
+    );
 }
 
 #[test]
 fn request_for_an_address_offered_to_another_client_is_nakked() {
     let srv = Server::new(pxe_config()).unwrap();
     let o1 = send(&srv, t(0), &meta(), &Req::new(MessageType::Discover, 1));
-    let r = Req { requested: Some(o1.yiaddr()), server_id: Some(SERVER), ..Req::new(MessageType::Request, 2) };
+    let r = Req {
+        requested: Some(o1.yiaddr()),
+        server_id: Some(SERVER),
+        ..Req::new(MessageType::Request, 2)
+    };
     assert_eq!(send(&srv, t(0), &meta(), &r).mt(), Some(MessageType::Nak));
 }
 
@@ -302,7 +464,11 @@ fn request_for_an_address_offered_to_another_client_is_nakked() {
 fn release_frees_and_the_client_gets_its_address_back() {
     let srv = Server::new(pxe_config()).unwrap();
     assert_eq!(dora(&srv, t(0), 1).yiaddr(), ip(1, 1));
-    let rel = Req { ciaddr: Some(ip(1, 1)), server_id: Some(SERVER), ..Req::new(MessageType::Release, 1) };
+    let rel = Req {
+        ciaddr: Some(ip(1, 1)),
+        server_id: Some(SERVER),
+        ..Req::new(MessageType::Release, 1)
+    };
     let s = send(&srv, t(5), &meta(), &rel);
     assert!(s.outcome.reply.is_none());
     assert_eq!(s.outcome.event.unwrap().kind, EventKind::Release);
@@ -315,7 +481,11 @@ fn release_frees_and_the_client_gets_its_address_back() {
 fn decline_quarantines_and_client_gets_another_address() {
     let srv = Server::new(pxe_config()).unwrap();
     assert_eq!(dora(&srv, t(0), 1).yiaddr(), ip(1, 1));
-    let dec = Req { requested: Some(ip(1, 1)), server_id: Some(SERVER), ..Req::new(MessageType::Decline, 1) };
+    let dec = Req {
+        requested: Some(ip(1, 1)),
+        server_id: Some(SERVER),
+        ..Req::new(MessageType::Decline, 1)
+    };
     let s = send(&srv, t(1), &meta(), &dec);
     assert!(s.outcome.reply.is_none());
     assert_eq!(s.outcome.event.unwrap().kind, EventKind::Decline);
@@ -327,38 +497,67 @@ fn decline_quarantines_and_client_gets_another_address() {
 #[test]
 fn inform_gets_options_without_a_lease() {
     let srv = Server::new(pxe_config()).unwrap();
-    let inf = Req { ciaddr: Some(ip(5, 5)), prl: Some(vec![3, 6]), ..Req::new(MessageType::Inform, 3) };
-    let m = RxMeta { src: SocketAddrV4::new(ip(5, 5), 68), subnet_hint: None };
+    let inf = Req {
+        ciaddr: Some(ip(5, 5)),
+        prl: Some(vec![3, 6]),
+        ..Req::new(MessageType::Inform, 3)
+    };
+    let m = RxMeta {
+        src: SocketAddrV4::new(ip(5, 5), 68),
+        subnet_hint: None,
+    };
     let s = send(&srv, t(0), &m, &inf);
     assert_eq!(s.mt(), Some(MessageType::Ack));
     assert_eq!(s.yiaddr(), Ipv4Addr::UNSPECIFIED);
     assert_eq!(s.option(opt::LEASE_TIME), None);
     assert_eq!(s.option(opt::ROUTER).unwrap(), SERVER.octets());
-    assert_eq!(s.outcome.reply.unwrap().dest, Destination::Unicast(SocketAddrV4::new(ip(5, 5), 68)));
+    assert_eq!(
+        s.outcome.reply.unwrap().dest,
+        Destination::Unicast(SocketAddrV4::new(ip(5, 5), 68))
+    );
     assert!(srv.leases().leases(t(0)).is_empty());
 }
 
 #[test]
 fn relayed_requests_use_giaddr_subnet_and_echo_option_82_last() {
     let mut cfg = pxe_config();
-    let mut remote = subnet(vec![(Ipv4Addr::new(198, 19, 4, 10), Ipv4Addr::new(198, 19, 4, 20))]);
+    let mut remote = subnet(vec![(
+        Ipv4Addr::new(198, 19, 4, 10),
+        Ipv4Addr::new(198, 19, 4, 20),
+    )]);
     remote.network = Ipv4Addr::new(198, 19, 4, 0);
     remote.prefix = 24;
     cfg.subnets.push(remote);
     let srv = Server::new(cfg).unwrap();
     let relay = Ipv4Addr::new(198, 19, 4, 1);
     let info = vec![1, 4, b'e', b't', b'h', b'0', 2, 3, 1, 2, 3];
-    let d = Req { giaddr: Some(relay), relay_info: Some(info.clone()), ..Req::new(MessageType::Discover, 1) };
-    let m = RxMeta { src: SocketAddrV4::new(relay, 67), subnet_hint: None };
+    let d = Req {
+        giaddr: Some(relay),
+        relay_info: Some(info.clone()),
+        ..Req::new(MessageType::Discover, 1)
+    };
+    let m = RxMeta {
+        src: SocketAddrV4::new(relay, 67),
+        subnet_hint: None,
+    };
     let offer = send(&srv, t(0), &m, &d);
     assert_eq!(offer.yiaddr(), Ipv4Addr::new(198, 19, 4, 10));
     assert_eq!(offer.repr().giaddr, Some(relay));
-    assert_eq!(offer.outcome.reply.unwrap().dest, Destination::Unicast(SocketAddrV4::new(relay, 67)));
+    assert_eq!(
+        offer.outcome.reply.unwrap().dest,
+        Destination::Unicast(SocketAddrV4::new(relay, 67))
+    );
     assert_eq!(offer.option(opt::RELAY_AGENT_INFO).unwrap(), info);
     assert_eq!(*offer.codes().last().unwrap(), opt::RELAY_AGENT_INFO);
     // An unknown relay network gets nothing.
-    let d = Req { giaddr: Some(Ipv4Addr::new(198, 19, 99, 1)), ..Req::new(MessageType::Discover, 2) };
-    assert_eq!(send(&srv, t(0), &m, &d).outcome.dropped, Some(DropReason::NoSubnet));
+    let d = Req {
+        giaddr: Some(Ipv4Addr::new(198, 19, 99, 1)),
+        ..Req::new(MessageType::Discover, 2)
+    };
+    assert_eq!(
+        send(&srv, t(0), &m, &d).outcome.dropped,
+        Some(DropReason::NoSubnet)
+    );
 }
 
 #[test]
@@ -387,11 +586,24 @@ fn reservations_by_mac_and_client_id_are_never_given_to_others() {
     let ack = dora(&srv, t(0), 7);
     assert_eq!(ack.yiaddr(), ip(1, 2));
     assert_eq!(ack.option(opt::HOSTNAME).unwrap(), b"node7");
-    let by_id = Req { client_id: Some(vec![0xff, 1, 2, 3, 4]), ..Req::new(MessageType::Discover, 8) };
+    let by_id = Req {
+        client_id: Some(vec![0xff, 1, 2, 3, 4]),
+        ..Req::new(MessageType::Discover, 8)
+    };
     assert_eq!(send(&srv, t(0), &meta(), &by_id).yiaddr(), ip(9, 9));
-    let steal = Req { requested: Some(ip(9, 9)), server_id: Some(SERVER), ..Req::new(MessageType::Request, 3) };
-    assert_eq!(send(&srv, t(0), &meta(), &steal).mt(), Some(MessageType::Nak));
-    let steal = Req { requested: Some(ip(1, 2)), ..Req::new(MessageType::Discover, 4) };
+    let steal = Req {
+        requested: Some(ip(9, 9)),
+        server_id: Some(SERVER),
+        ..Req::new(MessageType::Request, 3)
+    };
+    assert_eq!(
+        send(&srv, t(0), &meta(), &steal).mt(),
+        Some(MessageType::Nak)
+    );
+    let steal = Req {
+        requested: Some(ip(1, 2)),
+        ..Req::new(MessageType::Discover, 4)
+    };
     assert_ne!(send(&srv, t(0), &meta(), &steal).yiaddr(), ip(1, 2));
 }
 
@@ -408,7 +620,12 @@ fn pxe_discover(n: u8, arch: u16) -> Req {
 #[test]
 fn pxe_boot_file_by_architecture() {
     let srv = Server::new(pxe_config()).unwrap();
-    for (n, arch, file) in [(1, 0, "undionly.kpxe"), (2, 7, "ipxe.efi"), (3, 9, "ipxe.efi"), (4, 11, "ipxe-arm64.efi")] {
+    for (n, arch, file) in [
+        (1, 0, "undionly.kpxe"),
+        (2, 7, "ipxe.efi"),
+        (3, 9, "ipxe.efi"),
+        (4, 11, "ipxe-arm64.efi"),
+    ] {
         let o = send(&srv, t(0), &meta(), &pxe_discover(n, arch));
         assert_eq!(o.mt(), Some(MessageType::Offer), "arch {arch}");
         assert_eq!(o.file(), file.as_bytes(), "arch {arch}");
@@ -424,7 +641,10 @@ fn pxe_boot_file_by_architecture() {
 #[test]
 fn http_boot_gets_httpclient_and_a_url() {
     let srv = Server::new(pxe_config()).unwrap();
-    let d = Req { vendor: Some(b"HTTPClient:Arch:00016:UNDI:003001".to_vec()), ..pxe_discover(5, 16) };
+    let d = Req {
+        vendor: Some(b"HTTPClient:Arch:00016:UNDI:003001".to_vec()),
+        ..pxe_discover(5, 16)
+    };
     let o = send(&srv, t(0), &meta(), &d);
     assert_eq!(o.option(opt::VENDOR_CLASS_ID).unwrap(), b"HTTPClient");
     assert_eq!(o.file(), b"http://198.18.0.1/efi/shimx64.efi");
@@ -435,19 +655,33 @@ fn http_boot_gets_httpclient_and_a_url() {
 fn ipxe_user_class_in_both_encodings_gets_the_script() {
     let srv = Server::new(pxe_config()).unwrap();
     for (n, uc) in [(1, b"iPXE".to_vec()), (2, b"\x04iPXE".to_vec())] {
-        let d = Req { user_class: Some(uc), ..pxe_discover(n, 7) };
+        let d = Req {
+            user_class: Some(uc),
+            ..pxe_discover(n, 7)
+        };
         let o = send(&srv, t(0), &meta(), &d);
         assert_eq!(o.file(), b"http://198.18.0.1/boot.ipxe");
     }
     // A user class that merely contains the word does not match.
-    let d = Req { user_class: Some(b"\x05iPXEx".to_vec()), ..pxe_discover(3, 7) };
+    let d = Req {
+        user_class: Some(b"\x05iPXEx".to_vec()),
+        ..pxe_discover(3, 7)
+    };
     assert_eq!(send(&srv, t(0), &meta(), &d).file(), b"ipxe.efi");
 }
 
 #[test]
 fn plain_client_gets_no_boot_file_or_pxe_options() {
     let srv = Server::new(pxe_config()).unwrap();
-    let o = send(&srv, t(0), &meta(), &Req { prl: Some(vec![1, 3, 43, 66, 67]), ..Req::new(MessageType::Discover, 1) });
+    let o = send(
+        &srv,
+        t(0),
+        &meta(),
+        &Req {
+            prl: Some(vec![1, 3, 43, 66, 67]),
+            ..Req::new(MessageType::Discover, 1)
+        },
+    );
     assert_eq!(o.file(), b"");
     assert_eq!(o.option(opt::VENDOR_CLASS_ID), None);
     assert_eq!(o.option(opt::VENDOR_SPECIFIC), None);
@@ -462,9 +696,17 @@ fn max_message_size_drops_optional_options_only() {
     big.set(224, vec![0xaa; 250], true);
     big.set(225, vec![0xbb; 250], true);
     cfg.subnets[0].options.set(226, vec![0xcc; 200], true);
-    cfg.classes.push(Class { name: "big".into(), matcher: Match::default(), options: big });
+    cfg.classes.push(Class {
+        name: "big".into(),
+        matcher: Match::default(),
+        options: big,
+    });
     let srv = Server::new(cfg).unwrap();
-    let d = Req { max_size: Some(576), client_id: Some(vec![1, 2, 3]), ..pxe_discover(1, 7) };
+    let d = Req {
+        max_size: Some(576),
+        client_id: Some(vec![1, 2, 3]),
+        ..pxe_discover(1, 7)
+    };
     let o = send(&srv, t(0), &meta(), &d);
     assert!(o.bytes.len() <= 548, "{}", o.bytes.len());
     assert!(o.option(opt::SERVER_ID).is_some());
@@ -473,7 +715,10 @@ fn max_message_size_drops_optional_options_only() {
     assert!(o.option(opt::VENDOR_CLASS_ID).is_some());
     assert_eq!(o.file(), b"ipxe.efi");
     assert!(o.codes().len() < 20);
-    let d = Req { max_size: Some(1500), ..d };
+    let d = Req {
+        max_size: Some(1500),
+        ..d
+    };
     let o = send(&srv, t(0), &meta(), &d);
     assert!(o.option(224).is_some() && o.option(225).is_some() && o.option(226).is_some());
 }
@@ -482,12 +727,34 @@ fn max_message_size_drops_optional_options_only() {
 fn destination_rules() {
     let srv = Server::new(pxe_config()).unwrap();
     let o = send(&srv, t(0), &meta(), &Req::new(MessageType::Discover, 1));
-    assert_eq!(o.outcome.reply.unwrap().dest, Destination::Link { addr: ip(1, 1), hwaddr: mac(1) });
-    let o = send(&srv, t(0), &meta(), &Req { flags: 0x8000, ..Req::new(MessageType::Discover, 2) });
+    assert_eq!(
+        o.outcome.reply.unwrap().dest,
+        Destination::Link {
+            addr: ip(1, 1),
+            hwaddr: mac(1)
+        }
+    );
+    let o = send(
+        &srv,
+        t(0),
+        &meta(),
+        &Req {
+            flags: 0x8000,
+            ..Req::new(MessageType::Discover, 2)
+        },
+    );
     assert_eq!(o.outcome.reply.unwrap().dest, Destination::Broadcast);
     assert!(o.repr().broadcast());
-    let o = send(&srv, t(0), &loopback(40000), &Req::new(MessageType::Discover, 3));
-    assert_eq!(o.outcome.reply.unwrap().dest, Destination::Unicast(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40000)));
+    let o = send(
+        &srv,
+        t(0),
+        &loopback(40000),
+        &Req::new(MessageType::Discover, 3),
+    );
+    assert_eq!(
+        o.outcome.reply.unwrap().dest,
+        Destination::Unicast(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40000))
+    );
 }
 
 #[test]
@@ -495,18 +762,42 @@ fn garbage_and_replies_are_counted_and_dropped() {
     let srv = Server::new(pxe_config()).unwrap();
     let mut out = [0u8; 1500];
     let mut stats = Stats::default();
-    assert_eq!(srv.handle(t(0), &meta(), &[1, 2, 3], &mut out, &mut stats).dropped, Some(DropReason::Malformed));
+    assert_eq!(
+        srv.handle(t(0), &meta(), &[1, 2, 3], &mut out, &mut stats)
+            .dropped,
+        Some(DropReason::Malformed)
+    );
     let mut reply = Req::new(MessageType::Offer, 1).bytes();
     reply[0] = 2;
-    assert_eq!(srv.handle(t(0), &meta(), &reply, &mut out, &mut stats).dropped, Some(DropReason::NotRequest));
+    assert_eq!(
+        srv.handle(t(0), &meta(), &reply, &mut out, &mut stats)
+            .dropped,
+        Some(DropReason::NotRequest)
+    );
     let offer_from_client = Req::new(MessageType::Offer, 1).bytes();
-    assert_eq!(srv.handle(t(0), &meta(), &offer_from_client, &mut out, &mut stats).dropped, Some(DropReason::UnexpectedType));
+    assert_eq!(
+        srv.handle(t(0), &meta(), &offer_from_client, &mut out, &mut stats)
+            .dropped,
+        Some(DropReason::UnexpectedType)
+    );
     let mut bootp = Req::new(MessageType::Discover, 1).bytes();
     bootp.truncate(HEADER_LEN);
     bootp.push(255);
-    assert_eq!(srv.handle(t(0), &meta(), &bootp, &mut out, &mut stats).dropped, Some(DropReason::NotDhcp));
-    let other = Req { requested: Some(ip(1, 1)), server_id: Some(ip(0, 99)), ..Req::new(MessageType::Request, 1) };
-    assert_eq!(srv.handle(t(0), &meta(), &other.bytes(), &mut out, &mut stats).dropped, Some(DropReason::NotForUs));
+    assert_eq!(
+        srv.handle(t(0), &meta(), &bootp, &mut out, &mut stats)
+            .dropped,
+        Some(DropReason::NotDhcp)
+    );
+    let other = Req {
+        requested: Some(ip(1, 1)),
+        server_id: Some(ip(0, 99)),
+        ..Req::new(MessageType::Request, 1)
+    };
+    assert_eq!(
+        srv.handle(t(0), &meta(), &other.bytes(), &mut out, &mut stats)
+            .dropped,
+        Some(DropReason::NotForUs)
+    );
     assert_eq!(stats.drops(DropReason::Malformed), 1);
     assert_eq!(stats.drops(DropReason::NotRequest), 1);
     assert_eq!(stats.drops(DropReason::NotForUs), 1);
@@ -518,10 +809,19 @@ fn garbage_and_replies_are_counted_and_dropped() {
 fn course_a_request_naming_another_server_frees_the_offer() {
     for compat in [false, true] {
         let srv = Server::new(course_config(compat)).unwrap();
-        let o = send(&srv, t(0), &loopback(5001), &Req::new(MessageType::Discover, 1));
+        let o = send(
+            &srv,
+            t(0),
+            &loopback(5001),
+            &Req::new(MessageType::Discover, 1),
+        );
         assert_eq!(o.yiaddr(), ip(1, 1));
         assert_eq!(o.repr().server_id, Some(ip(1, 0)));
-        let other = Req { requested: Some(ip(1, 1)), server_id: Some(ip(1, 200)), ..Req::new(MessageType::Request, 1) };
+        let other = Req {
+            requested: Some(ip(1, 1)),
+            server_id: Some(ip(1, 200)),
+            ..Req::new(MessageType::Request, 1)
+        };
         let s = send(&srv, t(0), &loopback(5001), &other);
         if compat {
             assert_eq!(s.mt(), Some(MessageType::Nak));
@@ -543,7 +843,12 @@ fn course_b_fifth_client_gets_silence_or_nak_in_compat_mode() {
         for n in 1..=4 {
             assert_eq!(dora(&srv, t(0), n).yiaddr(), ip(1, n));
         }
-        let s = send(&srv, t(0), &loopback(5005), &Req::new(MessageType::Discover, 5));
+        let s = send(
+            &srv,
+            t(0),
+            &loopback(5005),
+            &Req::new(MessageType::Discover, 5),
+        );
         if compat {
             assert_eq!(s.mt(), Some(MessageType::Nak));
         } else {
@@ -555,11 +860,29 @@ fn course_b_fifth_client_gets_silence_or_nak_in_compat_mode() {
 #[test]
 fn course_c_interleaved_clients() {
     let srv = Server::new(course_config(false)).unwrap();
-    let o1 = send(&srv, t(0), &loopback(1), &Req::new(MessageType::Discover, 1));
-    let o2 = send(&srv, t(0), &loopback(2), &Req::new(MessageType::Discover, 2));
+    let o1 = send(
+        &srv,
+        t(0),
+        &loopback(1),
+        &Req::new(MessageType::Discover, 1),
+    );
+    let o2 = send(
+        &srv,
+        t(0),
+        &loopback(2),
+        &Req::new(MessageType::Discover, 2),
+    );
     assert_ne!(o1.yiaddr(), o2.yiaddr());
-    let r1 = Req { requested: Some(o1.yiaddr()), server_id: Some(ip(1, 0)), ..Req::new(MessageType::Request, 1) };
-    let r2 = Req { requested: Some(o2.yiaddr()), server_id: Some(ip(1, 0)), ..Req::new(MessageType::Request, 2) };
+    let r1 = Req {
+        requested: Some(o1.yiaddr()),
+        server_id: Some(ip(1, 0)),
+        ..Req::new(MessageType::Request, 1)
+    };
+    let r2 = Req {
+        requested: Some(o2.yiaddr()),
+        server_id: Some(ip(1, 0)),
+        ..Req::new(MessageType::Request, 2)
+    };
     assert_eq!(send(&srv, t(0), &loopback(1), &r1).yiaddr(), o1.yiaddr());
     assert_eq!(send(&srv, t(0), &loopback(2), &r2).yiaddr(), o2.yiaddr());
 }
@@ -568,9 +891,22 @@ fn course_c_interleaved_clients() {
 fn course_d_release_then_same_address() {
     let srv = Server::new(course_config(false)).unwrap();
     assert_eq!(dora(&srv, t(0), 1).yiaddr(), ip(1, 1));
-    let rel = Req { ciaddr: Some(ip(1, 1)), server_id: Some(ip(1, 0)), ..Req::new(MessageType::Release, 1) };
+    let rel = Req {
+        ciaddr: Some(ip(1, 1)),
+        server_id: Some(ip(1, 0)),
+        ..Req::new(MessageType::Release, 1)
+    };
     assert!(send(&srv, t(1), &loopback(1), &rel).outcome.reply.is_none());
-    assert_eq!(send(&srv, t(2), &loopback(1), &Req::new(MessageType::Discover, 1)).yiaddr(), ip(1, 1));
+    assert_eq!(
+        send(
+            &srv,
+            t(2),
+            &loopback(1),
+            &Req::new(MessageType::Discover, 1)
+        )
+        .yiaddr(),
+        ip(1, 1)
+    );
 }
 
 #[test]

@@ -7,7 +7,16 @@ fn ip(last: u8) -> Ipv4Addr {
 }
 
 fn table(n: u8) -> LeaseTable {
-    LeaseTable::new(&[PoolConfig { subnet: 0, start: ip(1), end: ip(n) }], &[], 8).unwrap()
+    LeaseTable::new(
+        &[PoolConfig {
+            subnet: 0,
+            start: ip(1),
+            end: ip(n),
+        }],
+        &[],
+        8,
+    )
+    .unwrap()
 }
 
 fn key(n: u8) -> [u8; 7] {
@@ -15,7 +24,11 @@ fn key(n: u8) -> [u8; 7] {
 }
 
 fn client(k: &[u8; 7]) -> Client<'_> {
-    Client { key: k, hwaddr: &k[1..], hostname: None }
+    Client {
+        key: k,
+        hwaddr: &k[1..],
+        hostname: None,
+    }
 }
 
 const HOLD: Duration = Duration::from_secs(30);
@@ -30,13 +43,27 @@ fn fresh_pool_hands_out_addresses_in_order_then_is_exhausted() {
     let tb = table(4);
     let keys: Vec<_> = (1..=5).map(key).collect();
     for (n, k) in keys.iter().take(4).enumerate() {
-        assert_eq!(tb.offer(t(0), 0, &client(k), None, HOLD).unwrap().addr, ip(n as u8 + 1));
+        assert_eq!(
+            tb.offer(t(0), 0, &client(k), None, HOLD).unwrap().addr,
+            ip(n as u8 + 1)
+        );
     }
-    assert_eq!(tb.offer(t(0), 0, &client(&keys[4]), None, HOLD), Err(AllocError::Exhausted));
+    assert_eq!(
+        tb.offer(t(0), 0, &client(&keys[4]), None, HOLD),
+        Err(AllocError::Exhausted)
+    );
     // Asking again gives the same answer (and the remembered verdict does not hide a release).
-    assert_eq!(tb.offer(t(1), 0, &client(&keys[4]), None, HOLD), Err(AllocError::Exhausted));
+    assert_eq!(
+        tb.offer(t(1), 0, &client(&keys[4]), None, HOLD),
+        Err(AllocError::Exhausted)
+    );
     assert!(tb.release(t(1), &keys[2], ip(3)).is_some());
-    assert_eq!(tb.offer(t(1), 0, &client(&keys[4]), None, HOLD).unwrap().addr, ip(3));
+    assert_eq!(
+        tb.offer(t(1), 0, &client(&keys[4]), None, HOLD)
+            .unwrap()
+            .addr,
+        ip(3)
+    );
 }
 
 #[test]
@@ -53,12 +80,27 @@ fn repeated_discover_gets_the_same_offer() {
 fn offer_holds_the_address_until_it_lapses() {
     let tb = table(1);
     let (a, b) = (key(1), key(2));
-    assert_eq!(tb.offer(t(0), 0, &client(&a), None, HOLD).unwrap().addr, ip(1));
-    assert_eq!(tb.offer(t(29), 0, &client(&b), None, HOLD), Err(AllocError::Exhausted));
-    assert_eq!(tb.bind(t(29), &client(&b), ip(1), LEASE), Err(BindError::Taken));
+    assert_eq!(
+        tb.offer(t(0), 0, &client(&a), None, HOLD).unwrap().addr,
+        ip(1)
+    );
+    assert_eq!(
+        tb.offer(t(29), 0, &client(&b), None, HOLD),
+        Err(AllocError::Exhausted)
+    );
+    assert_eq!(
+        tb.bind(t(29), &client(&b), ip(1), LEASE),
+        Err(BindError::Taken)
+    );
     // After the hold lapses the address is free for another client.
-    assert_eq!(tb.offer(t(31), 0, &client(&b), None, HOLD).unwrap().addr, ip(1));
-    assert_eq!(tb.bind(t(31), &client(&a), ip(1), LEASE), Err(BindError::Taken));
+    assert_eq!(
+        tb.offer(t(31), 0, &client(&b), None, HOLD).unwrap().addr,
+        ip(1)
+    );
+    assert_eq!(
+        tb.bind(t(31), &client(&a), ip(1), LEASE),
+        Err(BindError::Taken)
+    );
 }
 
 #[test]
@@ -74,7 +116,10 @@ fn bind_and_renew_extend_the_lease() {
     assert_eq!(tb.holder(t(1800), &a, ip(1)), Holder::Me);
     assert_eq!(tb.holder(t(1800), &key(2), ip(1)), Holder::Other);
     assert_eq!(tb.holder(t(5401), &key(2), ip(1)), Holder::Free);
-    assert_eq!(tb.holder(t(0), &a, Ipv4Addr::new(10, 0, 0, 1)), Holder::NotInPool);
+    assert_eq!(
+        tb.holder(t(0), &a, Ipv4Addr::new(10, 0, 0, 1)),
+        Holder::NotInPool
+    );
 }
 
 #[test]
@@ -85,8 +130,14 @@ fn released_address_comes_back_to_its_client_and_others_get_fresh_ones() {
     tb.bind(t(0), &client(&a), ip(1), LEASE).unwrap();
     let r = tb.release(t(5), &a, ip(1)).unwrap();
     assert_eq!(r.state, LeaseState::Released);
-    assert_eq!(tb.offer(t(6), 0, &client(&b), None, HOLD).unwrap().addr, ip(2));
-    assert_eq!(tb.offer(t(7), 0, &client(&a), None, HOLD).unwrap().addr, ip(1));
+    assert_eq!(
+        tb.offer(t(6), 0, &client(&b), None, HOLD).unwrap().addr,
+        ip(2)
+    );
+    assert_eq!(
+        tb.offer(t(7), 0, &client(&a), None, HOLD).unwrap().addr,
+        ip(1)
+    );
 }
 
 #[test]
@@ -94,13 +145,24 @@ fn expired_lease_is_sticky_but_taken_when_needed() {
     let tb = table(2);
     let (a, b, c) = (key(1), key(2), key(3));
     tb.offer(t(0), 0, &client(&a), None, HOLD).unwrap();
-    tb.bind(t(0), &client(&a), ip(1), Duration::from_secs(10)).unwrap();
+    tb.bind(t(0), &client(&a), ip(1), Duration::from_secs(10))
+        .unwrap();
     tb.offer(t(0), 0, &client(&b), None, HOLD).unwrap();
-    tb.bind(t(0), &client(&b), ip(2), Duration::from_secs(10)).unwrap();
+    tb.bind(t(0), &client(&b), ip(2), Duration::from_secs(10))
+        .unwrap();
     // Both expired; a new client takes one (nothing virgin left), the returning one gets its own.
     let got_c = tb.offer(t(20), 0, &client(&c), None, HOLD).unwrap().addr;
-    let other = if got_c == ip(1) { (b, ip(2)) } else { (a, ip(1)) };
-    assert_eq!(tb.offer(t(20), 0, &client(&other.0), None, HOLD).unwrap().addr, other.1);
+    let other = if got_c == ip(1) {
+        (b, ip(2))
+    } else {
+        (a, ip(1))
+    };
+    assert_eq!(
+        tb.offer(t(20), 0, &client(&other.0), None, HOLD)
+            .unwrap()
+            .addr,
+        other.1
+    );
     assert_eq!(tb.sweep(t(20)), 1); // the lease whose address c took
 }
 
@@ -108,9 +170,20 @@ fn expired_lease_is_sticky_but_taken_when_needed() {
 fn requested_address_is_offered_when_free() {
     let tb = table(8);
     let a = key(1);
-    assert_eq!(tb.offer(t(0), 0, &client(&a), Some(ip(5)), HOLD).unwrap().addr, ip(5));
+    assert_eq!(
+        tb.offer(t(0), 0, &client(&a), Some(ip(5)), HOLD)
+            .unwrap()
+            .addr,
+        ip(5)
+    );
     // The sequential path skips the slot taken out of order.
-    let got: Vec<_> = (2..=8).map(|n| tb.offer(t(0), 0, &client(&key(n)), None, HOLD).unwrap().addr).collect();
+    let got: Vec<_> = (2..=8)
+        .map(|n| {
+            tb.offer(t(0), 0, &client(&key(n)), None, HOLD)
+                .unwrap()
+                .addr
+        })
+        .collect();
     assert_eq!(got, [ip(1), ip(2), ip(3), ip(4), ip(6), ip(7), ip(8)]);
 }
 
@@ -118,15 +191,28 @@ fn requested_address_is_offered_when_free() {
 fn requested_address_in_another_subnet_is_ignored() {
     let tb = LeaseTable::new(
         &[
-            PoolConfig { subnet: 0, start: ip(1), end: ip(4) },
-            PoolConfig { subnet: 1, start: Ipv4Addr::new(198, 19, 0, 10), end: Ipv4Addr::new(198, 19, 0, 20) },
+            PoolConfig {
+                subnet: 0,
+                start: ip(1),
+                end: ip(4),
+            },
+            PoolConfig {
+                subnet: 1,
+                start: Ipv4Addr::new(198, 19, 0, 10),
+                end: Ipv4Addr::new(198, 19, 0, 20),
+            },
         ],
         &[],
         4,
     )
     .unwrap();
     let a = key(1);
-    assert_eq!(tb.offer(t(0), 1, &client(&a), Some(ip(2)), HOLD).unwrap().addr, Ipv4Addr::new(198, 19, 0, 10));
+    assert_eq!(
+        tb.offer(t(0), 1, &client(&a), Some(ip(2)), HOLD)
+            .unwrap()
+            .addr,
+        Ipv4Addr::new(198, 19, 0, 10)
+    );
     assert_eq!(tb.subnet_of(ip(2)), Some(0));
 }
 
@@ -136,10 +222,24 @@ fn declined_address_is_quarantined() {
     let (a, b) = (key(1), key(2));
     tb.offer(t(0), 0, &client(&a), None, HOLD).unwrap();
     tb.bind(t(0), &client(&a), ip(1), LEASE).unwrap();
-    assert_eq!(tb.decline(t(1), &a, ip(1), Duration::from_secs(100)).unwrap().state, LeaseState::Declined);
-    assert_eq!(tb.offer(t(2), 0, &client(&a), None, HOLD).unwrap().addr, ip(2));
-    assert_eq!(tb.offer(t(2), 0, &client(&b), None, HOLD), Err(AllocError::Exhausted));
-    assert_eq!(tb.offer(t(102), 0, &client(&b), None, HOLD).unwrap().addr, ip(1));
+    assert_eq!(
+        tb.decline(t(1), &a, ip(1), Duration::from_secs(100))
+            .unwrap()
+            .state,
+        LeaseState::Declined
+    );
+    assert_eq!(
+        tb.offer(t(2), 0, &client(&a), None, HOLD).unwrap().addr,
+        ip(2)
+    );
+    assert_eq!(
+        tb.offer(t(2), 0, &client(&b), None, HOLD),
+        Err(AllocError::Exhausted)
+    );
+    assert_eq!(
+        tb.offer(t(102), 0, &client(&b), None, HOLD).unwrap().addr,
+        ip(1)
+    );
 }
 
 #[test]
@@ -148,26 +248,61 @@ fn cancelled_offer_frees_the_address() {
     let (a, b) = (key(1), key(2));
     tb.offer(t(0), 0, &client(&a), None, HOLD).unwrap();
     assert_eq!(tb.cancel_offer(t(1), &a), Some(ip(1)));
-    assert_eq!(tb.offer(t(1), 0, &client(&b), None, HOLD).unwrap().addr, ip(1));
+    assert_eq!(
+        tb.offer(t(1), 0, &client(&b), None, HOLD).unwrap().addr,
+        ip(1)
+    );
     assert_eq!(tb.cancel_offer(t(1), &a), None);
 }
 
 #[test]
 fn reserved_slots_are_never_allocated() {
-    let tb = LeaseTable::new(&[PoolConfig { subnet: 0, start: ip(1), end: ip(3) }], &[ip(2)], 4).unwrap();
-    let got: Vec<_> = (1..=2).map(|n| tb.offer(t(0), 0, &client(&key(n)), None, HOLD).unwrap().addr).collect();
+    let tb = LeaseTable::new(
+        &[PoolConfig {
+            subnet: 0,
+            start: ip(1),
+            end: ip(3),
+        }],
+        &[ip(2)],
+        4,
+    )
+    .unwrap();
+    let got: Vec<_> = (1..=2)
+        .map(|n| {
+            tb.offer(t(0), 0, &client(&key(n)), None, HOLD)
+                .unwrap()
+                .addr
+        })
+        .collect();
     assert_eq!(got, [ip(1), ip(3)]);
-    assert_eq!(tb.offer(t(0), 0, &client(&key(3)), Some(ip(2)), HOLD).unwrap_err(), AllocError::Exhausted);
-    assert_eq!(tb.bind(t(0), &client(&key(3)), ip(2), LEASE), Err(BindError::Taken));
+    assert_eq!(
+        tb.offer(t(0), 0, &client(&key(3)), Some(ip(2)), HOLD)
+            .unwrap_err(),
+        AllocError::Exhausted
+    );
+    assert_eq!(
+        tb.bind(t(0), &client(&key(3)), ip(2), LEASE),
+        Err(BindError::Taken)
+    );
     let r = tb.bind_reserved(t(0), 0, &client(&key(9)), ip(2), LEASE);
     assert!(r.reserved);
 }
 
 #[test]
 fn overlapping_or_empty_ranges_are_refused() {
-    let p = |s, e| PoolConfig { subnet: 0, start: ip(s), end: ip(e) };
-    assert!(matches!(LeaseTable::new(&[p(1, 10), p(10, 20)], &[], 1), Err(BuildError::Overlap { .. })));
-    assert!(matches!(LeaseTable::new(&[p(5, 4)], &[], 1), Err(BuildError::EmptyRange { .. })));
+    let p = |s, e| PoolConfig {
+        subnet: 0,
+        start: ip(s),
+        end: ip(e),
+    };
+    assert!(matches!(
+        LeaseTable::new(&[p(1, 10), p(10, 20)], &[], 1),
+        Err(BuildError::Overlap { .. })
+    ));
+    assert!(matches!(
+        LeaseTable::new(&[p(5, 4)], &[], 1),
+        Err(BuildError::EmptyRange { .. })
+    ));
 }
 
 #[test]
@@ -188,7 +323,10 @@ fn concurrent_offers_from_many_threads_never_share_an_address() {
             })
         })
         .collect();
-    let mut all: Vec<Ipv4Addr> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut all: Vec<Ipv4Addr> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     assert_eq!(all.len(), 200);
     all.sort();
     all.dedup();

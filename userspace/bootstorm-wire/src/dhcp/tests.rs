@@ -3,7 +3,10 @@ use proptest::prelude::*;
 
 fn unhex(s: &str) -> Vec<u8> {
     let s = s.trim();
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
@@ -29,7 +32,9 @@ fn ipxe_discover() -> Vec<u8> {
         b"\x4d\x04iPXE",
         &[175, 6, 0x13, 1, 1, 0x17, 1, 1],
         &[61, 7, 1, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
-        &[97, 17, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16],
+        &[
+            97, 17, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+        ],
         &[55, 9, 1, 3, 6, 12, 15, 17, 43, 60, 66],
         &[255],
     ];
@@ -81,8 +86,14 @@ fn udhcpc_discover_golden() {
     assert_eq!(r.message_type, Some(MessageType::Discover));
     assert_eq!(r.max_message_size, Some(576));
     assert_eq!(r.vendor_class, Some(&b"udhcp 1.35.0"[..]));
-    assert_eq!(r.client_id, Some(&[1, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56][..]));
-    assert_eq!(r.parameter_request_list, Some(&[1, 3, 6, 12, 15, 28, 42][..]));
+    assert_eq!(
+        r.client_id,
+        Some(&[1, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56][..])
+    );
+    assert_eq!(
+        r.parameter_request_list,
+        Some(&[1, 3, 6, 12, 15, 28, 42][..])
+    );
     assert_eq!(r.chaddr(), &MAC);
 }
 
@@ -108,7 +119,10 @@ fn ipxe_discover_fields() {
     assert!(r.broadcast());
     assert_eq!(r.client_arches().collect::<Vec<_>>(), [7]);
     assert_eq!(r.user_class, Some(&b"iPXE"[..]));
-    assert_eq!(user_classes(r.user_class.unwrap()).collect::<Vec<_>>(), [&b"iPXE"[..]]);
+    assert_eq!(
+        user_classes(r.user_class.unwrap()).collect::<Vec<_>>(),
+        [&b"iPXE"[..]]
+    );
     assert_eq!(r.vendor_class.unwrap(), b"PXEClient:Arch:00007:UNDI:003016");
     assert_eq!(r.client_uuid.unwrap().len(), 17);
     assert_eq!(r.client_ndi, Some(&[1, 3, 16][..]));
@@ -150,7 +164,10 @@ fn overload_moves_options_into_file_and_sname() {
 fn hlen_above_16_is_refused() {
     let mut buf = ipxe_discover();
     buf[2] = 17;
-    assert_eq!(Packet::new_checked(&buf[..]).unwrap_err(), Error::Malformed("hlen above 16"));
+    assert_eq!(
+        Packet::new_checked(&buf[..]).unwrap_err(),
+        Error::Malformed("hlen above 16")
+    );
     buf[2] = 16;
     let p = Packet::new_checked(&buf[..]).unwrap();
     assert_eq!(p.chaddr().len(), 16);
@@ -159,9 +176,15 @@ fn hlen_above_16_is_refused() {
 #[test]
 fn missing_cookie_and_short_buffers() {
     let mut buf = ipxe_discover();
-    assert_eq!(Packet::new_checked(&buf[..239]).unwrap_err(), Error::Truncated);
+    assert_eq!(
+        Packet::new_checked(&buf[..239]).unwrap_err(),
+        Error::Truncated
+    );
     buf[236] = 0;
-    assert!(matches!(Packet::new_checked(&buf[..]), Err(Error::Malformed(_))));
+    assert!(matches!(
+        Packet::new_checked(&buf[..]),
+        Err(Error::Malformed(_))
+    ));
 }
 
 #[test]
@@ -178,13 +201,24 @@ fn truncated_option_is_an_error() {
 
 #[test]
 fn wrong_fixed_lengths_are_malformed() {
-    for bad in [&[53u8, 2, 1, 1][..], &[50, 3, 1, 2, 3], &[54, 5, 1, 2, 3, 4, 5], &[57, 1, 2], &[93, 3, 0, 0, 7], &[61, 1, 1], &[52, 1, 4]] {
+    for bad in [
+        &[53u8, 2, 1, 1][..],
+        &[50, 3, 1, 2, 3],
+        &[54, 5, 1, 2, 3, 4, 5],
+        &[57, 1, 2],
+        &[93, 3, 0, 0, 7],
+        &[61, 1, 1],
+        &[52, 1, 4],
+    ] {
         let mut buf = ipxe_discover();
         buf.truncate(HEADER_LEN);
         buf.extend_from_slice(bad);
         buf.push(255);
         let p = Packet::new_checked(&buf[..]).unwrap();
-        assert!(matches!(Repr::parse(&p), Err(Error::Malformed(_))), "{bad:?}");
+        assert!(
+            matches!(Repr::parse(&p), Err(Error::Malformed(_))),
+            "{bad:?}"
+        );
     }
 }
 
@@ -194,7 +228,10 @@ fn missing_end_is_tolerated_and_pad_skipped() {
     buf.truncate(HEADER_LEN);
     buf.extend_from_slice(&[0, 0, 53, 1, 1, 0]);
     let p = Packet::new_checked(&buf[..]).unwrap();
-    assert_eq!(Repr::parse(&p).unwrap().message_type, Some(MessageType::Discover));
+    assert_eq!(
+        Repr::parse(&p).unwrap().message_type,
+        Some(MessageType::Discover)
+    );
 }
 
 #[test]
@@ -203,8 +240,13 @@ fn reply_header_and_options_emit_and_parse_back() {
     let req_p = Packet::new_checked(&req_buf[..]).unwrap();
     let req = Repr::parse(&req_p).unwrap();
     let mut out = [0u8; 1500];
-    let mut p =
-        emit_reply_header(&mut out, &req, Ipv4Addr::new(198, 18, 1, 5), Ipv4Addr::new(198, 18, 0, 1)).unwrap();
+    let mut p = emit_reply_header(
+        &mut out,
+        &req,
+        Ipv4Addr::new(198, 18, 1, 5),
+        Ipv4Addr::new(198, 18, 0, 1),
+    )
+    .unwrap();
     p.set_file(b"ipxe.efi");
     p.set_sname(b"boot");
     let mut w = OptionWriter::new(p.options_mut(), DEFAULT_MAX_MESSAGE - HEADER_LEN);
@@ -234,7 +276,7 @@ fn option_writer_respects_limit_and_keeps_room_for_end() {
     let mut w = OptionWriter::new(&mut buf, 10);
     w.push(1, &[1, 2, 3, 4]).unwrap(); // 6 bytes
     assert_eq!(w.push(3, &[1, 2, 3, 4]), Err(Error::NoSpace)); // would need 6 + 6 + 1 > 10
-    assert!(w.push_optional(12, &[b'a'])); // 6 + 3 + 1 = 10 fits exactly
+    assert!(w.push_optional(12, b"a")); // 6 + 3 + 1 = 10 fits exactly
     assert!(!w.push_optional(12, &[]));
     assert_eq!(w.dropped(), 1);
     let n = w.finish(0);
@@ -290,7 +332,15 @@ proptest! {
 #[test]
 fn request_header_emits_what_the_parser_reads() {
     let mut buf = [0u8; 600];
-    let mut p = emit_request_header(&mut buf, 0xabcd, &MAC, FLAG_BROADCAST, Ipv4Addr::new(198, 18, 1, 2), Ipv4Addr::new(198, 19, 0, 1)).unwrap();
+    let mut p = emit_request_header(
+        &mut buf,
+        0xabcd,
+        &MAC,
+        FLAG_BROADCAST,
+        Ipv4Addr::new(198, 18, 1, 2),
+        Ipv4Addr::new(198, 19, 0, 1),
+    )
+    .unwrap();
     let mut w = OptionWriter::new(p.options_mut(), 300);
     w.push(opt::MESSAGE_TYPE, &[3]).unwrap();
     let n = HEADER_LEN + w.finish(0);

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs every test of bootstorm: formatting and lints, unit and property tests, loom models,
+# and the end-to-end tests against real peers (dhclient, udhcpc, dhcpcd, perfdhcp, tshark).
+# Installs the peers it needs when they are missing (apt-get; needs root, as do the namespace
+# tests, which skip with a printed reason when not run as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# tool:package pairs of the peers the tests use.
+peers="dhclient:isc-dhcp-client udhcpc:udhcpc dhcpcd:dhcpcd-base perfdhcp:kea-admin tshark:tshark ip:iproute2"
+missing=()
+for pair in $peers; do
+  tool=${pair%%:*}; pkg=${pair#*:}
+  if ! PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null 2>&1; then
+    missing+=("$pkg")
+  fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "== installing test peers: ${missing[*]}"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  else
+    echo "== missing test peers (not root, cannot install): ${missing[*]}"
+  fi
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -q -- -D warnings
+
+echo "== build binaries (the end-to-end tests run them)"
+cargo build --workspace --bins -q
+
+echo "== cargo test"
+cargo test --workspace
+
+echo "== loom models of the lease table"
+RUSTFLAGS="--cfg loom" cargo test -p bootstorm-lease --release --target-dir target/loom -q
+
+echo "== all tests passed"
