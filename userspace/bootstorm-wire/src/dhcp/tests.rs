@@ -112,6 +112,28 @@ fn dhcpcd_discover_golden() {
 }
 
 #[test]
+fn ipxe_discover_golden() {
+    // Captured from Debian's iPXE 1.21 BIOS ROM (pxe-e1000.rom) booting in qemu on a tap device.
+    let buf = unhex(include_str!("../../testdata/discover-ipxe.hex"));
+    let p = Packet::new_checked(&buf[..]).unwrap();
+    assert_eq!(p.xid(), 0x938f_796e);
+    assert!(!p.broadcast());
+    assert_eq!(p.chaddr(), &MAC);
+    let r = Repr::parse(&p).unwrap();
+    assert_eq!(r.message_type, Some(MessageType::Discover));
+    assert_eq!(r.max_message_size, Some(1472));
+    assert_eq!(r.client_arches().collect::<Vec<_>>(), [0]);
+    assert_eq!(r.vendor_class, Some(&b"PXEClient:Arch:00000:UNDI:002001"[..]));
+    // iPXE sends its user class as a plain string, not RFC 3004-encoded.
+    assert_eq!(r.user_class, Some(&b"iPXE"[..]));
+    assert_eq!(user_classes(r.user_class.unwrap()).collect::<Vec<_>>(), [&b"iPXE"[..]]);
+    assert_eq!(r.client_uuid, Some(&[0u8; 17][..]));
+    assert_eq!(r.client_id, Some(&[1, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56][..]));
+    let codes: Vec<u8> = p.all_options().map(|o| o.unwrap().code).collect();
+    assert_eq!(codes, [53, 57, 93, 94, 60, 77, 55, 175, 61, 97]);
+}
+
+#[test]
 fn ipxe_discover_fields() {
     let buf = ipxe_discover();
     let p = Packet::new_checked(&buf[..]).unwrap();

@@ -1,0 +1,40 @@
+//! Any bytes: the DHCP view, option iterator and Repr never panic; a reply header emitted from a
+//! parsed request parses back to the same fields; whole frames parse or fail cleanly.
+#![no_main]
+
+use bootstorm_wire::dhcp::{self, OptionWriter, Packet, Repr};
+use bootstorm_wire::frame;
+use libfuzzer_sys::fuzz_target;
+use std::net::Ipv4Addr;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = frame::parse_udp(data);
+    let Ok(p) = Packet::new_checked(data) else { return };
+    for o in p.all_options().take(2000) {
+        let _ = o;
+    }
+    let _ = (p.chaddr(), p.sname(), p.file(), p.xid(), p.flags());
+    let Ok(r) = Repr::parse(&p) else { return };
+    let _ = r.client_arches().count();
+    if let Some(u) = r.user_class {
+        let _ = dhcp::user_classes(u).count();
+    }
+    // Emit a reply header and options from what was parsed, then parse it again.
+    let mut out = [0u8; 1500];
+    let yiaddr = Ipv4Addr::new(198, 18, 1, 1);
+    let mut q = dhcp::emit_reply_header(&mut out, &r, yiaddr, Ipv4Addr::UNSPECIFIED).unwrap();
+    let mut w = OptionWriter::new(q.options_mut(), 1000);
+    w.push(dhcp::opt::MESSAGE_TYPE, &[2]).unwrap();
+    if let Some(id) = r.client_id {
+        w.push(dhcp::opt::CLIENT_ID, id).unwrap();
+    }
+    let n = dhcp::HEADER_LEN + w.finish(dhcp::MIN_MESSAGE - dhcp::HEADER_LEN);
+    let back = Packet::new_checked(&out[..n]).expect("our reply is a valid packet");
+    let b = Repr::parse(&back).expect("our reply parses");
+    assert_eq!(b.xid, r.xid);
+    assert_eq!(b.chaddr, r.chaddr);
+    assert_eq!(b.hlen, r.hlen);
+    assert_eq!(b.yiaddr, Some(yiaddr));
+    assert_eq!(b.client_id, r.client_id);
+    assert_eq!(b.message_type, Some(dhcp::MessageType::Offer));
+});
