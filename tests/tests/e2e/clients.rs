@@ -132,8 +132,8 @@ case "$reason" in BOUND|RENEW|REBIND|REBOOT) ip addr replace "$new_ip_address/$n
         "{:?}",
         srv.leases_json()
     );
-    let log_text = srv.log_text();
-    assert!(log_text.contains(r#""event":"release""#), "{log_text}");
+    // Workers write their log lines out at least every 100 ms.
+    assert!(wait_until(Duration::from_secs(3), || srv.log_text().contains(r#""event":"release""#)), "{}", srv.log_text());
 }
 
 #[test]

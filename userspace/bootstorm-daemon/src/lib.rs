@@ -7,5 +7,6 @@
 
 pub mod config;
 pub mod control;
+pub mod logbuf;
 pub mod quick;
 pub mod serve;

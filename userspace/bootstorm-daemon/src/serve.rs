@@ -2,8 +2,9 @@
 //! thread in batches, all sharing one [`Server`] core and its lease table.
 
 use crate::config::Settings;
+use crate::logbuf;
 use anyhow::Context;
-use bootstorm_dhcp::{Destination, Event, RxMeta, Server, Stats};
+use bootstorm_dhcp::{Destination, Event, EventKind, RxMeta, Server, Stats};
 use bootstorm_net::{RecvBatch, SendBatch, SocketOptions, UdpSocket4, interface_index};
 use bootstorm_time::Clock;
 use bootstorm_wire::dhcp::CLIENT_PORT;
@@ -206,7 +207,13 @@ fn worker(
     let mut rx = RecvBatch::default();
     let mut tx = SendBatch::default();
     let mut stats = Stats::default();
+    logbuf::buffer_this_thread();
+    let mut last_flush = std::time::Instant::now();
     while !shutdown.load(Ordering::Relaxed) {
+        if last_flush.elapsed() >= logbuf::FLUSH_INTERVAL {
+            logbuf::flush_thread();
+            last_flush = std::time::Instant::now();
+        }
         let n = match sock.recv_batch(&mut rx) {
             Ok(n) => n,
             Err(e) => {
@@ -216,6 +223,9 @@ fn worker(
             }
         };
         if n == 0 {
+            // Idle: a good moment to write the log lines out.
+            logbuf::flush_thread();
+            last_flush = std::time::Instant::now();
             continue;
         }
         let now = clock.now();
@@ -265,6 +275,7 @@ fn worker(
     if let Ok(mut g) = shared.lock() {
         g.clone_from(&stats);
     }
+    logbuf::flush_thread();
 }
 
 fn flush(id: usize, sock: &UdpSocket4, tx: &mut SendBatch) {
@@ -294,17 +305,27 @@ pub fn fmt_hw(hw: &[u8]) -> String {
 
 fn log_event(worker: usize, now: bootstorm_time::Instant, ev: &Event) {
     let lease_secs = ev.expires.map(|e| e.saturating_since(now).as_secs());
-    tracing::info!(
-        target: "bootstorm::lease",
-        worker,
-        event = ev.kind.name(),
-        ip = %ev.addr,
-        mac = %fmt_hw(ev.hwaddr()),
-        xid = %format_args!("{:#010x}", ev.xid),
-        subnet = ev.subnet,
-        lease_secs,
-        "lease"
-    );
+    // An OFFER only holds an address for a moment; what an operator follows is bind, NAK,
+    // release, decline and inform. Offers are there at debug level (BOOTSTORM_LOG=debug).
+    macro_rules! lease_line {
+        ($level:ident) => {
+            tracing::$level!(
+                target: "bootstorm::lease",
+                worker,
+                event = ev.kind.name(),
+                ip = %ev.addr,
+                mac = %fmt_hw(ev.hwaddr()),
+                xid = %format_args!("{:#010x}", ev.xid),
+                subnet = ev.subnet,
+                lease_secs,
+                "lease"
+            )
+        };
+    }
+    match ev.kind {
+        EventKind::Offer => lease_line!(debug),
+        _ => lease_line!(info),
+    }
 }
 
 #[cfg(test)]
