@@ -13,13 +13,20 @@ const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 fn server() -> Server {
     let mut options = OptionSet::new();
     options.set(opt::ROUTER, encode_ips(&[SERVER]), false);
-    options.set(opt::DNS_SERVERS, encode_ips(&[Ipv4Addr::new(198, 18, 0, 53)]), false);
+    options.set(
+        opt::DNS_SERVERS,
+        encode_ips(&[Ipv4Addr::new(198, 18, 0, 53)]),
+        false,
+    );
     options.set(opt::DOMAIN_NAME, &b"lab.bootstorm.test"[..], false);
     Server::new(ServerConfig {
         subnets: vec![Subnet {
             network: Ipv4Addr::new(198, 18, 0, 0),
             prefix: 16,
-            ranges: vec![(Ipv4Addr::new(198, 18, 1, 0), Ipv4Addr::new(198, 18, 255, 254))],
+            ranges: vec![(
+                Ipv4Addr::new(198, 18, 1, 0),
+                Ipv4Addr::new(198, 18, 255, 254),
+            )],
             server_id: SERVER,
             interface: None,
             lease_time: Duration::from_secs(3600),
@@ -36,8 +43,23 @@ fn server() -> Server {
 /// A request as dhclient sends it (option 55 with its usual list), for client `n`.
 fn request(n: u32, mt: MessageType, requested: Option<Ipv4Addr>, server_id: bool) -> Vec<u8> {
     let mut b = vec![0u8; 600];
-    let mac = [0x52, 0x54, (n >> 24) as u8, (n >> 16) as u8, (n >> 8) as u8, n as u8];
-    let mut p = emit_request_header(&mut b, n, &mac, 0, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED).unwrap();
+    let mac = [
+        0x52,
+        0x54,
+        (n >> 24) as u8,
+        (n >> 16) as u8,
+        (n >> 8) as u8,
+        n as u8,
+    ];
+    let mut p = emit_request_header(
+        &mut b,
+        n,
+        &mac,
+        0,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+    )
+    .unwrap();
     let mut w = OptionWriter::new(p.options_mut(), 300);
     w.push(opt::MESSAGE_TYPE, &[mt.into()]).unwrap();
     if let Some(a) = requested {
@@ -47,7 +69,11 @@ fn request(n: u32, mt: MessageType, requested: Option<Ipv4Addr>, server_id: bool
         w.push(opt::SERVER_ID, &SERVER.octets()).unwrap();
     }
     w.push(opt::HOSTNAME, b"node").unwrap();
-    w.push(opt::PARAMETER_REQUEST_LIST, &[1, 28, 2, 3, 15, 6, 119, 12, 44, 47, 26, 121, 42]).unwrap();
+    w.push(
+        opt::PARAMETER_REQUEST_LIST,
+        &[1, 28, 2, 3, 15, 6, 119, 12, 44, 47, 26, 121, 42],
+    )
+    .unwrap();
     let n = dhcp::HEADER_LEN + w.finish(0);
     b.truncate(n);
     b
@@ -58,17 +84,28 @@ const CLIENTS: u32 = 4096;
 pub fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("dhcp_core");
     g.throughput(Throughput::Elements(1));
-    let meta = RxMeta { src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68), subnet_hint: None };
+    let meta = RxMeta {
+        src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
+        subnet_hint: None,
+    };
     let mut out = [0u8; 1500];
     let mut stats = Stats::default();
 
     // DISCOVER -> OFFER for clients the server has seen (a retransmitting boot storm).
     let srv = server();
-    let discovers: Vec<Vec<u8>> = (0..CLIENTS).map(|n| request(n, MessageType::Discover, None, false)).collect();
+    let discovers: Vec<Vec<u8>> = (0..CLIENTS)
+        .map(|n| request(n, MessageType::Discover, None, false))
+        .collect();
     let mut i = 0;
     g.bench_function("discover_to_offer", |b| {
         b.iter(|| {
-            let o = srv.handle(Instant::from_secs(1), &meta, black_box(&discovers[i % discovers.len()]), &mut out, &mut stats);
+            let o = srv.handle(
+                Instant::from_secs(1),
+                &meta,
+                black_box(&discovers[i % discovers.len()]),
+                &mut out,
+                &mut stats,
+            );
             assert!(o.reply.is_some());
             i += 1;
         })
@@ -78,16 +115,38 @@ pub fn benches(c: &mut Criterion) {
     let srv = server();
     let mut addrs = Vec::new();
     for n in 0..CLIENTS {
-        let o = srv.handle(Instant::from_secs(1), &meta, &request(n, MessageType::Discover, None, false), &mut out, &mut stats);
-        let yiaddr = dhcp::Packet::new_checked(&out[..o.reply.unwrap().len]).unwrap().yiaddr();
-        srv.handle(Instant::from_secs(1), &meta, &request(n, MessageType::Request, Some(yiaddr), true), &mut out, &mut stats);
+        let o = srv.handle(
+            Instant::from_secs(1),
+            &meta,
+            &request(n, MessageType::Discover, None, false),
+            &mut out,
+            &mut stats,
+        );
+        let yiaddr = dhcp::Packet::new_checked(&out[..o.reply.unwrap().len])
+            .unwrap()
+            .yiaddr();
+        srv.handle(
+            Instant::from_secs(1),
+            &meta,
+            &request(n, MessageType::Request, Some(yiaddr), true),
+            &mut out,
+            &mut stats,
+        );
         addrs.push(yiaddr);
     }
-    let renewals: Vec<Vec<u8>> = (0..CLIENTS).map(|n| request(n, MessageType::Request, Some(addrs[n as usize]), false)).collect();
+    let renewals: Vec<Vec<u8>> = (0..CLIENTS)
+        .map(|n| request(n, MessageType::Request, Some(addrs[n as usize]), false))
+        .collect();
     let mut i = 0;
     g.bench_function("request_to_ack", |b| {
         b.iter(|| {
-            let o = srv.handle(Instant::from_secs(2), &meta, black_box(&renewals[i % renewals.len()]), &mut out, &mut stats);
+            let o = srv.handle(
+                Instant::from_secs(2),
+                &meta,
+                black_box(&renewals[i % renewals.len()]),
+                &mut out,
+                &mut stats,
+            );
             assert_eq!(o.reply.map(|r| r.message_type), Some(MessageType::Ack));
             i += 1;
         })
@@ -104,9 +163,23 @@ pub fn benches(c: &mut Criterion) {
             }
             n += 1;
             let id = 0x0100_0000 + n;
-            let o = srv.handle(Instant::from_secs(1), &meta, &request(id, MessageType::Discover, None, false), &mut out, &mut stats);
-            let yiaddr = dhcp::Packet::new_checked(&out[..o.reply.unwrap().len]).unwrap().yiaddr();
-            let o = srv.handle(Instant::from_secs(1), &meta, &request(id, MessageType::Request, Some(yiaddr), true), &mut out, &mut stats);
+            let o = srv.handle(
+                Instant::from_secs(1),
+                &meta,
+                &request(id, MessageType::Discover, None, false),
+                &mut out,
+                &mut stats,
+            );
+            let yiaddr = dhcp::Packet::new_checked(&out[..o.reply.unwrap().len])
+                .unwrap()
+                .yiaddr();
+            let o = srv.handle(
+                Instant::from_secs(1),
+                &meta,
+                &request(id, MessageType::Request, Some(yiaddr), true),
+                &mut out,
+                &mut stats,
+            );
             assert_eq!(o.reply.map(|r| r.message_type), Some(MessageType::Ack));
         })
     });

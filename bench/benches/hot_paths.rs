@@ -9,7 +9,10 @@ mod wire;
 
 fn config() -> Criterion {
     // Short runs: the whole suite stays under a minute on the 2-core machine.
-    Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2)).sample_size(30)
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30)
 }
 
 criterion_group! {

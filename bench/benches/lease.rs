@@ -9,7 +9,16 @@ use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
 fn table() -> LeaseTable {
-    LeaseTable::new(&[PoolConfig { subnet: 0, start: Ipv4Addr::new(198, 18, 0, 1), end: Ipv4Addr::new(198, 18, 255, 254) }], &[], 64).unwrap()
+    LeaseTable::new(
+        &[PoolConfig {
+            subnet: 0,
+            start: Ipv4Addr::new(198, 18, 0, 1),
+            end: Ipv4Addr::new(198, 18, 255, 254),
+        }],
+        &[],
+        64,
+    )
+    .unwrap()
 }
 
 const CLIENTS_PER_THREAD: u32 = 2048;
@@ -17,7 +26,11 @@ const CLIENTS_PER_THREAD: u32 = 2048;
 fn cycle(tb: &LeaseTable, thread: u32, i: u64) {
     let n = (i % u64::from(CLIENTS_PER_THREAD)) as u32;
     let key = [1, 0x52, 0x54, thread as u8, (n >> 8) as u8, n as u8, 0];
-    let c = Client { key: &key, hwaddr: &key[1..], hostname: None };
+    let c = Client {
+        key: &key,
+        hwaddr: &key[1..],
+        hostname: None,
+    };
     let now = Instant::from_secs(1 + i / 1_000_000);
     let b = tb.offer(now, 0, &c, None, Duration::from_secs(30)).unwrap();
     tb.bind(now, &c, b.addr, Duration::from_secs(3600)).unwrap();

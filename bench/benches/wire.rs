@@ -7,7 +7,10 @@ use std::net::Ipv4Addr;
 
 pub fn discover_bytes() -> Vec<u8> {
     let hex = include_str!("../../userspace/bootstorm-wire/testdata/discover-dhclient.hex").trim();
-    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 pub fn benches(c: &mut Criterion) {
@@ -25,9 +28,18 @@ pub fn benches(c: &mut Criterion) {
     let mut out = [0u8; 1500];
     g.bench_function("build_offer", |b| {
         b.iter(|| {
-            let mut q = emit_reply_header(&mut out, black_box(&req), Ipv4Addr::new(198, 18, 1, 7), Ipv4Addr::new(198, 18, 0, 1)).unwrap();
+            let mut q = emit_reply_header(
+                &mut out,
+                black_box(&req),
+                Ipv4Addr::new(198, 18, 1, 7),
+                Ipv4Addr::new(198, 18, 0, 1),
+            )
+            .unwrap();
             q.set_file(b"ipxe.efi");
-            let mut w = OptionWriter::new(q.options_mut(), dhcp::DEFAULT_MAX_MESSAGE - dhcp::HEADER_LEN);
+            let mut w = OptionWriter::new(
+                q.options_mut(),
+                dhcp::DEFAULT_MAX_MESSAGE - dhcp::HEADER_LEN,
+            );
             w.push(opt::MESSAGE_TYPE, &[2]).unwrap();
             w.push(opt::SERVER_ID, &[198, 18, 0, 1]).unwrap();
             w.push(opt::LEASE_TIME, &3600u32.to_be_bytes()).unwrap();

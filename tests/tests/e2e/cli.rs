@@ -114,13 +114,32 @@ fn sigterm_and_sigint_stop_the_server_cleanly() {
         let sock = dir.join("c.sock");
         let log = dir.join("server.log");
         let mut cmd = Command::new(bin("bootstorm"));
-        cmd.args(["serve", "--server-ip", "198.18.1.0", "--pool", "198.18.1.1-198.18.1.4", "--address", "127.0.0.1", "--port", "0", "--for", "60s", "--control-socket"])
-            .arg(&sock)
-            .stderr(std::fs::File::create(&log).unwrap());
+        cmd.args([
+            "serve",
+            "--server-ip",
+            "198.18.1.0",
+            "--pool",
+            "198.18.1.1-198.18.1.4",
+            "--address",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--for",
+            "60s",
+            "--control-socket",
+        ])
+        .arg(&sock)
+        .stderr(std::fs::File::create(&log).unwrap());
         let mut p = bootstorm_tests::Proc::spawn("bootstorm", &mut cmd);
-        assert!(bootstorm_tests::wait_until(Duration::from_secs(10), || std::fs::read_to_string(&log).unwrap_or_default().contains("ready")));
+        assert!(bootstorm_tests::wait_until(Duration::from_secs(10), || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("ready")
+        }));
         p.signal(sig);
-        let st = p.wait(Duration::from_secs(5)).expect("exits within 5 s of the signal");
+        let st = p
+            .wait(Duration::from_secs(5))
+            .expect("exits within 5 s of the signal");
         assert!(st.success(), "SIG{sig}: {st:?}");
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(text.contains("stopped"), "SIG{sig}: {text}");

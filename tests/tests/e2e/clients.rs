@@ -133,7 +133,13 @@ case "$reason" in BOUND|RENEW|REBIND|REBOOT) ip addr replace "$new_ip_address/$n
         srv.leases_json()
     );
     // Workers write their log lines out at least every 100 ms.
-    assert!(wait_until(Duration::from_secs(3), || srv.log_text().contains(r#""event":"release""#)), "{}", srv.log_text());
+    assert!(
+        wait_until(Duration::from_secs(3), || srv
+            .log_text()
+            .contains(r#""event":"release""#)),
+        "{}",
+        srv.log_text()
+    );
 }
 
 #[test]

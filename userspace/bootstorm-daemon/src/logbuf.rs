@@ -98,7 +98,11 @@ mod tests {
             let mut w = LineWriter;
             w.write_all(b"through\n").unwrap();
             drop(w);
-            assert_eq!(BUF.with(|b| b.borrow().len()), 0, "unbuffered threads write at once");
+            assert_eq!(
+                BUF.with(|b| b.borrow().len()),
+                0,
+                "unbuffered threads write at once"
+            );
         })
         .join()
         .unwrap();

@@ -7,8 +7,8 @@ use crate::stats::{DropReason, Stats};
 use bootstorm_lease::{AllocError, Binding, BuildError, Client, LeaseTable, PoolConfig};
 use bootstorm_time::{Duration, Instant};
 use bootstorm_wire::dhcp::{
-    self, HEADER_LEN, MIN_MESSAGE, MessageType, OptionWriter, Packet, Repr, emit_reply_header, opt,
-    user_classes,
+    self, HEADER_LEN, MIN_MESSAGE, MessageType, OptionWriter, OverloadWriter, Packet, Repr,
+    emit_reply_header, opt, user_classes,
 };
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -776,7 +776,22 @@ impl Server {
         // RFC 3046 2.2: option 82 is echoed, and last.
         let relay_info = req.relay_agent_info.filter(|_| req.giaddr.is_some());
         let reserve = relay_info.map_or(0, |r| OptionWriter::encoded_len(r.len()));
-        let mut w = OptionWriter::new(p.options_mut(), max - HEADER_LEN - reserve);
+        // Optional options that do not fit spill into `file` and `sname` where those are free
+        // (option overload, RFC 2131 4.1). Never for PXE or HTTP boot firmware: some ROMs read
+        // those fields literally and do not know option 52.
+        let vendor = req.vendor_class.unwrap_or(&[]);
+        let firmware = vendor.starts_with(PXE_CLIENT)
+            || vendor.starts_with(HTTP_CLIENT)
+            || req.client_arch.is_some();
+        let file_free = !firmware && boot.is_none_or(|b| b.file.len() >= 128);
+        let sname_free = !firmware && boot.is_none_or(|b| b.server_name.is_none());
+        let mut w = OverloadWriter::new(
+            p.into_inner(),
+            max - HEADER_LEN - reserve,
+            file_free,
+            sname_free,
+        )
+        .ok()?;
         let mut written = CodeSet::default();
         w.push(opt::MESSAGE_TYPE, &[mt.into()]).ok()?;
         written.insert(opt::MESSAGE_TYPE);
@@ -848,7 +863,7 @@ impl Server {
             // Then what is sent unasked: the essentials, boot options for boot clients, and any
             // option configured with `always`.
             let pxe_or_http = http || vendor.starts_with(PXE_CLIENT);
-            let mut unasked = |code: u8, w: &mut OptionWriter<'_>, tmp: &mut [u8; 16]| {
+            let mut unasked = |code: u8, w: &mut OverloadWriter<'_>, tmp: &mut [u8; 16]| {
                 if !written.contains(code) {
                     if let Some(data) = self.value(ctx, boot, code, tmp) {
                         w.push_optional(code, data);
@@ -880,6 +895,7 @@ impl Server {
         }
         stats.options_dropped += u64::from(w.dropped());
         if let Some(r) = relay_info {
+            w.seal();
             w.extend_limit(reserve);
             w.push(opt::RELAY_AGENT_INFO, r).ok()?;
         }

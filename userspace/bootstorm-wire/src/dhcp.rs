@@ -886,6 +886,136 @@ impl<'b> OptionWriter<'b> {
     }
 }
 
+/// Writes options into the options field and, once that is full, optional ones into `file` and
+/// then `sname` with option overload (RFC 2131 4.1, RFC 2132 9.3), so that a client with a small
+/// maximum message size still gets them. Only fields the caller says are free are used (never
+/// `file` when it carries a boot file name). Required options always go in the options field.
+#[derive(Debug)]
+pub struct OverloadWriter<'b> {
+    main: OptionWriter<'b>,
+    file: Option<OptionWriter<'b>>,
+    sname: Option<OptionWriter<'b>>,
+    used: u8,
+    dropped: u16,
+}
+
+/// Bytes option 52 takes in the options field.
+const OVERLOAD_OPTION_LEN: usize = 3;
+
+impl<'b> OverloadWriter<'b> {
+    /// A writer over a whole DHCP message buffer (at least [`HEADER_LEN`] bytes) whose options
+    /// field may use `limit` bytes (End included). `file` and `sname` say which fields are free.
+    pub fn new(
+        message: &'b mut [u8],
+        limit: usize,
+        file: bool,
+        sname: bool,
+    ) -> Result<OverloadWriter<'b>> {
+        if message.len() < HEADER_LEN {
+            return Err(Error::NoSpace);
+        }
+        let (head, options) = message.split_at_mut(field::OPTIONS);
+        let (before_file, rest) = head.split_at_mut(field::FILE.start);
+        let file_area = &mut rest[..field::FILE.len()];
+        let sname_area = &mut before_file[field::SNAME];
+        let overflow = file || sname;
+        // Room for option 52 is kept back in the options field while overflow is possible.
+        let main_limit = if overflow {
+            limit.saturating_sub(OVERLOAD_OPTION_LEN)
+        } else {
+            limit
+        };
+        let area = |on: bool, a: &'b mut [u8]| {
+            on.then(|| {
+                let n = a.len();
+                OptionWriter::new(a, n)
+            })
+        };
+        Ok(OverloadWriter {
+            main: OptionWriter::new(options, main_limit),
+            file: area(file, file_area),
+            sname: area(sname, sname_area),
+            used: 0,
+            dropped: 0,
+        })
+    }
+
+    /// Writes a required option into the options field.
+    pub fn push(&mut self, code: u8, data: &[u8]) -> Result<()> {
+        self.main.push(code, data)
+    }
+
+    /// Writes an optional option where it fits: options field, then `file`, then `sname`.
+    /// Returns whether it was written.
+    pub fn push_optional(&mut self, code: u8, data: &[u8]) -> bool {
+        if self.main.push(code, data).is_ok() {
+            return true;
+        }
+        for (bit, area) in [(1u8, &mut self.file), (2, &mut self.sname)] {
+            if let Some(w) = area {
+                if w.push(code, data).is_ok() {
+                    self.used |= bit;
+                    return true;
+                }
+            }
+        }
+        self.dropped += 1;
+        false
+    }
+
+    /// How many optional options fit nowhere.
+    pub fn dropped(&self) -> u16 {
+        self.dropped
+    }
+
+    /// Bytes written into the options field so far.
+    pub fn len(&self) -> usize {
+        self.main.len()
+    }
+
+    /// True if nothing was written into the options field yet.
+    pub fn is_empty(&self) -> bool {
+        self.main.is_empty()
+    }
+
+    /// Ends overflow: writes option 52 if `file` or `sname` were used, gives its unused room back
+    /// to the options field, and ends the used fields with End. Call before an option that must
+    /// come last (82) and before [`OverloadWriter::finish`].
+    pub fn seal(&mut self) {
+        let had_room = self.file.is_some() || self.sname.is_some();
+        if self.used & 1 != 0 {
+            if let Some(w) = self.file.take() {
+                w.finish(field::FILE.len());
+            }
+        }
+        if self.used & 2 != 0 {
+            if let Some(w) = self.sname.take() {
+                w.finish(field::SNAME.len());
+            }
+        }
+        self.file = None;
+        self.sname = None;
+        if had_room {
+            self.main.extend_limit(OVERLOAD_OPTION_LEN);
+            if self.used != 0 {
+                // The room was kept back at creation, so this cannot fail.
+                let _ = self.main.push(opt::OVERLOAD, &[self.used]);
+            }
+        }
+    }
+
+    /// See [`OptionWriter::extend_limit`].
+    pub fn extend_limit(&mut self, n: usize) {
+        self.main.extend_limit(n);
+    }
+
+    /// Seals, writes End and padding into the options field; returns the options field's length.
+    pub fn finish(mut self, min_len: usize) -> usize {
+        self.seal();
+        self.main.finish(min_len)
+    }
+}
+
 /// Iterates the classes of option 77. RFC 3004 encodes each as a length byte and data; iPXE and
 /// some firmware send a plain string instead. If the option does not parse as RFC 3004 exactly,
 /// the whole option is one class.

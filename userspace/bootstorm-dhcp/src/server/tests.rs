@@ -936,3 +936,50 @@ mod props {
         }
     }
 }
+
+#[test]
+fn options_overflow_into_file_and_sname_for_small_clients() {
+    let mut cfg = pxe_config();
+    for code in 224..230u8 {
+        cfg.subnets[0].options.set(code, vec![code; 40], true);
+    }
+    let srv = Server::new(cfg).unwrap();
+    let info = vec![1, 2, 9, 9];
+    let relay = Ipv4Addr::new(198, 18, 0, 254);
+    let d = Req {
+        max_size: Some(576),
+        giaddr: Some(relay),
+        relay_info: Some(info.clone()),
+        ..Req::new(MessageType::Discover, 1)
+    };
+    let o = send(
+        &srv,
+        t(0),
+        &RxMeta {
+            src: SocketAddrV4::new(relay, 67),
+            subnet_hint: None,
+        },
+        &d,
+    );
+    assert!(o.bytes.len() <= 548);
+    let r = o.repr();
+    assert_ne!(r.overload, 0, "overload used");
+    for code in 224..230u8 {
+        assert_eq!(o.option(code), Some(vec![code; 40]), "option {code}");
+    }
+    // Option 82 ends the options field, which a client reads first.
+    let p = Packet::new_checked(&o.bytes[..]).unwrap();
+    let main: Vec<u8> = bootstorm_wire::dhcp::OptionIter::new(p.options())
+        .map(|x| x.unwrap().code)
+        .collect();
+    assert_eq!(main.last(), Some(&opt::RELAY_AGENT_INFO));
+    // PXE firmware never gets overload: its boot file keeps the file field, sname stays empty.
+    let d = Req {
+        max_size: Some(576),
+        ..pxe_discover(2, 7)
+    };
+    let o = send(&srv, t(0), &meta(), &d);
+    assert_eq!(o.file(), b"ipxe.efi");
+    assert_eq!(o.repr().overload, 0);
+    assert!(o.codes().len() < 30);
+}

@@ -123,12 +123,21 @@ fn ipxe_discover_golden() {
     assert_eq!(r.message_type, Some(MessageType::Discover));
     assert_eq!(r.max_message_size, Some(1472));
     assert_eq!(r.client_arches().collect::<Vec<_>>(), [0]);
-    assert_eq!(r.vendor_class, Some(&b"PXEClient:Arch:00000:UNDI:002001"[..]));
+    assert_eq!(
+        r.vendor_class,
+        Some(&b"PXEClient:Arch:00000:UNDI:002001"[..])
+    );
     // iPXE sends its user class as a plain string, not RFC 3004-encoded.
     assert_eq!(r.user_class, Some(&b"iPXE"[..]));
-    assert_eq!(user_classes(r.user_class.unwrap()).collect::<Vec<_>>(), [&b"iPXE"[..]]);
+    assert_eq!(
+        user_classes(r.user_class.unwrap()).collect::<Vec<_>>(),
+        [&b"iPXE"[..]]
+    );
     assert_eq!(r.client_uuid, Some(&[0u8; 17][..]));
-    assert_eq!(r.client_id, Some(&[1, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56][..]));
+    assert_eq!(
+        r.client_id,
+        Some(&[1, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56][..])
+    );
     let codes: Vec<u8> = p.all_options().map(|o| o.unwrap().code).collect();
     assert_eq!(codes, [53, 57, 93, 94, 60, 77, 55, 175, 61, 97]);
 }
@@ -373,4 +382,71 @@ fn request_header_emits_what_the_parser_reads() {
     assert_eq!(r.giaddr, Some(Ipv4Addr::new(198, 19, 0, 1)));
     assert_eq!(r.chaddr(), &MAC);
     assert_eq!(r.message_type, Some(MessageType::Request));
+}
+
+#[test]
+fn overload_writer_spills_optional_options_into_file_then_sname() {
+    let req_buf = ipxe_discover();
+    let req = Repr::parse(&Packet::new_checked(&req_buf[..]).unwrap()).unwrap();
+    let mut out = [0u8; 600];
+    emit_reply_header(
+        &mut out,
+        &req,
+        Ipv4Addr::new(198, 18, 1, 5),
+        Ipv4Addr::UNSPECIFIED,
+    )
+    .unwrap();
+    // A 100-byte options field (97 while option 52 is kept back): 9 bytes of required options,
+    // then 52-byte optional ones: 224 in the options field, 225 and 226 in file (128 bytes),
+    // 227 in sname (64 bytes), and 228 nowhere.
+    let mut w = OverloadWriter::new(&mut out, 100, true, true).unwrap();
+    w.push(opt::MESSAGE_TYPE, &[2]).unwrap();
+    w.push(opt::SERVER_ID, &[198, 18, 0, 1]).unwrap();
+    for code in 224..228u8 {
+        assert!(w.push_optional(code, &[code; 50]), "option {code}");
+    }
+    assert!(!w.push_optional(228, &[0; 50]), "no room left anywhere");
+    assert_eq!(w.dropped(), 1);
+    w.seal();
+    w.extend_limit(10);
+    w.push(opt::RELAY_AGENT_INFO, &[1, 2, 9, 9]).unwrap();
+    let n = HEADER_LEN + w.finish(0);
+    let p = Packet::new_checked(&out[..n]).unwrap();
+    let codes: Vec<u8> = p.all_options().map(|o| o.unwrap().code).collect();
+    // Options field first, then file, then sname (RFC 2131 4.1).
+    assert_eq!(
+        codes,
+        [
+            opt::MESSAGE_TYPE,
+            opt::SERVER_ID,
+            224,
+            opt::OVERLOAD,
+            opt::RELAY_AGENT_INFO,
+            225,
+            226,
+            227
+        ]
+    );
+    // Option 82 is the last option of the options field (RFC 3046 2.2): the field is read first.
+    let main: Vec<u8> = OptionIter::new(p.options())
+        .map(|o| o.unwrap().code)
+        .collect();
+    assert_eq!(main.last(), Some(&opt::RELAY_AGENT_INFO));
+    let r = Repr::parse(&p).unwrap();
+    assert_eq!(r.overload, 3);
+    assert_eq!(r.file, b"");
+}
+
+#[test]
+fn overload_writer_without_free_fields_is_a_plain_writer() {
+    let mut out = [0u8; 600];
+    let mut w = OverloadWriter::new(&mut out, 20, false, false).unwrap();
+    w.push(opt::MESSAGE_TYPE, &[2]).unwrap();
+    assert!(w.push_optional(224, &[1; 10]));
+    assert!(!w.push_optional(225, &[1; 10]));
+    let n = w.finish(0);
+    assert_eq!(n, 3 + 12 + 1);
+    assert!(
+        OptionIter::new(&out[HEADER_LEN..HEADER_LEN + n]).all(|o| o.unwrap().code != opt::OVERLOAD)
+    );
 }
