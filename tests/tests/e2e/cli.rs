@@ -4,6 +4,29 @@ use bootstorm_tests::{TempDir, bin, output_within};
 use std::process::Command;
 use std::time::Duration;
 
+/// `bootstorm serve` in quick mode on an ephemeral loopback port, for `run_for`.
+fn loopback_serve(control: &std::path::Path, run_for: &str) -> Command {
+    let mut cmd = Command::new(bin("bootstorm"));
+    cmd.args([
+        "serve",
+        "--server-ip",
+        "198.18.1.0",
+        "--pool",
+        "198.18.1.1-198.18.1.4",
+    ])
+    .args([
+        "--address",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--for",
+        run_for,
+        "--control-socket",
+    ])
+    .arg(control);
+    cmd
+}
+
 #[test]
 fn check_config_reports_file_line_and_reason() {
     let dir = TempDir::new();
@@ -59,25 +82,7 @@ fn check_config_accepts_the_examples_and_warns_on_half_uefi_rules() {
 fn serve_for_a_bounded_time_then_exit_cleanly() {
     let dir = TempDir::new();
     let sock = dir.join("c.sock");
-    let out = output_within(
-        Command::new(bin("bootstorm"))
-            .args([
-                "serve",
-                "--server-ip",
-                "198.18.1.0",
-                "--pool",
-                "198.18.1.1-198.18.1.4",
-                "--address",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--for",
-                "1s",
-                "--control-socket",
-            ])
-            .arg(&sock),
-        Duration::from_secs(20),
-    );
+    let out = output_within(&mut loopback_serve(&sock, "1s"), Duration::from_secs(20));
     assert!(
         out.status.success(),
         "{}",
@@ -113,23 +118,8 @@ fn sigterm_and_sigint_stop_the_server_cleanly() {
         let dir = TempDir::new();
         let sock = dir.join("c.sock");
         let log = dir.join("server.log");
-        let mut cmd = Command::new(bin("bootstorm"));
-        cmd.args([
-            "serve",
-            "--server-ip",
-            "198.18.1.0",
-            "--pool",
-            "198.18.1.1-198.18.1.4",
-            "--address",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--for",
-            "60s",
-            "--control-socket",
-        ])
-        .arg(&sock)
-        .stderr(std::fs::File::create(&log).unwrap());
+        let mut cmd = loopback_serve(&sock, "60s");
+        cmd.stderr(std::fs::File::create(&log).unwrap());
         let mut p = bootstorm_tests::Proc::spawn("bootstorm", &mut cmd);
         assert!(bootstorm_tests::wait_until(Duration::from_secs(10), || {
             std::fs::read_to_string(&log)

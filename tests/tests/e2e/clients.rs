@@ -58,6 +58,28 @@ fn field(log: &str, reason: &str, key: &str) -> Option<String> {
         .find_map(|w| w.strip_prefix(&format!("{key}=")).map(str::to_string))
 }
 
+/// Waits for the client's script to log `reason`, then checks the lease it reports: an address
+/// from the pool and every `key=value` in `expect`. Returns the address.
+fn expect_lease(log: &Path, client_err: &Path, reason: &str, expect: &[(&str, &str)]) -> String {
+    assert!(
+        wait_until(Duration::from_secs(20), || read(log).contains(reason)),
+        "no {reason}: {}\n{}",
+        read(log),
+        read(client_err)
+    );
+    let l = read(log);
+    let ip = field(&l, reason, "ip").unwrap();
+    assert!(ip.starts_with("198.18.1."), "{l}");
+    for (key, value) in expect {
+        assert_eq!(
+            field(&l, reason, key).as_deref(),
+            Some(*value),
+            "{key} in {l}"
+        );
+    }
+    ip
+}
+
 #[test]
 fn dhclient_lease_renew_release() {
     if !need_root("dhclient_lease_renew_release") {
@@ -88,20 +110,18 @@ case "$reason" in BOUND|RENEW|REBIND|REBOOT) ip addr replace "$new_ip_address/$n
     cmd.stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("dhclient.err")).unwrap());
     let mut client = Proc::spawn("dhclient", &mut cmd);
-    assert!(
-        wait_until(Duration::from_secs(20), || read(&log).contains("BOUND")),
-        "no lease: {}\n{}",
-        read(&log),
-        read(&dir.join("dhclient.err"))
+    let ip = expect_lease(
+        &log,
+        &dir.join("dhclient.err"),
+        "BOUND",
+        &[
+            ("mask", "255.255.0.0"),
+            ("routers", "198.18.0.1"),
+            ("dns", "198.18.0.53"),
+            ("lease", "60"),
+            ("file", "ipxe.efi"),
+        ],
     );
-    let l = read(&log);
-    let ip = field(&l, "BOUND", "ip").unwrap();
-    assert!(ip.starts_with("198.18.1."), "{l}");
-    assert_eq!(field(&l, "BOUND", "mask").as_deref(), Some("255.255.0.0"));
-    assert_eq!(field(&l, "BOUND", "routers").as_deref(), Some("198.18.0.1"));
-    assert_eq!(field(&l, "BOUND", "dns").as_deref(), Some("198.18.0.53"));
-    assert_eq!(field(&l, "BOUND", "lease").as_deref(), Some("60"));
-    assert_eq!(field(&l, "BOUND", "file").as_deref(), Some("ipxe.efi"));
     assert_eq!(lease_state(&srv, &ip).as_deref(), Some("bound"));
     // Renewal at T1 (2 s): unicast RENEWING from the client's address.
     assert!(
@@ -167,20 +187,18 @@ case "$1" in bound|renew) ip addr replace "$ip/$mask" dev "$interface";; esac"#,
     cmd.stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("udhcpc.err")).unwrap());
     let mut client = Proc::spawn("udhcpc", &mut cmd);
-    assert!(
-        wait_until(Duration::from_secs(20), || read(&log).contains("bound ")),
-        "no lease: {}\n{}",
-        read(&log),
-        read(&dir.join("udhcpc.err"))
+    let ip = expect_lease(
+        &log,
+        &dir.join("udhcpc.err"),
+        "bound",
+        &[
+            ("mask", "16"),
+            ("router", "198.18.0.1"),
+            ("dns", "198.18.0.53"),
+            ("lease", "60"),
+            ("file", "ipxe.efi"),
+        ],
     );
-    let l = read(&log);
-    let ip = field(&l, "bound", "ip").unwrap();
-    assert!(ip.starts_with("198.18.1."), "{l}");
-    assert_eq!(field(&l, "bound", "mask").as_deref(), Some("16"));
-    assert_eq!(field(&l, "bound", "router").as_deref(), Some("198.18.0.1"));
-    assert_eq!(field(&l, "bound", "dns").as_deref(), Some("198.18.0.53"));
-    assert_eq!(field(&l, "bound", "lease").as_deref(), Some("60"));
-    assert_eq!(field(&l, "bound", "file").as_deref(), Some("ipxe.efi"));
     // busybox udhcpc ignores option 58 and renews at half the lease (30 s); SIGUSR1 makes it
     // renew now (a unicast REQUEST in RENEWING state).
     client.signal("USR1");
@@ -230,20 +248,18 @@ fn dhcpcd_lease_renew_release() {
     cmd.stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("dhcpcd.err")).unwrap());
     let mut client = Proc::spawn("dhcpcd", &mut cmd);
-    assert!(
-        wait_until(Duration::from_secs(20), || read(&log).contains("BOUND")),
-        "no lease: {}\n{}",
-        read(&log),
-        read(&dir.join("dhcpcd.err"))
+    let ip = expect_lease(
+        &log,
+        &dir.join("dhcpcd.err"),
+        "BOUND",
+        &[
+            ("cidr", "16"),
+            ("routers", "198.18.0.1"),
+            ("dns", "198.18.0.53"),
+            ("lease", "60"),
+            ("file", "ipxe.efi"),
+        ],
     );
-    let l = read(&log);
-    let ip = field(&l, "BOUND", "ip").unwrap();
-    assert!(ip.starts_with("198.18.1."), "{l}");
-    assert_eq!(field(&l, "BOUND", "cidr").as_deref(), Some("16"));
-    assert_eq!(field(&l, "BOUND", "routers").as_deref(), Some("198.18.0.1"));
-    assert_eq!(field(&l, "BOUND", "dns").as_deref(), Some("198.18.0.53"));
-    assert_eq!(field(&l, "BOUND", "lease").as_deref(), Some("60"));
-    assert_eq!(field(&l, "BOUND", "file").as_deref(), Some("ipxe.efi"));
     assert!(
         wait_until(Duration::from_secs(20), || read(&log).contains("RENEW")),
         "no renewal: {}",
