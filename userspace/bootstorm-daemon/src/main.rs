@@ -211,9 +211,14 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
         if last_sweep.elapsed() >= Duration::from_secs(10) {
-            let n = running.server().leases().sweep(running.clock().now());
-            if n > 0 {
-                tracing::info!(expired = n, "lease sweep");
+            // Collected first and logged after: the sweep's callback runs under a shard lock.
+            let mut expired = Vec::new();
+            let now = running.clock().now();
+            running.server().leases().sweep(now, |l| {
+                expired.push((l.addr, serve::fmt_hw(&l.hwaddr), l.subnet))
+            });
+            for (ip, mac, subnet) in expired {
+                tracing::info!(target: "bootstorm::lease", event = "expire", %ip, %mac, subnet, "lease");
             }
             last_sweep = Instant::now();
         }

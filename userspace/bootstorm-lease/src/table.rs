@@ -828,16 +828,21 @@ impl LeaseTable {
         }
     }
 
-    /// Marks lapsed offers and leases as expired in the records; returns how many changed. Slots
-    /// need no sweep (expiry is lazy); this keeps listings and counters true.
-    pub fn sweep(&self, now: Instant) -> usize {
+    /// Marks lapsed offers and leases as expired in the records and hands each record that
+    /// changed to `on_expired` (for logs and, later, the journal); returns how many changed.
+    /// Slots need no sweep (expiry is lazy); this keeps listings, counters and logs true. The
+    /// callback runs under the shard's lock: it must not call back into the table.
+    pub fn sweep(&self, now: Instant, mut on_expired: impl FnMut(&Lease)) -> usize {
         let mut changed = 0;
         for s in self.shards.iter() {
             let mut shard = lock(s);
             for l in shard.clients.values_mut() {
                 let before = l.state;
                 self.refresh(now, l);
-                changed += usize::from(before != l.state);
+                if before != l.state {
+                    changed += 1;
+                    on_expired(l);
+                }
             }
         }
         changed

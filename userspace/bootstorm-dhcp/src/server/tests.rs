@@ -983,3 +983,41 @@ fn options_overflow_into_file_and_sname_for_small_clients() {
     assert_eq!(o.repr().overload, 0);
     assert!(o.codes().len() < 30);
 }
+
+#[test]
+fn direct_clients_get_the_subnet_of_their_interface() {
+    let mut cfg = pxe_config();
+    cfg.subnets[0].interface = Some("rack1".into());
+    let mut other = subnet(vec![(
+        Ipv4Addr::new(198, 19, 7, 10),
+        Ipv4Addr::new(198, 19, 7, 20),
+    )]);
+    other.network = Ipv4Addr::new(198, 19, 7, 0);
+    other.prefix = 24;
+    other.interface = Some("rack2".into());
+    cfg.subnets.push(other);
+    let srv = Server::new(cfg).unwrap();
+    assert_eq!(srv.subnet_for_interface("rack2"), Some(1));
+    assert_eq!(srv.subnet_for_interface("rack9"), None);
+    let on = |hint| RxMeta {
+        src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
+        subnet_hint: hint,
+    };
+    let o = send(
+        &srv,
+        t(0),
+        &on(Some(1)),
+        &Req::new(MessageType::Discover, 1),
+    );
+    assert_eq!(o.yiaddr(), Ipv4Addr::new(198, 19, 7, 10));
+    let o = send(
+        &srv,
+        t(0),
+        &on(Some(0)),
+        &Req::new(MessageType::Discover, 2),
+    );
+    assert_eq!(o.yiaddr(), ip(1, 1));
+    // Both subnets are tied to interfaces: a direct client from elsewhere has no subnet.
+    let o = send(&srv, t(0), &on(None), &Req::new(MessageType::Discover, 3));
+    assert_eq!(o.outcome.dropped, Some(DropReason::NoSubnet));
+}

@@ -163,7 +163,11 @@ fn expired_lease_is_sticky_but_taken_when_needed() {
             .addr,
         other.1
     );
-    assert_eq!(tb.sweep(t(20)), 1); // the lease whose address c took
+    // The lease whose address c took is reported as expired, once.
+    let mut seen = Vec::new();
+    assert_eq!(tb.sweep(t(20), |l| seen.push((l.addr, l.state))), 1);
+    assert_eq!(seen, [(got_c, LeaseState::Expired)]);
+    assert_eq!(tb.sweep(t(20), |_| panic!("nothing changed")), 0);
 }
 
 #[test]
