@@ -7,3 +7,4 @@ mod course;
 mod msg;
 mod perfdhcp;
 mod pxe;
+mod tftp;

@@ -7,6 +7,8 @@
 
 pub mod config;
 pub mod control;
+pub mod files;
 pub mod logbuf;
 pub mod quick;
 pub mod serve;
+pub mod tftpd;
