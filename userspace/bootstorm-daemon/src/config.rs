@@ -329,6 +329,34 @@ pub struct FileConfig {
     /// `[[class]]`.
     #[serde(default, rename = "class")]
     pub classes: Vec<Spanned<ClassSection>>,
+    /// `[tftp]`.
+    pub tftp: Option<Spanned<TftpSection>>,
+}
+
+/// `[tftp]`: serve boot files over TFTP.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TftpSection {
+    /// Directory served (required).
+    pub root: Option<PathBuf>,
+    /// Listen address (default: [server] address).
+    pub address: Option<Ipv4Addr>,
+    /// Port (default 69).
+    pub port: Option<u16>,
+    /// Largest block size granted (default 1468, and never more than the interface MTU allows).
+    pub max_blksize: Option<u16>,
+    /// Largest window granted (default 64).
+    pub max_windowsize: Option<u16>,
+    /// Retransmission timeout when the client asks for none (default 1s).
+    pub timeout: Option<Dur>,
+    /// Retransmissions before a transfer is abandoned (default 5).
+    pub retries: Option<u8>,
+    /// Worker threads (default: one per core).
+    pub workers: Option<usize>,
+    /// Largest file served, in bytes (default 1 GiB).
+    pub max_file_size: Option<u64>,
+    /// Most transfers at once (default 10000).
+    pub max_transfers: Option<usize>,
 }
 
 /// `[server]`.
@@ -538,6 +566,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// The DHCP core's configuration.
     pub dhcp: ServerConfig,
+    /// TFTP, if configured.
+    pub tftp: Option<crate::tftpd::TftpSettings>,
     /// Things that are allowed but probably wrong.
     pub warnings: Vec<String>,
 }
@@ -936,7 +966,17 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
             }
         }
     }
+    let tftp = match &file.tftp {
+        Some(sp) => Some(tftp_settings(
+            src,
+            sp,
+            s.address.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            workers,
+        )?),
+        None => None,
+    };
     Ok(Settings {
+        tftp,
         listen: SocketAddrV4::new(
             s.address.unwrap_or(Ipv4Addr::UNSPECIFIED),
             s.port.unwrap_or(67),
@@ -950,6 +990,56 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
         log_format,
         dhcp,
         warnings,
+    })
+}
+
+fn tftp_settings(
+    src: &Source<'_>,
+    sp: &Spanned<TftpSection>,
+    default_ip: Ipv4Addr,
+    workers: usize,
+) -> Result<crate::tftpd::TftpSettings, ConfigError> {
+    let t = sp.get_ref();
+    let span = Some(sp.span());
+    let root = t
+        .root
+        .clone()
+        .ok_or_else(|| src.error(span.clone(), "[tftp] needs root = \"/path/to/boot/files\""))?;
+    if !root.is_dir() {
+        return Err(src.error(
+            span,
+            format!("[tftp] root {} is not a directory", root.display()),
+        ));
+    }
+    let mut limits = bootstorm_tftp::Limits::default();
+    if let Some(b) = t.max_blksize {
+        if !(bootstorm_wire::tftp::BLKSIZE_MIN..=bootstorm_wire::tftp::BLKSIZE_MAX).contains(&b) {
+            return Err(src.error(span, format!("[tftp] max_blksize = {b}: expected 8-65464")));
+        }
+        limits.max_blksize = b;
+    }
+    if let Some(w) = t.max_windowsize {
+        if w == 0 {
+            return Err(src.error(span, "[tftp] max_windowsize must be at least 1"));
+        }
+        limits.max_windowsize = w;
+    }
+    if let Some(d) = t.timeout {
+        if d.0.as_millis() == 0 {
+            return Err(src.error(span, "[tftp] timeout must be above zero"));
+        }
+        limits.default_timeout = d.0;
+    }
+    if let Some(r) = t.retries {
+        limits.max_retries = r;
+    }
+    Ok(crate::tftpd::TftpSettings {
+        listen: SocketAddrV4::new(t.address.unwrap_or(default_ip), t.port.unwrap_or(69)),
+        root,
+        limits,
+        workers: t.workers.unwrap_or(workers).max(1),
+        max_file_size: t.max_file_size.unwrap_or(1 << 30),
+        max_transfers: t.max_transfers.unwrap_or(10_000).max(1),
     })
 }
 

@@ -4,7 +4,7 @@ use anyhow::{Context, bail};
 use bootstorm_daemon::config::{self, Dur, LogFormat, Settings};
 use bootstorm_daemon::control::{self, Control, LeaseJson};
 use bootstorm_daemon::quick::{self, QuickFlags, ServerFlags};
-use bootstorm_daemon::serve;
+use bootstorm_daemon::{serve, tftpd};
 use clap::{Parser, Subcommand};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -183,13 +183,43 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
         signal_hook::flag::register(sig, shutdown.clone()).context("installing signal handlers")?;
     }
     let running = serve::start(&settings)?;
+    let tftp = match &settings.tftp {
+        Some(t) => {
+            let mut t = t.clone();
+            // RFC 2348: blocks must fit the path MTU; on one interface that is its MTU.
+            if let [ifname] = &settings.interfaces[..] {
+                if let Some(mtu) = std::fs::read_to_string(format!("/sys/class/net/{ifname}/mtu"))
+                    .ok()
+                    .and_then(|m| m.trim().parse::<u32>().ok())
+                {
+                    let cap = u16::try_from(mtu.saturating_sub(32))
+                        .unwrap_or(u16::MAX)
+                        .max(512);
+                    if cap < t.limits.max_blksize {
+                        tracing::info!(interface = %ifname, mtu, max_blksize = cap, "TFTP block size capped by the interface MTU");
+                        t.limits.max_blksize = cap;
+                    }
+                }
+            }
+            Some(tftpd::start(&t, running.clock(), shutdown.clone())?)
+        }
+        None => None,
+    };
     let control = {
         let stats_src = StatsSource::new(&running);
+        let tftp_stats = tftp.as_ref().map(|t| t.stats().clone());
+        let stats = move || {
+            let mut v = control::stats_json(&stats_src.total());
+            if let Some(t) = &tftp_stats {
+                v["tftp"] = tftpd::stats_json(t);
+            }
+            v
+        };
         Control::start(
             &settings.control_socket,
             running.server().clone(),
             running.clock(),
-            move || stats_src.total(),
+            stats,
             shutdown.clone(),
         )
         .with_context(|| {
@@ -225,6 +255,9 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
     }
     shutdown.store(true, Ordering::SeqCst);
     drop(control);
+    if let Some(t) = tftp {
+        t.stop();
+    }
     let per_worker = running.stop();
     let mut total = bootstorm_dhcp::Stats::default();
     for (i, s) in per_worker.iter().enumerate() {

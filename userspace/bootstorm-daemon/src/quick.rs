@@ -4,7 +4,7 @@
 
 use crate::config::{
     ArchItem, BootSection, Cidr, ConfigError, Dur, FileConfig, IpRange, MatchSection,
-    ServerSection, Settings, Source, SubnetSection, validate,
+    ServerSection, Settings, Source, SubnetSection, TftpSection, validate,
 };
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -58,6 +58,12 @@ pub struct QuickFlags {
     /// next-server (siaddr) if not --server-ip.
     #[arg(long)]
     pub next_server: Option<Ipv4Addr>,
+    /// Serve this directory over TFTP (port 69).
+    #[arg(long)]
+    pub tftp_root: Option<PathBuf>,
+    /// TFTP port.
+    #[arg(long)]
+    pub tftp_port: Option<u16>,
 }
 
 impl QuickFlags {
@@ -208,6 +214,13 @@ pub fn settings(q: &QuickFlags, s: &ServerFlags) -> Result<Settings, ConfigError
         &q.boot_file_arm64,
     );
     rule("default", MatchSection::default(), &q.boot_file);
+    if q.tftp_root.is_some() || q.tftp_port.is_some() {
+        file.tftp = Some(spanned(TftpSection {
+            root: q.tftp_root.clone(),
+            port: q.tftp_port,
+            ..TftpSection::default()
+        }));
+    }
     validate(&src, file)
 }
 
