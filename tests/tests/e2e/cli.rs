@@ -136,3 +136,62 @@ fn sigterm_and_sigint_stop_the_server_cleanly() {
         assert!(!sock.exists(), "SIG{sig}: control socket removed");
     }
 }
+
+#[test]
+fn serve_with_tftp_root_serves_files_and_reports_them() {
+    let tftp = bootstorm_tests::tool("tftp", "tftp-hpa");
+    let dir = TempDir::new();
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("ipxe.efi"), b"not really ipxe").unwrap();
+    // A free port for TFTP (the kernel's choice, released just before the server binds it).
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sock = dir.join("c.sock");
+    let log = dir.join("server.log");
+    let mut cmd = loopback_serve(&sock, "60s");
+    cmd.arg("--tftp-root")
+        .arg(&root)
+        .args(["--tftp-port", &port.to_string()])
+        .stderr(std::fs::File::create(&log).unwrap());
+    let _server = bootstorm_tests::Proc::spawn("bootstorm", &mut cmd);
+    assert!(bootstorm_tests::wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("ready")
+    }));
+    let out = dir.join("got");
+    let o = output_within(
+        Command::new(&tftp)
+            .args([
+                "127.0.0.1",
+                &port.to_string(),
+                "-m",
+                "binary",
+                "-c",
+                "get",
+                "ipxe.efi",
+            ])
+            .arg(&out),
+        Duration::from_secs(20),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&out).unwrap(), b"not really ipxe");
+    let stats = || {
+        let o = output_within(
+            Command::new(bin("bootstorm"))
+                .args(["stats", "--socket"])
+                .arg(&sock),
+            Duration::from_secs(10),
+        );
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    assert!(
+        bootstorm_tests::wait_until(Duration::from_secs(5), || stats()["tftp"]["completed"] == 1),
+        "{}",
+        stats()
+    );
+}

@@ -314,3 +314,137 @@ fn path_attacks_get_errors_and_the_server_keeps_serving() {
         }
     );
 }
+
+/// One simulated client of the concurrency test: an RFC 7440 client that acknowledges each full
+/// window (or a gap, to have the window resent), checks every block against the file as it
+/// arrives, and retries its last packet when nothing came for a while.
+struct Sim {
+    sock: mio::net::UdpSocket,
+    peer: Option<std::net::SocketAddr>,
+    next: u16,
+    offset: usize,
+    in_window: u16,
+    done: bool,
+    last_progress: std::time::Instant,
+    last_sent: Vec<u8>,
+}
+
+#[test]
+fn a_thousand_concurrent_transfers_of_one_mib() {
+    use mio::{Events, Interest, Poll, Token};
+    const CLIENTS: usize = 1000;
+    const BLK: usize = 1468;
+    const WINDOW: u16 = 16;
+    let srv = Server::start();
+    let data = content(1 << 20, 77);
+    srv.put("storm.bin", &data);
+    let server = std::net::SocketAddr::from(([127, 0, 0, 1], srv.port()));
+    let mut poll = Poll::new().unwrap();
+    let req = rrq(b"storm.bin", &[("blksize", "1468"), ("windowsize", "16")]);
+    let mut sims: Vec<Sim> = (0..CLIENTS)
+        .map(|i| {
+            let mut sock = mio::net::UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            poll.registry()
+                .register(&mut sock, Token(i), Interest::READABLE)
+                .unwrap();
+            sock.send_to(&req, server).unwrap();
+            Sim {
+                sock,
+                peer: None,
+                next: 1,
+                offset: 0,
+                in_window: 0,
+                done: false,
+                last_progress: std::time::Instant::now(),
+                last_sent: req.clone(),
+            }
+        })
+        .collect();
+    let ack = |b: u16| vec![0, 4, (b >> 8) as u8, b as u8];
+    let mut events = Events::with_capacity(4096);
+    let mut buf = vec![0u8; 2000];
+    let started = std::time::Instant::now();
+    let mut done = 0;
+    while done < CLIENTS {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "only {done} of {CLIENTS} transfers finished in 120 s"
+        );
+        poll.poll(&mut events, Some(Duration::from_millis(200)))
+            .unwrap();
+        for ev in events.iter() {
+            let sim = &mut sims[ev.token().0];
+            while let Ok((n, from)) = sim.sock.recv_from(&mut buf) {
+                if sim.peer.is_some_and(|p| p != from) {
+                    continue;
+                }
+                if sim.done {
+                    // Dally (RFC 1350 6): a repeated final block means our last ACK was lost.
+                    let _ = sim.sock.send_to(&sim.last_sent, from);
+                    continue;
+                }
+                sim.peer = Some(from);
+                let reply = match Repr::parse(&buf[..n]).unwrap() {
+                    Repr::OAck { options } => {
+                        assert_eq!(options.blksize, Some(BLK as u16));
+                        assert_eq!(options.windowsize, Some(WINDOW));
+                        Some(ack(0))
+                    }
+                    Repr::Data { block, data: d } if block == sim.next => {
+                        assert!(
+                            d == &data[sim.offset..sim.offset + d.len()],
+                            "bytes differ at {}",
+                            sim.offset
+                        );
+                        sim.offset += d.len();
+                        sim.next = sim.next.wrapping_add(1);
+                        sim.in_window += 1;
+                        sim.last_progress = std::time::Instant::now();
+                        if d.len() < BLK {
+                            assert_eq!(sim.offset, data.len());
+                            sim.done = true;
+                            done += 1;
+                            Some(ack(block))
+                        } else if sim.in_window == WINDOW {
+                            sim.in_window = 0;
+                            Some(ack(block))
+                        } else {
+                            None
+                        }
+                    }
+                    Repr::Data { .. } => {
+                        // A gap: acknowledge what arrived so the window is resent from there.
+                        sim.in_window = 0;
+                        Some(ack(sim.next.wrapping_sub(1)))
+                    }
+                    r => panic!("unexpected {r:?}"),
+                };
+                if let Some(r) = reply {
+                    let _ = sim.sock.send_to(&r, from);
+                    sim.last_sent = r;
+                }
+            }
+        }
+        // Clients that heard nothing for a second send their last packet again.
+        for sim in sims
+            .iter_mut()
+            .filter(|s| !s.done && s.last_progress.elapsed() > Duration::from_secs(1))
+        {
+            let _ = sim.sock.send_to(&sim.last_sent, sim.peer.unwrap_or(server));
+            sim.last_progress = std::time::Instant::now();
+        }
+    }
+    eprintln!(
+        "{CLIENTS} concurrent 1 MiB transfers in {:?}",
+        started.elapsed()
+    );
+    // The server counts a transfer when the final ACK arrives, which may still be in flight.
+    let s = srv.running.as_ref().unwrap().stats();
+    let completed = || s.completed.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        bootstorm_tests::wait_until(Duration::from_secs(10), || completed() == CLIENTS as u64),
+        "server completed {}",
+        completed()
+    );
+    assert_eq!(s.failed.load(std::sync::atomic::Ordering::Relaxed), 0);
+}

@@ -8,6 +8,7 @@
 use crate::files::{FileCache, FileError};
 use crate::logbuf;
 use anyhow::Context;
+use bootstorm_net::{RecvBatch, SocketOptions, UdpSocket4};
 use bootstorm_tftp::{Limits, ReadTransfer, State, negotiate};
 use bootstorm_time::{Clock, Instant};
 use bootstorm_wire::tftp::{ErrorCode, Mode, Repr};
@@ -109,13 +110,16 @@ pub fn start(
         FileCache::new(&s.root, s.max_file_size)
             .with_context(|| format!("TFTP root {}", s.root.display()))?,
     );
-    let listener =
-        UdpSocket::bind(s.listen).with_context(|| format!("binding TFTP {}", s.listen))?;
-    listener.set_read_timeout(Some(Duration::from_millis(100)))?;
-    let local = match listener.local_addr()? {
-        SocketAddr::V4(a) => a,
-        SocketAddr::V6(_) => anyhow::bail!("TFTP listens on IPv4"),
-    };
+    // The batched socket: a 4 MiB receive buffer holds a boot storm's worth of requests, and
+    // IP_PKTINFO tells which local address each was sent to, so its transfer answers from it.
+    let listener = UdpSocket4::bind(&SocketOptions {
+        bind: s.listen,
+        interface: None,
+        reuse_port: false,
+        recv_timeout: Duration::from_millis(100),
+    })
+    .with_context(|| format!("binding TFTP {}", s.listen))?;
+    let local = listener.local_addr()?;
     let stats = Arc::new(TftpStats::default());
     let mut threads = Vec::new();
     let mut queues = Vec::new();
@@ -165,7 +169,7 @@ fn send_error(bind_ip: std::net::Ipv4Addr, to: SocketAddr, code: ErrorCode, msg:
 }
 
 fn listen(
-    sock: UdpSocket,
+    sock: UdpSocket4,
     s: TftpSettings,
     cache: Arc<FileCache>,
     queues: Vec<(Sender<NewTransfer>, Arc<Waker>)>,
@@ -173,84 +177,115 @@ fn listen(
     shutdown: Arc<AtomicBool>,
     stats: Arc<TftpStats>,
 ) {
-    let mut buf = vec![0u8; 2048];
+    let mut batch = RecvBatch::default();
     let mut next_worker = 0usize;
-    let ip = *s.listen.ip();
     while !shutdown.load(Ordering::Relaxed) {
-        let (n, peer) = match sock.recv_from(&mut buf) {
-            Ok(x) => x,
-            Err(_) => continue, // timeout: look at the shutdown flag
-        };
-        let refuse = |code: ErrorCode, msg: &str| {
-            stats.refused.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(target: "bootstorm::tftp", event = "refused", client = %peer, reason = msg);
-            send_error(ip, peer, code, msg);
-        };
-        let (filename, mode, options) = match Repr::parse(&buf[..n]) {
-            Ok(Repr::Request {
-                write: false,
-                filename,
-                mode,
-                options,
-            }) => (filename.to_vec(), mode, options),
-            Ok(Repr::Request { write: true, .. }) => {
-                refuse(ErrorCode::AccessViolation, "writes are not allowed");
-                continue;
-            }
-            Ok(_) => continue, // DATA/ACK/ERROR to port 69 belong to no transfer: dropped
-            Err(e) => {
-                // Only requests get an answer; anything else on port 69 is dropped.
-                if n >= 2 && matches!(u16::from_be_bytes([buf[0], buf[1]]), 1 | 2) {
-                    refuse(ErrorCode::IllegalOperation, &format!("bad request: {e}"));
+        let n = sock.recv_batch(&mut batch).unwrap_or(0);
+        for i in 0..n {
+            let (datagram, info) = batch.get(i);
+            // Answer from the address the request was sent to (the listen address if that was a
+            // broadcast or unknown).
+            let local_ip = if info.dst.is_unspecified() || info.dst.is_broadcast() {
+                *s.listen.ip()
+            } else {
+                info.dst
+            };
+            if let Some(t) = accept(
+                datagram,
+                SocketAddr::V4(info.src),
+                local_ip,
+                &s,
+                &cache,
+                clock,
+                &stats,
+            ) {
+                let (tx, waker) = &queues[next_worker % queues.len()];
+                next_worker += 1;
+                if tx.send(t).is_ok() {
+                    let _ = waker.wake();
                 }
-                continue;
             }
-        };
-        let name = String::from_utf8_lossy(&filename).into_owned();
-        let data = match cache.get(&filename, mode == Mode::Netascii) {
-            Ok(d) => d,
-            Err(e) => {
-                let code = match e {
-                    FileError::NotFound | FileError::NotAFile => ErrorCode::FileNotFound,
-                    FileError::TooLarge(_) => ErrorCode::NotDefined,
-                    FileError::BadName(_) | FileError::OutsideRoot => ErrorCode::AccessViolation,
-                };
-                refuse(code, &format!("{name}: {e}"));
-                continue;
-            }
-        };
-        if stats.active.load(Ordering::Relaxed) as usize >= s.max_transfers {
-            refuse(ErrorCode::NotDefined, "server busy, try again");
-            continue;
-        }
-        let params = negotiate(&options, data.len() as u64, &s.limits);
-        let socket = match std::net::UdpSocket::bind(SocketAddrV4::new(ip, 0)).and_then(|u| {
-            u.connect(peer)?;
-            u.set_nonblocking(true)?;
-            Ok(MioUdp::from_std(u))
-        }) {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot open a transfer socket");
-                refuse(ErrorCode::NotDefined, "server out of sockets");
-                continue;
-            }
-        };
-        stats.started.fetch_add(1, Ordering::Relaxed);
-        stats.active.fetch_add(1, Ordering::Relaxed);
-        let t = NewTransfer {
-            socket,
-            transfer: ReadTransfer::new(data, params, &s.limits),
-            peer,
-            file: name,
-            started: clock.now(),
-        };
-        let (tx, waker) = &queues[next_worker % queues.len()];
-        next_worker += 1;
-        if tx.send(t).is_ok() {
-            let _ = waker.wake();
         }
     }
+}
+
+/// Handles one datagram on the listener: a transfer to start, or an ERROR already sent, or
+/// nothing (not a request).
+fn accept(
+    datagram: &[u8],
+    peer: SocketAddr,
+    ip: std::net::Ipv4Addr,
+    s: &TftpSettings,
+    cache: &FileCache,
+    clock: Clock,
+    stats: &TftpStats,
+) -> Option<NewTransfer> {
+    let refuse = |code: ErrorCode, msg: &str| {
+        stats.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(target: "bootstorm::tftp", event = "refused", client = %peer, reason = msg);
+        send_error(ip, peer, code, msg);
+    };
+    let (filename, mode, options) = match Repr::parse(datagram) {
+        Ok(Repr::Request {
+            write: false,
+            filename,
+            mode,
+            options,
+        }) => (filename, mode, options),
+        Ok(Repr::Request { write: true, .. }) => {
+            refuse(ErrorCode::AccessViolation, "writes are not allowed");
+            return None;
+        }
+        Ok(_) => return None, // DATA/ACK/ERROR to port 69 belong to no transfer: dropped
+        Err(e) => {
+            // Only requests get an answer; anything else on port 69 is dropped.
+            if datagram.len() >= 2
+                && matches!(u16::from_be_bytes([datagram[0], datagram[1]]), 1 | 2)
+            {
+                refuse(ErrorCode::IllegalOperation, &format!("bad request: {e}"));
+            }
+            return None;
+        }
+    };
+    let name = String::from_utf8_lossy(filename).into_owned();
+    let data = match cache.get(filename, mode == Mode::Netascii) {
+        Ok(d) => d,
+        Err(e) => {
+            let code = match e {
+                FileError::NotFound | FileError::NotAFile => ErrorCode::FileNotFound,
+                FileError::TooLarge(_) => ErrorCode::NotDefined,
+                FileError::BadName(_) | FileError::OutsideRoot => ErrorCode::AccessViolation,
+            };
+            refuse(code, &format!("{name}: {e}"));
+            return None;
+        }
+    };
+    if stats.active.load(Ordering::Relaxed) as usize >= s.max_transfers {
+        refuse(ErrorCode::NotDefined, "server busy, try again");
+        return None;
+    }
+    let params = negotiate(&options, data.len() as u64, &s.limits);
+    let socket = match UdpSocket::bind(SocketAddrV4::new(ip, 0)).and_then(|u| {
+        u.connect(peer)?;
+        u.set_nonblocking(true)?;
+        Ok(MioUdp::from_std(u))
+    }) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open a transfer socket");
+            refuse(ErrorCode::NotDefined, "server out of sockets");
+            return None;
+        }
+    };
+    stats.started.fetch_add(1, Ordering::Relaxed);
+    stats.active.fetch_add(1, Ordering::Relaxed);
+    Some(NewTransfer {
+        socket,
+        transfer: ReadTransfer::new(data, params, &s.limits),
+        peer,
+        file: name,
+        started: clock.now(),
+    })
 }
 
 const WAKER: Token = Token(usize::MAX);
