@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # tool:package pairs of the peers the tests use.
-peers="dhclient:isc-dhcp-client udhcpc:udhcpc dhcpcd:dhcpcd-base perfdhcp:kea-admin tshark:tshark ip:iproute2 tftp:tftp-hpa atftp:atftp curl:curl"
+peers="dhclient:isc-dhcp-client udhcpc:udhcpc dhcpcd:dhcpcd-base perfdhcp:kea-admin tshark:tshark ip:iproute2 tftp:tftp-hpa atftp:atftp curl:curl nft:nftables"
 missing=()
 for pair in $peers; do
   tool=${pair%%:*}; pkg=${pair#*:}

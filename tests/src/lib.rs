@@ -321,6 +321,33 @@ impl Lab {
         ]);
     }
 
+    /// Drops `percent` % of the UDP datagrams arriving in each namespace, at random: loss in both
+    /// directions of the veth. This kernel is built without netem (`CONFIG_NET_SCH_NETEM` is not
+    /// set), so nftables' `numgen random` does it; the table goes away with the namespace.
+    pub fn udp_loss(&self, percent: u8) {
+        let nft = tool("nft", "nftables");
+        let chain = [
+            "{", "type", "filter", "hook", "input", "priority", "0", ";", "policy", "accept", ";",
+            "}",
+        ];
+        for ns in [&self.server_ns, &self.client_ns] {
+            let cmd = |args: &[&str]| {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&nft).args(args);
+                run(&mut c, Duration::from_secs(10));
+            };
+            cmd(&["add", "table", "inet", "bsloss"]);
+            let mut add_chain = vec!["add", "chain", "inet", "bsloss", "input"];
+            add_chain.extend(chain);
+            cmd(&add_chain);
+            let p = percent.to_string();
+            cmd(&[
+                "add", "rule", "inet", "bsloss", "input", "meta", "l4proto", "udp", "numgen",
+                "random", "mod", "100", "<", &p, "counter", "drop",
+            ]);
+        }
+    }
+
     /// A command run inside the server namespace.
     pub fn server_cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("ip");

@@ -186,17 +186,23 @@ impl FromStr for Dur {
                 .find(|c: char| c.is_ascii_digit())
                 .unwrap_or(tail.len());
             let (unit, tail) = tail.split_at(unit_len);
+            // Milliseconds per unit.
             let mult = match unit.trim() {
-                "s" => 1,
-                "m" => 60,
-                "h" => 3600,
-                "d" => 86400,
-                u => return Err(format!("unknown unit '{u}' in '{s}' (use s, m, h or d)")),
+                "ms" => 1,
+                "s" => 1000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                "d" => 86_400_000,
+                u => {
+                    return Err(format!(
+                        "unknown unit '{u}' in '{s}' (use ms, s, m, h or d)"
+                    ));
+                }
             };
             total = total.saturating_add(n.saturating_mul(mult));
             rest = tail;
         }
-        Ok(Dur(Duration::from_secs(total)))
+        Ok(Dur(Duration::from_millis(total)))
     }
 }
 

@@ -58,7 +58,13 @@ pub struct TftpStats {
     pub data_resent: AtomicU64,
     /// Transfers running now.
     pub active: AtomicU64,
+    /// Repeated requests from a client whose transfer already runs (its OACK or first block was
+    /// lost; the transfer's own retransmission answers it).
+    pub duplicates: AtomicU64,
 }
+
+/// Clients with a transfer running, so a repeated request does not start a second one.
+type Active = Arc<std::sync::Mutex<std::collections::HashSet<SocketAddr>>>;
 
 /// A running TFTP server.
 pub struct TftpRunning {
@@ -121,6 +127,7 @@ pub fn start(
     .with_context(|| format!("binding TFTP {}", s.listen))?;
     let local = listener.local_addr()?;
     let stats = Arc::new(TftpStats::default());
+    let active: Active = Arc::default();
     let mut threads = Vec::new();
     let mut queues = Vec::new();
     let mut wakers = Vec::new();
@@ -130,18 +137,23 @@ pub fn start(
         let (tx, rx) = channel::<NewTransfer>();
         queues.push((tx, waker.clone()));
         wakers.push(waker);
-        let (stats, shutdown, limits) = (stats.clone(), shutdown.clone(), s.limits);
+        let (stats, shutdown, limits, active) =
+            (stats.clone(), shutdown.clone(), s.limits, active.clone());
         threads.push(
             std::thread::Builder::new()
                 .name(format!("tftp-worker-{id}"))
-                .spawn(move || worker(poll, rx, clock, shutdown, stats, limits))?,
+                .spawn(move || worker(poll, rx, clock, shutdown, stats, limits, active))?,
         );
     }
     let (stats2, shutdown2, settings) = (stats.clone(), shutdown.clone(), s.clone());
     threads.push(
         std::thread::Builder::new()
             .name("tftp-listener".into())
-            .spawn(move || listen(listener, settings, cache, queues, clock, shutdown2, stats2))?,
+            .spawn(move || {
+                listen(
+                    listener, settings, cache, queues, clock, shutdown2, stats2, active,
+                )
+            })?,
     );
     tracing::info!(listen = %local, root = %s.root.display(), workers = s.workers, "serving TFTP");
     Ok(TftpRunning {
@@ -176,6 +188,7 @@ fn listen(
     clock: Clock,
     shutdown: Arc<AtomicBool>,
     stats: Arc<TftpStats>,
+    active: Active,
 ) {
     let mut batch = RecvBatch::default();
     let mut next_worker = 0usize;
@@ -190,15 +203,15 @@ fn listen(
             } else {
                 info.dst
             };
-            if let Some(t) = accept(
-                datagram,
-                SocketAddr::V4(info.src),
-                local_ip,
-                &s,
-                &cache,
-                clock,
-                &stats,
-            ) {
+            let peer = SocketAddr::V4(info.src);
+            if active.lock().is_ok_and(|a| a.contains(&peer)) {
+                stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if let Some(t) = accept(datagram, peer, local_ip, &s, &cache, clock, &stats) {
+                if let Ok(mut a) = active.lock() {
+                    a.insert(peer);
+                }
                 let (tx, waker) = &queues[next_worker % queues.len()];
                 next_worker += 1;
                 if tx.send(t).is_ok() {
@@ -307,6 +320,7 @@ fn worker(
     shutdown: Arc<AtomicBool>,
     stats: Arc<TftpStats>,
     limits: Limits,
+    active: Active,
 ) {
     logbuf::buffer_this_thread();
     let mut events = Events::with_capacity(1024);
@@ -351,6 +365,10 @@ fn worker(
                         .is_err()
                     {
                         stats.active.fetch_sub(1, Ordering::Relaxed);
+                        if let Ok(mut a) = active.lock() {
+                            a.remove(&slot.peer);
+                        }
+                        free.push(idx);
                         continue;
                     }
                     slots[idx] = Some(slot);
@@ -402,6 +420,9 @@ fn worker(
             let state = slot.transfer.state();
             if state != State::Running {
                 let slot = slots[idx].take().expect("slot present");
+                if let Ok(mut a) = active.lock() {
+                    a.remove(&slot.peer);
+                }
                 finish(slot, state, now, &stats, &mut poll);
                 free.push(idx);
                 continue;
@@ -452,7 +473,7 @@ pub fn stats_json(s: &TftpStats) -> serde_json::Value {
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
     serde_json::json!({
         "started": g(&s.started), "completed": g(&s.completed), "failed": g(&s.failed),
-        "refused": g(&s.refused), "active": g(&s.active),
+        "refused": g(&s.refused), "active": g(&s.active), "duplicates": g(&s.duplicates),
         "data_sent": g(&s.data_sent), "data_resent": g(&s.data_resent),
     })
 }

@@ -303,6 +303,35 @@ fn silent_client_is_abandoned_with_an_error() {
 }
 
 #[test]
+fn retransmissions_back_off_exponentially_and_reset_on_progress() {
+    let limits = Limits {
+        max_retries: 8,
+        default_timeout: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let params = negotiate(&Options::default(), 5000, &limits);
+    let mut tr = ReadTransfer::new(data(5000), params, &limits);
+    let mut buf = [0u8; 600];
+    tr.poll_transmit(t(0), &mut buf).unwrap();
+    let mut waits = Vec::new();
+    let mut now = 0;
+    for _ in 0..7 {
+        let d = tr.poll_timeout().unwrap().as_millis();
+        waits.push(d - now);
+        now = d;
+        tr.handle_timeout(t(now));
+        tr.poll_transmit(t(now), &mut buf).unwrap();
+    }
+    assert_eq!(waits, [200, 400, 800, 1600, 3200, 6400, 10_000]);
+    tr.handle_ack(t(now), 1);
+    assert_eq!(
+        tr.poll_timeout(),
+        Some(t(now + 200)),
+        "progress resets the backoff"
+    );
+}
+
+#[test]
 fn client_error_ends_the_transfer() {
     let limits = Limits::default();
     let params = negotiate(
