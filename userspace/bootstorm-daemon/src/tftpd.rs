@@ -150,9 +150,17 @@ pub fn start(
         std::thread::Builder::new()
             .name("tftp-listener".into())
             .spawn(move || {
-                listen(
-                    listener, settings, cache, queues, clock, shutdown2, stats2, active,
-                )
+                Listener {
+                    sock: listener,
+                    s: settings,
+                    cache,
+                    queues,
+                    clock,
+                    shutdown: shutdown2,
+                    stats: stats2,
+                    active,
+                }
+                .run()
             })?,
     );
     tracing::info!(listen = %local, root = %s.root.display(), workers = s.workers, "serving TFTP");
@@ -180,7 +188,8 @@ fn send_error(bind_ip: std::net::Ipv4Addr, to: SocketAddr, code: ErrorCode, msg:
     }
 }
 
-fn listen(
+/// The listener thread's state.
+struct Listener {
     sock: UdpSocket4,
     s: TftpSettings,
     cache: Arc<FileCache>,
@@ -189,33 +198,47 @@ fn listen(
     shutdown: Arc<AtomicBool>,
     stats: Arc<TftpStats>,
     active: Active,
-) {
-    let mut batch = RecvBatch::default();
-    let mut next_worker = 0usize;
-    while !shutdown.load(Ordering::Relaxed) {
-        let n = sock.recv_batch(&mut batch).unwrap_or(0);
-        for i in 0..n {
-            let (datagram, info) = batch.get(i);
-            // Answer from the address the request was sent to (the listen address if that was a
-            // broadcast or unknown).
-            let local_ip = if info.dst.is_unspecified() || info.dst.is_broadcast() {
-                *s.listen.ip()
-            } else {
-                info.dst
-            };
-            let peer = SocketAddr::V4(info.src);
-            if active.lock().is_ok_and(|a| a.contains(&peer)) {
-                stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            if let Some(t) = accept(datagram, peer, local_ip, &s, &cache, clock, &stats) {
-                if let Ok(mut a) = active.lock() {
-                    a.insert(peer);
+}
+
+impl Listener {
+    fn run(self) {
+        let Listener {
+            sock,
+            s,
+            cache,
+            queues,
+            clock,
+            shutdown,
+            stats,
+            active,
+        } = self;
+        let mut batch = RecvBatch::default();
+        let mut next_worker = 0usize;
+        while !shutdown.load(Ordering::Relaxed) {
+            let n = sock.recv_batch(&mut batch).unwrap_or(0);
+            for i in 0..n {
+                let (datagram, info) = batch.get(i);
+                // Answer from the address the request was sent to (the listen address if that was a
+                // broadcast or unknown).
+                let local_ip = if info.dst.is_unspecified() || info.dst.is_broadcast() {
+                    *s.listen.ip()
+                } else {
+                    info.dst
+                };
+                let peer = SocketAddr::V4(info.src);
+                if active.lock().is_ok_and(|a| a.contains(&peer)) {
+                    stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    continue;
                 }
-                let (tx, waker) = &queues[next_worker % queues.len()];
-                next_worker += 1;
-                if tx.send(t).is_ok() {
-                    let _ = waker.wake();
+                if let Some(t) = accept(datagram, peer, local_ip, &s, &cache, clock, &stats) {
+                    if let Ok(mut a) = active.lock() {
+                        a.insert(peer);
+                    }
+                    let (tx, waker) = &queues[next_worker % queues.len()];
+                    next_worker += 1;
+                    if tx.send(t).is_ok() {
+                        let _ = waker.wake();
+                    }
                 }
             }
         }
