@@ -150,9 +150,15 @@ fn serve_with_tftp_root_serves_files_and_reports_them() {
         .local_addr()
         .unwrap()
         .port();
+    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let sock = dir.join("c.sock");
     let log = dir.join("server.log");
     let mut cmd = loopback_serve(&sock, "60s");
+    cmd.args(["--http-port", &http_port.to_string()]);
     cmd.arg("--tftp-root")
         .arg(&root)
         .args(["--tftp-port", &port.to_string()])
@@ -180,6 +186,17 @@ fn serve_with_tftp_root_serves_files_and_reports_them() {
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read(&out).unwrap(), b"not really ipxe");
+    // The same root over HTTP.
+    let o = output_within(
+        Command::new(bootstorm_tests::tool("curl", "curl")).args([
+            "-sS",
+            "-f",
+            &format!("http://127.0.0.1:{http_port}/ipxe.efi"),
+        ]),
+        Duration::from_secs(20),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.stdout, b"not really ipxe");
     let stats = || {
         let o = output_within(
             Command::new(bin("bootstorm"))

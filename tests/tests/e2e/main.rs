@@ -4,6 +4,7 @@
 mod cli;
 mod clients;
 mod course;
+mod http;
 mod msg;
 mod perfdhcp;
 mod pxe;

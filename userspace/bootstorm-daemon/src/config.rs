@@ -337,6 +337,24 @@ pub struct FileConfig {
     pub classes: Vec<Spanned<ClassSection>>,
     /// `[tftp]`.
     pub tftp: Option<Spanned<TftpSection>>,
+    /// `[http]`.
+    pub http: Option<Spanned<HttpSection>>,
+}
+
+/// `[http]`: serve boot files over HTTP (GET, HEAD, Range).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Directory served (default: the [tftp] root).
+    pub root: Option<PathBuf>,
+    /// Listen address (default: [server] address).
+    pub address: Option<Ipv4Addr>,
+    /// Port (default 80).
+    pub port: Option<u16>,
+    /// Runtime threads (default 2).
+    pub workers: Option<usize>,
+    /// Largest file served, in bytes (default 4 GiB).
+    pub max_file_size: Option<u64>,
 }
 
 /// `[tftp]`: serve boot files over TFTP.
@@ -574,6 +592,8 @@ pub struct Settings {
     pub dhcp: ServerConfig,
     /// TFTP, if configured.
     pub tftp: Option<crate::tftpd::TftpSettings>,
+    /// HTTP, if configured.
+    pub http: Option<crate::httpd::HttpSettings>,
     /// Things that are allowed but probably wrong.
     pub warnings: Vec<String>,
 }
@@ -981,8 +1001,40 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
         )?),
         None => None,
     };
+    let http = match &file.http {
+        Some(sp) => {
+            let h = sp.get_ref();
+            let root = h
+                .root
+                .clone()
+                .or_else(|| tftp.as_ref().map(|t| t.root.clone()))
+                .ok_or_else(|| {
+                    src.error(
+                        Some(sp.span()),
+                        "[http] needs root = \"/path/to/boot/files\" (or a [tftp] root to share)",
+                    )
+                })?;
+            if !root.is_dir() {
+                return Err(src.error(
+                    Some(sp.span()),
+                    format!("[http] root {} is not a directory", root.display()),
+                ));
+            }
+            Some(crate::httpd::HttpSettings {
+                listen: SocketAddrV4::new(
+                    h.address.or(s.address).unwrap_or(Ipv4Addr::UNSPECIFIED),
+                    h.port.unwrap_or(80),
+                ),
+                root,
+                workers: h.workers.unwrap_or(2).max(1),
+                max_file_size: h.max_file_size.unwrap_or(4 << 30),
+            })
+        }
+        None => None,
+    };
     Ok(Settings {
         tftp,
+        http,
         listen: SocketAddrV4::new(
             s.address.unwrap_or(Ipv4Addr::UNSPECIFIED),
             s.port.unwrap_or(67),

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod control;
 pub mod files;
+pub mod httpd;
 pub mod logbuf;
 pub mod quick;
 pub mod serve;

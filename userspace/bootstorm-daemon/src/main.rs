@@ -4,7 +4,7 @@ use anyhow::{Context, bail};
 use bootstorm_daemon::config::{self, Dur, LogFormat, Settings};
 use bootstorm_daemon::control::{self, Control, LeaseJson};
 use bootstorm_daemon::quick::{self, QuickFlags, ServerFlags};
-use bootstorm_daemon::{serve, tftpd};
+use bootstorm_daemon::{httpd, serve, tftpd};
 use clap::{Parser, Subcommand};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -205,6 +205,10 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let http = match &settings.http {
+        Some(h) => Some(httpd::start(h, shutdown.clone())?),
+        None => None,
+    };
     let control = {
         let stats_src = StatsSource::new(&running);
         let tftp_stats = tftp.as_ref().map(|t| t.stats().clone());
@@ -257,6 +261,9 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
     drop(control);
     if let Some(t) = tftp {
         t.stop();
+    }
+    if let Some(h) = http {
+        h.stop();
     }
     let per_worker = running.stop();
     let mut total = bootstorm_dhcp::Stats::default();

@@ -3,7 +3,7 @@
 //! validation.
 
 use crate::config::{
-    ArchItem, BootSection, Cidr, ConfigError, Dur, FileConfig, IpRange, MatchSection,
+    ArchItem, BootSection, Cidr, ConfigError, Dur, FileConfig, HttpSection, IpRange, MatchSection,
     ServerSection, Settings, Source, SubnetSection, TftpSection, validate,
 };
 use std::net::Ipv4Addr;
@@ -64,6 +64,12 @@ pub struct QuickFlags {
     /// TFTP port.
     #[arg(long)]
     pub tftp_port: Option<u16>,
+    /// Serve this directory over HTTP (default with --http-port: the TFTP root).
+    #[arg(long)]
+    pub http_root: Option<PathBuf>,
+    /// HTTP port (80 by default once HTTP is on).
+    #[arg(long)]
+    pub http_port: Option<u16>,
 }
 
 impl QuickFlags {
@@ -219,6 +225,13 @@ pub fn settings(q: &QuickFlags, s: &ServerFlags) -> Result<Settings, ConfigError
             root: q.tftp_root.clone(),
             port: q.tftp_port,
             ..TftpSection::default()
+        }));
+    }
+    if q.http_root.is_some() || q.http_port.is_some() {
+        file.http = Some(spanned(HttpSection {
+            root: q.http_root.clone(),
+            port: q.http_port,
+            ..HttpSection::default()
         }));
     }
     validate(&src, file)
