@@ -7,13 +7,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # tool:package pairs of the peers the tests use.
-peers="dhclient:isc-dhcp-client udhcpc:udhcpc dhcpcd:dhcpcd-base perfdhcp:kea-admin tshark:tshark ip:iproute2 tftp:tftp-hpa atftp:atftp curl:curl nft:nftables"
+peers="dhclient:isc-dhcp-client udhcpc:udhcpc dhcpcd:dhcpcd-base perfdhcp:kea-admin tshark:tshark ip:iproute2 tftp:tftp-hpa atftp:atftp curl:curl nft:nftables qemu-system-x86_64:qemu-system-x86 /usr/lib/ipxe/qemu/pxe-e1000.rom:ipxe-qemu"
 missing=()
 for pair in $peers; do
   tool=${pair%%:*}; pkg=${pair#*:}
-  if ! PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null 2>&1; then
-    missing+=("$pkg")
-  fi
+  case "$tool" in
+    /*) [ -e "$tool" ] || missing+=("$pkg") ;;   # a file the package ships (an iPXE ROM)
+    *) PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null 2>&1 || missing+=("$pkg") ;;
+  esac
 done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

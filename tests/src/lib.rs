@@ -348,6 +348,23 @@ impl Lab {
         }
     }
 
+    /// Adds a bridge and a tap device on the client side, with the client veth in the bridge, so
+    /// a virtual machine on the tap sits on the lab's network; returns the tap's name. Both go
+    /// away with the namespace.
+    pub fn client_tap(&self) -> String {
+        let base = self.client_if.trim_end_matches('c');
+        let (bridge, tap) = (format!("{base}b"), format!("{base}t"));
+        let ns = &self.client_ns;
+        ip(&["-n", ns, "link", "add", &bridge, "type", "bridge"]);
+        ip(&["-n", ns, "tuntap", "add", "dev", &tap, "mode", "tap"]);
+        ip(&["-n", ns, "link", "set", &self.client_if, "master", &bridge]);
+        ip(&["-n", ns, "link", "set", &tap, "master", &bridge]);
+        for dev in [&bridge, &tap] {
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+        }
+        tap
+    }
+
     /// A command run inside the server namespace.
     pub fn server_cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("ip");

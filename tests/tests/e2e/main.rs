@@ -1,6 +1,7 @@
 //! End-to-end tests, one module per area. Loopback tests run anywhere; namespace tests need root
 //! (they print why they skip otherwise; CI runs them as root).
 
+mod boot;
 mod cli;
 mod clients;
 mod course;
