@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Side-by-side TFTP benchmark on one veth pair between two namespaces it creates: bootstorm,
+# tftpd-hpa and dnsmasq, one after another, in the same run, driven by atftp (which speaks
+# RFC 7440 windowsize; servers without it answer an OACK without the option and atftp falls back
+# to lockstep, which is what the "windowsize" columns then measure for them).
+#
+#   1. one client fetching a 32 MiB file at blksize 1468 with windowsize 1, 16 and 64: MB/s;
+#   2. 200 clients at once fetching a 1 MiB file (blksize 1468, windowsize 16): total seconds
+#      and failures.
+# dnsmasq runs with --tftp-max=1000 (its default of 50 concurrent transfers would refuse most
+# of the 200) and DNS off; tftpd-hpa with -L (foreground) and its defaults.
+#
+# Usage (as root): bench/tftp-compare.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/sbin:/sbin"
+[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)"; exit 1; }
+for t in atftp in.tftpd dnsmasq; do command -v $t >/dev/null || { echo "missing $t: apt-get install -y atftp tftpd-hpa dnsmasq-base"; exit 1; }; done
+cargo build --release -q -p bootstorm-daemon
+BIN=$PWD/target/release/bootstorm
+CLIENTS=${CLIENTS:-200}
+
+P=bst$$
+S=${P}S C=${P}C SIF=${P}s CIF=${P}c
+T=$(mktemp -d)
+SERVER_PID=
+cleanup() {
+  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+  ip netns del "$C" 2>/dev/null || true
+  ip netns del "$S" 2>/dev/null || true
+  rm -rf "$T"
+}
+trap cleanup EXIT
+ip netns add "$S"; ip netns add "$C"
+ip link add "$SIF" netns "$S" type veth peer name "$CIF" netns "$C"
+ip -n "$S" addr add 198.18.0.1/16 dev "$SIF"; ip -n "$C" addr add 198.18.0.2/16 dev "$CIF"
+for ns in "$S" "$C"; do ip -n "$ns" link set lo up; done
+ip -n "$S" link set "$SIF" up; ip -n "$C" link set "$CIF" up
+mkdir -p "$T/root" "$T/out"
+head -c $((32 << 20)) /dev/urandom > "$T/root/big.bin"
+head -c $((1 << 20)) /dev/urandom > "$T/root/one.bin"
+
+start_server() {
+  case $1 in
+    bootstorm)
+      ip netns exec "$S" "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.1-198.18.1.9 \
+        --tftp-root "$T/root" --workers 2 --control-socket "$T/bs.sock" 2> "$T/bootstorm.log" & ;;
+    tftpd-hpa)
+      ip netns exec "$S" in.tftpd -L -a 198.18.0.1:69 -s "$T/root" 2> "$T/tftpd.log" & ;;
+    dnsmasq)
+      ip netns exec "$S" dnsmasq --no-daemon --port=0 --conf-file=/dev/null --interface="$SIF" --bind-interfaces \
+        --enable-tftp --tftp-root="$T/root" --tftp-max=1000 --log-facility="$T/dnsmasq.log" --pid-file="$T/dnsmasq.pid" 2> "$T/dnsmasq.err" & ;;
+  esac
+  SERVER_PID=$!
+  sleep 1
+  kill -0 "$SERVER_PID" 2>/dev/null || { echo "$1 did not start"; exit 1; }
+}
+stop_server() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=; }
+
+fetch() { # file window out; bounded in time like every load loop here
+  timeout 120 ip netns exec "$C" atftp --option "blksize 1468" --option "windowsize $2" -g -r "$1" -l "$3" 198.18.0.1 >/dev/null 2>&1
+}
+
+declare -A MBS TOTAL FAIL
+for srv in bootstorm tftpd-hpa dnsmasq; do
+  start_server $srv
+  for w in 1 16 64; do
+    rm -f "$T/out/big"
+    s=$(date +%s.%N)
+    if fetch big.bin "$w" "$T/out/big" && cmp -s "$T/root/big.bin" "$T/out/big"; then
+      e=$(date +%s.%N)
+      MBS[$srv,$w]=$(awk -v s="$s" -v e="$e" 'BEGIN {printf "%.1f", 32*1.048576/(e-s)}')
+    else
+      MBS[$srv,$w]="failed"
+    fi
+    echo "$srv windowsize $w: ${MBS[$srv,$w]} MB/s"
+  done
+  rm -f "$T"/out/c.*
+  s=$(date +%s.%N)
+  pids=()
+  for i in $(seq 1 "$CLIENTS"); do fetch one.bin 16 "$T/out/c.$i" & pids+=($!); done
+  # Only the clients: a bare `wait` would wait for the server too.
+  wait "${pids[@]}" || true
+  e=$(date +%s.%N)
+  fails=0
+  for i in $(seq 1 "$CLIENTS"); do cmp -s "$T/root/one.bin" "$T/out/c.$i" || fails=$((fails + 1)); done
+  TOTAL[$srv]=$(awk -v s="$s" -v e="$e" 'BEGIN {printf "%.2f", e-s}'); FAIL[$srv]=$fails
+  echo "$srv $CLIENTS x 1 MiB: ${TOTAL[$srv]} s, $fails failed"
+  stop_server
+done
+
+echo
+echo "kernel $(uname -r), $(nproc) cores, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%F)"
+echo "| server | 32 MiB, windowsize 1 (MB/s) | windowsize 16 | windowsize 64 | $CLIENTS x 1 MiB at once (s) | failed |"
+echo "| --- | --- | --- | --- | --- | --- |"
+for srv in bootstorm tftpd-hpa dnsmasq; do
+  echo "| $srv | ${MBS[$srv,1]} | ${MBS[$srv,16]} | ${MBS[$srv,64]} | ${TOTAL[$srv]} | ${FAIL[$srv]} |"
+done
