@@ -30,22 +30,8 @@ for t in perfdhcp kea-dhcp4 dnsmasq; do command -v $t >/dev/null || { echo "miss
 cargo build --release -q -p bootstorm-daemon
 BIN=$PWD/target/release/bootstorm
 
-P=bsc$$
-S=${P}S C=${P}C SIF=${P}s CIF=${P}c
-T=$(mktemp -d)
-SERVER_PID=
-cleanup() {
-  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
-  ip netns del "$C" 2>/dev/null || true
-  ip netns del "$S" 2>/dev/null || true
-  rm -rf "$T"
-}
-trap cleanup EXIT
-ip netns add "$S"; ip netns add "$C"
-ip link add "$SIF" netns "$S" type veth peer name "$CIF" netns "$C"
-ip -n "$S" addr add 198.18.0.1/16 dev "$SIF"; ip -n "$C" addr add 198.18.0.2/16 dev "$CIF"
-for ns in "$S" "$C"; do ip -n "$ns" link set lo up; done
-ip -n "$S" link set "$SIF" up; ip -n "$C" link set "$CIF" up
+. bench/lab.sh
+lab_up bsc
 
 cat > "$T/kea.json" <<JSON
 { "Dhcp4": {
