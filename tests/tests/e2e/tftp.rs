@@ -32,6 +32,10 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(None)
+    }
+
+    fn start_with(port_range: Option<(u16, u16)>) -> Server {
         let root = TempDir::new();
         let settings = TftpSettings {
             listen: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
@@ -45,6 +49,7 @@ impl Server {
             workers: 2,
             max_file_size: 64 << 20,
             max_transfers: 2000,
+            port_range,
         };
         let running =
             tftpd::start(&settings, Clock::new(), Arc::new(AtomicBool::new(false))).unwrap();
@@ -536,4 +541,42 @@ retries = 10
         stats["tftp"]["data_resent"].as_u64().unwrap() > 0,
         "the loss was real: {stats}"
     );
+}
+
+#[test]
+fn transfers_answer_from_the_configured_port_range() {
+    // A range of 4 ports: four transfers get one each; a fifth, while they run, gets an ERROR.
+    // Below the kernel's ephemeral range (32768-60999), so no client socket takes one by chance.
+    let (lo, hi) = (31_000u16, 31_003u16);
+    let srv = Server::start_with(Some((lo, hi)));
+    srv.put("f", &content(100_000, 3));
+    let mut ports = Vec::new();
+    for _ in 0..4 {
+        let (reply, from) = ask(srv.port(), &rrq(b"f", &[])).expect("a reply");
+        assert!(matches!(
+            Repr::parse(&reply).unwrap(),
+            Repr::Data { block: 1, .. }
+        ));
+        assert!(
+            (lo..=hi).contains(&from.port()),
+            "TID {} outside {lo}-{hi}",
+            from.port()
+        );
+        ports.push(from.port());
+    }
+    ports.sort();
+    ports.dedup();
+    assert_eq!(ports.len(), 4, "each running transfer has its own port");
+    let (reply, _) = ask(srv.port(), &rrq(b"f", &[])).expect("a reply");
+    match Repr::parse(&reply).unwrap() {
+        Repr::Error { code, message } => {
+            assert_eq!(code, ErrorCode::NotDefined);
+            assert!(
+                String::from_utf8_lossy(message).contains("out of sockets"),
+                "{}",
+                String::from_utf8_lossy(message)
+            );
+        }
+        r => panic!("{r:?}"),
+    }
 }

@@ -381,7 +381,35 @@ pub struct TftpSection {
     pub max_file_size: Option<u64>,
     /// Most transfers at once (default 10000).
     pub max_transfers: Option<usize>,
+    /// Local ports for transfers, "first-last" (default: any free port).
+    pub port_range: Option<PortRange>,
 }
+
+/// An inclusive UDP port range "first-last".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange(pub u16, pub u16);
+
+impl FromStr for PortRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<PortRange, String> {
+        let (a, b) = s
+            .split_once('-')
+            .ok_or_else(|| format!("'{s}' is not a port range"))?;
+        let p = |x: &str| {
+            x.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("'{}' is not a port 1-65535", x.trim()))
+        };
+        let (lo, hi) = (p(a)?, p(b)?);
+        if hi < lo {
+            return Err(format!("port range '{s}' ends before it starts"));
+        }
+        Ok(PortRange(lo, hi))
+    }
+}
+from_str_deserialize!(PortRange, "a port range like \"30000-30999\"");
 
 /// `[server]`.
 #[derive(Debug, Default, Deserialize)]
@@ -1098,6 +1126,7 @@ fn tftp_settings(
         workers: t.workers.unwrap_or(workers).max(1),
         max_file_size: t.max_file_size.unwrap_or(1 << 30),
         max_transfers: t.max_transfers.unwrap_or(10_000).max(1),
+        port_range: t.port_range.map(|r| (r.0, r.1)),
     })
 }
 

@@ -39,6 +39,34 @@ pub struct TftpSettings {
     pub max_file_size: u64,
     /// Most transfers at once; more get "server busy".
     pub max_transfers: usize,
+    /// Local ports for transfers (their TIDs), inclusive, for firewalls; `None`: any free port.
+    pub port_range: Option<(u16, u16)>,
+}
+
+/// Binds a transfer socket on `ip`: any free port, or the next free one in `range` after
+/// `cursor` (which advances, so ports are reused as late as possible). `None` if all are busy.
+fn bind_transfer_socket(
+    ip: std::net::Ipv4Addr,
+    range: Option<(u16, u16)>,
+    cursor: &mut u32,
+) -> std::io::Result<UdpSocket> {
+    let Some((lo, hi)) = range else {
+        return UdpSocket::bind(SocketAddrV4::new(ip, 0));
+    };
+    let n = u32::from(hi - lo) + 1;
+    for _ in 0..n {
+        let port = lo + (*cursor % n) as u16;
+        *cursor = cursor.wrapping_add(1);
+        match UdpSocket::bind(SocketAddrV4::new(ip, port)) {
+            Ok(sock) => return Ok(sock),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "every port of the transfer range is in use",
+    ))
 }
 
 /// Counters, shared by the listener and the workers.
@@ -214,6 +242,13 @@ impl Listener {
         } = self;
         let mut batch = RecvBatch::default();
         let mut next_worker = 0usize;
+        let mut port_cursor = 0u32;
+        let ctx = AcceptCtx {
+            s: &s,
+            cache: &cache,
+            clock,
+            stats: &stats,
+        };
         while !shutdown.load(Ordering::Relaxed) {
             let n = sock.recv_batch(&mut batch).unwrap_or(0);
             for i in 0..n {
@@ -230,7 +265,7 @@ impl Listener {
                     stats.duplicates.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                if let Some(t) = accept(datagram, peer, local_ip, &s, &cache, clock, &stats) {
+                if let Some(t) = accept(datagram, peer, local_ip, &ctx, &mut port_cursor) {
                     if let Ok(mut a) = active.lock() {
                         a.insert(peer);
                     }
@@ -245,17 +280,30 @@ impl Listener {
     }
 }
 
+/// What the listener shares with [`accept`].
+#[derive(Clone, Copy)]
+struct AcceptCtx<'a> {
+    s: &'a TftpSettings,
+    cache: &'a FileCache,
+    clock: Clock,
+    stats: &'a TftpStats,
+}
+
 /// Handles one datagram on the listener: a transfer to start, or an ERROR already sent, or
 /// nothing (not a request).
 fn accept(
     datagram: &[u8],
     peer: SocketAddr,
     ip: std::net::Ipv4Addr,
-    s: &TftpSettings,
-    cache: &FileCache,
-    clock: Clock,
-    stats: &TftpStats,
+    ctx: &AcceptCtx<'_>,
+    port_cursor: &mut u32,
 ) -> Option<NewTransfer> {
+    let AcceptCtx {
+        s,
+        cache,
+        clock,
+        stats,
+    } = *ctx;
     let refuse = |code: ErrorCode, msg: &str| {
         stats.refused.fetch_add(1, Ordering::Relaxed);
         tracing::info!(target: "bootstorm::tftp", event = "refused", client = %peer, reason = msg);
@@ -301,7 +349,7 @@ fn accept(
         return None;
     }
     let params = negotiate(&options, data.len() as u64, &s.limits);
-    let socket = match UdpSocket::bind(SocketAddrV4::new(ip, 0)).and_then(|u| {
+    let socket = match bind_transfer_socket(ip, s.port_range, port_cursor).and_then(|u| {
         u.connect(peer)?;
         u.set_nonblocking(true)?;
         Ok(MioUdp::from_std(u))
