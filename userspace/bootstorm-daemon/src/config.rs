@@ -934,8 +934,7 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
                 format!("reservation {addr} is in no configured subnet"),
             ));
         }
-        if let Some(other) = dhcp.reservations.iter().find(|o| o.addr == addr) {
-            let _ = other;
+        if dhcp.reservations.iter().any(|o| o.addr == addr) {
             return Err(src.error(span, format!("address {addr} is reserved twice")));
         }
         if let Some(m) = r.mac {

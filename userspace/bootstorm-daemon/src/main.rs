@@ -210,10 +210,10 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let control = {
-        let stats_src = StatsSource::new(&running);
+        let workers = running.stats_handle();
         let tftp_stats = tftp.as_ref().map(|t| t.stats().clone());
         let stats = move || {
-            let mut v = control::stats_json(&stats_src.total());
+            let mut v = control::stats_json(&workers.total());
             if let Some(t) = &tftp_stats {
                 v["tftp"] = tftpd::stats_json(t);
             }
@@ -278,29 +278,6 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!(stats = %control::stats_json(&total), "stopped");
     Ok(())
-}
-
-/// Reads the workers' published counters for the control socket.
-struct StatsSource {
-    shared: Vec<Arc<std::sync::Mutex<bootstorm_dhcp::Stats>>>,
-}
-
-impl StatsSource {
-    fn new(r: &serve::Running) -> StatsSource {
-        StatsSource {
-            shared: r.stats_handles(),
-        }
-    }
-
-    fn total(&self) -> bootstorm_dhcp::Stats {
-        let mut t = bootstorm_dhcp::Stats::default();
-        for s in &self.shared {
-            if let Ok(g) = s.lock() {
-                t.add(&g);
-            }
-        }
-        t
-    }
 }
 
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {

@@ -19,12 +19,36 @@ use std::time::Duration;
 /// at most this long, and idle workers wake ten times a second, which costs nothing measurable.
 const RECV_TIMEOUT: Duration = Duration::from_millis(100);
 
+/// The counters each worker publishes after every batch; cheap to clone, so the control socket
+/// can read them while the server runs.
+#[derive(Clone, Default)]
+pub struct WorkerStats(Vec<Arc<Mutex<Stats>>>);
+
+impl WorkerStats {
+    /// A snapshot of each worker's counters.
+    pub fn per_worker(&self) -> Vec<Stats> {
+        self.0
+            .iter()
+            .map(|s| s.lock().map(|g| g.clone()).unwrap_or_default())
+            .collect()
+    }
+
+    /// All workers' counters added up.
+    pub fn total(&self) -> Stats {
+        let mut t = Stats::default();
+        for s in self.per_worker() {
+            t.add(&s);
+        }
+        t
+    }
+}
+
 /// A running server.
 pub struct Running {
     server: Arc<Server>,
     shutdown: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
-    stats: Vec<Arc<Mutex<Stats>>>,
+    stats: WorkerStats,
     local: SocketAddrV4,
     clock: Clock,
 }
@@ -45,31 +69,19 @@ impl Running {
         self.clock
     }
 
-    /// The flag that stops the workers when set.
-    pub fn shutdown_flag(&self) -> Arc<AtomicBool> {
-        self.shutdown.clone()
-    }
-
     /// A snapshot of each worker's counters (updated after every batch).
     pub fn worker_stats(&self) -> Vec<Stats> {
-        self.stats
-            .iter()
-            .map(|s| s.lock().map(|g| g.clone()).unwrap_or_default())
-            .collect()
+        self.stats.per_worker()
     }
 
-    /// The shared counters each worker publishes after every batch.
-    pub fn stats_handles(&self) -> Vec<Arc<Mutex<Stats>>> {
+    /// A handle to the workers' counters that outlives borrows of `self`.
+    pub fn stats_handle(&self) -> WorkerStats {
         self.stats.clone()
     }
 
     /// All workers' counters added up.
     pub fn total_stats(&self) -> Stats {
-        let mut t = Stats::default();
-        for s in self.worker_stats() {
-            t.add(&s);
-        }
-        t
+        self.stats.total()
     }
 
     /// Stops the workers and waits for them; returns each worker's final counters.
@@ -78,10 +90,7 @@ impl Running {
         for w in self.workers {
             let _ = w.join();
         }
-        self.stats
-            .iter()
-            .map(|s| s.lock().map(|g| g.clone()).unwrap_or_default())
-            .collect()
+        self.stats.per_worker()
     }
 }
 
@@ -159,7 +168,7 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         server,
         shutdown,
         workers,
-        stats,
+        stats: WorkerStats(stats),
         local,
         clock,
     })

@@ -402,6 +402,8 @@ fn worker(
     let mut buf = vec![0u8; usize::from(limits.max_blksize) + 4];
     let mut rbuf = [0u8; 1500];
     let mut last_flush = std::time::Instant::now();
+    // Transfers with something to do this round; reused, so a wakeup allocates nothing.
+    let mut touched: Vec<usize> = Vec::new();
     while !shutdown.load(Ordering::Relaxed) {
         let now = clock.now();
         let wait = heap
@@ -414,7 +416,7 @@ fn worker(
             continue;
         }
         let now = clock.now();
-        let mut touched: Vec<usize> = Vec::new();
+        touched.clear();
         for ev in events.iter() {
             if ev.token() == WAKER {
                 while let Ok(t) = rx.try_recv() {
@@ -479,7 +481,7 @@ fn worker(
                 }
             }
         }
-        for idx in touched {
+        for &idx in &touched {
             let Some(slot) = slots.get_mut(idx).and_then(Option::as_mut) else {
                 continue;
             };
