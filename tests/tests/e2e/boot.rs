@@ -24,12 +24,18 @@ fn boot(case: &str, script_url: &str, http: bool) {
     let root = dir.join("root");
     std::fs::create_dir_all(&root).unwrap();
     let marker = format!("BOOTSTORM-MARKER-{case}");
-    std::fs::write(
-        root.join("boot.ipxe"),
-        format!("#!ipxe\necho {marker}\nsleep 1\n"),
-    )
-    .unwrap();
-    let http_section = if http { "[http]\nport = 8080\n" } else { "" };
+    let script = format!("#!ipxe\necho {marker}\nsleep 1\n");
+    // Over TFTP the script is in the machine's own directory (per-client root by MAC, its MAC
+    // learnt from its DHCP lease), and the shared root holds a decoy; HTTP serves the root.
+    let (tftp_extra, http_section) = if http {
+        std::fs::write(root.join("boot.ipxe"), &script).unwrap();
+        ("", "[http]\nport = 8080\n")
+    } else {
+        std::fs::create_dir(root.join("52-54-00-12-34-56")).unwrap();
+        std::fs::write(root.join("52-54-00-12-34-56/boot.ipxe"), &script).unwrap();
+        std::fs::write(root.join("boot.ipxe"), "#!ipxe\necho WRONG-ROOT\nsleep 1\n").unwrap();
+        ("unique_root = \"mac\"\n", "")
+    };
     let config = format!(
         r#"
 [server]
@@ -54,7 +60,7 @@ file = "undionly.kpxe"
 
 [tftp]
 root = "{root}"
-
+{tftp_extra}
 {http_section}"#,
         root = root.display()
     );

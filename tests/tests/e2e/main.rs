@@ -10,3 +10,4 @@ mod msg;
 mod perfdhcp;
 mod pxe;
 mod tftp;
+mod tftp_upload;

@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 /// Deterministic, incompressible-looking content.
-fn content(n: usize, seed: u32) -> Vec<u8> {
+pub(crate) fn content(n: usize, seed: u32) -> Vec<u8> {
     let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
     (0..n)
         .map(|_| {
@@ -25,19 +25,23 @@ fn content(n: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
-struct Server {
-    running: Option<TftpRunning>,
-    root: TempDir,
+pub(crate) struct Server {
+    pub(crate) running: Option<TftpRunning>,
+    pub(crate) root: TempDir,
 }
 
 impl Server {
-    fn start() -> Server {
-        Server::start_with(None)
+    pub(crate) fn start() -> Server {
+        Server::start_with(|_| {}, None)
     }
 
-    fn start_with(port_range: Option<(u16, u16)>) -> Server {
+    /// A server on loopback with the test defaults, changed by `tweak`.
+    pub(crate) fn start_with(
+        tweak: impl FnOnce(&mut TftpSettings),
+        mac_of: Option<tftpd::MacLookup>,
+    ) -> Server {
         let root = TempDir::new();
-        let settings = TftpSettings {
+        let mut settings = TftpSettings {
             listen: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
             root: root.path().to_path_buf(),
             limits: Limits {
@@ -49,21 +53,29 @@ impl Server {
             workers: 2,
             max_file_size: 64 << 20,
             max_transfers: 2000,
-            port_range,
+            port_range: None,
+            upload: None,
+            unique_root: None,
         };
-        let running =
-            tftpd::start(&settings, Clock::new(), Arc::new(AtomicBool::new(false))).unwrap();
+        tweak(&mut settings);
+        let running = tftpd::start(
+            &settings,
+            Clock::new(),
+            Arc::new(AtomicBool::new(false)),
+            mac_of,
+        )
+        .unwrap();
         Server {
             running: Some(running),
             root,
         }
     }
 
-    fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.running.as_ref().unwrap().local_addr().port()
     }
 
-    fn put(&self, name: &str, data: &[u8]) {
+    pub(crate) fn put(&self, name: &str, data: &[u8]) {
         let p = self.root.join(name);
         if let Some(d) = p.parent() {
             std::fs::create_dir_all(d).unwrap();
@@ -89,7 +101,7 @@ const SIZES: &[(&str, usize)] = &[
     ("forty-mib", 40 << 20),
 ];
 
-fn fetch(cmd: &mut Command, out: &std::path::Path, what: &str) -> Vec<u8> {
+pub(crate) fn fetch(cmd: &mut Command, out: &std::path::Path, what: &str) -> Vec<u8> {
     let o = output_within(cmd, Duration::from_secs(120));
     assert!(
         o.status.success(),
@@ -188,7 +200,7 @@ fn byte_exact_downloads_with_tftp_hpa_curl_and_atftp() {
 }
 
 /// Sends one datagram to the listener and returns the first reply and where it came from.
-fn ask(port: u16, pkt: &[u8]) -> Option<(Vec<u8>, std::net::SocketAddr)> {
+pub(crate) fn ask(port: u16, pkt: &[u8]) -> Option<(Vec<u8>, std::net::SocketAddr)> {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     // The server answers at once; the margin is for a loaded CI machine.
     s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -199,7 +211,7 @@ fn ask(port: u16, pkt: &[u8]) -> Option<(Vec<u8>, std::net::SocketAddr)> {
         .map(|(n, a)| (buf[..n].to_vec(), a))
 }
 
-fn rrq(name: &[u8], options: &[(&str, &str)]) -> Vec<u8> {
+pub(crate) fn rrq(name: &[u8], options: &[(&str, &str)]) -> Vec<u8> {
     let mut v = vec![0, 1];
     v.extend_from_slice(name);
     v.extend_from_slice(b"\0octet\0");
@@ -548,7 +560,7 @@ fn transfers_answer_from_the_configured_port_range() {
     // A range of 4 ports: four transfers get one each; a fifth, while they run, gets an ERROR.
     // Below the kernel's ephemeral range (32768-60999), so no client socket takes one by chance.
     let (lo, hi) = (31_000u16, 31_003u16);
-    let srv = Server::start_with(Some((lo, hi)));
+    let srv = Server::start_with(|s| s.port_range = Some((lo, hi)), None);
     srv.put("f", &content(100_000, 3));
     let mut ports = Vec::new();
     for _ in 0..4 {

@@ -383,6 +383,14 @@ pub struct TftpSection {
     pub max_transfers: Option<usize>,
     /// Local ports for transfers, "first-last" (default: any free port).
     pub port_range: Option<PortRange>,
+    /// Accept uploads (WRQ) into this directory, which must not be the root (default: refused).
+    pub upload_dir: Option<PathBuf>,
+    /// Let uploads replace existing files (default false: ERROR 6).
+    pub upload_overwrite: Option<bool>,
+    /// Largest upload in bytes (default 64 MiB).
+    pub max_upload_size: Option<u64>,
+    /// Look in a per-client subdirectory of the root first: "ip" or "mac" (default: none).
+    pub unique_root: Option<String>,
 }
 
 /// An inclusive UDP port range "first-last".
@@ -1118,6 +1126,58 @@ fn tftp_settings(
     if let Some(r) = t.retries {
         limits.max_retries = r;
     }
+    let unique_root = match t.unique_root.as_deref() {
+        None => None,
+        Some("ip") => Some(crate::tftpd::UniqueRoot::Ip),
+        Some("mac") => Some(crate::tftpd::UniqueRoot::Mac),
+        Some(x) => {
+            return Err(src.error(
+                span,
+                format!("[tftp] unique_root '{x}': expected \"ip\" or \"mac\""),
+            ));
+        }
+    };
+    let upload = match &t.upload_dir {
+        None => {
+            if t.upload_overwrite.is_some() || t.max_upload_size.is_some() {
+                return Err(src.error(
+                    span,
+                    "[tftp] upload_overwrite and max_upload_size need upload_dir",
+                ));
+            }
+            None
+        }
+        Some(dir) => {
+            let (Ok(d), Ok(r)) = (dir.canonicalize(), root.canonicalize()) else {
+                return Err(src.error(
+                    span,
+                    format!("[tftp] upload_dir {} is not a directory", dir.display()),
+                ));
+            };
+            if !d.is_dir() {
+                return Err(src.error(
+                    span,
+                    format!("[tftp] upload_dir {} is not a directory", dir.display()),
+                ));
+            }
+            // Uploads must never replace the boot files themselves.
+            if r.starts_with(&d) {
+                return Err(src.error(
+                    span,
+                    format!(
+                        "[tftp] upload_dir {} holds the root {}: uploads need a separate directory",
+                        dir.display(),
+                        root.display()
+                    ),
+                ));
+            }
+            Some(crate::tftpd::UploadSettings {
+                dir: d,
+                overwrite: t.upload_overwrite.unwrap_or(false),
+                max_size: t.max_upload_size.unwrap_or(64 << 20),
+            })
+        }
+    };
     Ok(crate::tftpd::TftpSettings {
         listen: SocketAddrV4::new(t.address.unwrap_or(default_ip), t.port.unwrap_or(69)),
         root,
@@ -1126,6 +1186,8 @@ fn tftp_settings(
         max_file_size: t.max_file_size.unwrap_or(1 << 30),
         max_transfers: t.max_transfers.unwrap_or(10_000).max(1),
         port_range: t.port_range.map(|r| (r.0, r.1)),
+        upload,
+        unique_root,
     })
 }
 

@@ -73,6 +73,14 @@ impl FileCache {
         &self.root
     }
 
+    /// Whether `rel` (a name made by the server, not a client) is a directory inside the root.
+    pub fn has_dir(&self, rel: &str) -> bool {
+        self.root
+            .join(rel)
+            .canonicalize()
+            .is_ok_and(|p| p.starts_with(&self.root) && p.is_dir())
+    }
+
     /// The contents of `name` (as a client sent it), in netascii form if asked.
     pub fn get(&self, name: &[u8], netascii: bool) -> Result<Arc<[u8]>, FileError> {
         let rel = normalize(name).map_err(FileError::BadName)?;

@@ -201,7 +201,21 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
                     }
                 }
             }
-            Some(tftpd::start(&t, running.clock(), shutdown.clone())?)
+            {
+                let (server, clock) = (running.server().clone(), running.clock());
+                let mac_of: tftpd::MacLookup = Arc::new(move |ip| {
+                    server
+                        .leases()
+                        .hwaddr_of(clock.now(), ip)
+                        .map(|m| m.to_vec())
+                });
+                Some(tftpd::start(
+                    &t,
+                    running.clock(),
+                    shutdown.clone(),
+                    Some(mac_of),
+                )?)
+            }
         }
         None => None,
     };

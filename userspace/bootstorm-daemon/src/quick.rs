@@ -64,6 +64,12 @@ pub struct QuickFlags {
     /// TFTP port.
     #[arg(long)]
     pub tftp_port: Option<u16>,
+    /// Accept TFTP uploads into this directory (not the root).
+    #[arg(long)]
+    pub tftp_upload_dir: Option<PathBuf>,
+    /// Look in root/<client IP>/ or root/<client MAC>/ first: "ip" or "mac".
+    #[arg(long)]
+    pub tftp_unique_root: Option<String>,
     /// Serve this directory over HTTP (default with --http-port: the TFTP root).
     #[arg(long)]
     pub http_root: Option<PathBuf>,
@@ -220,10 +226,16 @@ pub fn settings(q: &QuickFlags, s: &ServerFlags) -> Result<Settings, ConfigError
         &q.boot_file_arm64,
     );
     rule("default", MatchSection::default(), &q.boot_file);
-    if q.tftp_root.is_some() || q.tftp_port.is_some() {
+    if q.tftp_root.is_some()
+        || q.tftp_port.is_some()
+        || q.tftp_upload_dir.is_some()
+        || q.tftp_unique_root.is_some()
+    {
         file.tftp = Some(spanned(TftpSection {
             root: q.tftp_root.clone(),
             port: q.tftp_port,
+            upload_dir: q.tftp_upload_dir.clone(),
+            unique_root: q.tftp_unique_root.clone(),
             ..TftpSection::default()
         }));
     }

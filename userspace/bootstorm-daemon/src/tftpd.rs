@@ -4,19 +4,29 @@
 //! Workers poll their transfers' sockets with mio and keep a heap of retransmission deadlines
 //! (at most one entry per transfer), so thousands of transfers run at once with memory bounded by
 //! their number. File bytes come from the shared [`FileCache`]: one copy for every client.
+//!
+//! Uploads (WRQ) are refused unless an upload directory is configured, which is separate from the
+//! root. An upload is written to a hidden temporary file next to its destination and moved into
+//! place only when complete, before the final ACK leaves; a failed upload leaves nothing behind.
+//! Existing files are not replaced unless the configuration says so.
+//!
+//! Per-client roots (as dnsmasq's `tftp-unique-root`): a request is looked up first under
+//! `root/<client IP>/` or `root/<client MAC>/` (`01-02-03-04-aa-bb`), then under `root/`. The
+//! MAC comes from the DHCP lease of the client's address, else from the kernel's neighbour table.
 
 use crate::files::{FileCache, FileError};
 use crate::logbuf;
 use anyhow::Context;
 use bootstorm_net::{RecvBatch, SocketOptions, UdpSocket4};
-use bootstorm_tftp::{Limits, ReadTransfer, State, negotiate};
+use bootstorm_tftp::{Limits, ReadTransfer, State, WriteTransfer, negotiate};
 use bootstorm_time::{Clock, Instant};
 use bootstorm_wire::tftp::{ErrorCode, Mode, Repr};
 use mio::net::UdpSocket as MioUdp;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,6 +51,71 @@ pub struct TftpSettings {
     pub max_transfers: usize,
     /// Local ports for transfers (their TIDs), inclusive, for firewalls; `None`: any free port.
     pub port_range: Option<(u16, u16)>,
+    /// Uploads; `None`: every WRQ is refused.
+    pub upload: Option<UploadSettings>,
+    /// Per-client subdirectories of the root, looked up first.
+    pub unique_root: Option<UniqueRoot>,
+}
+
+/// Where uploads go.
+#[derive(Clone, Debug)]
+pub struct UploadSettings {
+    /// Directory for uploaded files (subdirectories must exist already).
+    pub dir: PathBuf,
+    /// Replace existing files (otherwise ERROR 6, "file already exists").
+    pub overwrite: bool,
+    /// Largest upload, in bytes.
+    pub max_size: u64,
+}
+
+/// Which per-client subdirectory of the root a request looks in first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UniqueRoot {
+    /// `root/198.18.0.10/`.
+    Ip,
+    /// `root/52-54-00-12-34-56/`.
+    Mac,
+}
+
+/// Finds the hardware address the DHCP server leased `addr` to.
+pub type MacLookup = Arc<dyn Fn(Ipv4Addr) -> Option<Vec<u8>> + Send + Sync>;
+
+/// The hardware address of `addr` from the kernel's neighbour table (`/proc/net/arp`): a client
+/// on the local link that just sent us a request has asked for our address, which left an entry.
+pub fn neighbour_mac(addr: Ipv4Addr) -> Option<Vec<u8>> {
+    let table = std::fs::read_to_string("/proc/net/arp").ok()?;
+    parse_arp_table(&table, addr)
+}
+
+fn parse_arp_table(table: &str, addr: Ipv4Addr) -> Option<Vec<u8>> {
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // IP address, HW type, Flags, HW address, Mask, Device; flags 0x0 is an incomplete entry.
+        if f.len() < 4 || f[0].parse::<Ipv4Addr>().ok()? != addr || f[2] == "0x0" {
+            return None;
+        }
+        let mac: Option<Vec<u8>> = f[3]
+            .split(':')
+            .map(|h| u8::from_str_radix(h, 16).ok())
+            .collect();
+        mac.filter(|m| m.len() == 6 && m.iter().any(|&b| b != 0))
+    })
+}
+
+/// The subdirectory name for a client, dnsmasq style.
+fn client_dir(kind: UniqueRoot, ip: Ipv4Addr, mac_of: Option<&MacLookup>) -> Option<String> {
+    match kind {
+        UniqueRoot::Ip => Some(ip.to_string()),
+        UniqueRoot::Mac => {
+            let mac = mac_of.and_then(|f| f(ip)).or_else(|| neighbour_mac(ip))?;
+            Some(
+                mac.iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join("-"),
+            )
+        }
+    }
 }
 
 /// Binds a transfer socket on `ip`: any free port, or the next free one in `range` after
@@ -89,6 +164,10 @@ pub struct TftpStats {
     /// Repeated requests from a client whose transfer already runs (its OACK or first block was
     /// lost; the transfer's own retransmission answers it).
     pub duplicates: AtomicU64,
+    /// Uploads stored, and their bytes.
+    pub uploaded: AtomicU64,
+    /// See `uploaded`.
+    pub upload_bytes: AtomicU64,
 }
 
 /// Clients with a transfer running, so a repeated request does not start a second one.
@@ -126,19 +205,137 @@ impl TftpRunning {
     }
 }
 
+/// A transfer in either direction.
+enum Job {
+    Read(ReadTransfer),
+    Write(Upload),
+}
+
+/// An upload and the file it goes to.
+struct Upload {
+    t: WriteTransfer,
+    file: Option<std::fs::File>,
+    tmp: PathBuf,
+    dest: PathBuf,
+    overwrite: bool,
+    committed: bool,
+}
+
+impl Upload {
+    /// Writes what arrived; moves the file into place once it is whole; removes it once the
+    /// transfer failed (before the ERROR leaves, so a client never sees a half file after it).
+    fn store(&mut self) {
+        self.write_and_commit();
+        if matches!(self.t.state(), State::Failed(_)) && !self.committed && self.file.is_some() {
+            self.file = None;
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+
+    fn write_and_commit(&mut self) {
+        if !self.t.pending().is_empty() {
+            let ok = self
+                .file
+                .as_mut()
+                .is_some_and(|f| f.write_all(self.t.pending()).is_ok());
+            self.t.clear_pending();
+            if !ok {
+                tracing::warn!(file = %self.tmp.display(), "cannot write an upload");
+                self.t.abort(ErrorCode::DiskFull, "cannot write the file");
+                return;
+            }
+        }
+        if self.t.is_complete() && !self.committed {
+            self.file = None; // closed
+            let placed = if self.overwrite {
+                std::fs::rename(&self.tmp, &self.dest)
+            } else {
+                // link() never replaces: a file created meanwhile is not overwritten.
+                std::fs::hard_link(&self.tmp, &self.dest)
+                    .and_then(|()| std::fs::remove_file(&self.tmp))
+            };
+            match placed {
+                Ok(()) => self.committed = true,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    self.t.abort(ErrorCode::FileExists, "file already exists")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %self.dest.display(), error = %e, "cannot store an upload");
+                    self.t
+                        .abort(ErrorCode::AccessViolation, "cannot store the file");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+impl Job {
+    fn handle(&mut self, now: Instant, packet: Repr<'_>) {
+        match (self, packet) {
+            (Job::Read(t), Repr::Ack { block }) => t.handle_ack(now, block),
+            (Job::Write(u), Repr::Data { block, data }) => u.t.handle_data(now, block, data),
+            (Job::Read(t), Repr::Error { code, .. }) => t.handle_error(code),
+            (Job::Write(u), Repr::Error { code, .. }) => u.t.handle_error(code),
+            _ => {}
+        }
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        match self {
+            Job::Read(t) => t.poll_transmit(now, buf),
+            Job::Write(u) => {
+                u.store();
+                u.t.poll_transmit(now, buf)
+            }
+        }
+    }
+
+    fn state(&self) -> State {
+        match self {
+            Job::Read(t) => t.state(),
+            Job::Write(u) => u.t.state(),
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            Job::Read(t) => t.poll_timeout(),
+            Job::Write(u) => u.t.poll_timeout(),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            Job::Read(t) => t.handle_timeout(now),
+            Job::Write(u) => u.t.handle_timeout(now),
+        }
+    }
+}
+
 struct NewTransfer {
     socket: MioUdp,
-    transfer: ReadTransfer,
+    transfer: Job,
     peer: SocketAddr,
     file: String,
     started: Instant,
 }
 
 /// Binds the listener and starts the threads. `shutdown` stops them too.
+/// `mac_of` resolves client addresses to MACs for `unique_root = "mac"` (the DHCP lease table);
+/// the kernel's neighbour table is asked when it has no answer.
 pub fn start(
     s: &TftpSettings,
     clock: Clock,
     shutdown: Arc<AtomicBool>,
+    mac_of: Option<MacLookup>,
 ) -> anyhow::Result<TftpRunning> {
     let cache = Arc::new(
         FileCache::new(&s.root, s.max_file_size)
@@ -187,6 +384,7 @@ pub fn start(
                     shutdown: shutdown2,
                     stats: stats2,
                     active,
+                    mac_of,
                 }
                 .run()
             })?,
@@ -226,6 +424,7 @@ struct Listener {
     shutdown: Arc<AtomicBool>,
     stats: Arc<TftpStats>,
     active: Active,
+    mac_of: Option<MacLookup>,
 }
 
 impl Listener {
@@ -239,6 +438,7 @@ impl Listener {
             shutdown,
             stats,
             active,
+            mac_of,
         } = self;
         let mut batch = RecvBatch::default();
         let mut next_worker = 0usize;
@@ -248,6 +448,8 @@ impl Listener {
             cache: &cache,
             clock,
             stats: &stats,
+            mac_of: mac_of.as_ref(),
+            upload_seq: std::cell::Cell::new(0),
         };
         while !shutdown.load(Ordering::Relaxed) {
             let n = sock.recv_batch(&mut batch).unwrap_or(0);
@@ -281,12 +483,80 @@ impl Listener {
 }
 
 /// What the listener shares with [`accept`].
-#[derive(Clone, Copy)]
 struct AcceptCtx<'a> {
     s: &'a TftpSettings,
     cache: &'a FileCache,
     clock: Clock,
     stats: &'a TftpStats,
+    mac_of: Option<&'a MacLookup>,
+    /// Makes temporary upload names unique.
+    upload_seq: std::cell::Cell<u64>,
+}
+
+/// Opens the temporary file for an upload of `name` into `up.dir`; the ERROR to send if not.
+fn open_upload(
+    up: &UploadSettings,
+    name: &[u8],
+    seq: u64,
+) -> Result<(std::fs::File, PathBuf, PathBuf), (ErrorCode, String)> {
+    let shown = String::from_utf8_lossy(name).into_owned();
+    let rel = bootstorm_tftp::normalize(name)
+        .map_err(|e| (ErrorCode::AccessViolation, format!("{shown}: {e}")))?;
+    let dir = up.dir.canonicalize().map_err(|_| {
+        (
+            ErrorCode::AccessViolation,
+            "upload directory missing".into(),
+        )
+    })?;
+    let dest = dir.join(&rel);
+    let parent = dest.parent().unwrap_or(&dir);
+    // The parent, symlinks resolved, must be inside the upload directory (no escape through a
+    // linked subdirectory); the name itself must not be a symlink or anything but a file.
+    let real_parent = parent.canonicalize().map_err(|_| {
+        (
+            ErrorCode::FileNotFound,
+            format!("{shown}: no such directory"),
+        )
+    })?;
+    if !real_parent.starts_with(&dir) || !real_parent.is_dir() {
+        return Err((
+            ErrorCode::AccessViolation,
+            format!("{shown}: path leaves the upload directory"),
+        ));
+    }
+    let file_name = dest.file_name().unwrap_or_default().to_owned();
+    let dest = real_parent.join(&file_name);
+    match std::fs::symlink_metadata(&dest) {
+        Ok(m) if !m.file_type().is_file() => {
+            return Err((
+                ErrorCode::AccessViolation,
+                format!("{shown}: not a regular file"),
+            ));
+        }
+        Ok(_) if !up.overwrite => {
+            return Err((
+                ErrorCode::FileExists,
+                format!("{shown}: file already exists"),
+            ));
+        }
+        _ => {}
+    }
+    let tmp = real_parent.join(format!(
+        ".{}.{}-{seq}.upload",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| {
+            (
+                ErrorCode::AccessViolation,
+                format!("{shown}: cannot create: {e}"),
+            )
+        })?;
+    Ok((file, tmp, dest))
 }
 
 /// Handles one datagram on the listener: a transfer to start, or an ERROR already sent, or
@@ -303,23 +573,21 @@ fn accept(
         cache,
         clock,
         stats,
+        mac_of,
+        ..
     } = *ctx;
     let refuse = |code: ErrorCode, msg: &str| {
         stats.refused.fetch_add(1, Ordering::Relaxed);
         tracing::info!(target: "bootstorm::tftp", event = "refused", client = %peer, reason = msg);
         send_error(ip, peer, code, msg);
     };
-    let (filename, mode, options) = match Repr::parse(datagram) {
+    let (write, filename, mode, options) = match Repr::parse(datagram) {
         Ok(Repr::Request {
-            write: false,
+            write,
             filename,
             mode,
             options,
-        }) => (filename, mode, options),
-        Ok(Repr::Request { write: true, .. }) => {
-            refuse(ErrorCode::AccessViolation, "writes are not allowed");
-            return None;
-        }
+        }) => (write, filename, mode, options),
         Ok(_) => return None, // DATA/ACK/ERROR to port 69 belong to no transfer: dropped
         Err(e) => {
             // Only requests get an answer; anything else on port 69 is dropped.
@@ -332,23 +600,63 @@ fn accept(
         }
     };
     let name = String::from_utf8_lossy(filename).into_owned();
-    let data = match cache.get(filename, mode == Mode::Netascii) {
-        Ok(d) => d,
-        Err(e) => {
-            let code = match e {
-                FileError::NotFound | FileError::NotAFile => ErrorCode::FileNotFound,
-                FileError::TooLarge(_) => ErrorCode::NotDefined,
-                FileError::BadName(_) | FileError::OutsideRoot => ErrorCode::AccessViolation,
-            };
-            refuse(code, &format!("{name}: {e}"));
-            return None;
-        }
-    };
     if stats.active.load(Ordering::Relaxed) as usize >= s.max_transfers {
         refuse(ErrorCode::NotDefined, "server busy, try again");
         return None;
     }
-    let params = negotiate(&options, data.len() as u64, &s.limits);
+    let (job, params) = if write {
+        let Some(up) = &s.upload else {
+            refuse(ErrorCode::AccessViolation, "uploads are not enabled");
+            return None;
+        };
+        // RFC 2349: a WRQ's tsize states the size; refuse what will not fit before any data.
+        if options.tsize.is_some_and(|n| n > up.max_size) {
+            refuse(
+                ErrorCode::DiskFull,
+                &format!("{name}: over the upload size limit"),
+            );
+            return None;
+        }
+        let seq = ctx.upload_seq.get();
+        ctx.upload_seq.set(seq + 1);
+        let (file, tmp, dest) = match open_upload(up, filename, seq) {
+            Ok(x) => x,
+            Err((code, msg)) => {
+                refuse(code, &msg);
+                return None;
+            }
+        };
+        let params = negotiate(&options, options.tsize.unwrap_or(0), &s.limits);
+        let t = WriteTransfer::new(params, mode == Mode::Netascii, up.max_size, &s.limits);
+        let job = Job::Write(Upload {
+            t,
+            file: Some(file),
+            tmp,
+            dest,
+            overwrite: up.overwrite,
+            committed: false,
+        });
+        (job, params)
+    } else {
+        let data = match lookup(cache, s.unique_root, peer, mac_of, filename, mode) {
+            Ok(d) => d,
+            Err(e) => {
+                let code = match e {
+                    FileError::NotFound | FileError::NotAFile => ErrorCode::FileNotFound,
+                    FileError::TooLarge(_) => ErrorCode::NotDefined,
+                    FileError::BadName(_) | FileError::OutsideRoot => ErrorCode::AccessViolation,
+                };
+                refuse(code, &format!("{name}: {e}"));
+                return None;
+            }
+        };
+        let params = negotiate(&options, data.len() as u64, &s.limits);
+        (
+            Job::Read(ReadTransfer::new(data, params, &s.limits)),
+            params,
+        )
+    };
+    let _ = params;
     let socket = match bind_transfer_socket(ip, s.port_range, port_cursor).and_then(|u| {
         u.connect(peer)?;
         u.set_nonblocking(true)?;
@@ -365,18 +673,47 @@ fn accept(
     stats.active.fetch_add(1, Ordering::Relaxed);
     Some(NewTransfer {
         socket,
-        transfer: ReadTransfer::new(data, params, &s.limits),
+        transfer: job,
         peer,
         file: name,
         started: clock.now(),
     })
 }
 
+/// A file for a read request: from the client's own subdirectory if there is one and it holds
+/// the file, else from the root.
+fn lookup(
+    cache: &FileCache,
+    unique: Option<UniqueRoot>,
+    peer: SocketAddr,
+    mac_of: Option<&MacLookup>,
+    filename: &[u8],
+    mode: Mode,
+) -> Result<Arc<[u8]>, FileError> {
+    let netascii = mode == Mode::Netascii;
+    if let (Some(kind), SocketAddr::V4(p)) = (unique, peer) {
+        if let Some(dir) = client_dir(kind, *p.ip(), mac_of) {
+            if cache.has_dir(&dir) {
+                // Check the name first, so a refused name is refused as such.
+                bootstorm_tftp::normalize(filename).map_err(FileError::BadName)?;
+                let mut own = dir.into_bytes();
+                own.push(b'/');
+                own.extend_from_slice(filename);
+                match cache.get(&own, netascii) {
+                    Err(FileError::NotFound) => {}
+                    other => return other,
+                }
+            }
+        }
+    }
+    cache.get(filename, netascii)
+}
+
 const WAKER: Token = Token(usize::MAX);
 
 struct Slot {
     socket: MioUdp,
-    transfer: ReadTransfer,
+    transfer: Job,
     peer: SocketAddr,
     file: String,
     started: Instant,
@@ -400,7 +737,8 @@ fn worker(
     let mut heap: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
     // Room for the largest DATA packet the limits allow.
     let mut buf = vec![0u8; usize::from(limits.max_blksize) + 4];
-    let mut rbuf = [0u8; 1500];
+    // Room for the largest DATA packet an upload may send.
+    let mut rbuf = vec![0u8; usize::from(limits.max_blksize) + 4];
     let mut last_flush = std::time::Instant::now();
     // Transfers with something to do this round; reused, so a wakeup allocates nothing.
     let mut touched: Vec<usize> = Vec::new();
@@ -456,11 +794,11 @@ fn worker(
             // Drain the socket: ACKs move the window, an ERROR ends the transfer.
             loop {
                 match slot.socket.recv(&mut rbuf) {
-                    Ok(n) => match Repr::parse(&rbuf[..n]) {
-                        Ok(Repr::Ack { block }) => slot.transfer.handle_ack(now, block),
-                        Ok(Repr::Error { code, .. }) => slot.transfer.handle_error(code),
-                        _ => {}
-                    },
+                    Ok(n) => {
+                        if let Ok(p) = Repr::parse(&rbuf[..n]) {
+                            slot.transfer.handle(now, p);
+                        }
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(_) => break, // ICMP port unreachable and the like: timeouts decide
                 }
@@ -521,23 +859,38 @@ fn worker(
 fn finish(mut slot: Slot, state: State, now: Instant, stats: &TftpStats, poll: &mut Poll) {
     let _ = poll.registry().deregister(&mut slot.socket);
     stats.active.fetch_sub(1, Ordering::Relaxed);
-    let (sent, resent) = slot.transfer.counters();
-    stats.data_sent.fetch_add(sent, Ordering::Relaxed);
-    stats.data_resent.fetch_add(resent, Ordering::Relaxed);
-    let p = slot.transfer.params();
     let millis = now.saturating_since(slot.started).as_millis();
-    match state {
-        State::Done => {
+    let (peer, file) = (&slot.peer, &slot.file);
+    match (&slot.transfer, state) {
+        (Job::Read(t), _) => {
+            let (sent, resent) = t.counters();
+            stats.data_sent.fetch_add(sent, Ordering::Relaxed);
+            stats.data_resent.fetch_add(resent, Ordering::Relaxed);
+            let p = t.params();
+            if let State::Failed(f) = state {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(target: "bootstorm::tftp", event = "failed", client = %peer, file = %file,
+                    reason = ?f, bytes = t.bytes_acked(), millis, "transfer");
+            } else {
+                stats.completed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(target: "bootstorm::tftp", event = "done", client = %peer, file = %file,
+                    bytes = t.bytes_acked(), blksize = p.blksize, windowsize = p.windowsize, millis, resent, "transfer");
+            }
+        }
+        (Job::Write(u), _) if u.committed => {
+            // Stored: a client error while dallying changes nothing.
             stats.completed.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(target: "bootstorm::tftp", event = "done", client = %slot.peer, file = %slot.file,
-                bytes = slot.transfer.bytes_acked(), blksize = p.blksize, windowsize = p.windowsize, millis, resent, "transfer");
+            stats.uploaded.fetch_add(1, Ordering::Relaxed);
+            stats.upload_bytes.fetch_add(u.t.size(), Ordering::Relaxed);
+            let p = u.t.params();
+            tracing::info!(target: "bootstorm::tftp", event = "uploaded", client = %peer, file = %file,
+                path = %u.dest.display(), bytes = u.t.size(), blksize = p.blksize, windowsize = p.windowsize, millis, "transfer");
         }
-        State::Failed(f) => {
+        (Job::Write(u), _) => {
             stats.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(target: "bootstorm::tftp", event = "failed", client = %slot.peer, file = %slot.file,
-                reason = ?f, bytes = slot.transfer.bytes_acked(), millis, "transfer");
+            tracing::info!(target: "bootstorm::tftp", event = "upload-failed", client = %peer, file = %file,
+                reason = ?state, bytes = u.t.size(), millis, "transfer");
         }
-        State::Running => {}
     }
 }
 
@@ -548,5 +901,40 @@ pub fn stats_json(s: &TftpStats) -> serde_json::Value {
         "started": g(&s.started), "completed": g(&s.completed), "failed": g(&s.failed),
         "refused": g(&s.refused), "active": g(&s.active), "duplicates": g(&s.duplicates),
         "data_sent": g(&s.data_sent), "data_resent": g(&s.data_resent),
+        "uploaded": g(&s.uploaded), "upload_bytes": g(&s.upload_bytes),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neighbour_table_lines_give_macs() {
+        let table = "IP address       HW type     Flags       HW address            Mask     Device\n\
+            198.18.1.7       0x1         0x2         52:54:00:12:34:56     *        veth-s\n\
+            198.18.1.8       0x1         0x0         00:00:00:00:00:00     *        veth-s\n";
+        assert_eq!(
+            parse_arp_table(table, Ipv4Addr::new(198, 18, 1, 7)),
+            Some(vec![0x52, 0x54, 0, 0x12, 0x34, 0x56])
+        );
+        assert_eq!(
+            parse_arp_table(table, Ipv4Addr::new(198, 18, 1, 8)),
+            None,
+            "incomplete"
+        );
+        assert_eq!(parse_arp_table(table, Ipv4Addr::new(198, 18, 1, 9)), None);
+        assert_eq!(parse_arp_table("", Ipv4Addr::new(198, 18, 1, 7)), None);
+    }
+
+    #[test]
+    fn client_directories_are_named_like_dnsmasq() {
+        let ip = Ipv4Addr::new(198, 18, 1, 7);
+        assert_eq!(client_dir(UniqueRoot::Ip, ip, None).unwrap(), "198.18.1.7");
+        let f: MacLookup = Arc::new(|_| Some(vec![0x52, 0x54, 0, 0xab, 0x04, 0xff]));
+        assert_eq!(
+            client_dir(UniqueRoot::Mac, ip, Some(&f)).unwrap(),
+            "52-54-00-ab-04-ff"
+        );
+    }
 }

@@ -848,6 +848,22 @@ impl LeaseTable {
         changed
     }
 
+    /// The hardware address of the client that holds `addr` (offered or bound) now. Walks every
+    /// shard: meant for rare lookups (a TFTP per-client root), not for the DHCP hot path.
+    pub fn hwaddr_of(&self, now: Instant, addr: Ipv4Addr) -> Option<Box<[u8]>> {
+        for s in self.shards.iter() {
+            let shard = lock(s);
+            for l in shard.clients.values().filter(|l| l.addr == addr) {
+                let mut l = l.clone();
+                self.refresh(now, &mut l);
+                if matches!(l.state, LeaseState::Offered | LeaseState::Bound) {
+                    return Some(l.hwaddr);
+                }
+            }
+        }
+        None
+    }
+
     /// Every client record, states up to date, sorted by address.
     pub fn leases(&self, now: Instant) -> Vec<Lease> {
         let mut all = Vec::new();

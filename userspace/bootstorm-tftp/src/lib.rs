@@ -9,6 +9,8 @@
 //!   `handle_ack(now, block)` moves the window, `poll_timeout()` / `handle_timeout(now)` drive
 //!   retransmission. Call order: after creating it and after every `handle_*`, call
 //!   `poll_transmit` until it returns `None`, then wait for a datagram or `poll_timeout()`.
+//! - [`WriteTransfer`] receives an upload (WRQ) into memory a window at a time; the daemon drains
+//!   it into a file and commits the file before the final ACK leaves.
 //! - [`normalize`] maps a requested file name to a path inside the root, or refuses it.
 //!
 //! What it deliberately is not: a server loop or a file cache (the daemon owns those).
@@ -16,6 +18,8 @@
 
 mod path;
 mod transfer;
+mod write;
 
 pub use path::*;
 pub use transfer::*;
+pub use write::*;

@@ -107,6 +107,12 @@ pub enum Failure {
     ClientError(ErrorCode),
     /// The client refused our OACK (ERROR 8, RFC 2347).
     OptionsRefused,
+    /// The client broke the protocol (e.g. a DATA block longer than the block size).
+    Protocol,
+    /// An upload went over the size limit.
+    TooLarge,
+    /// The server could not go on (e.g. the upload could not be written); the code was sent.
+    Local(ErrorCode),
 }
 
 /// A read transfer. Block numbers are tracked as absolute indices (0 = the OACK, 1.. = DATA) and

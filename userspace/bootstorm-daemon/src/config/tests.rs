@@ -197,3 +197,50 @@ fn example_configs_are_valid() {
     }
     assert!(n >= 2);
 }
+
+#[test]
+fn tftp_uploads_and_unique_roots_are_checked() {
+    let base = std::env::temp_dir().join(format!("bs-cfg-upload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(base.join("boot/up")).unwrap();
+    std::fs::create_dir_all(base.join("uploads")).unwrap();
+    let with = |extra: &str| {
+        check(&format!(
+            "{GOOD}\n[tftp]\nroot = \"{}\"\n{extra}\n",
+            base.join("boot").display()
+        ))
+    };
+    let s = with(&format!(
+        "upload_dir = \"{}\"\nunique_root = \"mac\"\nmax_upload_size = 1000",
+        base.join("uploads").display()
+    ))
+    .unwrap();
+    let t = s.tftp.unwrap();
+    let up = t.upload.unwrap();
+    assert_eq!(up.dir, base.join("uploads").canonicalize().unwrap());
+    assert_eq!((up.overwrite, up.max_size), (false, 1000));
+    assert_eq!(t.unique_root, Some(crate::tftpd::UniqueRoot::Mac));
+    // A subdirectory of the root is allowed (uploads then become downloadable).
+    assert!(
+        with(&format!(
+            "upload_dir = \"{}\"",
+            base.join("boot/up").display()
+        ))
+        .is_ok()
+    );
+    // The root itself, or a directory holding it, is not: uploads could replace boot files.
+    for bad in [base.join("boot"), base.clone()] {
+        let e = with(&format!("upload_dir = \"{}\"", bad.display())).unwrap_err();
+        assert!(e.contains("separate directory"), "{e}");
+    }
+    let e = with("upload_dir = \"/nonexistent/bootstorm\"").unwrap_err();
+    assert!(e.contains("is not a directory"), "{e}");
+    let e = with("upload_overwrite = true").unwrap_err();
+    assert!(e.contains("need upload_dir"), "{e}");
+    let e = with("unique_root = \"hostname\"").unwrap_err();
+    assert!(
+        e.starts_with("bootstorm.toml:") && e.contains("expected \"ip\" or \"mac\""),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&base);
+}

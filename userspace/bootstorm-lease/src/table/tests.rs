@@ -123,6 +123,24 @@ fn bind_and_renew_extend_the_lease() {
 }
 
 #[test]
+fn hwaddr_of_names_the_current_holder_only() {
+    let tb = table(4);
+    let (a, b) = (key(1), key(2));
+    assert_eq!(tb.hwaddr_of(t(0), ip(1)), None);
+    tb.offer(t(0), 0, &client(&a), None, HOLD).unwrap();
+    assert_eq!(tb.hwaddr_of(t(0), ip(1)).as_deref(), Some(&a[1..]));
+    tb.bind(t(1), &client(&a), ip(1), LEASE).unwrap();
+    assert_eq!(tb.hwaddr_of(t(2), ip(1)).as_deref(), Some(&a[1..]));
+    // Released: nobody holds it; then another client takes it after expiry.
+    tb.release(t(3), &a, ip(1)).unwrap();
+    assert_eq!(tb.hwaddr_of(t(3), ip(1)), None);
+    tb.offer(t(4), 0, &client(&b), Some(ip(1)), HOLD).unwrap();
+    assert_eq!(tb.hwaddr_of(t(4), ip(1)).as_deref(), Some(&b[1..]));
+    // Lapsed offers name nobody.
+    assert_eq!(tb.hwaddr_of(t(4) + HOLD, ip(1)), None);
+}
+
+#[test]
 fn released_address_comes_back_to_its_client_and_others_get_fresh_ones() {
     let tb = table(4);
     let (a, b) = (key(1), key(2));
