@@ -505,26 +505,40 @@ retries = 10
     let srv = ServerProc::start(&lab, &dir, &config);
     lab.add_client_address("198.18.0.2/16");
     lab.udp_loss(5);
+    // atftp aborts with "unexpected OACK" when its ACK of our OACK is lost and the OACK comes
+    // again (a client should acknowledge it again; atftp gives up instead). That is atftp's flaw,
+    // hit in about 5% of runs here, so such a run is repeated, at most twice per file.
+    let mut repeated = 0;
     for (name, data, window) in &files {
         let out = dir.join(&format!("{name}.got"));
-        // atftp ignores repeated blocks without acknowledging them, so a lost ACK costs its own
-        // retransmission timer; 1 s keeps the 40 MiB run near a minute (its default 5 s: ~3 min).
-        let mut cmd = lab.client_cmd(&atftp);
-        cmd.args([
-            "--tftp-timeout",
-            "1",
-            "--option",
-            "blksize 1468",
-            "--option",
-            &format!("windowsize {window}"),
-            "-g",
-            "-r",
-            name,
-            "-l",
-        ])
-        .arg(&out)
-        .arg("198.18.0.1");
-        let o = output_within(&mut cmd, Duration::from_secs(240));
+        let mut attempt = 0;
+        let o = loop {
+            attempt += 1;
+            // atftp ignores repeated blocks without acknowledging them, so a lost ACK costs its
+            // own retransmission timer; 1 s keeps the 40 MiB run near a minute (default 5 s: ~3).
+            let mut cmd = lab.client_cmd(&atftp);
+            cmd.args([
+                "--tftp-timeout",
+                "1",
+                "--option",
+                "blksize 1468",
+                "--option",
+                &format!("windowsize {window}"),
+                "-g",
+                "-r",
+                name,
+                "-l",
+            ])
+            .arg(&out)
+            .arg("198.18.0.1");
+            let o = output_within(&mut cmd, Duration::from_secs(240));
+            let oack_flaw = String::from_utf8_lossy(&o.stderr).contains("unexpected OACK")
+                || String::from_utf8_lossy(&o.stdout).contains("unexpected OACK");
+            if o.status.success() || !oack_flaw || attempt == 3 {
+                break o;
+            }
+            repeated += 1;
+        };
         assert!(
             o.status.success(),
             "{name}: {}\n{}\nserver: {}",
@@ -548,7 +562,7 @@ retries = 10
     // One transfer per file, however often a lost OACK made the client repeat its request. The
     // server may not have seen the last ACK (atftp exits right after sending it; 5% are lost),
     // so what counts is what the client received, checked above.
-    assert_eq!(stats["tftp"]["started"], 2, "{stats}");
+    assert_eq!(stats["tftp"]["started"], 2 + repeated, "{stats}");
     assert!(
         stats["tftp"]["data_resent"].as_u64().unwrap() > 0,
         "the loss was real: {stats}"

@@ -20,7 +20,7 @@ use anyhow::Context;
 use bootstorm_net::{RecvBatch, SocketOptions, UdpSocket4};
 use bootstorm_tftp::{Limits, ReadTransfer, State, WriteTransfer, negotiate};
 use bootstorm_time::{Clock, Instant};
-use bootstorm_wire::tftp::{ErrorCode, Mode, Repr};
+use bootstorm_wire::tftp::{DATA_HEADER_LEN as DATA_HEADER, ErrorCode, Mode, Repr};
 use mio::net::UdpSocket as MioUdp;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::cmp::Reverse;
@@ -326,6 +326,8 @@ struct NewTransfer {
     peer: SocketAddr,
     file: String,
     started: Instant,
+    /// Segment size if the socket sends windows segmented (UDP GSO); 0 if not.
+    gso: u16,
 }
 
 /// Binds the listener and starts the threads. `shutdown` stops them too.
@@ -656,11 +658,20 @@ fn accept(
             params,
         )
     };
-    let _ = params;
+    // Windows of full blocks leave as one segmented send each (UDP GSO) when blocks are big
+    // enough that no OACK or ERROR could be mistaken for more than one segment.
+    let want_gso = matches!(job, Job::Read(_)) && params.windowsize > 1 && params.blksize >= 508;
     let socket = match bind_transfer_socket(ip, s.port_range, port_cursor).and_then(|u| {
         u.connect(peer)?;
         u.set_nonblocking(true)?;
-        Ok(MioUdp::from_std(u))
+        let gso = if want_gso
+            && bootstorm_net::set_udp_segment(&u, params.blksize + DATA_HEADER as u16).is_ok()
+        {
+            params.blksize + DATA_HEADER as u16
+        } else {
+            0
+        };
+        Ok((MioUdp::from_std(u), gso))
     }) {
         Ok(x) => x,
         Err(e) => {
@@ -669,10 +680,12 @@ fn accept(
             return None;
         }
     };
+    let (socket, gso) = socket;
     stats.started.fetch_add(1, Ordering::Relaxed);
     stats.active.fetch_add(1, Ordering::Relaxed);
     Some(NewTransfer {
         socket,
+        gso,
         transfer: job,
         peer,
         file: name,
@@ -714,6 +727,8 @@ const WAKER: Token = Token(usize::MAX);
 struct Slot {
     socket: MioUdp,
     transfer: Job,
+    /// See [`NewTransfer::gso`].
+    gso: u16,
     peer: SocketAddr,
     file: String,
     started: Instant,
@@ -735,8 +750,9 @@ fn worker(
     let mut slots: Vec<Option<Slot>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
     let mut heap: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
-    // Room for the largest DATA packet the limits allow.
-    let mut buf = vec![0u8; usize::from(limits.max_blksize) + 4];
+    // Room for a segmented send of full blocks plus one packet more (the largest the limits
+    // allow), so a window is written in place packet after packet.
+    let mut buf = vec![0u8; bootstorm_net::GSO_MAX_BYTES + usize::from(limits.max_blksize) + 4];
     // Room for the largest DATA packet an upload may send.
     let mut rbuf = vec![0u8; usize::from(limits.max_blksize) + 4];
     let mut last_flush = std::time::Instant::now();
@@ -769,6 +785,7 @@ fn worker(
                         file: t.file,
                         started: t.started,
                         scheduled: None,
+                        gso: t.gso,
                     };
                     if poll
                         .registry()
@@ -823,11 +840,7 @@ fn worker(
             let Some(slot) = slots.get_mut(idx).and_then(Option::as_mut) else {
                 continue;
             };
-            while let Some(n) = slot.transfer.poll_transmit(now, &mut buf) {
-                // A full socket buffer loses the packet like the network would; the
-                // retransmission timer recovers it.
-                let _ = slot.socket.send(&buf[..n]);
-            }
+            transmit(slot, now, &mut buf);
             let state = slot.transfer.state();
             if state != State::Running {
                 let slot = slots[idx].take().expect("slot present");
@@ -854,6 +867,50 @@ fn worker(
         }
     }
     logbuf::flush_thread();
+}
+
+/// Sends everything the transfer has due. With GSO on, consecutive full-size packets are written
+/// one after another into `buf` and leave in one send (split by the kernel); any shorter packet
+/// (the last block, an OACK, an ERROR) ends the run. A full socket buffer loses packets like the
+/// network would, and the retransmission timer recovers them.
+fn transmit(slot: &mut Slot, now: Instant, buf: &mut [u8]) {
+    let seg = usize::from(slot.gso);
+    let (mut len, mut count) = (0usize, 0usize);
+    while let Some(n) = slot.transfer.poll_transmit(now, &mut buf[len..]) {
+        if seg == 0 {
+            let _ = slot.socket.send(&buf[..n]);
+            continue;
+        }
+        len += n;
+        count += 1;
+        if n != seg
+            || len + seg > bootstorm_net::GSO_MAX_BYTES
+            || count == bootstorm_net::GSO_MAX_SEGMENTS
+        {
+            send_segmented(slot, &buf[..len]);
+            (len, count) = (0, 0);
+        }
+    }
+    if len > 0 {
+        send_segmented(slot, &buf[..len]);
+    }
+}
+
+/// One segmented send; if the device cannot segment (EIO: no checksum offload), GSO goes off
+/// for this transfer and the packets leave one by one.
+fn send_segmented(slot: &mut Slot, bytes: &[u8]) {
+    let seg = usize::from(slot.gso);
+    match slot.socket.send(bytes) {
+        Err(e) if bytes.len() > seg && bootstorm_net::gso_unsupported(&e) => {
+            tracing::debug!(client = %slot.peer, "UDP segmentation refused; sending per datagram");
+            slot.gso = 0;
+            let _ = bootstorm_net::set_udp_segment(&slot.socket, 0);
+            for p in bytes.chunks(seg) {
+                let _ = slot.socket.send(p);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn finish(mut slot: Slot, state: State, now: Instant, stats: &TftpStats, poll: &mut Poll) {

@@ -85,6 +85,32 @@ fn from_sockaddr(s: &libc::sockaddr_in) -> SocketAddrV4 {
     )
 }
 
+/// `UDP_SEGMENT` from `linux/udp.h` (not in every libc target's constants).
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// Most segments the kernel accepts in one segmented send (`UDP_MAX_SEGMENTS` was 64 before
+/// Linux 6.9; 64 is safe everywhere).
+pub const GSO_MAX_SEGMENTS: usize = 64;
+
+/// Most bytes of UDP payload in one segmented send over IPv4 (the IP length field is 16 bits).
+pub const GSO_MAX_BYTES: usize = 65_507;
+
+/// Turns on UDP generic segmentation offload for `sock` (Linux 4.18+): a send longer than
+/// `segment` bytes leaves as datagrams of `segment` bytes, the last one possibly shorter, built
+/// once by the stack instead of once per datagram; a send of at most `segment` bytes is one
+/// datagram as before. 0 turns it off. A device without checksum offload makes segmented sends
+/// fail with EIO, so callers keep a per-datagram fallback.
+pub fn set_udp_segment(sock: &impl AsRawFd, segment: u16) -> io::Result<()> {
+    let v = libc::c_int::from(segment);
+    setsockopt(sock.as_raw_fd(), libc::SOL_UDP, UDP_SEGMENT, &v)
+}
+
+/// Whether a failed segmented send means the device cannot segment (EIO), so the caller should
+/// fall back to one datagram per send.
+pub fn gso_unsupported(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EIO)
+}
+
 /// The index of interface `name`, if it exists.
 pub fn interface_index(name: &str) -> Option<u32> {
     let c = CString::new(name).ok()?;
