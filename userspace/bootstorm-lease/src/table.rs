@@ -278,10 +278,44 @@ struct Shard {
     clients: HashMap<Box<[u8]>, Lease>,
 }
 
+/// A change worth keeping across a restart, as handed to a [`LeaseSink`]. Offers are not
+/// changes in this sense: they live for seconds and a client whose offer is lost asks again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A lease was granted or renewed (the record is Bound).
+    Bind,
+    /// The client released its address.
+    Release,
+    /// The client declined its address; nobody gets it before `until`.
+    Decline {
+        /// End of the quarantine.
+        until: Instant,
+    },
+    /// A lease lapsed (reported by [`LeaseTable::sweep`]).
+    Expire,
+}
+
+/// Receives every persistent change, in order per client: called under the client's shard lock,
+/// right after the change, on the thread that made it (so a durable journal can tell that thread
+/// which record its reply must wait for). Must not call back into the table.
+pub trait LeaseSink: Send + Sync {
+    /// `lease` is the client's record after the change.
+    fn changed(&self, change: Change, lease: &Lease);
+}
+
+/// Why a record could not be restored.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RestoreError {
+    /// Another client holds the address (a bound lease restored earlier).
+    #[error("{0} is held by another client")]
+    Conflict(Ipv4Addr),
+}
+
 /// The lease table. See the crate documentation for the design.
 pub struct LeaseTable {
     pools: Box<[Pool]>,
     shards: Box<[Mutex<Shard>]>,
+    sink: std::sync::OnceLock<std::sync::Arc<dyn LeaseSink>>,
 }
 
 /// Number of shards when the caller does not choose: enough that workers rarely meet on one lock.
@@ -337,6 +371,7 @@ impl LeaseTable {
             shards: (0..shards.max(1))
                 .map(|_| Mutex::new(Shard::default()))
                 .collect(),
+            sink: std::sync::OnceLock::new(),
         };
         for &r in reserved {
             if let Some((pool, i)) = table.slot_of(r) {
@@ -355,6 +390,71 @@ impl LeaseTable {
 
     fn shard(&self, hash: u64) -> &Mutex<Shard> {
         &self.shards[(hash % self.shards.len() as u64) as usize]
+    }
+
+    /// Sends every later persistent change to `sink` (once; a second call is refused and returns
+    /// false).
+    pub fn set_sink(&self, sink: std::sync::Arc<dyn LeaseSink>) -> bool {
+        self.sink.set(sink).is_ok()
+    }
+
+    fn notify(&self, shard: &Shard, key: &[u8], change: Change) {
+        if let (Some(sink), Some(l)) = (self.sink.get(), shard.clients.get(key)) {
+            sink.changed(change, l);
+        }
+    }
+
+    /// Puts back a record kept from before a restart (journal replay, import): a bound lease that
+    /// has not expired claims its address again; a quarantine (`quarantine_until`, for a declined
+    /// address) holds it again; anything else is remembered for a sticky re-offer if the address
+    /// is free. Call before serving, for the latest record of each client. Not reported to the
+    /// sink.
+    pub fn restore(
+        &self,
+        now: Instant,
+        mut lease: Lease,
+        quarantine_until: Option<Instant>,
+    ) -> Result<(), RestoreError> {
+        let hash = key_hash(&lease.key);
+        let tag = tag_of(hash);
+        let now_s = now_secs(now);
+        if matches!(lease.state, LeaseState::Offered | LeaseState::Bound) && lease.expires <= now {
+            lease.state = LeaseState::Expired;
+        }
+        if lease.state == LeaseState::Offered {
+            lease.state = LeaseState::Expired; // offers do not survive a restart
+        }
+        let mut shard = lock(self.shard(hash));
+        if !lease.reserved {
+            if let Some((pool, i)) = self.slot_of(lease.addr) {
+                let w = pool.load(i);
+                let held_by_other = w.held(now_s) && w.tag() != tag;
+                let new = match lease.state {
+                    LeaseState::Bound => {
+                        if held_by_other {
+                            return Err(RestoreError::Conflict(lease.addr));
+                        }
+                        Some(Word::new(
+                            state::BOUND,
+                            lease.expires.as_millis().div_ceil(1000),
+                            tag,
+                        ))
+                    }
+                    LeaseState::Declined => quarantine_until
+                        .filter(|u| *u > now && !held_by_other)
+                        .map(|u| Word::new(state::DECLINED, u.as_millis().div_ceil(1000), 0)),
+                    _ if !w.held(now_s) && w.state() != state::RESERVED => {
+                        Some(Word::new(state::FREE, 0, tag))
+                    }
+                    _ => None,
+                };
+                if let Some(new) = new {
+                    pool.slots[i].store(new.0, Ordering::Release);
+                }
+            }
+        }
+        shard.clients.insert(lease.key.clone(), lease);
+        Ok(())
     }
 
     /// The subnet of the pool holding `addr`, if any.
@@ -656,7 +756,7 @@ impl LeaseTable {
             self.give_back_offer(prev, tag);
         }
         let expires = Instant::from_millis(until * 1000);
-        Ok(Self::record(
+        let b = Self::record(
             &mut shard,
             client,
             addr,
@@ -664,7 +764,9 @@ impl LeaseTable {
             expires,
             pool.subnet,
             false,
-        ))
+        );
+        self.notify(&shard, client.key, Change::Bind);
+        Ok(b)
     }
 
     /// Binds a reserved address (outside the allocator's reach) to its client.
@@ -678,7 +780,7 @@ impl LeaseTable {
     ) -> Binding {
         let mut shard = lock(self.shard(client.hash()));
         let expires = Instant::from_millis(secs_after(now, lease) * 1000);
-        Self::record(
+        let b = Self::record(
             &mut shard,
             client,
             addr,
@@ -686,7 +788,9 @@ impl LeaseTable {
             expires,
             subnet,
             true,
-        )
+        );
+        self.notify(&shard, client.key, Change::Bind);
+        b
     }
 
     /// The client gives its address back (DHCPRELEASE). Returns the updated record if the client
@@ -713,7 +817,9 @@ impl LeaseTable {
         }
         l.state = LeaseState::Released;
         l.expires = now;
-        Some(l.binding())
+        let b = l.binding();
+        self.notify(&shard, key, Change::Release);
+        Some(b)
     }
 
     /// The client says the address is in use by someone else (DHCPDECLINE): it is quarantined
@@ -748,7 +854,15 @@ impl LeaseTable {
         }
         l.state = LeaseState::Declined;
         l.expires = now;
-        Some(l.binding())
+        let b = l.binding();
+        self.notify(
+            &shard,
+            key,
+            Change::Decline {
+                until: Instant::from_millis(secs_after(now, quarantine) * 1000),
+            },
+        );
+        Some(b)
     }
 
     /// The client chose another server (a REQUEST naming another server id): its offer is given
@@ -842,6 +956,9 @@ impl LeaseTable {
                 if before != l.state {
                     changed += 1;
                     on_expired(l);
+                    if let Some(sink) = self.sink.get() {
+                        sink.changed(Change::Expire, l);
+                    }
                 }
             }
         }

@@ -1,0 +1,462 @@
+//! The running journal: threads append records to a shared buffer; one writer thread takes
+//! the whole buffer, writes it and syncs it once (group commit) and then wakes every thread
+//! waiting for a record in it. A compactor thread writes snapshots when a segment grows past its
+//! limit, so the journal stays bounded without stopping service.
+
+use crate::WallClock;
+use crate::record::{Kind, Record, encode_snapshot_end};
+use crate::replay::{
+    FILE_HEADER_LEN, SEGMENT_MAGIC, SNAPSHOT_MAGIC, list, segment_name, snapshot_name,
+};
+use bootstorm_lease::{Change, Lease, LeaseSink, LeaseState};
+use std::cell::Cell;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How durable an acknowledged lease is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// On disk (fdatasync) before the ACK leaves: survives power loss. The default.
+    Fsync,
+    /// Written to the kernel before the ACK leaves: survives a crash of bootstorm, not of the
+    /// machine.
+    Write,
+    /// Written in the background: the last moments before a crash may be lost.
+    None,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Durability, String> {
+        match s {
+            "fsync" => Ok(Durability::Fsync),
+            "write" => Ok(Durability::Write),
+            "none" => Ok(Durability::None),
+            x => Err(format!(
+                "durability '{x}': expected \"fsync\", \"write\" or \"none\""
+            )),
+        }
+    }
+}
+
+/// Journal settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Directory of segments and snapshots.
+    pub dir: PathBuf,
+    /// See [`Durability`].
+    pub durability: Durability,
+    /// A segment larger than this is closed and a snapshot taken, after which older segments
+    /// are deleted.
+    pub segment_max: u64,
+}
+
+/// The journal could not keep a record: nothing waiting on it may be acknowledged.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("lease journal failed: {0}")]
+pub struct Failed(pub String);
+
+/// Counters.
+#[derive(Debug, Default)]
+pub struct JournalStats {
+    /// Records appended.
+    pub records: AtomicU64,
+    /// Writes (each a group of records).
+    pub writes: AtomicU64,
+    /// fdatasync calls.
+    pub syncs: AtomicU64,
+    /// Bytes written.
+    pub bytes: AtomicU64,
+    /// Snapshots written.
+    pub snapshots: AtomicU64,
+    /// Segments started.
+    pub segments: AtomicU64,
+}
+
+struct Pending {
+    buf: Vec<u8>,
+    /// Sequence number of the last record in `buf` (records are numbered from 1).
+    last_seq: u64,
+    shutdown: bool,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Signals the writer that `pending` has data (or shutdown).
+    work: Condvar,
+    /// Highest sequence number durable to the configured level.
+    durable: Mutex<u64>,
+    durable_cv: Condvar,
+    durable_fast: AtomicU64,
+    failed: Mutex<Option<String>>,
+    failed_flag: AtomicBool,
+    clock: WallClock,
+    durability: Durability,
+    stats: JournalStats,
+}
+
+thread_local! {
+    /// The last sequence number this thread appended and has not waited for.
+    static LAST_SEQ: Cell<u64> = const { Cell::new(0) };
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where snapshots come from: every client record, now (the lease table's listing).
+pub type SnapshotSource = Box<dyn Fn() -> Vec<Lease> + Send>;
+
+/// The journal. Install it as the lease table's [`LeaseSink`]; before sending replies, a worker
+/// calls [`Journal::wait_for_this_thread`].
+pub struct Journal {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Journal {
+    /// Starts the writer on a new segment numbered `next_segment`, after writing a snapshot of
+    /// `initial` (the replayed state, as records) numbered the same, and deleting what it
+    /// replaces. `source` gives the live state for later snapshots.
+    pub fn start(
+        settings: &Settings,
+        clock: WallClock,
+        next_segment: u64,
+        initial: &[Record],
+        source: SnapshotSource,
+    ) -> std::io::Result<Journal> {
+        std::fs::create_dir_all(&settings.dir)?;
+        write_snapshot(&settings.dir, next_segment, initial)?;
+        remove_before(&settings.dir, next_segment)?;
+        let file = new_segment(&settings.dir, next_segment)?;
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending {
+                buf: Vec::with_capacity(64 << 10),
+                last_seq: 0,
+                shutdown: false,
+            }),
+            work: Condvar::new(),
+            durable: Mutex::new(0),
+            durable_cv: Condvar::new(),
+            durable_fast: AtomicU64::new(0),
+            failed: Mutex::new(None),
+            failed_flag: AtomicBool::new(false),
+            clock,
+            durability: settings.durability,
+            stats: JournalStats::default(),
+        });
+        shared.stats.snapshots.fetch_add(1, Ordering::Relaxed);
+        shared.stats.segments.fetch_add(1, Ordering::Relaxed);
+        let (snap_tx, snap_rx) = std::sync::mpsc::channel::<u64>();
+        let mut threads = Vec::new();
+        {
+            let shared = shared.clone();
+            let dir = settings.dir.clone();
+            let max = settings.segment_max.max(4096);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("journal-writer".into())
+                    .spawn(move || writer(shared, dir, file, next_segment, max, snap_tx))?,
+            );
+        }
+        {
+            let shared = shared.clone();
+            let dir = settings.dir.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("journal-compactor".into())
+                    .spawn(move || compactor(shared, dir, snap_rx, source))?,
+            );
+        }
+        Ok(Journal {
+            shared,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &JournalStats {
+        &self.shared.stats
+    }
+
+    /// Appends a record; returns its sequence number (also remembered for this thread).
+    pub fn append(&self, r: &Record) -> u64 {
+        let mut p = lock(&self.shared.pending);
+        let was_empty = p.buf.is_empty();
+        r.encode(&mut p.buf);
+        p.last_seq += 1;
+        let seq = p.last_seq;
+        drop(p);
+        if was_empty {
+            self.shared.work.notify_one();
+        }
+        self.shared.stats.records.fetch_add(1, Ordering::Relaxed);
+        LAST_SEQ.with(|c| c.set(seq));
+        seq
+    }
+
+    /// Waits until record `seq` is as durable as configured (at once with durability "none").
+    pub fn wait(&self, seq: u64) -> Result<(), Failed> {
+        let s = &self.shared;
+        if s.durability == Durability::None || seq == 0 {
+            return Ok(());
+        }
+        loop {
+            if s.failed_flag.load(Ordering::Acquire) {
+                return Err(Failed(lock(&s.failed).clone().unwrap_or_default()));
+            }
+            if s.durable_fast.load(Ordering::Acquire) >= seq {
+                return Ok(());
+            }
+            let d = lock(&s.durable);
+            if *d >= seq || s.failed_flag.load(Ordering::Acquire) {
+                continue;
+            }
+            // Bounded wait: a missed wake-up costs at most this, never a hang.
+            let _ = s.durable_cv.wait_timeout(d, Duration::from_millis(100));
+        }
+    }
+
+    /// Waits for every record this thread appended since its last wait.
+    pub fn wait_for_this_thread(&self) -> Result<(), Failed> {
+        let seq = LAST_SEQ.with(|c| c.replace(0));
+        self.wait(seq)
+    }
+
+    /// Writes out what is pending, syncs it and stops the threads.
+    pub fn shutdown(&self) {
+        lock(&self.shared.pending).shutdown = true;
+        self.shared.work.notify_all();
+        for t in lock(&self.threads).drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    /// Converts a lease table record.
+    pub fn record_of(
+        &self,
+        kind: Kind,
+        lease: &Lease,
+        until: Option<bootstorm_time::Instant>,
+    ) -> Record {
+        record_of(&self.shared.clock, kind, lease, until)
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A lease table record as a journal record.
+pub fn record_of(
+    clock: &WallClock,
+    kind: Kind,
+    lease: &Lease,
+    until: Option<bootstorm_time::Instant>,
+) -> Record {
+    Record {
+        kind,
+        at_ms: clock.unix_now_ms(),
+        key: lease.key.clone(),
+        hwaddr: lease.hwaddr.clone(),
+        addr: lease.addr,
+        state: lease.state,
+        expires_ms: clock.to_unix_ms(lease.expires),
+        until_ms: until.map_or(0, |u| clock.to_unix_ms(u)),
+        hostname: lease.hostname.clone(),
+        subnet: lease.subnet,
+        reserved: lease.reserved,
+    }
+}
+
+impl LeaseSink for Journal {
+    fn changed(&self, change: Change, lease: &Lease) {
+        let (kind, until) = match change {
+            Change::Bind => (Kind::Bind, None),
+            Change::Release => (Kind::Release, None),
+            Change::Decline { until } => (Kind::Decline, Some(until)),
+            Change::Expire => (Kind::Expire, None),
+        };
+        let r = record_of(&self.shared.clock, kind, lease, until);
+        self.append(&r);
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn new_segment(dir: &Path, n: u64) -> std::io::Result<File> {
+    let path = dir.join(segment_name(n));
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)?;
+    let mut header = [0u8; FILE_HEADER_LEN];
+    header[..8].copy_from_slice(SEGMENT_MAGIC);
+    header[8..].copy_from_slice(&n.to_le_bytes());
+    f.write_all(&header)?;
+    f.sync_all()?;
+    sync_dir(dir)?;
+    Ok(f)
+}
+
+/// Writes snapshot `n` atomically: a temporary file, synced, renamed, directory synced.
+fn write_snapshot(dir: &Path, n: u64, records: &[Record]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{}.tmp", snapshot_name(n)));
+    let mut buf = Vec::with_capacity(FILE_HEADER_LEN + records.len() * 64);
+    buf.extend_from_slice(SNAPSHOT_MAGIC);
+    buf.extend_from_slice(&n.to_le_bytes());
+    for r in records {
+        let mut r = r.clone();
+        r.kind = Kind::Snapshot;
+        r.encode(&mut buf);
+    }
+    encode_snapshot_end(records.len() as u64, &mut buf);
+    let mut f = File::create(&tmp)?;
+    f.write_all(&buf)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, dir.join(snapshot_name(n)))?;
+    sync_dir(dir)
+}
+
+/// Deletes segments and snapshots older than `n` (snapshot `n` covers them).
+fn remove_before(dir: &Path, n: u64) -> std::io::Result<()> {
+    let (segs, snaps) = list(dir)?;
+    for (k, p) in segs.iter().chain(snaps.iter()) {
+        if *k < n {
+            std::fs::remove_file(p)?;
+        }
+    }
+    sync_dir(dir)
+}
+
+fn fail(shared: &Shared, why: String) {
+    tracing::error!(error = %why, "lease journal failed: no lease will be acknowledged");
+    *lock(&shared.failed) = Some(why);
+    shared.failed_flag.store(true, Ordering::Release);
+    let _d = lock(&shared.durable);
+    shared.durable_cv.notify_all();
+}
+
+fn writer(
+    shared: Arc<Shared>,
+    dir: PathBuf,
+    mut file: File,
+    mut segment: u64,
+    segment_max: u64,
+    snapshots: std::sync::mpsc::Sender<u64>,
+) {
+    let mut spare: Vec<u8> = Vec::with_capacity(64 << 10);
+    let mut size = FILE_HEADER_LEN as u64;
+    loop {
+        let (last, stop) = {
+            let mut p = lock(&shared.pending);
+            while p.buf.is_empty() && !p.shutdown {
+                p = shared
+                    .work
+                    .wait_timeout(p, Duration::from_millis(500))
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+            std::mem::swap(&mut p.buf, &mut spare);
+            (p.last_seq, p.shutdown)
+        };
+        if !spare.is_empty() && !shared.failed_flag.load(Ordering::Acquire) {
+            let mut r = file.write_all(&spare);
+            shared.stats.writes.fetch_add(1, Ordering::Relaxed);
+            if r.is_ok() && (shared.durability == Durability::Fsync || stop) {
+                r = file.sync_data();
+                shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
+            }
+            match r {
+                Ok(()) => {
+                    size += spare.len() as u64;
+                    shared
+                        .stats
+                        .bytes
+                        .fetch_add(spare.len() as u64, Ordering::Relaxed);
+                    let mut d = lock(&shared.durable);
+                    *d = last;
+                    shared.durable_fast.store(last, Ordering::Release);
+                    shared.durable_cv.notify_all();
+                }
+                // A failed write or sync may have lost data the kernel had accepted (and a later
+                // sync would not report it again): stop acknowledging rather than guess.
+                Err(e) => fail(
+                    &shared,
+                    format!("{}: {e}", dir.join(segment_name(segment)).display()),
+                ),
+            }
+            spare.clear();
+        }
+        if stop {
+            break;
+        }
+        if size > segment_max && !shared.failed_flag.load(Ordering::Acquire) {
+            // Close this segment (synced above, or now), start the next, ask for a snapshot.
+            let next = segment + 1;
+            match file.sync_data().and_then(|()| new_segment(&dir, next)) {
+                Ok(f) => {
+                    file = f;
+                    segment = next;
+                    size = FILE_HEADER_LEN as u64;
+                    shared.stats.segments.fetch_add(1, Ordering::Relaxed);
+                    let _ = snapshots.send(next);
+                }
+                Err(e) => fail(&shared, format!("starting segment {next}: {e}")),
+            }
+        }
+    }
+}
+
+fn compactor(
+    shared: Arc<Shared>,
+    dir: PathBuf,
+    requests: std::sync::mpsc::Receiver<u64>,
+    source: SnapshotSource,
+) {
+    while let Ok(mut n) = requests.recv() {
+        // Several rotations while one snapshot was written: the newest covers them all.
+        while let Ok(m) = requests.try_recv() {
+            n = m;
+        }
+        // Taken after segment `n` started: every change the snapshot misses is in segment `n`
+        // or later, and replaying those over it ends in the same state (records are whole states).
+        let leases = source();
+        let records: Vec<Record> = leases
+            .iter()
+            .map(|l| {
+                let kind = if l.state == LeaseState::Bound {
+                    Kind::Bind
+                } else {
+                    Kind::Expire
+                };
+                record_of(&shared.clock, kind, l, None)
+            })
+            .collect();
+        let r = write_snapshot(&dir, n, &records).and_then(|()| remove_before(&dir, n));
+        match r {
+            Ok(()) => {
+                shared.stats.snapshots.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    snapshot = n,
+                    records = records.len(),
+                    "lease journal compacted"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(snapshot = n, error = %e, "lease snapshot failed; the journal is kept whole")
+            }
+        }
+    }
+}

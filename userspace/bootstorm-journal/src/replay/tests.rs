@@ -1,0 +1,240 @@
+use super::*;
+use crate::WallClock;
+use crate::journal::{Durability, Journal, Settings};
+use crate::record::Kind;
+use bootstorm_time::Clock;
+use std::sync::atomic::Ordering;
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("bs-journal-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn rec(kind: Kind, n: u8, addr: u8, state: LeaseState) -> Record {
+    Record {
+        kind,
+        at_ms: 1_000,
+        key: vec![1, 0x52, 0x54, 0, 0, 0, n].into(),
+        hwaddr: vec![0x52, 0x54, 0, 0, 0, n].into(),
+        addr: Ipv4Addr::new(198, 18, 1, addr),
+        state,
+        expires_ms: 9_000_000_000_000,
+        until_ms: 0,
+        hostname: None,
+        subnet: 0,
+        reserved: false,
+    }
+}
+
+fn start(dir: &Path, next: u64, initial: &[Record], max: u64) -> Journal {
+    Journal::start(
+        &Settings {
+            dir: dir.to_path_buf(),
+            durability: Durability::Fsync,
+            segment_max: max,
+        },
+        WallClock::new(Clock::new()),
+        next,
+        initial,
+        Box::new(Vec::new),
+    )
+    .unwrap()
+}
+
+fn by_key(r: &Replayed) -> HashMap<u8, (Ipv4Addr, LeaseState)> {
+    r.records
+        .iter()
+        .map(|x| (x.key[6], (x.addr, x.state)))
+        .collect()
+}
+
+#[test]
+fn journal_round_trips_and_later_records_win() {
+    let dir = tmp("roundtrip");
+    let j = start(&dir, 1, &[], 1 << 20);
+    j.append(&rec(Kind::Bind, 1, 10, LeaseState::Bound));
+    j.append(&rec(Kind::Bind, 2, 11, LeaseState::Bound));
+    j.append(&rec(Kind::Release, 1, 10, LeaseState::Released));
+    // Client 3 takes .10 after 1 released it; then 2 moves to .12.
+    j.append(&rec(Kind::Bind, 3, 10, LeaseState::Bound));
+    let s = j.append(&rec(Kind::Bind, 2, 12, LeaseState::Bound));
+    j.wait(s).unwrap();
+    assert!(j.wait_for_this_thread().is_ok());
+    drop(j);
+    let r = replay(&dir, false).unwrap();
+    assert_eq!(r.read, 5);
+    let m = by_key(&r);
+    assert_eq!(m[&1], (Ipv4Addr::new(198, 18, 1, 10), LeaseState::Released));
+    assert_eq!(m[&2], (Ipv4Addr::new(198, 18, 1, 12), LeaseState::Bound));
+    assert_eq!(m[&3], (Ipv4Addr::new(198, 18, 1, 10), LeaseState::Bound));
+    assert_eq!(r.next_segment, 2);
+    assert!(r.torn.is_none() && r.repaired.is_none());
+    // Restart: a snapshot of the replayed state replaces the old files; same state again.
+    let j = start(&dir, r.next_segment, &r.records, 1 << 20);
+    drop(j);
+    let (segs, snaps) = list(&dir).unwrap();
+    assert_eq!(segs.iter().map(|s| s.0).collect::<Vec<_>>(), [2]);
+    assert_eq!(snaps.iter().map(|s| s.0).collect::<Vec<_>>(), [2]);
+    let r2 = replay(&dir, false).unwrap();
+    assert_eq!(by_key(&r2), m);
+    assert_eq!(r2.next_segment, 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_release_racing_the_next_bind_of_its_address_is_harmless() {
+    let mut f = Fold::default();
+    f.apply(rec(Kind::Bind, 1, 10, LeaseState::Bound));
+    // 2 binds .10 before 1's release record is appended.
+    f.apply(rec(Kind::Bind, 2, 10, LeaseState::Bound));
+    f.apply(rec(Kind::Release, 1, 10, LeaseState::Released));
+    assert_eq!(
+        f.owner.get(&Ipv4Addr::new(198, 18, 1, 10)).map(|k| k[6]),
+        Some(2)
+    );
+    let two = rec(Kind::Bind, 2, 0, LeaseState::Bound).key;
+    assert_eq!(f.clients[&two].state, LeaseState::Bound);
+}
+
+#[test]
+fn a_bind_displaces_an_older_holder_of_the_address() {
+    let mut f = Fold::default();
+    f.apply(rec(Kind::Bind, 1, 10, LeaseState::Bound));
+    f.apply(rec(Kind::Bind, 2, 10, LeaseState::Bound));
+    let one = rec(Kind::Bind, 1, 0, LeaseState::Bound).key;
+    assert_eq!(f.clients[&one].state, LeaseState::Expired);
+    assert_eq!(f.owner.len(), 1);
+    // A client moving to another address gives up the first.
+    f.apply(rec(Kind::Bind, 2, 11, LeaseState::Bound));
+    assert_eq!(f.owner.len(), 1);
+    assert!(f.owner.contains_key(&Ipv4Addr::new(198, 18, 1, 11)));
+}
+
+#[test]
+fn torn_tails_at_every_offset_lose_at_most_the_torn_record() {
+    let dir = tmp("torn");
+    let j = start(&dir, 1, &[], 1 << 20);
+    let mut last = 0;
+    for n in 0..6 {
+        last = j.append(&rec(Kind::Bind, n, 10 + n, LeaseState::Bound));
+    }
+    j.wait(last).unwrap();
+    drop(j);
+    let seg = dir.join(segment_name(1));
+    let whole = std::fs::read(&seg).unwrap();
+    let (all, _) = frames(&whole[FILE_HEADER_LEN..]);
+    let last_two = all[all.len() - 2].0 + FILE_HEADER_LEN;
+    for cut in last_two..=whole.len() {
+        std::fs::write(&seg, &whole[..cut]).unwrap();
+        let r = replay(&dir, false).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+        let (complete, tail) = frames(&whole[FILE_HEADER_LEN..cut]);
+        assert!(complete.len() >= 4, "cut {cut}");
+        assert_eq!(r.records.len(), complete.len(), "cut {cut}");
+        assert_eq!(r.torn.is_some(), tail != Tail::Clean, "cut {cut}");
+        // The torn part was cut off: the file ends at a record boundary now.
+        let now = std::fs::read(&seg).unwrap();
+        assert_eq!(frames(&now[FILE_HEADER_LEN..]).1, Tail::Clean, "cut {cut}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn damage_in_the_middle_stops_startup_with_file_and_offset_unless_repaired() {
+    let dir = tmp("damage");
+    let j = start(&dir, 1, &[], 1 << 20);
+    let mut last = 0;
+    for n in 0..10 {
+        last = j.append(&rec(Kind::Bind, n, 10 + n, LeaseState::Bound));
+    }
+    j.wait(last).unwrap();
+    drop(j);
+    let seg = dir.join(segment_name(1));
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let (fr, _) = frames(&bytes[FILE_HEADER_LEN..]);
+    let at = fr[4].0 + FILE_HEADER_LEN;
+    bytes[at + 20] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+    let e = replay(&dir, false).unwrap_err().to_string();
+    assert!(
+        e.contains(&seg.display().to_string()) && e.contains(&format!("offset {at}")),
+        "{e}"
+    );
+    assert!(e.contains("--repair-journal"), "{e}");
+    // Nothing was changed by the failed start.
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes);
+    let r = replay(&dir, true).unwrap();
+    let rep = r.repaired.clone().unwrap();
+    assert_eq!(rep.offset, at as u64);
+    assert_eq!(
+        rep.records_lost, 5,
+        "the five records after the damaged one"
+    );
+    assert_eq!(r.records.len(), 4);
+    assert!(dir.join(format!("{}.damaged", segment_name(1))).exists());
+    // And now it starts cleanly.
+    let again = replay(&dir, false).unwrap();
+    assert_eq!(again.records.len(), 4);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn compaction_keeps_the_journal_bounded_and_loses_nothing() {
+    let dir = tmp("compact");
+    // The snapshot source is the state this test keeps itself, as the lease table would.
+    let state: std::sync::Arc<std::sync::Mutex<HashMap<u8, Record>>> = Default::default();
+    let st = state.clone();
+    let clock = WallClock::anchored(Clock::new(), bootstorm_time::Instant::ZERO, 0);
+    let j = Journal::start(
+        &Settings {
+            dir: dir.clone(),
+            durability: Durability::Fsync,
+            segment_max: 8192,
+        },
+        clock,
+        1,
+        &[],
+        Box::new(move || {
+            st.lock()
+                .unwrap()
+                .values()
+                .map(|r| bootstorm_lease::Lease {
+                    key: r.key.clone(),
+                    hwaddr: r.hwaddr.clone(),
+                    addr: r.addr,
+                    state: r.state,
+                    expires: bootstorm_time::Instant::from_millis(r.expires_ms),
+                    hostname: None,
+                    subnet: 0,
+                    reserved: false,
+                })
+                .collect()
+        }),
+    )
+    .unwrap();
+    for round in 0..40u32 {
+        for n in 0..50u8 {
+            let mut r = rec(Kind::Bind, n, n, LeaseState::Bound);
+            r.expires_ms = 1_000_000 + u64::from(round);
+            state.lock().unwrap().insert(n, r.clone());
+            let s = j.append(&r);
+            j.wait(s).unwrap();
+        }
+    }
+    assert!(j.stats().snapshots.load(Ordering::Relaxed) > 2);
+    drop(j);
+    let total: u64 = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    // 2000 records of ~60 bytes were written; what is left is bounded by the segment limit
+    // plus a snapshot of 50 records.
+    assert!(total < 3 * 8192 + 50 * 80, "{total} bytes left");
+    let r = replay(&dir, false).unwrap();
+    assert_eq!(r.records.len(), 50);
+    for x in &r.records {
+        assert_eq!(x.expires_ms, 1_000_039, "latest renewal of every client");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
