@@ -5,6 +5,7 @@ mod boot;
 mod cli;
 mod clients;
 mod course;
+mod durable;
 mod http;
 mod msg;
 mod perfdhcp;

@@ -339,6 +339,20 @@ pub struct FileConfig {
     pub tftp: Option<Spanned<TftpSection>>,
     /// `[http]`.
     pub http: Option<Spanned<HttpSection>>,
+    /// `[leases]`.
+    pub leases: Option<Spanned<LeasesSection>>,
+}
+
+/// `[leases]`: keep leases across restarts in a journal.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeasesSection {
+    /// Directory of the journal (required; created if missing).
+    pub dir: Option<PathBuf>,
+    /// "fsync" (default), "write" or "none".
+    pub durability: Option<String>,
+    /// Journal segment size before a snapshot compacts it, in bytes (default 64 MiB).
+    pub segment_size: Option<u64>,
 }
 
 /// `[http]`: serve boot files over HTTP (GET, HEAD, Range).
@@ -630,6 +644,11 @@ pub struct Settings {
     pub tftp: Option<crate::tftpd::TftpSettings>,
     /// HTTP, if configured.
     pub http: Option<crate::httpd::HttpSettings>,
+    /// The lease journal, if configured.
+    pub leases: Option<bootstorm_journal::Settings>,
+    /// Start even if the journal is damaged, keeping what precedes the damage (a command-line
+    /// choice, never from the file).
+    pub repair_journal: bool,
     /// Things that are allowed but probably wrong.
     pub warnings: Vec<String>,
 }
@@ -1067,9 +1086,36 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
         }
         None => None,
     };
+    let leases = match &file.leases {
+        Some(sp) => {
+            let l = sp.get_ref();
+            let span = Some(sp.span());
+            let dir = l.dir.clone().ok_or_else(|| {
+                src.error(span.clone(), "[leases] needs dir = \"/var/lib/bootstorm\"")
+            })?;
+            let durability = match l.durability.as_deref() {
+                None => bootstorm_journal::Durability::Fsync,
+                Some(d) => d
+                    .parse()
+                    .map_err(|e: String| src.error(span.clone(), format!("[leases] {e}")))?,
+            };
+            let segment_max = l.segment_size.unwrap_or(64 << 20);
+            if segment_max < 4096 {
+                return Err(src.error(span, "[leases] segment_size must be at least 4096 bytes"));
+            }
+            Some(bootstorm_journal::Settings {
+                dir,
+                durability,
+                segment_max,
+            })
+        }
+        None => None,
+    };
     Ok(Settings {
         tftp,
         http,
+        leases,
+        repair_journal: false,
         listen: SocketAddrV4::new(
             s.address.unwrap_or(Ipv4Addr::UNSPECIFIED),
             s.port.unwrap_or(67),

@@ -76,6 +76,10 @@ struct ServeArgs {
     /// NAK where RFC 2131 says to stay silent (exhausted pool, REQUEST for another server).
     #[arg(long)]
     compat_nak: bool,
+    /// Start even if the lease journal is damaged: keep everything before the damage, set the
+    /// rest aside as *.damaged, and log what was lost.
+    #[arg(long)]
+    repair_journal: bool,
     /// Answer REQUESTs of unknown clients (ACK if free, NAK if not) instead of staying silent.
     #[arg(long)]
     authoritative: bool,
@@ -173,7 +177,8 @@ fn settings_for(a: &ServeArgs) -> anyhow::Result<Settings> {
 }
 
 fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
-    let settings = settings_for(&a)?;
+    let mut settings = settings_for(&a)?;
+    settings.repair_journal = a.repair_journal;
     init_logs(settings.log_format);
     for w in &settings.warnings {
         tracing::warn!("{w}");
@@ -226,10 +231,20 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
     let control = {
         let workers = running.stats_handle();
         let tftp_stats = tftp.as_ref().map(|t| t.stats().clone());
+        let journal = running.journal().cloned();
         let stats = move || {
             let mut v = control::stats_json(&workers.total());
             if let Some(t) = &tftp_stats {
                 v["tftp"] = tftpd::stats_json(t);
+            }
+            if let Some(j) = &journal {
+                let s = j.stats();
+                let g =
+                    |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+                v["journal"] = serde_json::json!({
+                    "records": g(&s.records), "writes": g(&s.writes), "syncs": g(&s.syncs),
+                    "bytes": g(&s.bytes), "snapshots": g(&s.snapshots), "segments": g(&s.segments),
+                });
             }
             v
         };

@@ -3,8 +3,8 @@
 //! validation.
 
 use crate::config::{
-    ArchItem, BootSection, Cidr, ConfigError, Dur, FileConfig, HttpSection, IpRange, MatchSection,
-    ServerSection, Settings, Source, SubnetSection, TftpSection, validate,
+    ArchItem, BootSection, Cidr, ConfigError, Dur, FileConfig, HttpSection, IpRange, LeasesSection,
+    MatchSection, ServerSection, Settings, Source, SubnetSection, TftpSection, validate,
 };
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -76,6 +76,12 @@ pub struct QuickFlags {
     /// HTTP port (80 by default once HTTP is on).
     #[arg(long)]
     pub http_port: Option<u16>,
+    /// Keep leases across restarts in a journal in this directory.
+    #[arg(long)]
+    pub lease_dir: Option<PathBuf>,
+    /// With --lease-dir: "fsync" (default), "write" or "none".
+    #[arg(long)]
+    pub durability: Option<String>,
 }
 
 impl QuickFlags {
@@ -244,6 +250,13 @@ pub fn settings(q: &QuickFlags, s: &ServerFlags) -> Result<Settings, ConfigError
             root: q.http_root.clone(),
             port: q.http_port,
             ..HttpSection::default()
+        }));
+    }
+    if q.lease_dir.is_some() || q.durability.is_some() {
+        file.leases = Some(spanned(LeasesSection {
+            dir: q.lease_dir.clone(),
+            durability: q.durability.clone(),
+            ..LeasesSection::default()
         }));
     }
     validate(&src, file)

@@ -5,6 +5,8 @@ use crate::config::Settings;
 use crate::logbuf;
 use anyhow::Context;
 use bootstorm_dhcp::{Destination, Event, EventKind, RxMeta, Server, Stats};
+use bootstorm_journal::{Journal, WallClock};
+use bootstorm_lease::Lease;
 use bootstorm_net::{RecvBatch, SendBatch, SocketOptions, UdpSocket4, interface_index};
 use bootstorm_time::Clock;
 use bootstorm_wire::dhcp::CLIENT_PORT;
@@ -51,9 +53,15 @@ pub struct Running {
     stats: WorkerStats,
     local: SocketAddrV4,
     clock: Clock,
+    journal: Option<Arc<Journal>>,
 }
 
 impl Running {
+    /// The lease journal, if leases are kept.
+    pub fn journal(&self) -> Option<&Arc<Journal>> {
+        self.journal.as_ref()
+    }
+
     /// The address the DHCP sockets are bound to (with the real port if 0 was configured).
     pub fn local_addr(&self) -> SocketAddrV4 {
         self.local
@@ -90,6 +98,9 @@ impl Running {
         for w in self.workers {
             let _ = w.join();
         }
+        if let Some(j) = &self.journal {
+            j.shutdown();
+        }
         self.stats.per_worker()
     }
 }
@@ -98,6 +109,13 @@ impl Running {
 pub fn start(settings: &Settings) -> anyhow::Result<Running> {
     let server = Arc::new(Server::new(settings.dhcp.clone()).context("building the lease table")?);
     let clock = Clock::new();
+    let journal = match &settings.leases {
+        Some(l) => Some(open_journal(l, settings.repair_journal, &server, clock)?),
+        None => {
+            tracing::warn!("no [leases] dir: leases live in memory only and are lost on restart");
+            None
+        }
+    };
     let shutdown = Arc::new(AtomicBool::new(false));
     // Receiving interface -> the subnet served directly on it.
     let mut hints = HashMap::new();
@@ -152,6 +170,7 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         let shared = Arc::new(Mutex::new(Stats::default()));
         stats.push(shared.clone());
         let (server, shutdown, hints) = (server.clone(), shutdown.clone(), hints.clone());
+        let journal = journal.clone();
         // Workers of one interface share broadcasts by shard; index within the group.
         let group = Group {
             index: id % settings.workers,
@@ -159,7 +178,11 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         };
         let w = std::thread::Builder::new()
             .name(format!("dhcp-worker-{id}"))
-            .spawn(move || worker(id, group, sock, server, clock, shutdown, hints, shared))
+            .spawn(move || {
+                worker(
+                    id, group, sock, server, clock, shutdown, hints, shared, journal,
+                )
+            })
             .context("spawning a worker")?;
         workers.push(w);
     }
@@ -171,7 +194,66 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         stats: WorkerStats(stats),
         local,
         clock,
+        journal,
     })
+}
+
+/// Replays the journal into the lease table, starts it and makes it the table's sink.
+fn open_journal(
+    l: &bootstorm_journal::Settings,
+    repair: bool,
+    server: &Arc<Server>,
+    clock: Clock,
+) -> anyhow::Result<Arc<Journal>> {
+    std::fs::create_dir_all(&l.dir)
+        .with_context(|| format!("creating the lease directory {}", l.dir.display()))?;
+    let wall = WallClock::new(clock);
+    let replayed = bootstorm_journal::replay(&l.dir, repair)?;
+    let now = clock.now();
+    let table = server.leases();
+    let (mut bound, mut conflicts) = (0usize, 0usize);
+    for r in &replayed.records {
+        let lease = Lease {
+            key: r.key.clone(),
+            hwaddr: r.hwaddr.clone(),
+            addr: r.addr,
+            state: r.state,
+            expires: wall.from_unix_ms(r.expires_ms),
+            hostname: r.hostname.clone(),
+            // Subnet indices follow the config's order, which may have changed since.
+            subnet: table.subnet_of(r.addr).unwrap_or(r.subnet),
+            reserved: r.reserved,
+        };
+        let until = (r.until_ms > 0).then(|| wall.from_unix_ms(r.until_ms));
+        let live = lease.state == bootstorm_lease::LeaseState::Bound && lease.expires > now;
+        match table.restore(now, lease, until) {
+            Ok(()) => bound += usize::from(live),
+            Err(e) => {
+                conflicts += 1;
+                tracing::warn!(ip = %r.addr, mac = %fmt_hw(&r.hwaddr), error = %e, "lease not restored");
+            }
+        }
+    }
+    tracing::info!(dir = %l.dir.display(), records = replayed.read, clients = replayed.records.len(),
+        bound, conflicts, torn = replayed.torn.is_some(), durability = ?l.durability, "leases restored from the journal");
+    if let Some(r) = &replayed.repaired {
+        tracing::error!(file = %r.path.display(), offset = r.offset, bytes_cut = r.bytes_cut,
+            records_lost = r.records_lost, segments_set_aside = r.segments_set_aside.len(),
+            "journal was repaired: what follows the damage was set aside as *.damaged");
+    }
+    let source_server = server.clone();
+    let journal = Arc::new(
+        Journal::start(
+            l,
+            wall,
+            replayed.next_segment,
+            &replayed.records,
+            Box::new(move || source_server.leases().leases(clock.now())),
+        )
+        .with_context(|| format!("starting the lease journal in {}", l.dir.display()))?,
+    );
+    table.set_sink(journal.clone());
+    Ok(journal)
 }
 
 /// A worker's place among the workers sharing one port on one interface.
@@ -212,6 +294,7 @@ fn worker(
     shutdown: Arc<AtomicBool>,
     hints: Arc<HashMap<u32, u32>>,
     shared: Arc<Mutex<Stats>>,
+    journal: Option<Arc<Journal>>,
 ) {
     let mut rx = RecvBatch::default();
     let mut tx = SendBatch::default();
@@ -273,10 +356,10 @@ fn worker(
                 log_event(id, now, &ev);
             }
             if tx.is_full() {
-                flush(id, &sock, &mut tx);
+                flush(id, &sock, &mut tx, journal.as_deref());
             }
         }
-        flush(id, &sock, &mut tx);
+        flush(id, &sock, &mut tx, journal.as_deref());
         if let Ok(mut g) = shared.lock() {
             g.clone_from(&stats);
         }
@@ -287,7 +370,19 @@ fn worker(
     logbuf::flush_thread();
 }
 
-fn flush(id: usize, sock: &UdpSocket4, tx: &mut SendBatch) {
+/// Sends the queued replies, once the journal holds every lease change they announce
+/// (RFC 2131 4.3.1: commit before the ACK). If the journal failed, nothing is sent: a client
+/// without an ACK asks again, a client with an ACK the server forgets is a duplicate address.
+fn flush(id: usize, sock: &UdpSocket4, tx: &mut SendBatch, journal: Option<&Journal>) {
+    if let Some(j) = journal {
+        if let Err(e) = j.wait_for_this_thread() {
+            if !tx.is_empty() {
+                tracing::error!(worker = id, dropped = tx.len(), error = %e, "replies withheld");
+            }
+            tx.clear();
+            return;
+        }
+    }
     if tx.is_empty() {
         return;
     }

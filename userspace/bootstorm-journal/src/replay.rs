@@ -31,8 +31,11 @@ fn number_of(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
         .ok()
 }
 
+/// Numbered files of one kind, ascending.
+pub type Numbered = Vec<(u64, PathBuf)>;
+
 /// The journal files in `dir`: segments and snapshots by number, ascending.
-pub fn list(dir: &Path) -> std::io::Result<(Vec<(u64, PathBuf)>, Vec<(u64, PathBuf)>)> {
+pub fn list(dir: &Path) -> std::io::Result<(Numbered, Numbered)> {
     let (mut segs, mut snaps) = (Vec::new(), Vec::new());
     for e in std::fs::read_dir(dir)? {
         let e = e?;

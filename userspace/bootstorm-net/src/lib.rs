@@ -483,6 +483,11 @@ impl SendBatch {
         self.len == 0
     }
 
+    /// Drops everything queued.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
     /// The buffer the next datagram is written into.
     pub fn next_buf(&mut self) -> &mut [u8; BUF_LEN] {
         &mut self.bufs[self.len]
