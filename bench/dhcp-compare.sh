@@ -16,6 +16,10 @@
 # perfdhcp itself tops out near 10,000 exchanges/s on the 2-core machine, so beyond that CPU per
 # lease is the figure that separates servers.
 #
+# SERVERS picks the servers (default "bootstorm kea dnsmasq"); also bootstorm-fsync,
+# bootstorm-write, bootstorm-none (leases journaled with that durability) and kea-persist (memfile
+# with persist on); bench/lease-compare.sh runs those four.
+#
 # Usage (as root): bench/dhcp-compare.sh [seconds-per-rate]   e.g. bench/dhcp-compare.sh 5
 # Servers run with their defaults otherwise; each logs every lease at its default level to a file.
 set -euo pipefail
@@ -24,6 +28,8 @@ SECS=${1:-5}
 RATES=${RATES:-"250 500 1000 2000 4000 6000 8000 10000 12000"}
 FIXED_RATES=${FIXED_RATES:-"250 2000"}
 FIXED_SECS=${FIXED_SECS:-10}
+SERVERS=${SERVERS:-"bootstorm kea dnsmasq"}
+REF=${SERVERS%% *}  # ratios are against the first
 export PATH="$PATH:/usr/sbin:/sbin"
 [ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)"; exit 1; }
 for t in perfdhcp kea-dhcp4 dnsmasq; do command -v $t >/dev/null || { echo "missing $t: apt-get install -y kea-admin kea-dhcp4-server dnsmasq-base"; exit 1; }; done
@@ -44,14 +50,24 @@ cat > "$T/kea.json" <<JSON
     "loggers": [ { "name": "kea-dhcp4", "output_options": [ { "output": "$T/kea.log" } ], "severity": "INFO" } ]
 } }
 JSON
+sed -e "s|\"persist\": false, \"lfc-interval\": 0|\"persist\": true, \"name\": \"$T/kea-leases4.csv\", \"lfc-interval\": 3600|" \
+  "$T/kea.json" > "$T/kea-persist.json"
 
 start_server() {
   case $1 in
     bootstorm)
       ip netns exec "$S" "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
         --router 198.18.0.1 --workers 2 --control-socket "$T/bs.sock" 2> "$T/bootstorm.log" & ;;
+    bootstorm-fsync|bootstorm-write|bootstorm-none)
+      rm -rf "$T/leases"
+      ip netns exec "$S" "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
+        --router 198.18.0.1 --workers 2 --control-socket "$T/bs.sock" \
+        --lease-dir "$T/leases" --durability "${1#bootstorm-}" 2> "$T/bootstorm.log" & ;;
     kea)
       KEA_LOCKFILE_DIR=$T KEA_PIDFILE_DIR=$T ip netns exec "$S" kea-dhcp4 -c "$T/kea.json" > "$T/kea.out" 2>&1 & ;;
+    kea-persist)
+      rm -f "$T"/kea-leases4.csv*
+      KEA_LOCKFILE_DIR=$T KEA_PIDFILE_DIR=$T ip netns exec "$S" kea-dhcp4 -c "$T/kea-persist.json" > "$T/kea.out" 2>&1 & ;;
     dnsmasq)
       ip netns exec "$S" dnsmasq --no-daemon --port=0 --conf-file=/dev/null --interface="$SIF" --bind-interfaces \
         --no-ping --dhcp-range=198.18.1.0,198.18.255.254,255.255.0.0,1h --dhcp-option=3,198.18.0.1 --dhcp-lease-max=200000 \
@@ -87,7 +103,7 @@ perf() {
 }
 
 declare -A BEST ACH CPU
-for srv in bootstorm kea dnsmasq; do
+for srv in $SERVERS; do
   BEST[$srv]=none; ACH[$srv]=-
   for rate in $RATES; do
     start_server $srv
@@ -121,12 +137,12 @@ echo
 echo "kernel $(uname -r), $(nproc) cores, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%F)"
 header="| server | highest rate with <=1% drops (offered / achieved, /s) |"
 sep="| --- | --- |"
-for fr in $FIXED_RATES; do header="$header CPU/lease at ${fr}/s (us) | vs bootstorm |"; sep="$sep --- | --- |"; done
+for fr in $FIXED_RATES; do header="$header CPU/lease at ${fr}/s (us) | vs $REF |"; sep="$sep --- | --- |"; done
 echo "$header"; echo "$sep"
-for srv in bootstorm kea dnsmasq; do
+for srv in $SERVERS; do
   row="| $srv | ${BEST[$srv]} / ${ACH[$srv]} |"
   for fr in $FIXED_RATES; do
-    c=${CPU[$srv,$fr]}; b=${CPU[bootstorm,$fr]}
+    c=${CPU[$srv,$fr]}; b=${CPU[$REF,$fr]}
     ratio=$(awk -v x="$c" -v b="$b" 'BEGIN {if (x+0 > 0 && b+0 > 0) printf "%.1fx", x/b; else print "-"}')
     row="$row $c | $ratio |"
   done
