@@ -445,3 +445,73 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn restored_records_hold_their_addresses_and_stay_sticky() {
+    let tb = table(4);
+    let (a, b, c) = (key(1), key(2), key(3));
+    let lease = |k: &[u8; 7], addr, state, expires| Lease {
+        key: k.to_vec().into(),
+        hwaddr: k[1..].to_vec().into(),
+        addr,
+        state,
+        expires,
+        hostname: None,
+        subnet: 0,
+        reserved: false,
+    };
+    // a: bound until t(3600) at .3; b: released .1 (remembered); c: its lease at .2 expired.
+    tb.restore(t(10), lease(&a, ip(3), LeaseState::Bound, t(3600)), None)
+        .unwrap();
+    tb.restore(t(10), lease(&b, ip(1), LeaseState::Released, t(5)), None)
+        .unwrap();
+    tb.restore(t(10), lease(&c, ip(2), LeaseState::Bound, t(9)), None)
+        .unwrap();
+    assert_eq!(tb.holder(t(11), &a, ip(3)), Holder::Me);
+    assert_eq!(tb.holder(t(11), &b, ip(3)), Holder::Other);
+    assert_eq!(tb.lease_of(t(11), &c).unwrap().state, LeaseState::Expired);
+    // Renewal of the restored lease works; a stranger cannot bind it.
+    assert!(tb.bind(t(12), &client(&a), ip(3), LEASE).is_ok());
+    assert_eq!(
+        tb.bind(t(12), &client(&key(9)), ip(3), LEASE),
+        Err(BindError::Taken)
+    );
+    // Sticky: b and c get their old addresses back; a newcomer gets the one nobody remembers.
+    assert_eq!(
+        tb.offer(t(13), 0, &client(&key(8)), None, HOLD)
+            .unwrap()
+            .addr,
+        ip(4)
+    );
+    assert_eq!(
+        tb.offer(t(13), 0, &client(&b), None, HOLD).unwrap().addr,
+        ip(1)
+    );
+    assert_eq!(
+        tb.offer(t(13), 0, &client(&c), None, HOLD).unwrap().addr,
+        ip(2)
+    );
+    // A second bound claim on a held address is refused.
+    assert_eq!(
+        tb.restore(
+            t(14),
+            lease(&key(7), ip(3), LeaseState::Bound, t(3600)),
+            None
+        ),
+        Err(RestoreError::Conflict(ip(3)))
+    );
+    // A quarantine comes back too.
+    let tb = table(2);
+    tb.restore(
+        t(0),
+        lease(&a, ip(1), LeaseState::Declined, t(0)),
+        Some(t(600)),
+    )
+    .unwrap();
+    assert_eq!(
+        tb.offer(t(1), 0, &client(&b), Some(ip(1)), HOLD)
+            .unwrap()
+            .addr,
+        ip(2)
+    );
+}
