@@ -8,25 +8,11 @@ use std::collections::{HashMap, HashSet};
 use std::process::Stdio;
 use std::time::Duration;
 
+/// The perfdhcp lab server, with its leases journaled (fsync) in `leases`.
 fn config(leases: &std::path::Path) -> String {
     format!(
-        r#"
-[server]
-interfaces = ["@IF@"]
-workers = 2
-control_socket = "@CONTROL@"
-
-[[subnet]]
-network = "198.18.0.0/16"
-interface = "@IF@"
-server_id = "198.18.0.1"
-pools = ["198.18.1.0-198.18.255.254"]
-lease_time = "1h"
-
-[leases]
-dir = "{}"
-durability = "fsync"
-"#,
+        "{}\n[leases]\ndir = \"{}\"\ndurability = \"fsync\"\n",
+        super::perfdhcp::CONFIG,
         leases.display()
     )
 }

@@ -6,7 +6,8 @@ use bootstorm_tests::{Lab, ServerProc, TempDir, need_root, output_within, tool};
 use std::collections::HashSet;
 use std::time::Duration;
 
-const CONFIG: &str = r#"
+/// The lab server for perfdhcp runs (also the base of the crash test's config).
+pub(crate) const CONFIG: &str = r#"
 [server]
 interfaces = ["@IF@"]
 workers = 2

@@ -244,16 +244,6 @@ impl Journal {
             let _ = t.join();
         }
     }
-
-    /// Converts a lease table record.
-    pub fn record_of(
-        &self,
-        kind: Kind,
-        lease: &Lease,
-        until: Option<bootstorm_time::Instant>,
-    ) -> Record {
-        record_of(&self.shared.clock, kind, lease, until)
-    }
 }
 
 impl Drop for Journal {

@@ -212,70 +212,47 @@ pub fn replay(dir: &Path, repair: bool) -> Result<Replayed, ReplayError> {
     for (k, (_, path)) in segs.iter().enumerate() {
         let is_last = k + 1 == segs.len();
         let bytes = read(path)?;
-        if bytes.len() < FILE_HEADER_LEN {
-            // Created but its header never reached the disk: an empty segment.
-            if is_last {
-                continue;
+        // Where this segment is damaged, if it is: offset in the file and what is wrong.
+        let damage = if bytes.len() < FILE_HEADER_LEN {
+            // Created but its header never reached the disk: an empty segment if it is the last.
+            (!is_last).then_some((0, "file shorter than its header"))
+        } else if &bytes[..8] != SEGMENT_MAGIC {
+            Some((0, "not a journal segment"))
+        } else {
+            let (entries, tail) = frames(&bytes[FILE_HEADER_LEN..]);
+            for (_, e) in entries {
+                if let Entry::Lease(r) = e {
+                    out.read += 1;
+                    fold.apply(r);
+                }
             }
-            return corrupt_or_repair(
-                path,
-                0,
-                "file shorter than its header",
-                &segs[k + 1..],
-                repair,
-                &mut out,
-            )
-            .map(|()| finish(fold, out));
-        }
-        if &bytes[..8] != SEGMENT_MAGIC {
-            return corrupt_or_repair(
-                path,
-                0,
-                "not a journal segment",
-                &segs[k + 1..],
-                repair,
-                &mut out,
-            )
-            .map(|()| finish(fold, out));
-        }
-        let (entries, tail) = frames(&bytes[FILE_HEADER_LEN..]);
-        for (_, e) in entries {
-            if let Entry::Lease(r) = e {
-                out.read += 1;
-                fold.apply(r);
-            }
-        }
-        match tail {
-            Tail::Clean => {}
-            Tail::Torn { offset } if is_last => {
-                let at = (offset + FILE_HEADER_LEN) as u64;
-                tracing::warn!(file = %path.display(), offset = at, bytes = bytes.len() as u64 - at,
-                    "torn last record dropped (a write cut short; it was never acknowledged)");
-                truncate(path, at)?;
-                out.torn = Some((path.to_path_buf(), at));
-            }
-            Tail::Torn { offset } => {
-                return corrupt_or_repair(
-                    path,
-                    (offset + FILE_HEADER_LEN) as u64,
+            match tail {
+                Tail::Clean => None,
+                Tail::Torn { offset } if is_last => {
+                    let at = (offset + FILE_HEADER_LEN) as u64;
+                    tracing::warn!(file = %path.display(), offset = at, bytes = bytes.len() as u64 - at,
+                        "torn last record dropped (a write cut short; it was never acknowledged)");
+                    truncate(path, at)?;
+                    out.torn = Some((path.to_path_buf(), at));
+                    None
+                }
+                Tail::Torn { offset } => Some((
+                    offset + FILE_HEADER_LEN,
                     "record cut short in a segment that is not the last",
-                    &segs[k + 1..],
-                    repair,
-                    &mut out,
-                )
-                .map(|()| finish(fold, out));
+                )),
+                Tail::Corrupt { offset, reason } => Some((offset + FILE_HEADER_LEN, reason)),
             }
-            Tail::Corrupt { offset, reason } => {
-                return corrupt_or_repair(
-                    path,
-                    (offset + FILE_HEADER_LEN) as u64,
-                    reason,
-                    &segs[k + 1..],
-                    repair,
-                    &mut out,
-                )
-                .map(|()| finish(fold, out));
-            }
+        };
+        if let Some((offset, reason)) = damage {
+            corrupt_or_repair(
+                path,
+                offset as u64,
+                reason,
+                &segs[k + 1..],
+                repair,
+                &mut out,
+            )?;
+            break;
         }
     }
     Ok(finish(fold, out))

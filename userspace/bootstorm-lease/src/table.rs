@@ -55,7 +55,12 @@ impl Word {
 /// Seconds on the table clock at which something lasting `d` from `now` ends (rounded up, so a
 /// lease never ends early).
 fn secs_after(now: Instant, d: Duration) -> u64 {
-    (now + d).as_millis().div_ceil(1000)
+    secs_ceil(now + d)
+}
+
+/// Seconds on the table clock of `i`, rounded up.
+fn secs_ceil(i: Instant) -> u64 {
+    i.as_millis().div_ceil(1000)
 }
 
 fn now_secs(now: Instant) -> u64 {
@@ -434,15 +439,11 @@ impl LeaseTable {
                         if held_by_other {
                             return Err(RestoreError::Conflict(lease.addr));
                         }
-                        Some(Word::new(
-                            state::BOUND,
-                            lease.expires.as_millis().div_ceil(1000),
-                            tag,
-                        ))
+                        Some(Word::new(state::BOUND, secs_ceil(lease.expires), tag))
                     }
                     LeaseState::Declined => quarantine_until
                         .filter(|u| *u > now && !held_by_other)
-                        .map(|u| Word::new(state::DECLINED, u.as_millis().div_ceil(1000), 0)),
+                        .map(|u| Word::new(state::DECLINED, secs_ceil(u), 0)),
                     _ if !w.held(now_s) && w.state() != state::RESERVED => {
                         Some(Word::new(state::FREE, 0, tag))
                     }

@@ -7,6 +7,15 @@ use std::sync::Arc;
 /// The longest wait between retransmissions of one window.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
+/// The wait before the next retransmission after `retries` of them: `timeout` doubled for each
+/// (RFC 1123 4.2.3.2), up to [`MAX_BACKOFF`] or `timeout` itself if that is longer. Shared by
+/// reads and writes.
+pub(crate) fn backoff(timeout: Duration, retries: u8) -> Duration {
+    let t = timeout.as_millis();
+    let grown = t.saturating_mul(1 << retries.min(8));
+    Duration::from_millis(grown.min(MAX_BACKOFF.as_millis().max(t)))
+}
+
 /// Server-side limits for option negotiation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -283,9 +292,7 @@ impl ReadTransfer {
     /// ACK again; retransmitting at a fixed short interval starves that timer forever (seen with
     /// atftp at 5% loss: a 40 MiB transfer stalled until the server gave up).
     fn backoff(&self) -> Duration {
-        let t = self.params.timeout.as_millis();
-        let grown = t.saturating_mul(1 << self.retries.min(8));
-        Duration::from_millis(grown.min(MAX_BACKOFF.as_millis().max(t)))
+        backoff(self.params.timeout, self.retries)
     }
 
     /// When [`ReadTransfer::handle_timeout`] is due.

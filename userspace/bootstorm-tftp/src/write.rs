@@ -1,7 +1,7 @@
 //! One write transfer (an upload, WRQ): ACK 0 or an OACK, then DATA blocks from the client,
 //! acknowledged once per window (RFC 7440), until a short block ends the file.
 
-use crate::transfer::{Failure, Limits, MAX_BACKOFF, Negotiated, State};
+use crate::transfer::{Failure, Limits, Negotiated, State, backoff};
 use bootstorm_time::{Duration, Instant};
 use bootstorm_wire::tftp::{ErrorCode, Repr};
 
@@ -153,9 +153,7 @@ impl WriteTransfer {
     }
 
     fn backoff(&self) -> Duration {
-        let t = self.params.timeout.as_millis();
-        let grown = t.saturating_mul(1 << self.retries.min(8));
-        Duration::from_millis(grown.min(MAX_BACKOFF.as_millis().max(t)))
+        backoff(self.params.timeout, self.retries)
     }
 
     /// Writes the next packet (an ACK, the OACK or an ERROR) into `buf` and returns its length,
