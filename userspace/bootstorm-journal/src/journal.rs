@@ -441,12 +441,13 @@ fn compactor(
         let records: Vec<Record> = leases
             .iter()
             .map(|l| {
-                let kind = if l.state == LeaseState::Bound {
-                    Kind::Bind
-                } else {
-                    Kind::Expire
+                let (kind, until) = match l.state {
+                    LeaseState::Bound => (Kind::Bind, None),
+                    // A declined record's `expires` is the end of its quarantine.
+                    LeaseState::Declined => (Kind::Decline, Some(l.expires)),
+                    _ => (Kind::Expire, None),
                 };
-                record_of(&shared.clock, kind, l, None)
+                record_of(&shared.clock, kind, l, until)
             })
             .collect();
         let r = write_snapshot(&dir, n, &records).and_then(|()| remove_before(&dir, n));

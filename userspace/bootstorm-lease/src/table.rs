@@ -853,16 +853,13 @@ impl LeaseTable {
                 break;
             }
         }
+        // A declined record's `expires` is the end of its quarantine: listings show it, and a
+        // snapshot keeps it.
+        let until = Instant::from_millis(secs_after(now, quarantine) * 1000);
         l.state = LeaseState::Declined;
-        l.expires = now;
+        l.expires = until;
         let b = l.binding();
-        self.notify(
-            &shard,
-            key,
-            Change::Decline {
-                until: Instant::from_millis(secs_after(now, quarantine) * 1000),
-            },
-        );
+        self.notify(&shard, key, Change::Decline { until });
         Some(b)
     }
 
