@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test of bootstorm: formatting and lints, unit and property tests, loom models,
-# and the end-to-end tests against real peers (dhclient, udhcpc, dhcpcd, perfdhcp, tshark).
+# and the end-to-end tests against real peers (dhclient, udhcpc, dhcpcd, perfdhcp, kea-dhcp4,
+# dnsmasq, tshark, tftp-hpa, atftp, curl, qemu with iPXE).
 # Installs the peers it needs when they are missing (apt-get; needs root, as do the namespace
 # tests, which skip with a printed reason when not run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # tool:package pairs of the peers the tests use.
-peers="dhclient:isc-dhcp-client udhcpc:udhcpc dhcpcd:dhcpcd-base perfdhcp:kea-admin tshark:tshark ip:iproute2 tftp:tftp-hpa atftp:atftp curl:curl nft:nftables qemu-system-x86_64:qemu-system-x86 /usr/lib/ipxe/qemu/pxe-e1000.rom:ipxe-qemu"
+peers="dhclient:isc-dhcp-client udhcpc:udhcpc dhcpcd:dhcpcd-base perfdhcp:kea-admin kea-dhcp4:kea-dhcp4-server dnsmasq:dnsmasq-base tshark:tshark ip:iproute2 tftp:tftp-hpa atftp:atftp curl:curl nft:nftables qemu-system-x86_64:qemu-system-x86 /usr/lib/ipxe/qemu/pxe-e1000.rom:ipxe-qemu"
 missing=()
 for pair in $peers; do
   tool=${pair%%:*}; pkg=${pair#*:}

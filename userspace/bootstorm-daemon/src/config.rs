@@ -240,7 +240,7 @@ impl FromStr for Hex {
         let t = s.trim().trim_start_matches("0x");
         let digits: String = t.chars().filter(|c| *c != ':' && *c != '-').collect();
         if digits.is_empty()
-            || digits.len() % 2 != 0
+            || !digits.len().is_multiple_of(2)
             || !digits.chars().all(|c| c.is_ascii_hexdigit())
         {
             return Err(format!("'{s}' is not hex bytes"));
@@ -896,13 +896,13 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
         }
         core_net.renewal_time = sn.renewal_time.map(|d| d.0);
         core_net.rebinding_time = sn.rebinding_time.map(|d| d.0);
-        if let (Some(t1), Some(t2)) = (core_net.renewal_time, core_net.rebinding_time) {
-            if t1 >= t2 {
-                return Err(src.error(
-                    span.clone(),
-                    format!("subnet {net}: renewal_time must be below rebinding_time"),
-                ));
-            }
+        if let (Some(t1), Some(t2)) = (core_net.renewal_time, core_net.rebinding_time)
+            && t1 >= t2
+        {
+            return Err(src.error(
+                span.clone(),
+                format!("subnet {net}: renewal_time must be below rebinding_time"),
+            ));
         }
         let mut options = OptionSet::new();
         if !sn.routers.is_empty() {
@@ -964,16 +964,16 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
         if dhcp.reservations.iter().any(|o| o.addr == addr) {
             return Err(src.error(span, format!("address {addr} is reserved twice")));
         }
-        if let Some(m) = r.mac {
-            if dhcp.reservations.iter().any(|o| o.hwaddr == Some(m.0)) {
-                return Err(src.error(
-                    span,
-                    format!(
-                        "MAC {} has two reservations",
-                        bootstorm_wire::ethernet::Address(m.0)
-                    ),
-                ));
-            }
+        if let Some(m) = r.mac
+            && dhcp.reservations.iter().any(|o| o.hwaddr == Some(m.0))
+        {
+            return Err(src.error(
+                span,
+                format!(
+                    "MAC {} has two reservations",
+                    bootstorm_wire::ethernet::Address(m.0)
+                ),
+            ));
         }
         let boot = match &r.boot {
             Some(b) => {
@@ -1040,10 +1040,14 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
         });
     }
     for sub in &dhcp.subnets {
-        if let Some(ifname) = &sub.interface {
-            if !s.interfaces.is_empty() && !s.interfaces.contains(ifname) {
-                warnings.push(format!("subnet {}/{} is on interface {ifname}, which [server] interfaces does not list", sub.network, sub.prefix));
-            }
+        if let Some(ifname) = &sub.interface
+            && !s.interfaces.is_empty()
+            && !s.interfaces.contains(ifname)
+        {
+            warnings.push(format!(
+                "subnet {}/{} is on interface {ifname}, which [server] interfaces does not list",
+                sub.network, sub.prefix
+            ));
         }
     }
     let tftp = match &file.tftp {

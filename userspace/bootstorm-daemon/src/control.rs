@@ -24,19 +24,26 @@ pub struct LeaseJson {
     pub client_id: String,
     /// offered, bound, released, expired, declined.
     pub state: String,
-    /// Seconds until the lease ends (0 if it has).
+    /// When the lease ends or ended (a declined address: when its quarantine ends), in seconds
+    /// since the UNIX epoch.
+    pub expires: u64,
+    /// Seconds until then (0 if it has passed).
+    #[serde(default)]
     pub expires_in: u64,
     /// Host name the client sent.
     pub hostname: Option<String>,
     /// Subnet, as network/prefix.
+    #[serde(default)]
     pub subnet: String,
     /// From a reservation.
+    #[serde(default)]
     pub reserved: bool,
 }
 
 /// Every lease of `server` at the clock's now.
 pub fn leases_json(server: &Server, clock: &Clock) -> Vec<LeaseJson> {
     let now = clock.now();
+    let wall = bootstorm_journal::WallClock::new(*clock);
     server
         .leases()
         .leases(now)
@@ -53,6 +60,7 @@ pub fn leases_json(server: &Server, clock: &Clock) -> Vec<LeaseJson> {
                 mac: fmt_hw(&l.hwaddr),
                 client_id: fmt_hw(&l.key),
                 state: l.state.name().to_string(),
+                expires: wall.to_unix_ms(l.expires).div_ceil(1000),
                 expires_in: l.expires.saturating_since(now).as_secs(),
                 hostname: l.hostname.map(String::from),
                 subnet,

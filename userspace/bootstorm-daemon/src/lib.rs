@@ -9,6 +9,8 @@ pub mod config;
 pub mod control;
 pub mod files;
 pub mod httpd;
+pub mod leasefile;
+pub mod leaseio;
 pub mod logbuf;
 pub mod quick;
 pub mod serve;

@@ -4,7 +4,7 @@ use anyhow::{Context, bail};
 use bootstorm_daemon::config::{self, Dur, LogFormat, Settings};
 use bootstorm_daemon::control::{self, Control, LeaseJson};
 use bootstorm_daemon::quick::{self, QuickFlags, ServerFlags};
-use bootstorm_daemon::{httpd, serve, tftpd};
+use bootstorm_daemon::{httpd, leasefile, leaseio, serve, tftpd};
 use clap::{Parser, Subcommand};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -30,8 +30,12 @@ enum Cmd {
         /// The config file.
         file: PathBuf,
     },
-    /// List the leases of a running server.
+    /// List the leases of a running server; export them; import leases from bootstorm, Kea or
+    /// dnsmasq files into a stopped server's lease directory.
+    #[command(args_conflicts_with_subcommands = true)]
     Leases {
+        #[command(subcommand)]
+        action: Option<LeasesAction>,
         /// Config file of the server (to find its control socket).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -51,6 +55,50 @@ enum Cmd {
         #[arg(long)]
         socket: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum LeasesAction {
+    /// Write every lease as JSON or CSV: asked of the running server, or read from the lease
+    /// directory of a stopped one (--config).
+    Export {
+        /// Config file of the server (its control socket, else its [leases] dir).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Control socket path (ask a running server; instead of --config).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// json or csv.
+        #[arg(long, default_value = "json")]
+        format: ExportFormat,
+        /// Write here instead of to standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Take over leases from files (bootstorm JSON or CSV, a Kea memfile, a dnsmasq leases
+    /// file) into the [leases] dir of the configured server, which must be stopped. Clients
+    /// then keep their addresses. Nothing is written unless every file reads cleanly.
+    Import {
+        /// Config file of the server (its subnets and [leases] dir).
+        #[arg(long)]
+        config: PathBuf,
+        /// Format of the files: json, csv, kea (kea-leases4.csv) or dnsmasq.
+        #[arg(long)]
+        format: leasefile::Format,
+        /// Check and report, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The files, oldest first (e.g. kea-leases4.csv.2 kea-leases4.csv).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// What `leases export` writes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    Json,
+    Csv,
 }
 
 #[derive(clap::Args)]
@@ -96,10 +144,31 @@ fn main() -> ExitCode {
         Cmd::Serve(a) => serve_cmd(*a),
         Cmd::CheckConfig { file } => check_config(&file),
         Cmd::Leases {
+            action: None,
             config,
             socket,
             json,
         } => leases_cmd(config, socket, json),
+        Cmd::Leases {
+            action:
+                Some(LeasesAction::Export {
+                    config,
+                    socket,
+                    format,
+                    output,
+                }),
+            ..
+        } => export_cmd(config, socket, format, output),
+        Cmd::Leases {
+            action:
+                Some(LeasesAction::Import {
+                    config,
+                    format,
+                    dry_run,
+                    files,
+                }),
+            ..
+        } => import_cmd(&config, format, &files, dry_run),
         Cmd::Stats { config, socket } => socket_path(config, socket).and_then(|p| {
             print!(
                 "{}",
@@ -192,18 +261,17 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
         Some(t) => {
             let mut t = t.clone();
             // RFC 2348: blocks must fit the path MTU; on one interface that is its MTU.
-            if let [ifname] = &settings.interfaces[..] {
-                if let Some(mtu) = std::fs::read_to_string(format!("/sys/class/net/{ifname}/mtu"))
+            if let [ifname] = &settings.interfaces[..]
+                && let Some(mtu) = std::fs::read_to_string(format!("/sys/class/net/{ifname}/mtu"))
                     .ok()
                     .and_then(|m| m.trim().parse::<u32>().ok())
-                {
-                    let cap = u16::try_from(mtu.saturating_sub(32))
-                        .unwrap_or(u16::MAX)
-                        .max(512);
-                    if cap < t.limits.max_blksize {
-                        tracing::info!(interface = %ifname, mtu, max_blksize = cap, "TFTP block size capped by the interface MTU");
-                        t.limits.max_blksize = cap;
-                    }
+            {
+                let cap = u16::try_from(mtu.saturating_sub(32))
+                    .unwrap_or(u16::MAX)
+                    .max(512);
+                if cap < t.limits.max_blksize {
+                    tracing::info!(interface = %ifname, mtu, max_blksize = cap, "TFTP block size capped by the interface MTU");
+                    t.limits.max_blksize = cap;
                 }
             }
             {
@@ -360,5 +428,68 @@ fn leases_cmd(config: Option<PathBuf>, socket: Option<PathBuf>, json: bool) -> a
             l.hostname.unwrap_or_default()
         );
     }
+    Ok(())
+}
+
+fn export_cmd(
+    config: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    format: ExportFormat,
+    output: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let settings = config.as_ref().map(|c| config::load(c)).transpose()?;
+    let sock = match (&socket, &settings) {
+        (Some(s), _) => s.clone(),
+        (None, Some(s)) => s.control_socket.clone(),
+        (None, None) => PathBuf::from(config::DEFAULT_CONTROL_SOCKET),
+    };
+    let leases: Vec<LeaseJson> = match control::request(&sock, "leases") {
+        Ok(answer) => serde_json::from_str(&answer).context("reading the server's answer")?,
+        // No server answers: read a stopped server's lease directory, if we know it.
+        Err(e) => match (&settings, socket) {
+            (Some(s), None) => {
+                leaseio::export_offline(s, config.as_deref().unwrap_or(std::path::Path::new("")))
+                    .with_context(|| {
+                        format!("no server answers at {} ({e}), and", sock.display())
+                    })?
+            }
+            _ => {
+                return Err(anyhow::Error::from(e).context(format!(
+                    "asking the server at {} (is it running? --config reads a stopped server's lease directory)",
+                    sock.display()
+                )));
+            }
+        },
+    };
+    let text = match format {
+        ExportFormat::Json => serde_json::to_string_pretty(&leases)? + "\n",
+        ExportFormat::Csv => leasefile::to_csv(&leases)?,
+    };
+    match output {
+        Some(p) => std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+fn import_cmd(
+    config: &std::path::Path,
+    format: leasefile::Format,
+    files: &[PathBuf],
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let settings = config::load(config)?;
+    let r = leaseio::import(&settings, config, format, files, dry_run)?;
+    for (at, why) in &r.skipped {
+        eprintln!("skipped {at}: {why}");
+    }
+    println!(
+        "{} {} leases ({} bound, {} remembered for their clients), skipped {}",
+        if dry_run { "would import" } else { "imported" },
+        r.imported,
+        r.bound,
+        r.imported - r.bound,
+        r.skipped.len()
+    );
     Ok(())
 }

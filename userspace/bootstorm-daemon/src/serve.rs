@@ -5,8 +5,7 @@ use crate::config::Settings;
 use crate::logbuf;
 use anyhow::Context;
 use bootstorm_dhcp::{Destination, Event, EventKind, RxMeta, Server, Stats};
-use bootstorm_journal::{Journal, WallClock};
-use bootstorm_lease::Lease;
+use bootstorm_journal::{DirLock, Journal, WallClock};
 use bootstorm_net::{RecvBatch, SendBatch, SocketOptions, UdpSocket4, interface_index};
 use bootstorm_time::Clock;
 use bootstorm_wire::dhcp::CLIENT_PORT;
@@ -54,6 +53,8 @@ pub struct Running {
     local: SocketAddrV4,
     clock: Clock,
     journal: Option<Arc<Journal>>,
+    /// Held while running: one process owns a lease directory.
+    _dir_lock: Option<DirLock>,
 }
 
 impl Running {
@@ -116,6 +117,7 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
             None
         }
     };
+    let (journal, dir_lock) = journal.unzip();
     let shutdown = Arc::new(AtomicBool::new(false));
     // Receiving interface -> the subnet served directly on it.
     let mut hints = HashMap::new();
@@ -195,45 +197,25 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         local,
         clock,
         journal,
+        _dir_lock: dir_lock,
     })
 }
 
-/// Replays the journal into the lease table, starts it and makes it the table's sink.
+/// Locks the lease directory, replays the journal into the lease table, starts it and makes it
+/// the table's sink.
 fn open_journal(
     l: &bootstorm_journal::Settings,
     repair: bool,
     server: &Arc<Server>,
     clock: Clock,
-) -> anyhow::Result<Arc<Journal>> {
+) -> anyhow::Result<(Arc<Journal>, DirLock)> {
     std::fs::create_dir_all(&l.dir)
         .with_context(|| format!("creating the lease directory {}", l.dir.display()))?;
+    let lock = bootstorm_journal::lock_dir(&l.dir)?;
     let wall = WallClock::new(clock);
     let replayed = bootstorm_journal::replay(&l.dir, repair)?;
-    let now = clock.now();
     let table = server.leases();
-    let (mut bound, mut conflicts) = (0usize, 0usize);
-    for r in &replayed.records {
-        let lease = Lease {
-            key: r.key.clone(),
-            hwaddr: r.hwaddr.clone(),
-            addr: r.addr,
-            state: r.state,
-            expires: wall.from_unix_ms(r.expires_ms),
-            hostname: r.hostname.clone(),
-            // Subnet indices follow the config's order, which may have changed since.
-            subnet: table.subnet_of(r.addr).unwrap_or(r.subnet),
-            reserved: r.reserved,
-        };
-        let until = (r.until_ms > 0).then(|| wall.from_unix_ms(r.until_ms));
-        let live = lease.state == bootstorm_lease::LeaseState::Bound && lease.expires > now;
-        match table.restore(now, lease, until) {
-            Ok(()) => bound += usize::from(live),
-            Err(e) => {
-                conflicts += 1;
-                tracing::warn!(ip = %r.addr, mac = %fmt_hw(&r.hwaddr), error = %e, "lease not restored");
-            }
-        }
-    }
+    let (bound, conflicts) = crate::leaseio::restore_records(table, &wall, &replayed.records);
     tracing::info!(dir = %l.dir.display(), records = replayed.read, clients = replayed.records.len(),
         bound, conflicts, torn = replayed.torn.is_some(), durability = ?l.durability, "leases restored from the journal");
     if let Some(r) = &replayed.repaired {
@@ -253,7 +235,7 @@ fn open_journal(
         .with_context(|| format!("starting the lease journal in {}", l.dir.display()))?,
     );
     table.set_sink(journal.clone());
-    Ok(journal)
+    Ok((journal, lock))
 }
 
 /// A worker's place among the workers sharing one port on one interface.
@@ -374,14 +356,14 @@ fn worker(
 /// (RFC 2131 4.3.1: commit before the ACK). If the journal failed, nothing is sent: a client
 /// without an ACK asks again, a client with an ACK the server forgets is a duplicate address.
 fn flush(id: usize, sock: &UdpSocket4, tx: &mut SendBatch, journal: Option<&Journal>) {
-    if let Some(j) = journal {
-        if let Err(e) = j.wait_for_this_thread() {
-            if !tx.is_empty() {
-                tracing::error!(worker = id, dropped = tx.len(), error = %e, "replies withheld");
-            }
-            tx.clear();
-            return;
+    if let Some(j) = journal
+        && let Err(e) = j.wait_for_this_thread()
+    {
+        if !tx.is_empty() {
+            tracing::error!(worker = id, dropped = tx.len(), error = %e, "replies withheld");
         }
+        tx.clear();
+        return;
     }
     if tx.is_empty() {
         return;

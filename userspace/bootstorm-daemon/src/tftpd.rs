@@ -704,19 +704,18 @@ fn lookup(
     mode: Mode,
 ) -> Result<Arc<[u8]>, FileError> {
     let netascii = mode == Mode::Netascii;
-    if let (Some(kind), SocketAddr::V4(p)) = (unique, peer) {
-        if let Some(dir) = client_dir(kind, *p.ip(), mac_of) {
-            if cache.has_dir(&dir) {
-                // Check the name first, so a refused name is refused as such.
-                bootstorm_tftp::normalize(filename).map_err(FileError::BadName)?;
-                let mut own = dir.into_bytes();
-                own.push(b'/');
-                own.extend_from_slice(filename);
-                match cache.get(&own, netascii) {
-                    Err(FileError::NotFound) => {}
-                    other => return other,
-                }
-            }
+    if let (Some(kind), SocketAddr::V4(p)) = (unique, peer)
+        && let Some(dir) = client_dir(kind, *p.ip(), mac_of)
+        && cache.has_dir(&dir)
+    {
+        // Check the name first, so a refused name is refused as such.
+        bootstorm_tftp::normalize(filename).map_err(FileError::BadName)?;
+        let mut own = dir.into_bytes();
+        own.push(b'/');
+        own.extend_from_slice(filename);
+        match cache.get(&own, netascii) {
+            Err(FileError::NotFound) => {}
+            other => return other,
         }
     }
     cache.get(filename, netascii)
@@ -828,12 +827,12 @@ fn worker(
                 break;
             }
             heap.pop();
-            if let Some(slot) = slots.get_mut(idx).and_then(Option::as_mut) {
-                if slot.scheduled == Some(d) {
-                    slot.scheduled = None;
-                    slot.transfer.handle_timeout(now);
-                    touched.push(idx);
-                }
+            if let Some(slot) = slots.get_mut(idx).and_then(Option::as_mut)
+                && slot.scheduled == Some(d)
+            {
+                slot.scheduled = None;
+                slot.transfer.handle_timeout(now);
+                touched.push(idx);
             }
         }
         for &idx in &touched {

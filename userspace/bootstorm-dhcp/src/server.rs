@@ -303,15 +303,15 @@ impl Server {
                 return false;
             }
         }
-        if let Some(p) = &m.vendor_class_prefix {
-            if !ctx_req.vendor_class.is_some_and(|v| v.starts_with(p)) {
-                return false;
-            }
+        if let Some(p) = &m.vendor_class_prefix
+            && !ctx_req.vendor_class.is_some_and(|v| v.starts_with(p))
+        {
+            return false;
         }
-        if let Some(p) = &m.mac_prefix {
-            if !ctx_req.chaddr().starts_with(p) {
-                return false;
-            }
+        if let Some(p) = &m.mac_prefix
+            && !ctx_req.chaddr().starts_with(p)
+        {
+            return false;
         }
         if m.reserved.is_some_and(|r| r != reserved) {
             return false;

@@ -274,6 +274,22 @@ pub fn record_of(
     }
 }
 
+/// The lease table's records as the records of a snapshot.
+pub fn snapshot_records(clock: &WallClock, leases: &[Lease]) -> Vec<Record> {
+    leases
+        .iter()
+        .map(|l| {
+            let (kind, until) = match l.state {
+                LeaseState::Bound => (Kind::Bind, None),
+                // A declined record's `expires` is the end of its quarantine.
+                LeaseState::Declined => (Kind::Decline, Some(l.expires)),
+                _ => (Kind::Expire, None),
+            };
+            record_of(clock, kind, l, until)
+        })
+        .collect()
+}
+
 impl LeaseSink for Journal {
     fn changed(&self, change: Change, lease: &Lease) {
         let (kind, until) = match change {
@@ -437,19 +453,7 @@ fn compactor(
         }
         // Taken after segment `n` started: every change the snapshot misses is in segment `n`
         // or later, and replaying those over it ends in the same state (records are whole states).
-        let leases = source();
-        let records: Vec<Record> = leases
-            .iter()
-            .map(|l| {
-                let (kind, until) = match l.state {
-                    LeaseState::Bound => (Kind::Bind, None),
-                    // A declined record's `expires` is the end of its quarantine.
-                    LeaseState::Declined => (Kind::Decline, Some(l.expires)),
-                    _ => (Kind::Expire, None),
-                };
-                record_of(&shared.clock, kind, l, until)
-            })
-            .collect();
+        let records = snapshot_records(&shared.clock, &source());
         let r = write_snapshot(&dir, n, &records).and_then(|()| remove_before(&dir, n));
         match r {
             Ok(()) => {

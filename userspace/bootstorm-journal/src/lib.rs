@@ -29,9 +29,14 @@ pub mod journal;
 pub mod record;
 pub mod replay;
 
-pub use journal::{Durability, Failed, Journal, JournalStats, Settings, SnapshotSource, record_of};
+pub use journal::{
+    Durability, Failed, Journal, JournalStats, Settings, SnapshotSource, record_of,
+    snapshot_records,
+};
 pub use record::{Kind, Record};
-pub use replay::{Repaired, ReplayError, Replayed, replay};
+pub use replay::{
+    DirLock, LockError, Repaired, ReplayError, Replayed, lock_dir, read_only, replay,
+};
 
 use bootstorm_time::{Clock, Instant};
 

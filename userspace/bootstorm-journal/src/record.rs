@@ -326,9 +326,11 @@ mod tests {
             state: LeaseState::Bound,
             expires_ms: 1_700_000_360_000,
             until_ms: 0,
-            hostname: (n % 2 == 0).then(|| format!("node{n}").into_boxed_str()),
+            hostname: n
+                .is_multiple_of(2)
+                .then(|| format!("node{n}").into_boxed_str()),
             subnet: 3,
-            reserved: n % 3 == 0,
+            reserved: n.is_multiple_of(3),
         }
     }
 

@@ -121,21 +121,21 @@ impl Fold {
     /// its own client. Journal order between two clients of one address can differ from the
     /// order of the changes by a release racing the next bind; this rule makes that harmless.
     fn apply(&mut self, r: Record) {
-        if let Some(old) = self.clients.get(&r.key) {
-            if old.addr != r.addr && self.owner.get(&old.addr) == Some(&r.key) {
-                self.owner.remove(&old.addr);
-            }
+        if let Some(old) = self.clients.get(&r.key)
+            && old.addr != r.addr
+            && self.owner.get(&old.addr) == Some(&r.key)
+        {
+            self.owner.remove(&old.addr);
         }
         let holds = r.state == LeaseState::Bound && !r.reserved;
         if holds {
-            if let Some(prev) = self.owner.insert(r.addr, r.key.clone()) {
-                if prev != r.key {
-                    if let Some(p) = self.clients.get_mut(&prev) {
-                        if p.addr == r.addr && p.state == LeaseState::Bound {
-                            p.state = LeaseState::Expired;
-                        }
-                    }
-                }
+            if let Some(prev) = self.owner.insert(r.addr, r.key.clone())
+                && prev != r.key
+                && let Some(p) = self.clients.get_mut(&prev)
+                && p.addr == r.addr
+                && p.state == LeaseState::Bound
+            {
+                p.state = LeaseState::Expired;
             }
         } else if self.owner.get(&r.addr) == Some(&r.key) {
             self.owner.remove(&r.addr);
@@ -183,6 +183,18 @@ fn read_snapshot(path: &Path) -> Result<Option<Vec<Record>>, ReplayError> {
 /// and [`Replayed::repaired`] says what was lost. A torn last record of the last segment is cut
 /// off in every case (it was never acknowledged: its sync never finished).
 pub fn replay(dir: &Path, repair: bool) -> Result<Replayed, ReplayError> {
+    replay_with(dir, repair, true)
+}
+
+/// Reads `dir` as [`replay`] does, changing nothing: a torn last record is dropped from the
+/// result but left in the file, and damage is an error (for exports of a stopped server's
+/// leases). Hold the directory's [`DirLock`] while calling it, or a running server may be
+/// writing.
+pub fn read_only(dir: &Path) -> Result<Replayed, ReplayError> {
+    replay_with(dir, false, false)
+}
+
+fn replay_with(dir: &Path, repair: bool, write: bool) -> Result<Replayed, ReplayError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ReplayError::Io { path, source }
@@ -232,7 +244,9 @@ pub fn replay(dir: &Path, repair: bool) -> Result<Replayed, ReplayError> {
                     let at = (offset + FILE_HEADER_LEN) as u64;
                     tracing::warn!(file = %path.display(), offset = at, bytes = bytes.len() as u64 - at,
                         "torn last record dropped (a write cut short; it was never acknowledged)");
-                    truncate(path, at)?;
+                    if write {
+                        truncate(path, at)?;
+                    }
                     out.torn = Some((path.to_path_buf(), at));
                     None
                 }
@@ -320,10 +334,10 @@ fn corrupt_or_repair(
     truncate(path, offset)?;
     let mut set_aside = Vec::new();
     for (_, p) in later {
-        if let Ok(b) = std::fs::read(p) {
-            if b.len() > FILE_HEADER_LEN {
-                lost += frames(&b[FILE_HEADER_LEN..]).0.len();
-            }
+        if let Ok(b) = std::fs::read(p)
+            && b.len() > FILE_HEADER_LEN
+        {
+            lost += frames(&b[FILE_HEADER_LEN..]).0.len();
         }
         std::fs::rename(p, damaged_name(p)).map_err(|source| ReplayError::Io {
             path: p.clone(),
@@ -341,6 +355,54 @@ fn corrupt_or_repair(
         records_lost: lost,
     });
     Ok(())
+}
+
+/// The name of the lock file in a lease directory.
+pub const LOCK_NAME: &str = "lock";
+
+/// An exclusive lock on a lease directory, held while one process owns its journal (a running
+/// server, an import): two writers would interleave segments and delete each other's files.
+/// Released when dropped (or when the process dies: it is a `flock`).
+#[derive(Debug)]
+pub struct DirLock {
+    _file: std::fs::File,
+}
+
+/// Why a lease directory could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process holds it.
+    #[error(
+        "{0}: the lease directory is in use by another bootstorm process (a running server?); stop it first"
+    )]
+    Busy(PathBuf),
+    /// Opening the lock file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+}
+
+/// Takes the lock of `dir` without waiting.
+pub fn lock_dir(dir: &Path) -> Result<DirLock, LockError> {
+    let path = dir.join(LOCK_NAME);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| LockError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(DirLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Busy(dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(source)) => Err(LockError::Io { path, source }),
+    }
 }
 
 #[cfg(test)]

@@ -430,28 +430,28 @@ impl LeaseTable {
             lease.state = LeaseState::Expired; // offers do not survive a restart
         }
         let mut shard = lock(self.shard(hash));
-        if !lease.reserved {
-            if let Some((pool, i)) = self.slot_of(lease.addr) {
-                let w = pool.load(i);
-                let held_by_other = w.held(now_s) && w.tag() != tag;
-                let new = match lease.state {
-                    LeaseState::Bound => {
-                        if held_by_other {
-                            return Err(RestoreError::Conflict(lease.addr));
-                        }
-                        Some(Word::new(state::BOUND, secs_ceil(lease.expires), tag))
+        if !lease.reserved
+            && let Some((pool, i)) = self.slot_of(lease.addr)
+        {
+            let w = pool.load(i);
+            let held_by_other = w.held(now_s) && w.tag() != tag;
+            let new = match lease.state {
+                LeaseState::Bound => {
+                    if held_by_other {
+                        return Err(RestoreError::Conflict(lease.addr));
                     }
-                    LeaseState::Declined => quarantine_until
-                        .filter(|u| *u > now && !held_by_other)
-                        .map(|u| Word::new(state::DECLINED, secs_ceil(u), 0)),
-                    _ if !w.held(now_s) && w.state() != state::RESERVED => {
-                        Some(Word::new(state::FREE, 0, tag))
-                    }
-                    _ => None,
-                };
-                if let Some(new) = new {
-                    pool.slots[i].store(new.0, Ordering::Release);
+                    Some(Word::new(state::BOUND, secs_ceil(lease.expires), tag))
                 }
+                LeaseState::Declined => quarantine_until
+                    .filter(|u| *u > now && !held_by_other)
+                    .map(|u| Word::new(state::DECLINED, secs_ceil(u), 0)),
+                _ if !w.held(now_s) && w.state() != state::RESERVED => {
+                    Some(Word::new(state::FREE, 0, tag))
+                }
+                _ => None,
+            };
+            if let Some(new) = new {
+                pool.slots[i].store(new.0, Ordering::Release);
             }
         }
         shard.clients.insert(lease.key.clone(), lease);
@@ -480,17 +480,16 @@ impl LeaseTable {
         let until = secs_after(now, hold);
         let previous = shard.clients.get(client.key).map(|l| l.addr);
         let mut got = None;
-        if let Some(prev) = previous {
-            if self.subnet_of(prev) == Some(subnet) {
-                got = self.claim_for_offer(prev, tag, true, now, until);
-            }
+        if let Some(prev) = previous
+            && self.subnet_of(prev) == Some(subnet)
+        {
+            got = self.claim_for_offer(prev, tag, true, now, until);
         }
-        if got.is_none() {
-            if let Some(req) = requested.filter(|r| Some(*r) != previous) {
-                if self.subnet_of(req) == Some(subnet) {
-                    got = self.claim_for_offer(req, tag, false, now, until);
-                }
-            }
+        if got.is_none()
+            && let Some(req) = requested.filter(|r| Some(*r) != previous)
+            && self.subnet_of(req) == Some(subnet)
+        {
+            got = self.claim_for_offer(req, tag, false, now, until);
         }
         let addr = match got {
             Some(a) => a,
@@ -533,10 +532,12 @@ impl LeaseTable {
         hold: Duration,
     ) -> Binding {
         let mut shard = lock(self.shard(client.hash()));
-        if let Some(l) = shard.clients.get(client.key) {
-            if l.addr == addr && l.state == LeaseState::Bound && l.expires > now {
-                return l.binding();
-            }
+        if let Some(l) = shard.clients.get(client.key)
+            && l.addr == addr
+            && l.state == LeaseState::Bound
+            && l.expires > now
+        {
+            return l.binding();
         }
         Self::record(
             &mut shard,
@@ -566,10 +567,10 @@ impl LeaseTable {
                 l.expires = expires;
                 l.subnet = subnet;
                 l.reserved = reserved;
-                if let Some(h) = client.hostname {
-                    if l.hostname.as_deref().map(str::as_bytes) != Some(h) {
-                        l.hostname = Some(name(h));
-                    }
+                if let Some(h) = client.hostname
+                    && l.hostname.as_deref().map(str::as_bytes) != Some(h)
+                {
+                    l.hostname = Some(name(h));
                 }
                 if *l.hwaddr != *client.hwaddr {
                     l.hwaddr = client.hwaddr.into();

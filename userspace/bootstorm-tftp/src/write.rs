@@ -223,10 +223,8 @@ impl WriteTransfer {
             None => self.pending.extend_from_slice(data),
         }
         let last = data.len() < blksize;
-        if last {
-            if let Some(d) = &mut self.netascii {
-                d.finish(&mut self.pending);
-            }
+        if last && let Some(d) = &mut self.netascii {
+            d.finish(&mut self.pending);
         }
         self.size += (self.pending.len() - before) as u64;
         if self.size > self.max_size {

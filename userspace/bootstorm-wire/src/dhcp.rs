@@ -952,11 +952,11 @@ impl<'b> OverloadWriter<'b> {
             return true;
         }
         for (bit, area) in [(1u8, &mut self.file), (2, &mut self.sname)] {
-            if let Some(w) = area {
-                if w.push(code, data).is_ok() {
-                    self.used |= bit;
-                    return true;
-                }
+            if let Some(w) = area
+                && w.push(code, data).is_ok()
+            {
+                self.used |= bit;
+                return true;
             }
         }
         self.dropped += 1;
@@ -983,15 +983,15 @@ impl<'b> OverloadWriter<'b> {
     /// come last (82) and before [`OverloadWriter::finish`].
     pub fn seal(&mut self) {
         let had_room = self.file.is_some() || self.sname.is_some();
-        if self.used & 1 != 0 {
-            if let Some(w) = self.file.take() {
-                w.finish(field::FILE.len());
-            }
+        if self.used & 1 != 0
+            && let Some(w) = self.file.take()
+        {
+            w.finish(field::FILE.len());
         }
-        if self.used & 2 != 0 {
-            if let Some(w) = self.sname.take() {
-                w.finish(field::SNAME.len());
-            }
+        if self.used & 2 != 0
+            && let Some(w) = self.sname.take()
+        {
+            w.finish(field::SNAME.len());
         }
         self.file = None;
         self.sname = None;

@@ -128,10 +128,14 @@ fn torn_tails_at_every_offset_lose_at_most_the_torn_record() {
     let last_two = all[all.len() - 2].0 + FILE_HEADER_LEN;
     for cut in last_two..=whole.len() {
         std::fs::write(&seg, &whole[..cut]).unwrap();
+        // A read-only replay (an export) sees the same records and leaves the file alone.
+        let ro = read_only(&dir).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), cut as u64);
         let r = replay(&dir, false).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
         let (complete, tail) = frames(&whole[FILE_HEADER_LEN..cut]);
         assert!(complete.len() >= 4, "cut {cut}");
         assert_eq!(r.records.len(), complete.len(), "cut {cut}");
+        assert_eq!(ro.records.len(), complete.len(), "cut {cut}");
         assert_eq!(r.torn.is_some(), tail != Tail::Clean, "cut {cut}");
         // The torn part was cut off: the file ends at a record boundary now.
         let now = std::fs::read(&seg).unwrap();
@@ -247,5 +251,17 @@ fn compaction_keeps_the_journal_bounded_and_loses_nothing() {
             assert_eq!(x.expires_ms, 1_000_039, "latest renewal of every client");
         }
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_lease_directory_has_one_owner_at_a_time() {
+    let dir = tmp("lock");
+    let held = lock_dir(&dir).unwrap();
+    let e = lock_dir(&dir).unwrap_err();
+    assert!(matches!(e, LockError::Busy(_)), "{e}");
+    assert!(e.to_string().contains("in use"), "{e}");
+    drop(held);
+    lock_dir(&dir).expect("free again once dropped");
     let _ = std::fs::remove_dir_all(&dir);
 }

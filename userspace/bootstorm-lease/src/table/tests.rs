@@ -413,18 +413,16 @@ proptest! {
                     }
                 }
                 Op::Release(c) => {
-                    if let Some(l) = tb.lease_of(nowi, &keys[c as usize]) {
-                        if tb.release(nowi, &keys[c as usize], l.addr).is_some() {
+                    if let Some(l) = tb.lease_of(nowi, &keys[c as usize])
+                        && tb.release(nowi, &keys[c as usize], l.addr).is_some() {
                             held.remove(&l.addr.octets()[3]);
                         }
-                    }
                 }
                 Op::Decline(c) => {
-                    if let Some(l) = tb.lease_of(nowi, &keys[c as usize]) {
-                        if tb.decline(nowi, &keys[c as usize], l.addr, Duration::from_secs(50)).is_some() {
+                    if let Some(l) = tb.lease_of(nowi, &keys[c as usize])
+                        && tb.decline(nowi, &keys[c as usize], l.addr, Duration::from_secs(50)).is_some() {
                             held.insert(l.addr.octets()[3], (255, now + 50));
                         }
-                    }
                 }
                 Op::Cancel(c) => {
                     if let Some(a) = tb.cancel_offer(nowi, &keys[c as usize]) {
