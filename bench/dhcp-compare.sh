@@ -17,8 +17,9 @@
 # lease is the figure that separates servers.
 #
 # SERVERS picks the servers (default "bootstorm kea dnsmasq"); also bootstorm-fsync,
-# bootstorm-write, bootstorm-none (leases journaled with that durability) and kea-persist (memfile
-# with persist on); bench/lease-compare.sh runs those four.
+# bootstorm-write, bootstorm-none (leases journaled with that durability), bootstorm-fsync-nodelay
+# (fsync with commit_delay = 0 instead of the default 2 ms) and kea-persist (memfile with persist on);
+# bench/lease-compare.sh runs those five.
 #
 # Usage (as root): bench/dhcp-compare.sh [seconds-per-rate]   e.g. bench/dhcp-compare.sh 5
 # Servers run with their defaults otherwise; each logs every lease at its default level to a file.
@@ -63,6 +64,11 @@ start_server() {
       ip netns exec "$S" "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
         --router 198.18.0.1 --workers 2 --control-socket "$T/bs.sock" \
         --lease-dir "$T/leases" --durability "${1#bootstorm-}" 2> "$T/bootstorm.log" & ;;
+    bootstorm-fsync-nodelay)
+      rm -rf "$T/leases"
+      ip netns exec "$S" "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
+        --router 198.18.0.1 --workers 2 --control-socket "$T/bs.sock" \
+        --lease-dir "$T/leases" --durability fsync --commit-delay 0 2> "$T/bootstorm.log" & ;;
     kea)
       KEA_LOCKFILE_DIR=$T KEA_PIDFILE_DIR=$T ip netns exec "$S" kea-dhcp4 -c "$T/kea.json" > "$T/kea.out" 2>&1 & ;;
     kea-persist)

@@ -82,6 +82,10 @@ pub struct QuickFlags {
     /// With --lease-dir: "fsync" (default), "write" or "none".
     #[arg(long)]
     pub durability: Option<String>,
+    /// With --lease-dir: how long a small group of records waits for more before its fsync
+    /// (default 2ms; 0 syncs at once).
+    #[arg(long)]
+    pub commit_delay: Option<Dur>,
 }
 
 impl QuickFlags {
@@ -252,10 +256,11 @@ pub fn settings(q: &QuickFlags, s: &ServerFlags) -> Result<Settings, ConfigError
             ..HttpSection::default()
         }));
     }
-    if q.lease_dir.is_some() || q.durability.is_some() {
+    if q.lease_dir.is_some() || q.durability.is_some() || q.commit_delay.is_some() {
         file.leases = Some(spanned(LeasesSection {
             dir: q.lease_dir.clone(),
             durability: q.durability.clone(),
+            commit_delay: q.commit_delay,
             ..LeasesSection::default()
         }));
     }

@@ -278,6 +278,8 @@ fn worker(
     shared: Arc<Mutex<Stats>>,
     journal: Option<Arc<Journal>>,
 ) {
+    let sock = Arc::new(sock);
+    let pool = Arc::new(BatchPool::default());
     let mut rx = RecvBatch::default();
     let mut tx = SendBatch::default();
     let mut stats = Stats::default();
@@ -338,10 +340,10 @@ fn worker(
                 log_event(id, now, &ev);
             }
             if tx.is_full() {
-                flush(id, &sock, &mut tx, journal.as_deref());
+                flush(id, &sock, &mut tx, journal.as_deref(), &pool);
             }
         }
-        flush(id, &sock, &mut tx, journal.as_deref());
+        flush(id, &sock, &mut tx, journal.as_deref(), &pool);
         if let Ok(mut g) = shared.lock() {
             g.clone_from(&stats);
         }
@@ -352,19 +354,20 @@ fn worker(
     logbuf::flush_thread();
 }
 
-/// Sends the queued replies, once the journal holds every lease change they announce
-/// (RFC 2131 4.3.1: commit before the ACK). If the journal failed, nothing is sent: a client
-/// without an ACK asks again, a client with an ACK the server forgets is a duplicate address.
-fn flush(id: usize, sock: &UdpSocket4, tx: &mut SendBatch, journal: Option<&Journal>) {
-    if let Some(j) = journal
-        && let Err(e) = j.wait_for_this_thread()
-    {
-        if !tx.is_empty() {
-            tracing::error!(worker = id, dropped = tx.len(), error = %e, "replies withheld");
-        }
-        tx.clear();
-        return;
-    }
+/// Send batches handed to the journal and given back once sent; at most [`BatchPool::MAX`] are
+/// out at a time (beyond that the worker waits for the sync itself, which bounds memory if the
+/// disk stalls).
+#[derive(Default)]
+struct BatchPool {
+    free: Mutex<Vec<SendBatch>>,
+    out: std::sync::atomic::AtomicUsize,
+}
+
+impl BatchPool {
+    const MAX: usize = 32;
+}
+
+fn send(id: usize, sock: &UdpSocket4, tx: &mut SendBatch) {
     if tx.is_empty() {
         return;
     }
@@ -375,6 +378,58 @@ fn flush(id: usize, sock: &UdpSocket4, tx: &mut SendBatch, journal: Option<&Jour
         Ok(_) => {}
         Err(e) => tracing::error!(worker = id, error = %e, "send failed"),
     }
+    tx.clear();
+}
+
+/// Sends the queued replies once the journal holds every lease change they announce (RFC 2131
+/// 4.3.1: commit before the ACK). While a sync is under way the batch is handed to the journal,
+/// whose writer sends it right after the sync, and the worker goes on receiving: it never sleeps
+/// through a sync. If the journal failed, nothing is sent: a client without an ACK asks again,
+/// a client with an ACK the server forgets is a duplicate address.
+fn flush(
+    id: usize,
+    sock: &Arc<UdpSocket4>,
+    tx: &mut SendBatch,
+    journal: Option<&Journal>,
+    pool: &Arc<BatchPool>,
+) {
+    let Some(j) = journal.filter(|j| j.this_thread_has_pending()) else {
+        return send(id, sock, tx);
+    };
+    if tx.is_empty() {
+        // Nothing announces these records (a RELEASE, a DECLINE): no need to wait for them.
+        return j.after_this_thread(Box::new(|_| {}));
+    }
+    if pool.out.load(Ordering::Acquire) >= BatchPool::MAX {
+        if let Err(e) = j.wait_for_this_thread() {
+            tracing::error!(worker = id, dropped = tx.len(), error = %e, "replies withheld");
+            tx.clear();
+            return;
+        }
+        return send(id, sock, tx);
+    }
+    let spare = pool
+        .free
+        .lock()
+        .ok()
+        .and_then(|mut f| f.pop())
+        .unwrap_or_default();
+    let mut batch = std::mem::replace(tx, spare);
+    pool.out.fetch_add(1, Ordering::AcqRel);
+    let (sock, pool) = (sock.clone(), pool.clone());
+    j.after_this_thread(Box::new(move |r| {
+        match r {
+            Ok(()) => send(id, &sock, &mut batch),
+            Err(e) => {
+                tracing::error!(worker = id, dropped = batch.len(), error = %e, "replies withheld");
+                batch.clear();
+            }
+        }
+        if let Ok(mut f) = pool.free.lock() {
+            f.push(batch);
+        }
+        pool.out.fetch_sub(1, Ordering::AcqRel);
+    }));
 }
 
 /// Formats a hardware address as colon-separated hex.

@@ -10,6 +10,7 @@ use crate::replay::{
 };
 use bootstorm_lease::{Change, Lease, LeaseSink, LeaseState};
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -54,6 +55,10 @@ pub struct Settings {
     /// A segment larger than this is closed and a snapshot taken, after which older segments
     /// are deleted.
     pub segment_max: u64,
+    /// With durability "fsync": how long the writer lets records gather before a sync that
+    /// would cover only a few (PostgreSQL's `commit_delay`). Zero syncs at once. A delay trades
+    /// that much reply latency for fewer syncs when leases arrive one at a time.
+    pub commit_delay: Duration,
 }
 
 /// The journal could not keep a record: nothing waiting on it may be acknowledged.
@@ -98,7 +103,16 @@ struct Shared {
     clock: WallClock,
     durability: Durability,
     stats: JournalStats,
+    /// Work waiting for its record to be durable, in sequence order (see [`Journal::after`]).
+    waiting: Mutex<VecDeque<(u64, AfterDurable)>>,
+    /// The writer has stopped: nothing more becomes durable.
+    closed: AtomicBool,
+    commit_delay: Duration,
 }
+
+/// Work to run once a record is durable: the replies that announce it. Gets `Err` if the
+/// journal failed first (then the replies must not go out).
+pub type AfterDurable = Box<dyn FnOnce(Result<(), Failed>) + Send>;
 
 thread_local! {
     /// The last sequence number this thread appended and has not waited for.
@@ -108,6 +122,9 @@ thread_local! {
 /// With durability "none": how often the writer writes what piled up, and how much wakes it early.
 const BACKGROUND_FLUSH: Duration = Duration::from_millis(10);
 const BACKGROUND_FLUSH_BYTES: usize = 256 << 10;
+
+/// With a commit delay: batches smaller than this (a few dozen records) wait for company.
+const LINGER_BELOW_BYTES: usize = 4 << 10;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -153,6 +170,9 @@ impl Journal {
             clock,
             durability: settings.durability,
             stats: JournalStats::default(),
+            waiting: Mutex::new(VecDeque::new()),
+            closed: AtomicBool::new(false),
+            commit_delay: settings.commit_delay,
         });
         shared.stats.snapshots.fetch_add(1, Ordering::Relaxed);
         shared.stats.segments.fetch_add(1, Ordering::Relaxed);
@@ -234,6 +254,45 @@ impl Journal {
     pub fn wait_for_this_thread(&self) -> Result<(), Failed> {
         let seq = LAST_SEQ.with(|c| c.replace(0));
         self.wait(seq)
+    }
+
+    /// True if this thread appended records it has not yet waited for (or handed to
+    /// [`Journal::after_this_thread`]) and the durability level makes them wait.
+    pub fn this_thread_has_pending(&self) -> bool {
+        self.shared.durability != Durability::None && LAST_SEQ.with(Cell::get) != 0
+    }
+
+    /// Runs `f` once every record this thread appended so far is durable: on the writer's
+    /// thread, right after the sync that covers it, in sequence order; or here and now if that
+    /// already happened (or if nothing waits). So a worker hands its replies over and goes on
+    /// receiving instead of sleeping through the sync.
+    pub fn after_this_thread(&self, f: AfterDurable) {
+        let seq = LAST_SEQ.with(|c| c.replace(0));
+        self.after(seq, f);
+    }
+
+    /// Runs `f` once record `seq` is durable (see [`Journal::after_this_thread`]).
+    pub fn after(&self, seq: u64, f: AfterDurable) {
+        let s = &self.shared;
+        if s.durability == Durability::None || seq == 0 {
+            return f(Ok(()));
+        }
+        let mut w = lock(&s.waiting);
+        // Checked under the lock the writer drains under, after it publishes: no work is left
+        // behind by a sync that finished just now.
+        if s.failed_flag.load(Ordering::Acquire) {
+            drop(w);
+            return f(Err(Failed(lock(&s.failed).clone().unwrap_or_default())));
+        }
+        if s.durable_fast.load(Ordering::Acquire) >= seq {
+            drop(w);
+            return f(Ok(()));
+        }
+        if s.closed.load(Ordering::Acquire) {
+            drop(w);
+            return f(Err(Failed("the journal was shut down".into())));
+        }
+        w.push_back((seq, f));
     }
 
     /// Writes out what is pending, syncs it and stops the threads.
@@ -356,10 +415,28 @@ fn remove_before(dir: &Path, n: u64) -> std::io::Result<()> {
 
 fn fail(shared: &Shared, why: String) {
     tracing::error!(error = %why, "lease journal failed: no lease will be acknowledged");
-    *lock(&shared.failed) = Some(why);
+    *lock(&shared.failed) = Some(why.clone());
     shared.failed_flag.store(true, Ordering::Release);
-    let _d = lock(&shared.durable);
-    shared.durable_cv.notify_all();
+    {
+        let _d = lock(&shared.durable);
+        shared.durable_cv.notify_all();
+    }
+    let all: Vec<_> = lock(&shared.waiting).drain(..).collect();
+    for (_, f) in all {
+        f(Err(Failed(why.clone())));
+    }
+}
+
+/// Runs the work waiting for records up to `durable` (after the writer published it).
+fn run_waiting(shared: &Shared, durable: u64) {
+    let ready: Vec<AfterDurable> = {
+        let mut w = lock(&shared.waiting);
+        let n = w.iter().take_while(|(seq, _)| *seq <= durable).count();
+        w.drain(..n).map(|(_, f)| f).collect()
+    };
+    for f in ready {
+        f(Ok(()));
+    }
 }
 
 fn writer(
@@ -389,6 +466,17 @@ fn writer(
                     .map(|(g, _)| g)
                     .unwrap_or_else(|e| e.into_inner().0);
             }
+            // A few records only: let more gather for this sync (under load the batch is
+            // large already and goes at once).
+            if shared.durability == Durability::Fsync
+                && !shared.commit_delay.is_zero()
+                && !p.shutdown
+                && p.buf.len() < LINGER_BELOW_BYTES
+            {
+                drop(p);
+                std::thread::sleep(shared.commit_delay);
+                p = lock(&shared.pending);
+            }
             std::mem::swap(&mut p.buf, &mut spare);
             (p.last_seq, p.shutdown)
         };
@@ -406,10 +494,13 @@ fn writer(
                         .stats
                         .bytes
                         .fetch_add(spare.len() as u64, Ordering::Relaxed);
-                    let mut d = lock(&shared.durable);
-                    *d = last;
-                    shared.durable_fast.store(last, Ordering::Release);
-                    shared.durable_cv.notify_all();
+                    {
+                        let mut d = lock(&shared.durable);
+                        *d = last;
+                        shared.durable_fast.store(last, Ordering::Release);
+                        shared.durable_cv.notify_all();
+                    }
+                    run_waiting(&shared, last);
                 }
                 // A failed write or sync may have lost data the kernel had accepted (and a later
                 // sync would not report it again): stop acknowledging rather than guess.
@@ -437,6 +528,15 @@ fn writer(
                 Err(e) => fail(&shared, format!("starting segment {next}: {e}")),
             }
         }
+    }
+    // Whatever still waits (appended after the last write) will never be durable now.
+    let left: Vec<_> = {
+        let mut w = lock(&shared.waiting);
+        shared.closed.store(true, Ordering::Release);
+        w.drain(..).collect()
+    };
+    for (_, f) in left {
+        f(Err(Failed("the journal was shut down".into())));
     }
 }
 

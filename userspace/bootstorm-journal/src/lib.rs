@@ -11,8 +11,9 @@
 //! - **Group commit** ([`Journal`]): worker threads append frames to one buffer under a short lock
 //!   (the journal is the lease table's [`bootstorm_lease::LeaseSink`], called where the change
 //!   happens); a writer thread swaps the buffer out, writes it and calls fdatasync once for all
-//!   of it, then wakes the workers, which send their ACKs only then. Under load a sync covers
-//!   hundreds of leases. `durability = "write"` skips the sync (survives a crash of the process,
+//!   of it, then sends the replies the workers handed over for those records
+//!   ([`Journal::after_this_thread`]): the ACKs leave only then, and the workers never sleep
+//!   through a sync, they go on receiving. Under load a sync covers hundreds of leases. `durability = "write"` skips the sync (survives a crash of the process,
 //!   not of the machine); `"none"` does not wait at all.
 //! - **Segments and snapshots**: records go to `journal-N.log`; past a size limit the writer
 //!   starts segment N+1 and a compactor thread writes `snapshot-(N+1).snap` (temporary file,

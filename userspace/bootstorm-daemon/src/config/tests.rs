@@ -244,3 +244,29 @@ fn tftp_uploads_and_unique_roots_are_checked() {
     );
     let _ = std::fs::remove_dir_all(&base);
 }
+
+#[test]
+fn lease_journal_settings_are_checked() {
+    let with = |extra: &str| {
+        check(&format!(
+            "{GOOD}\n[leases]\ndir = \"/var/lib/bootstorm\"\n{extra}\n"
+        ))
+    };
+    let l = with("").unwrap().leases.unwrap();
+    assert_eq!(l.durability, bootstorm_journal::Durability::Fsync);
+    assert_eq!(l.commit_delay, std::time::Duration::from_millis(2));
+    let l = with("commit_delay = 0\ndurability = \"write\"")
+        .unwrap()
+        .leases
+        .unwrap();
+    assert_eq!(l.commit_delay, std::time::Duration::ZERO);
+    assert_eq!(l.durability, bootstorm_journal::Durability::Write);
+    let e = with("commit_delay = \"1s\"").unwrap_err();
+    assert!(e.contains("at most 100ms"), "{e}");
+    let e = with("durability = \"sometimes\"").unwrap_err();
+    assert!(e.contains("bootstorm.toml:"), "{e}");
+    let e = with("segment_size = 100").unwrap_err();
+    assert!(e.contains("4096"), "{e}");
+    let e = check(&format!("{GOOD}\n[leases]\ndurability = \"none\"\n")).unwrap_err();
+    assert!(e.contains("needs dir"), "{e}");
+}

@@ -34,6 +34,7 @@ fn start(dir: &Path, next: u64, initial: &[Record], max: u64) -> Journal {
             dir: dir.to_path_buf(),
             durability: Durability::Fsync,
             segment_max: max,
+            commit_delay: std::time::Duration::ZERO,
         },
         WallClock::new(Clock::new()),
         next,
@@ -195,6 +196,7 @@ fn compaction_keeps_the_journal_bounded_and_loses_nothing() {
             dir: dir.clone(),
             durability: Durability::Fsync,
             segment_max: 8192,
+            commit_delay: std::time::Duration::from_millis(1),
         },
         clock,
         1,
@@ -263,5 +265,55 @@ fn a_lease_directory_has_one_owner_at_a_time() {
     assert!(e.to_string().contains("in use"), "{e}");
     drop(held);
     lock_dir(&dir).expect("free again once dropped");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn work_after_a_record_runs_once_it_is_on_disk_and_in_order() {
+    let dir = tmp("after");
+    let j = std::sync::Arc::new(start(&dir, 1, &[], 1 << 20));
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, u64, usize)>();
+    let threads: Vec<_> = (0..2)
+        .map(|t| {
+            let (j, tx, dir) = (j.clone(), tx.clone(), dir.clone());
+            std::thread::spawn(move || {
+                for n in 0..50u8 {
+                    let seq = j.append(&rec(Kind::Bind, n, n, LeaseState::Bound));
+                    assert!(j.this_thread_has_pending());
+                    let (tx, dir) = (tx.clone(), dir.clone());
+                    j.after_this_thread(Box::new(move |r| {
+                        r.unwrap();
+                        // The record is in the file by now: count what is readable.
+                        let b = std::fs::read(dir.join(segment_name(1))).unwrap();
+                        let on_disk = frames(&b[FILE_HEADER_LEN..]).0.len();
+                        tx.send((t, seq, on_disk)).unwrap();
+                    }));
+                    assert!(!j.this_thread_has_pending());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    drop(tx);
+    let mut last = [0u64; 2];
+    let mut count = 0;
+    while let Ok((t, seq, on_disk)) = rx.recv_timeout(std::time::Duration::from_secs(10)) {
+        assert!(on_disk as u64 >= seq, "ran before record {seq} was written");
+        assert!(seq > last[t], "thread {t}: {seq} after {}", last[t]);
+        last[t] = seq;
+        count += 1;
+        if count == 100 {
+            break;
+        }
+    }
+    assert_eq!(count, 100, "every piece of work ran");
+    j.shutdown();
+    // After the writer stopped, work for a record that can no longer be written is refused.
+    let seq = j.append(&rec(Kind::Bind, 99, 99, LeaseState::Bound));
+    let (tx, rx) = std::sync::mpsc::channel();
+    j.after(seq, Box::new(move |r| tx.send(r.is_err()).unwrap()));
+    assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(5)), Ok(true));
     let _ = std::fs::remove_dir_all(&dir);
 }
