@@ -170,12 +170,16 @@ fn e_eight_discovers_at_once_are_answered_by_several_workers() {
         "only {} worker(s) answered",
         busy()
     );
-    let total: u64 = srv
-        .worker_stats()
-        .iter()
-        .map(|s| s.sent(MessageType::Offer))
-        .sum();
-    assert_eq!(total, 8);
+    // A worker publishes its counters right after its send, so the last OFFER can arrive
+    // before its count does: wait (bounded) for the counters to catch up.
+    let total = || -> u64 {
+        srv.worker_stats()
+            .iter()
+            .map(|s| s.sent(MessageType::Offer))
+            .sum()
+    };
+    bootstorm_tests::wait_until(Duration::from_secs(2), || total() >= 8);
+    assert_eq!(total(), 8);
     srv.stop();
 }
 

@@ -7,6 +7,7 @@ mod clients;
 mod course;
 mod durable;
 mod http;
+mod loadgen;
 mod migrate;
 mod msg;
 mod perfdhcp;

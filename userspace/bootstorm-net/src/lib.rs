@@ -44,6 +44,12 @@ pub struct UdpSocket4 {
     fd: OwnedFd,
 }
 
+impl AsRawFd for UdpSocket4 {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -167,6 +173,21 @@ impl UdpSocket4 {
             )
         })?;
         Ok(UdpSocket4 { fd })
+    }
+
+    /// Switches non-blocking mode: a receive with nothing queued returns 0 at once (for
+    /// callers that poll many sockets, such as the load generator).
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        // SAFETY: fcntl on a descriptor we own, with integer arguments only.
+        let flags = cvt(unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_GETFL) })?;
+        let flags = if on {
+            flags | libc::O_NONBLOCK
+        } else {
+            flags & !libc::O_NONBLOCK
+        };
+        // SAFETY: as above.
+        cvt(unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_SETFL, flags) })?;
+        Ok(())
     }
 
     /// The bound address (with the port the kernel chose, if 0 was asked for).

@@ -1,0 +1,176 @@
+//! The `bootstorm-loadgen` command line.
+
+use anyhow::Context;
+use bootstorm_loadgen::engine::{self, Arrival, Config, Progress};
+use bootstorm_loadgen::profile::{Fetch, Profile};
+use bootstorm_loadgen::report::{Report, WorkerResult};
+use bootstorm_loadgen::tftp::Expect;
+use clap::Parser;
+use std::io::IsTerminal;
+use std::net::Ipv4Addr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Simulates a boot storm: N machines do DHCP (as relayed by the given relay addresses) and
+/// fetch the boot file their ACK names over TFTP; prints per-phase latency.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The DHCP server.
+    #[arg(long)]
+    server: Ipv4Addr,
+    /// Relay addresses (giaddr), comma-separated: one worker thread each, bound to port 67 on
+    /// that address (it must be configured on an interface here).
+    #[arg(long, value_delimiter = ',', required = true)]
+    relay: Vec<Ipv4Addr>,
+    /// Machines to simulate.
+    #[arg(long, default_value_t = 200)]
+    clients: usize,
+    /// When they power on: storm, ramp:SECONDS, poisson:PER_SECOND.
+    #[arg(long, default_value = "storm")]
+    arrival: Arrival,
+    /// Machine profile: pxe-bios, uefi-x64, uefi-arm64, ipxe.
+    #[arg(long, default_value = "uefi-x64")]
+    profile: String,
+    /// tftp or none (DHCP only).
+    #[arg(long, default_value = "tftp")]
+    fetch: String,
+    /// TFTP blksize to ask for (0: do not ask).
+    #[arg(long)]
+    blksize: Option<u16>,
+    /// TFTP windowsize to ask for (0: do not ask).
+    #[arg(long)]
+    windowsize: Option<u16>,
+    /// The boot file must be this many bytes.
+    #[arg(long)]
+    expect_size: Option<u64>,
+    /// The boot file must have this sha256 (hex).
+    #[arg(long)]
+    expect_sha256: Option<String>,
+    /// MAC of the first machine (the others count up from it).
+    #[arg(long, default_value = "52:54:00:00:00:00")]
+    mac_base: String,
+    /// Stop after this many seconds, whatever is left (counted as failed).
+    #[arg(long, default_value_t = 120)]
+    limit: u64,
+    /// DHCP server port.
+    #[arg(long, default_value_t = 67)]
+    server_port: u16,
+    /// TFTP port of the boot server.
+    #[arg(long, default_value_t = 69)]
+    tftp_port: u16,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
+    let v: Vec<u8> = s
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("--mac-base {s}: not a MAC"))?;
+    v.try_into()
+        .map_err(|_| anyhow::anyhow!("--mac-base {s}: not 6 bytes"))
+}
+
+fn parse_hex32(s: &str) -> anyhow::Result<[u8; 32]> {
+    anyhow::ensure!(s.len() == 64, "--expect-sha256: 64 hex digits expected");
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).context("--expect-sha256: not hex")?;
+    }
+    Ok(out)
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("bootstorm-loadgen: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs; true if every machine booted.
+fn run(cli: Cli) -> anyhow::Result<bool> {
+    let mut profile = Profile::named(&cli.profile).with_context(|| {
+        format!(
+            "--profile {}: one of {}",
+            cli.profile,
+            Profile::NAMES.join(", ")
+        )
+    })?;
+    profile.fetch = match cli.fetch.as_str() {
+        "tftp" => Fetch::Tftp,
+        "none" => Fetch::None,
+        f => anyhow::bail!("--fetch {f}: tftp or none"),
+    };
+    if let Some(b) = cli.blksize {
+        profile.tftp.blksize = (b != 0).then_some(b);
+    }
+    if let Some(w) = cli.windowsize {
+        profile.tftp.windowsize = (w != 0).then_some(w);
+    }
+    let cfg = Config {
+        server: cli.server,
+        server_port: cli.server_port,
+        relays: cli.relay.clone(),
+        clients: cli.clients,
+        arrival: cli.arrival,
+        profile,
+        expect: Expect {
+            size: cli.expect_size,
+            sha256: cli.expect_sha256.as_deref().map(parse_hex32).transpose()?,
+        },
+        mac_base: parse_mac(&cli.mac_base)?,
+        limit: Duration::from_secs(cli.limit),
+        tftp_port: cli.tftp_port,
+    };
+    let progress = Arc::new(Progress::default());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ticker = std::io::stderr().is_terminal().then(|| {
+        let (p, d, n) = (progress.clone(), done.clone(), cfg.clients);
+        std::thread::spawn(move || {
+            while !d.load(Ordering::Relaxed) {
+                let c = p.completed.load(Ordering::Relaxed);
+                let f = p.failed.load(Ordering::Relaxed);
+                let width = 40usize;
+                let filled = ((c + f) as usize * width) / n.max(1);
+                eprint!(
+                    "\r[{}{}] {c}/{n} booted, {f} failed ",
+                    "#".repeat(filled),
+                    " ".repeat(width - filled)
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            eprintln!();
+        })
+    });
+    let results = engine::run(&cfg, progress.clone());
+    done.store(true, Ordering::Relaxed);
+    if let Some(t) = ticker {
+        let _ = t.join();
+    }
+    let mut all = WorkerResult::new();
+    for r in &results? {
+        all.merge(r);
+    }
+    let settings = serde_json::json!({
+        "server": cfg.server.to_string(),
+        "relays": cfg.relays.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        "arrival": cfg.arrival,
+        "profile": cfg.profile,
+    });
+    let report = Report::new(cfg.clients, &all, settings);
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(report.failed == 0 && report.completed as usize == cfg.clients)
+}
