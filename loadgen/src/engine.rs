@@ -1,13 +1,13 @@
 //! The run: worker threads, each a DHCP relay agent with its own address, driving its share of
 //! the simulated machines through DHCP and the boot file download, with mio over the relay's
-//! socket and one socket per download, a deadline heap with one entry per machine, and batched
-//! receives (`recvmmsg`).
+//! socket and one socket per download, a deadline heap with one entry per machine, batched
+//! receives (`recvmmsg`) on the relay socket and UDP GRO on the downloads.
 
 use crate::dhcp;
 use crate::profile::{Fetch, Profile};
 use crate::report::{Outcome, WorkerResult};
 use crate::tftp::{self, Action, Download, Expect};
-use bootstorm_net::{RecvBatch, SendBatch, SocketOptions, UdpSocket4};
+use bootstorm_net::{GroBuf, RecvBatch, SendBatch, SocketOptions, UdpSocket4};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use std::cmp::Reverse;
@@ -165,6 +165,7 @@ struct Worker<'a> {
     machines: Vec<Machine>,
     heap: BinaryHeap<Reverse<(u64, usize)>>,
     tx: SendBatch,
+    gro: GroBuf,
     buf: Vec<u8>,
     result: WorkerResult,
     progress: &'a Progress,
@@ -224,6 +225,7 @@ pub fn run_worker(
         dhcp_sock,
         heap: BinaryHeap::new(),
         tx: SendBatch::default(),
+        gro: GroBuf::default(),
         buf: vec![0u8; 2048],
         result: WorkerResult::new(),
         progress,
@@ -314,7 +316,11 @@ impl Worker<'_> {
             reuse_port: false,
             recv_timeout: Duration::ZERO,
         }) {
-            Ok(s) if s.set_nonblocking(true).is_ok() => s,
+            Ok(s) if s.set_nonblocking(true).is_ok() => {
+                // Optional: without it (kernels before 5.0) datagrams come one by one.
+                let _ = bootstorm_net::set_udp_gro(&s, true);
+                s
+            }
             _ => return self.finish(k, now, Outcome::Failed(tftp::Failure::Socket.name())),
         };
         if self
@@ -374,23 +380,23 @@ impl Worker<'_> {
         self.flush_dhcp();
     }
 
-    fn on_tftp_readable(&mut self, k: usize, rx: &mut RecvBatch) {
+    fn on_tftp_readable(&mut self, k: usize) {
         let Worker {
-            machines, buf, tx, ..
+            machines,
+            buf,
+            tx,
+            gro,
+            ..
         } = self;
         let m = &mut machines[k];
         let Some((dl, sock)) = m.dl.as_mut() else {
             return;
         };
-        loop {
-            let n = sock.recv_batch(rx).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
+        // With UDP GRO a whole window sent as one GSO burst arrives in one receive.
+        while let Ok(Some(r)) = sock.recv_gro(gro) {
             let now = self.epoch.elapsed().as_micros() as u64;
-            for i in 0..n {
-                let (data, info) = rx.get(i);
-                let a = dl.on_packet(now, info.src, data, buf);
+            for d in gro.datagrams(&r) {
+                let a = dl.on_packet(now, r.src, d, buf);
                 send_one(sock, tx, buf, a);
             }
             if dl.result().is_some() {
@@ -492,7 +498,7 @@ impl Worker<'_> {
             for ev in events.iter() {
                 match ev.token() {
                     DHCP_TOKEN => self.on_dhcp_readable(&mut rx),
-                    Token(k) => self.on_tftp_readable(k, &mut rx),
+                    Token(k) => self.on_tftp_readable(k),
                 }
             }
         }
