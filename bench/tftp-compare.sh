@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Side-by-side TFTP benchmark on one veth pair between two namespaces it creates: bootstorm,
-# tftpd-hpa and dnsmasq, one after another, in the same run, driven by atftp (which speaks
-# RFC 7440 windowsize; servers without it answer an OACK without the option and atftp falls back
-# to lockstep, which is what the "windowsize" columns then measure for them).
+# tftpd-hpa and dnsmasq, one after another, in the same run, driven by two clients: atftp (which
+# speaks RFC 7440 windowsize; servers without it answer an OACK without the option and atftp
+# falls back to lockstep, which is what the "windowsize" columns then measure for them) and the
+# bundled bootstorm-loadgen in --tftp-only mode (receives with recvmmsg and UDP GRO, so it is not
+# the bottleneck the way atftp's one recvfrom per datagram is).
 #
 #   1. one client fetching a 32 MiB file at blksize 1468 with windowsize 1, 16 and 64: MB/s;
 #   2. 200 clients at once fetching a 1 MiB file (blksize 1468, windowsize 16): total seconds
@@ -16,8 +18,9 @@ cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
 [ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)"; exit 1; }
 for t in atftp in.tftpd dnsmasq; do command -v $t >/dev/null || { echo "missing $t: apt-get install -y atftp tftpd-hpa dnsmasq-base"; exit 1; }; done
-cargo build --release -q -p bootstorm-daemon
+cargo build --release -q -p bootstorm-daemon -p bootstorm-loadgen
 BIN=$PWD/target/release/bootstorm
+LG=$PWD/target/release/bootstorm-loadgen
 CLIENTS=${CLIENTS:-200}
 
 . bench/lab.sh
@@ -47,6 +50,14 @@ fetch() { # file window out; bounded in time like every load loop here
   timeout 120 ip netns exec "$C" atftp --option "blksize 1468" --option "windowsize $2" -g -r "$1" -l "$3" 198.18.0.1 >/dev/null 2>&1
 }
 
+# bootstorm-loadgen: N machines fetch FILE with windowsize W; prints "p50_ms duration_s failed".
+lg() { # clients file window size
+  timeout 150 ip netns exec "$C" "$LG" --server 198.18.0.1 --relay 198.18.0.2 --tftp-only "$2" \
+    --clients "$1" --windowsize "$3" --blksize 1468 --expect-size "$4" --limit 120 --json 2> /dev/null |
+    python3 -c 'import json,sys; r=json.load(sys.stdin); t=[p for p in r["phases"] if p["phase"]=="tftp"]; print(t[0]["p50_ms"] if t else 0, r["duration_s"], r["failed"])' ||
+    echo "0 0 all"
+}
+
 declare -A MBS TOTAL FAIL
 for srv in bootstorm tftpd-hpa dnsmasq; do
   start_server $srv
@@ -55,11 +66,17 @@ for srv in bootstorm tftpd-hpa dnsmasq; do
     s=$(date +%s.%N)
     if fetch big.bin "$w" "$T/out/big" && cmp -s "$T/root/big.bin" "$T/out/big"; then
       e=$(date +%s.%N)
-      MBS[$srv,$w]=$(awk -v s="$s" -v e="$e" 'BEGIN {printf "%.1f", 32*1.048576/(e-s)}')
+      MBS[atftp,$srv,$w]=$(awk -v s="$s" -v e="$e" 'BEGIN {printf "%.1f", 32*1.048576/(e-s)}')
     else
-      MBS[$srv,$w]="failed"
+      MBS[atftp,$srv,$w]="failed"
     fi
-    echo "$srv windowsize $w: ${MBS[$srv,$w]} MB/s"
+    read -r ms _ failed < <(lg 1 big.bin "$w" $((32 << 20)))
+    if [ "$failed" = 0 ]; then
+      MBS[loadgen,$srv,$w]=$(awk -v ms="$ms" 'BEGIN {printf "%.1f", 32*1.048576/(ms/1000)}')
+    else
+      MBS[loadgen,$srv,$w]="failed"
+    fi
+    echo "$srv windowsize $w: atftp ${MBS[atftp,$srv,$w]} MB/s, loadgen ${MBS[loadgen,$srv,$w]} MB/s"
   done
   rm -f "$T"/out/c.*
   s=$(date +%s.%N)
@@ -70,15 +87,19 @@ for srv in bootstorm tftpd-hpa dnsmasq; do
   e=$(date +%s.%N)
   fails=0
   for i in $(seq 1 "$CLIENTS"); do cmp -s "$T/root/one.bin" "$T/out/c.$i" || fails=$((fails + 1)); done
-  TOTAL[$srv]=$(awk -v s="$s" -v e="$e" 'BEGIN {printf "%.2f", e-s}'); FAIL[$srv]=$fails
-  echo "$srv $CLIENTS x 1 MiB: ${TOTAL[$srv]} s, $fails failed"
+  TOTAL[atftp,$srv]=$(awk -v s="$s" -v e="$e" 'BEGIN {printf "%.2f", e-s}'); FAIL[atftp,$srv]=$fails
+  read -r _ secs failed < <(lg "$CLIENTS" one.bin 16 $((1 << 20)))
+  TOTAL[loadgen,$srv]=$secs; FAIL[loadgen,$srv]=$failed
+  echo "$srv $CLIENTS x 1 MiB: atftp ${TOTAL[atftp,$srv]} s, $fails failed; loadgen $secs s, $failed failed"
   stop_server
 done
 
 echo
 echo "kernel $(uname -r), $(nproc) cores, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%F)"
-echo "| server | 32 MiB, windowsize 1 (MB/s) | windowsize 16 | windowsize 64 | $CLIENTS x 1 MiB at once (s) | failed |"
-echo "| --- | --- | --- | --- | --- | --- |"
-for srv in bootstorm tftpd-hpa dnsmasq; do
-  echo "| $srv | ${MBS[$srv,1]} | ${MBS[$srv,16]} | ${MBS[$srv,64]} | ${TOTAL[$srv]} | ${FAIL[$srv]} |"
+echo "| server | client | 32 MiB, windowsize 1 (MB/s) | windowsize 16 | windowsize 64 | $CLIENTS x 1 MiB at once (s) | failed |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
+for cl in atftp loadgen; do
+  for srv in bootstorm tftpd-hpa dnsmasq; do
+    echo "| $srv | $cl | ${MBS[$cl,$srv,1]} | ${MBS[$cl,$srv,16]} | ${MBS[$cl,$srv,64]} | ${TOTAL[$cl,$srv]} | ${FAIL[$cl,$srv]} |"
+  done
 done

@@ -81,6 +81,9 @@ pub struct Config {
     pub limit: Duration,
     /// TFTP port of the boot server (69).
     pub tftp_port: u16,
+    /// Skip DHCP: every machine fetches this file from `server` at once (to measure TFTP
+    /// servers alone, such as tftpd-hpa).
+    pub tftp_only: Option<String>,
 }
 
 /// Arrival times in microseconds from the start, one per machine, for `n` machines.
@@ -300,15 +303,27 @@ impl Worker<'_> {
     }
 
     fn start_download(&mut self, k: usize, now: u64) {
-        let lease = self.machines[k].dhcp.lease().cloned();
-        let Some(lease) = lease else { return };
-        self.result.dhcp(now - self.machines[k].arrive);
+        let (file, next_server) = match &self.cfg.tftp_only {
+            Some(file) => (Some(file.clone()), self.cfg.server),
+            None => {
+                let lease = self.machines[k].dhcp.lease().cloned();
+                let Some(lease) = lease else { return };
+                self.result.dhcp(now - self.machines[k].arrive);
+                (lease.boot_file, lease.next_server)
+            }
+        };
         self.machines[k].dhcp_done = now;
         if self.cfg.profile.fetch == Fetch::None {
             return self.finish(k, now, Outcome::Ok);
         }
-        let Some(file) = lease.boot_file.filter(|f| !f.is_empty()) else {
+        let Some(file) = file.filter(|f| !f.is_empty()) else {
             return self.finish(k, now, Outcome::Failed(tftp::Failure::NoBootFile.name()));
+        };
+        let lease = dhcp::Lease {
+            addr: self.relay,
+            server_id: self.cfg.server,
+            boot_file: None,
+            next_server,
         };
         let sock = match UdpSocket4::bind(&SocketOptions {
             bind: SocketAddrV4::new(self.relay, 0),
@@ -461,6 +476,10 @@ impl Worker<'_> {
             while next < self.machines.len() && self.machines[next].arrive <= now {
                 let k = next;
                 next += 1;
+                if self.cfg.tftp_only.is_some() {
+                    self.start_download(k, now);
+                    continue;
+                }
                 self.machines[k].phase = Phase::Dhcp;
                 let len = self.machines[k]
                     .dhcp

@@ -61,6 +61,10 @@ struct Cli {
     /// TFTP port of the boot server.
     #[arg(long, default_value_t = 69)]
     tftp_port: u16,
+    /// Skip DHCP: every machine fetches this file over TFTP from --server straight away (to
+    /// measure a TFTP server alone).
+    #[arg(long)]
+    tftp_only: Option<String>,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -130,6 +134,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         mac_base: parse_mac(&cli.mac_base)?,
         limit: Duration::from_secs(cli.limit),
         tftp_port: cli.tftp_port,
+        tftp_only: cli.tftp_only.clone(),
     };
     let progress = Arc::new(Progress::default());
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -148,7 +148,10 @@ impl Report {
         for c in &r.completions {
             buckets[(c / 100_000) as usize] += 1;
         }
-        let mut phases = vec![phase("dhcp", &r.dhcp)];
+        let mut phases = Vec::new();
+        if !r.dhcp.is_empty() {
+            phases.push(phase("dhcp", &r.dhcp));
+        }
         if !r.tftp.is_empty() {
             phases.push(phase("tftp", &r.tftp));
         }
