@@ -113,6 +113,15 @@ pub fn set_udp_segment(sock: &impl AsRawFd, segment: u16) -> io::Result<()> {
 
 const UDP_GRO: libc::c_int = 104;
 
+/// A failed receive that only means nothing came: non-blocking and empty, the receive timeout
+/// passed, or a signal.
+fn nothing_queued(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
 /// Turns on UDP generic receive offload for `sock` (Linux 5.0+): datagrams of one flow may be
 /// handed over together as one buffer of equal-sized segments (the last possibly shorter), with
 /// the segment size in a control message; see [`UdpSocket4::recv_gro`]. Over a veth the
@@ -156,23 +165,9 @@ impl GroBuf {
 }
 
 fn parse_gro(buf: &[u8]) -> Option<usize> {
-    const W: usize = size_of::<usize>();
-    let mut off = 0;
-    while off + CMSG_HDR <= buf.len() {
-        let len = usize::from_ne_bytes(buf[off..off + W].try_into().ok()?);
-        let level = i32::from_ne_bytes(buf[off + W..off + W + 4].try_into().ok()?);
-        let kind = i32::from_ne_bytes(buf[off + W + 4..off + W + 8].try_into().ok()?);
-        if len < CMSG_HDR || off + len > buf.len() {
-            return None;
-        }
-        if level == libc::SOL_UDP && kind == UDP_GRO && len >= CMSG_HDR + 4 {
-            let d = &buf[off + CMSG_HDR..off + CMSG_HDR + 4];
-            let v = i32::from_ne_bytes(d.try_into().ok()?);
-            return usize::try_from(v).ok().filter(|v| *v > 0);
-        }
-        off += cmsg_align(len);
-    }
-    None
+    let d = find_cmsg(buf, libc::SOL_UDP, UDP_GRO, 4)?;
+    let v = i32::from_ne_bytes(d[..4].try_into().ok()?);
+    usize::try_from(v).ok().filter(|v| *v > 0)
 }
 
 /// Whether a failed segmented send means the device cannot segment (EIO), so the caller should
@@ -303,12 +298,7 @@ impl UdpSocket4 {
         };
         if n < 0 {
             let e = io::Error::last_os_error();
-            return match e.kind() {
-                io::ErrorKind::WouldBlock
-                | io::ErrorKind::TimedOut
-                | io::ErrorKind::Interrupted => Ok(0),
-                _ => Err(e),
-            };
+            return if nothing_queued(&e) { Ok(0) } else { Err(e) };
         }
         let n = n as usize;
         for (i, h) in hdrs.iter().enumerate().take(n) {
@@ -353,12 +343,7 @@ impl UdpSocket4 {
         let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut h, 0) };
         if n < 0 {
             let e = io::Error::last_os_error();
-            return match e.kind() {
-                io::ErrorKind::WouldBlock
-                | io::ErrorKind::TimedOut
-                | io::ErrorKind::Interrupted => Ok(None),
-                _ => Err(e),
-            };
+            return if nothing_queued(&e) { Ok(None) } else { Err(e) };
         }
         let len = n as usize;
         let clen = (h.msg_controllen as usize).min(CMSG_LEN);
@@ -456,28 +441,34 @@ const fn cmsg_align(n: usize) -> usize {
     (n + size_of::<usize>() - 1) & !(size_of::<usize>() - 1)
 }
 
-/// Finds IP_PKTINFO in a received control buffer: (receiving ifindex, header destination).
-fn parse_pktinfo(buf: &[u8]) -> Option<(u32, Ipv4Addr)> {
+/// The data of the first control message of `level`/`kind` with at least `min` bytes of data in
+/// a received control buffer.
+fn find_cmsg(buf: &[u8], level: libc::c_int, kind: libc::c_int, min: usize) -> Option<&[u8]> {
     const W: usize = size_of::<usize>();
     let mut off = 0;
     while off + CMSG_HDR <= buf.len() {
         let len = usize::from_ne_bytes(buf[off..off + W].try_into().ok()?);
-        let level = i32::from_ne_bytes(buf[off + W..off + W + 4].try_into().ok()?);
-        let kind = i32::from_ne_bytes(buf[off + W + 4..off + W + 8].try_into().ok()?);
+        let l = i32::from_ne_bytes(buf[off + W..off + W + 4].try_into().ok()?);
+        let k = i32::from_ne_bytes(buf[off + W + 4..off + W + 8].try_into().ok()?);
         if len < CMSG_HDR || off + len > buf.len() {
             return None;
         }
-        if level == libc::IPPROTO_IP && kind == libc::IP_PKTINFO && len >= CMSG_HDR + PKTINFO_LEN {
-            let d = &buf[off + CMSG_HDR..off + CMSG_HDR + PKTINFO_LEN];
-            let ifindex = i32::from_ne_bytes(d[0..4].try_into().ok()?);
-            return Some((
-                u32::try_from(ifindex).unwrap_or(0),
-                Ipv4Addr::new(d[8], d[9], d[10], d[11]),
-            ));
+        if l == level && k == kind && len >= CMSG_HDR + min {
+            return Some(&buf[off + CMSG_HDR..off + len]);
         }
         off += cmsg_align(len);
     }
     None
+}
+
+/// Finds IP_PKTINFO in a received control buffer: (receiving ifindex, header destination).
+fn parse_pktinfo(buf: &[u8]) -> Option<(u32, Ipv4Addr)> {
+    let d = find_cmsg(buf, libc::IPPROTO_IP, libc::IP_PKTINFO, PKTINFO_LEN)?;
+    let ifindex = i32::from_ne_bytes(d[0..4].try_into().ok()?);
+    Some((
+        u32::try_from(ifindex).unwrap_or(0),
+        Ipv4Addr::new(d[8], d[9], d[10], d[11]),
+    ))
 }
 
 /// Writes one IP_PKTINFO control message (send out of `ifindex`, from `src`); returns its space.
