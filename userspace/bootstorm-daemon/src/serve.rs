@@ -5,7 +5,7 @@ use crate::config::Settings;
 use crate::logbuf;
 use anyhow::Context;
 use bootstorm_dhcp::{Destination, Event, EventKind, RxMeta, Server, Stats};
-use bootstorm_journal::{DirLock, Journal, WallClock};
+use bootstorm_journal::{DirLock, Failed, Journal, WallClock};
 use bootstorm_net::{RecvBatch, SendBatch, SocketOptions, UdpSocket4, interface_index};
 use bootstorm_time::Clock;
 use bootstorm_wire::dhcp::CLIENT_PORT;
@@ -381,6 +381,17 @@ fn send(id: usize, sock: &UdpSocket4, tx: &mut SendBatch) {
     tx.clear();
 }
 
+/// Sends `tx` if the journal kept what it announces, else drops it; empties it either way.
+fn deliver(id: usize, sock: &UdpSocket4, tx: &mut SendBatch, durable: Result<(), Failed>) {
+    match durable {
+        Ok(()) => send(id, sock, tx),
+        Err(e) => {
+            tracing::error!(worker = id, dropped = tx.len(), error = %e, "replies withheld");
+            tx.clear();
+        }
+    }
+}
+
 /// Sends the queued replies once the journal holds every lease change they announce (RFC 2131
 /// 4.3.1: commit before the ACK). While a sync is under way the batch is handed to the journal,
 /// whose writer sends it right after the sync, and the worker goes on receiving: it never sleeps
@@ -401,12 +412,7 @@ fn flush(
         return j.after_this_thread(Box::new(|_| {}));
     }
     if pool.out.load(Ordering::Acquire) >= BatchPool::MAX {
-        if let Err(e) = j.wait_for_this_thread() {
-            tracing::error!(worker = id, dropped = tx.len(), error = %e, "replies withheld");
-            tx.clear();
-            return;
-        }
-        return send(id, sock, tx);
+        return deliver(id, sock, tx, j.wait_for_this_thread());
     }
     let spare = pool
         .free
@@ -418,13 +424,7 @@ fn flush(
     pool.out.fetch_add(1, Ordering::AcqRel);
     let (sock, pool) = (sock.clone(), pool.clone());
     j.after_this_thread(Box::new(move |r| {
-        match r {
-            Ok(()) => send(id, &sock, &mut batch),
-            Err(e) => {
-                tracing::error!(worker = id, dropped = batch.len(), error = %e, "replies withheld");
-                batch.clear();
-            }
-        }
+        deliver(id, &sock, &mut batch, r);
         if let Ok(mut f) = pool.free.lock() {
             f.push(batch);
         }
