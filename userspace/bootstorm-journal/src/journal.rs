@@ -123,6 +123,9 @@ thread_local! {
 const BACKGROUND_FLUSH: Duration = Duration::from_millis(10);
 const BACKGROUND_FLUSH_BYTES: usize = 256 << 10;
 
+/// Why work is refused once the writer has stopped.
+const SHUT_DOWN: &str = "the journal was shut down";
+
 /// With a commit delay: batches smaller than this (a few dozen records) wait for company.
 const LINGER_BELOW_BYTES: usize = 4 << 10;
 
@@ -280,19 +283,17 @@ impl Journal {
         let mut w = lock(&s.waiting);
         // Checked under the lock the writer drains under, after it publishes: no work is left
         // behind by a sync that finished just now.
-        if s.failed_flag.load(Ordering::Acquire) {
-            drop(w);
-            return f(Err(Failed(lock(&s.failed).clone().unwrap_or_default())));
-        }
-        if s.durable_fast.load(Ordering::Acquire) >= seq {
-            drop(w);
-            return f(Ok(()));
-        }
-        if s.closed.load(Ordering::Acquire) {
-            drop(w);
-            return f(Err(Failed("the journal was shut down".into())));
-        }
-        w.push_back((seq, f));
+        let now = if s.failed_flag.load(Ordering::Acquire) {
+            Err(Failed(lock(&s.failed).clone().unwrap_or_default()))
+        } else if s.durable_fast.load(Ordering::Acquire) >= seq {
+            Ok(())
+        } else if s.closed.load(Ordering::Acquire) {
+            Err(Failed(SHUT_DOWN.into()))
+        } else {
+            return w.push_back((seq, f));
+        };
+        drop(w);
+        f(now);
     }
 
     /// Writes out what is pending, syncs it and stops the threads.
@@ -421,9 +422,21 @@ fn fail(shared: &Shared, why: String) {
         let _d = lock(&shared.durable);
         shared.durable_cv.notify_all();
     }
-    let all: Vec<_> = lock(&shared.waiting).drain(..).collect();
+    refuse_waiting(shared, &why, false);
+}
+
+/// Runs every piece of waiting work with `Err(why)` (its records will never be durable); with
+/// `close`, marks the journal closed under the same lock, so later work is refused at once.
+fn refuse_waiting(shared: &Shared, why: &str, close: bool) {
+    let all: Vec<_> = {
+        let mut w = lock(&shared.waiting);
+        if close {
+            shared.closed.store(true, Ordering::Release);
+        }
+        w.drain(..).collect()
+    };
     for (_, f) in all {
-        f(Err(Failed(why.clone())));
+        f(Err(Failed(why.to_string())));
     }
 }
 
@@ -530,14 +543,7 @@ fn writer(
         }
     }
     // Whatever still waits (appended after the last write) will never be durable now.
-    let left: Vec<_> = {
-        let mut w = lock(&shared.waiting);
-        shared.closed.store(true, Ordering::Release);
-        w.drain(..).collect()
-    };
-    for (_, f) in left {
-        f(Err(Failed("the journal was shut down".into())));
-    }
+    refuse_waiting(&shared, SHUT_DOWN, true);
 }
 
 fn compactor(
