@@ -46,9 +46,13 @@ pub fn restore_records(table: &LeaseTable, wall: &WallClock, records: &[Record])
     (bound, conflicts)
 }
 
-fn lease_dir(settings: &Settings, config: &Path) -> anyhow::Result<PathBuf> {
+/// The config's `[leases]` settings, which an offline command cannot do without.
+fn journal_settings<'s>(
+    settings: &'s Settings,
+    config: &Path,
+) -> anyhow::Result<&'s bootstorm_journal::Settings> {
     match &settings.leases {
-        Some(l) => Ok(l.dir.clone()),
+        Some(l) => Ok(l),
         None => bail!(
             "{}: no [leases] dir: leases are kept in memory only, so there is nothing to read or write",
             config.display()
@@ -76,11 +80,11 @@ enum Use {
 }
 
 fn open(settings: &Settings, config: &Path, purpose: Use) -> anyhow::Result<Offline> {
-    let dir = lease_dir(settings, config)?;
+    let dir = &journal_settings(settings, config)?.dir;
     let server = Server::new(settings.dhcp.clone()).context("building the lease table")?;
     let wall = WallClock::new(Clock::new());
     match purpose {
-        Use::Import => std::fs::create_dir_all(&dir)
+        Use::Import => std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the lease directory {}", dir.display()))?,
         Use::Export if !dir.is_dir() => bail!("{}: no such lease directory", dir.display()),
         Use::DryRun if !dir.is_dir() => {
@@ -93,12 +97,12 @@ fn open(settings: &Settings, config: &Path, purpose: Use) -> anyhow::Result<Offl
         }
         _ => {}
     }
-    let lock = bootstorm_journal::lock_dir(&dir)?;
+    let lock = bootstorm_journal::lock_dir(dir)?;
     let replayed = if purpose == Use::Import {
         // As a start-up would: a torn tail is cut off.
-        bootstorm_journal::replay(&dir, false)?
+        bootstorm_journal::replay(dir, false)?
     } else {
-        bootstorm_journal::read_only(&dir)?
+        bootstorm_journal::read_only(dir)?
     };
     let (_, conflicts) = restore_records(server.leases(), &wall, &replayed.records);
     if conflicts > 0 {
@@ -170,13 +174,12 @@ pub fn import(
         }
     }
     if !dry_run {
-        let dir = lease_dir(settings, config)?;
+        let l = journal_settings(settings, config)?;
         let records = bootstorm_journal::snapshot_records(&o.wall, &table.leases(now));
-        let l = settings.leases.as_ref().context("no [leases]")?;
         // Starting the journal writes the table as a snapshot (fsync, rename, directory fsync)
         // and drops the files it replaces; shutting it down at once leaves exactly that.
         let j = Journal::start(l, o.wall, o.next_segment, &records, Box::new(Vec::new))
-            .with_context(|| format!("writing the leases to {}", dir.display()))?;
+            .with_context(|| format!("writing the leases to {}", l.dir.display()))?;
         j.shutdown();
     }
     Ok(report)
