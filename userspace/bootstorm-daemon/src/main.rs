@@ -396,10 +396,20 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn socket_path(config: Option<PathBuf>, socket: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    match (config, socket) {
-        (_, Some(s)) => Ok(s),
-        (Some(c), None) => Ok(config::load(&c)?.control_socket),
-        (None, None) => Ok(PathBuf::from(config::DEFAULT_CONTROL_SOCKET)),
+    if socket.is_some() {
+        // The config is not even read then.
+        return Ok(socket_of(None, socket));
+    }
+    let settings = config.map(|c| config::load(&c)).transpose()?;
+    Ok(socket_of(settings.as_ref(), None))
+}
+
+/// The control socket: `--socket`, else the config's, else the default.
+fn socket_of(settings: Option<&Settings>, socket: Option<PathBuf>) -> PathBuf {
+    match (settings, socket) {
+        (_, Some(s)) => s,
+        (Some(s), None) => s.control_socket.clone(),
+        (None, None) => PathBuf::from(config::DEFAULT_CONTROL_SOCKET),
     }
 }
 
@@ -437,22 +447,17 @@ fn export_cmd(
     format: ExportFormat,
     output: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let settings = config.as_ref().map(|c| config::load(c)).transpose()?;
-    let sock = match (&socket, &settings) {
-        (Some(s), _) => s.clone(),
-        (None, Some(s)) => s.control_socket.clone(),
-        (None, None) => PathBuf::from(config::DEFAULT_CONTROL_SOCKET),
-    };
+    let loaded = config
+        .map(|c| config::load(&c).map(|s| (s, c)))
+        .transpose()?;
+    let explicit_socket = socket.is_some();
+    let sock = socket_of(loaded.as_ref().map(|(s, _)| s), socket);
     let leases: Vec<LeaseJson> = match control::request(&sock, "leases") {
         Ok(answer) => serde_json::from_str(&answer).context("reading the server's answer")?,
         // No server answers: read a stopped server's lease directory, if we know it.
-        Err(e) => match (&settings, socket) {
-            (Some(s), None) => {
-                leaseio::export_offline(s, config.as_deref().unwrap_or(std::path::Path::new("")))
-                    .with_context(|| {
-                        format!("no server answers at {} ({e}), and", sock.display())
-                    })?
-            }
+        Err(e) => match &loaded {
+            Some((s, path)) if !explicit_socket => leaseio::export_offline(s, path)
+                .with_context(|| format!("no server answers at {} ({e}), and", sock.display()))?,
             _ => {
                 return Err(anyhow::Error::from(e).context(format!(
                     "asking the server at {} (is it running? --config reads a stopped server's lease directory)",
