@@ -319,12 +319,6 @@ impl Worker<'_> {
         let Some(file) = file.filter(|f| !f.is_empty()) else {
             return self.finish(k, now, Outcome::Failed(tftp::Failure::NoBootFile.name()));
         };
-        let lease = dhcp::Lease {
-            addr: self.relay,
-            server_id: self.cfg.server,
-            boot_file: None,
-            next_server,
-        };
         let sock = match UdpSocket4::bind(&SocketOptions {
             bind: SocketAddrV4::new(self.relay, 0),
             interface: None,
@@ -350,7 +344,7 @@ impl Worker<'_> {
         {
             return self.finish(k, now, Outcome::Failed(tftp::Failure::Socket.name()));
         }
-        let server = SocketAddrV4::new(lease.next_server, self.cfg.tftp_port);
+        let server = SocketAddrV4::new(next_server, self.cfg.tftp_port);
         let mut dl = Download::new(&file, server, &self.cfg.profile, self.cfg.expect.clone());
         let a = dl.start(now, &self.cfg.profile, &mut self.buf);
         send_one(&sock, &mut self.tx, &self.buf, a);
@@ -494,9 +488,9 @@ impl Worker<'_> {
                 }
                 self.heap.pop();
                 self.machines[k].scheduled = None;
+                // Puts the machine's next deadline (moved later, or a retransmission's) back
+                // on the heap.
                 self.on_timer(k, now);
-                // A machine whose deadline moved later gets its new one back on the heap.
-                self.schedule(k);
             }
             self.flush_dhcp();
             let wake = [
