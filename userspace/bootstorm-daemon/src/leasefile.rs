@@ -138,17 +138,31 @@ fn name(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
 
-/// Keeps the last lease of each address, in the order of those last lines.
-fn last_per_address(all: Vec<Imported>) -> Vec<Imported> {
-    let mut last: HashMap<Ipv4Addr, usize> = HashMap::new();
-    for (i, l) in all.iter().enumerate() {
-        last.insert(l.ip, i);
+/// The last lease of each address, in the order of those last lines; a later line for an
+/// address replaces the earlier one in constant time (a Kea memfile is a log of every change).
+#[derive(Default)]
+struct LastPerAddress {
+    leases: Vec<Option<Imported>>,
+    at: HashMap<Ipv4Addr, usize>,
+}
+
+impl LastPerAddress {
+    /// Drops what an earlier line said of `ip`.
+    fn forget(&mut self, ip: Ipv4Addr) {
+        if let Some(i) = self.at.remove(&ip) {
+            self.leases[i] = None;
+        }
     }
-    all.into_iter()
-        .enumerate()
-        .filter(|(i, l)| last.get(&l.ip) == Some(i))
-        .map(|(_, l)| l)
-        .collect()
+
+    fn put(&mut self, l: Imported) {
+        self.forget(l.ip);
+        self.at.insert(l.ip, self.leases.len());
+        self.leases.push(Some(l));
+    }
+
+    fn into_vec(self) -> Vec<Imported> {
+        self.leases.into_iter().flatten().collect()
+    }
 }
 
 /// Reads `text` in `format`.
@@ -178,7 +192,7 @@ pub fn parse(format: Format, text: &str) -> Result<Parsed, ParseError> {
 
 fn own(rows: impl Iterator<Item = (usize, LeaseJson)>) -> Result<Parsed, ParseError> {
     let mut out = Parsed::default();
-    let mut all = Vec::new();
+    let mut all = LastPerAddress::default();
     for (line, l) in rows {
         if l.reserved {
             out.skipped.push((
@@ -197,7 +211,7 @@ fn own(rows: impl Iterator<Item = (usize, LeaseJson)>) -> Result<Parsed, ParseEr
         if key.is_empty() {
             return Err(err(line, "empty client_id"));
         }
-        all.push(Imported {
+        all.put(Imported {
             line,
             ip: ip(line, &l.ip)?,
             hwaddr,
@@ -207,7 +221,7 @@ fn own(rows: impl Iterator<Item = (usize, LeaseJson)>) -> Result<Parsed, ParseEr
             hostname: l.hostname.and_then(|h| name(&h)),
         });
     }
-    out.leases = last_per_address(all);
+    out.leases = all.into_vec();
     Ok(out)
 }
 
@@ -240,7 +254,7 @@ fn kea(text: &str) -> Result<Parsed, ParseError> {
         col("state")?,
     );
     let mut out = Parsed::default();
-    let mut all: Vec<Imported> = Vec::new();
+    let mut all = LastPerAddress::default();
     for (line, text) in lines {
         if text.trim().is_empty() {
             continue;
@@ -256,7 +270,7 @@ fn kea(text: &str) -> Result<Parsed, ParseError> {
         let valid = number(line, "valid_lifetime", &f[c_valid])?;
         if valid == 0 {
             // Kea writes a deleted lease as one with no lifetime.
-            all.retain(|l| l.ip != addr);
+            all.forget(addr);
             continue;
         }
         let expires = number(line, "expire", &f[c_exp])?;
@@ -269,7 +283,7 @@ fn kea(text: &str) -> Result<Parsed, ParseError> {
             3 => LeaseState::Released,
             s => return Err(err(line, format!("unknown lease state {s}"))),
         };
-        all.retain(|l| l.ip != addr);
+        all.forget(addr);
         let key = if !cid.is_empty() {
             cid
         } else if !hwaddr.is_empty() {
@@ -281,7 +295,7 @@ fn kea(text: &str) -> Result<Parsed, ParseError> {
             ));
             continue;
         };
-        all.push(Imported {
+        all.put(Imported {
             line,
             ip: addr,
             hwaddr,
@@ -291,7 +305,7 @@ fn kea(text: &str) -> Result<Parsed, ParseError> {
             hostname: name(&f[c_host]),
         });
     }
-    out.leases = last_per_address(all);
+    out.leases = all.into_vec();
     Ok(out)
 }
 
@@ -300,7 +314,7 @@ fn kea(text: &str) -> Result<Parsed, ParseError> {
 /// then, after a `duid` line, DHCPv6 leases, which are skipped.
 fn dnsmasq(text: &str) -> Result<Parsed, ParseError> {
     let mut out = Parsed::default();
-    let mut all = Vec::new();
+    let mut all = LastPerAddress::default();
     let mut v6 = false;
     for (i, text) in text.lines().enumerate() {
         let line = i + 1;
@@ -349,7 +363,7 @@ fn dnsmasq(text: &str) -> Result<Parsed, ParseError> {
                 .push((line, format!("{}: no hardware address or client id", f[2])));
             continue;
         }
-        all.push(Imported {
+        all.put(Imported {
             line,
             ip: ip(line, f[2])?,
             hwaddr,
@@ -359,7 +373,7 @@ fn dnsmasq(text: &str) -> Result<Parsed, ParseError> {
             hostname: (f[3] != "*").then(|| f[3].to_string()),
         });
     }
-    out.leases = last_per_address(all);
+    out.leases = all.into_vec();
     Ok(out)
 }
 
