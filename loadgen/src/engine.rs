@@ -5,7 +5,7 @@
 
 use crate::dhcp;
 use crate::profile::{Fetch, Profile};
-use crate::report::{Outcome, WorkerResult};
+use crate::report::{Outcome, Phase, WorkerResult};
 use crate::tftp::{self, Action, Download, Expect};
 use bootstorm_net::{GroBuf, RecvBatch, SendBatch, SocketOptions, UdpSocket4};
 use mio::unix::SourceFd;
@@ -120,7 +120,7 @@ pub fn mac_of(base: [u8; 6], i: usize) -> [u8; 6] {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+enum Step {
     Waiting,
     Dhcp,
     Tftp,
@@ -130,7 +130,7 @@ enum Phase {
 struct Machine {
     index: usize,
     arrive: u64,
-    phase: Phase,
+    phase: Step,
     dhcp: dhcp::Client,
     dl: Option<(Download, UdpSocket4)>,
     dhcp_done: u64,
@@ -141,8 +141,8 @@ struct Machine {
 impl Machine {
     fn deadline(&self) -> Option<u64> {
         match self.phase {
-            Phase::Dhcp => self.dhcp.deadline(),
-            Phase::Tftp => self.dl.as_ref().and_then(|(d, _)| d.deadline()),
+            Step::Dhcp => self.dhcp.deadline(),
+            Step::Tftp => self.dl.as_ref().and_then(|(d, _)| d.deadline()),
             _ => None,
         }
     }
@@ -207,7 +207,7 @@ pub fn run_worker(
         .map(|i| Machine {
             index: i,
             arrive: arrive[i],
-            phase: Phase::Waiting,
+            phase: Step::Waiting,
             dhcp: dhcp::Client::new(mac_of(cfg.mac_base, i), xid_of(i), relay),
             dl: None,
             dhcp_done: 0,
@@ -279,10 +279,10 @@ impl Worker<'_> {
 
     fn finish(&mut self, k: usize, now: u64, outcome: Outcome) {
         let m = &mut self.machines[k];
-        if m.phase == Phase::Done {
+        if m.phase == Step::Done {
             return;
         }
-        m.phase = Phase::Done;
+        m.phase = Step::Done;
         if let Some((_, sock)) = m.dl.take() {
             let _ = self
                 .poll
@@ -308,7 +308,8 @@ impl Worker<'_> {
             None => {
                 let lease = self.machines[k].dhcp.lease().cloned();
                 let Some(lease) = lease else { return };
-                self.result.dhcp(now - self.machines[k].arrive);
+                self.result
+                    .record(Phase::Dhcp, now - self.machines[k].arrive);
                 (lease.boot_file, lease.next_server)
             }
         };
@@ -349,7 +350,7 @@ impl Worker<'_> {
         let a = dl.start(now, &self.cfg.profile, &mut self.buf);
         send_one(&sock, &mut self.tx, &self.buf, a);
         let m = &mut self.machines[k];
-        m.phase = Phase::Tftp;
+        m.phase = Step::Tftp;
         m.dl = Some((dl, sock));
         self.schedule(k);
     }
@@ -371,7 +372,7 @@ impl Worker<'_> {
                 let Some(k) = self.by_index.get(index).copied().flatten() else {
                     continue;
                 };
-                if self.machines[k].phase != Phase::Dhcp {
+                if self.machines[k].phase != Step::Dhcp {
                     continue;
                 }
                 let len =
@@ -420,7 +421,8 @@ impl Worker<'_> {
         let r = self.machines[k].dl.as_ref().and_then(|(d, _)| d.result());
         match r {
             Some(Ok(_)) => {
-                self.result.tftp(now - self.machines[k].dhcp_done);
+                self.result
+                    .record(Phase::Tftp, now - self.machines[k].dhcp_done);
                 self.finish(k, now, Outcome::Ok);
             }
             Some(Err(f)) => self.finish(k, now, Outcome::Failed(f.name())),
@@ -430,7 +432,7 @@ impl Worker<'_> {
 
     fn on_timer(&mut self, k: usize, now: u64) {
         match self.machines[k].phase {
-            Phase::Dhcp => {
+            Step::Dhcp => {
                 let len = self.machines[k]
                     .dhcp
                     .on_timer(now, &self.cfg.profile, &mut self.buf);
@@ -440,7 +442,7 @@ impl Worker<'_> {
                 self.send_dhcp(len);
                 self.schedule(k);
             }
-            Phase::Tftp => {
+            Step::Tftp => {
                 let Worker {
                     machines, buf, tx, ..
                 } = self;
@@ -474,7 +476,7 @@ impl Worker<'_> {
                     self.start_download(k, now);
                     continue;
                 }
-                self.machines[k].phase = Phase::Dhcp;
+                self.machines[k].phase = Step::Dhcp;
                 let len = self.machines[k]
                     .dhcp
                     .start(now, &self.cfg.profile, &mut self.buf);

@@ -68,6 +68,9 @@ struct Cli {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also write an HTML report (latency distributions, completions over time) to this file.
+    #[arg(long)]
+    html: Option<std::path::PathBuf>,
 }
 
 fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
@@ -136,6 +139,12 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         tftp_port: cli.tftp_port,
         tftp_only: cli.tftp_only.clone(),
     };
+    // A socket per download: a storm of 10,000 needs more descriptors than the usual soft
+    // limit of 1,024. Raised to the hard limit; if that is lower, downloads past it fail with
+    // "tftp: socket" and say so.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("bootstorm-loadgen: cannot raise the open-file limit: {e}");
+    }
     let progress = Arc::new(Progress::default());
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let ticker = std::io::stderr().is_terminal().then(|| {
@@ -172,6 +181,10 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         "profile": cfg.profile,
     });
     let report = Report::new(cfg.clients, &all, settings);
+    if let Some(path) = &cli.html {
+        std::fs::write(path, report.html())
+            .with_context(|| format!("writing the HTML report {}", path.display()))?;
+    }
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -53,10 +53,11 @@ pub struct Profile {
 impl Profile {
     /// A profile by name: `pxe-bios`, `uefi-x64`, `uefi-arm64` (PXE ROMs: option 60
     /// "PXEClient:Arch:NNNNN:UNDI:003016", retransmissions after 4, 8, 16 and 32 s, TFTP with
-    /// blksize 1468 and tsize, as EDK2 asks) or `ipxe` (user class "iPXE", retransmissions
+    /// blksize 1468 and tsize; the UEFI ones also windowsize 4, EDK2's PcdPxeTftpWindowSize) or `ipxe` (user class "iPXE", retransmissions
     /// after 1, 2, 3, 4, 8 s as iPXE's DHCP does, TFTP blksize 1432).
     pub fn named(name: &str) -> Option<Profile> {
         let pxe = |arch: u16| Profile {
+            // EDK2 (UEFI) asks for windowsize 4; legacy BIOS ROMs run lockstep.
             name: name.to_string(),
             arch,
             uuid: true,
@@ -65,7 +66,7 @@ impl Profile {
             retransmit: [4, 8, 16, 32].map(Duration::from_secs).to_vec(),
             tftp: TftpOptions {
                 blksize: Some(1468),
-                windowsize: None,
+                windowsize: (arch != 0).then_some(4),
                 tsize: true,
             },
             tftp_timeout: Duration::from_secs(2),

@@ -1,8 +1,10 @@
 //! Results: per-phase latency histograms (hdrhistogram, microseconds), failures by reason,
-//! completions over time; the summary table and the JSON form.
+//! completions over time; the summary table, the JSON form and a self-contained HTML report
+//! (inline SVG, drawn here: two plots do not justify a plotting library and its fonts).
 
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 /// How one machine ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,6 +15,51 @@ pub enum Outcome {
     Failed(&'static str),
 }
 
+/// The phases a boot goes through, in order; a run reports those that happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    /// First DISCOVER to ACK.
+    Dhcp,
+    /// The boot file over TFTP: RRQ to the last block.
+    Tftp,
+    /// The boot file over HTTP: connect to the last byte.
+    Http,
+    /// After the chainload: iPXE's own DHCP.
+    IpxeDhcp,
+    /// iPXE's fetch of its script or kernel over TFTP.
+    IpxeTftp,
+    /// The same over HTTP.
+    IpxeHttp,
+    /// Power-on to done.
+    Boot,
+}
+
+impl Phase {
+    /// Every phase, in report order.
+    pub const ALL: [Phase; 7] = [
+        Phase::Dhcp,
+        Phase::Tftp,
+        Phase::Http,
+        Phase::IpxeDhcp,
+        Phase::IpxeTftp,
+        Phase::IpxeHttp,
+        Phase::Boot,
+    ];
+
+    /// Name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Dhcp => "dhcp",
+            Phase::Tftp => "tftp",
+            Phase::Http => "http",
+            Phase::IpxeDhcp => "ipxe-dhcp",
+            Phase::IpxeTftp => "ipxe-tftp",
+            Phase::IpxeHttp => "ipxe-http",
+            Phase::Boot => "boot",
+        }
+    }
+}
+
 fn histogram() -> Histogram<u64> {
     // 1 us to 1 hour, 3 significant digits.
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
@@ -21,12 +68,8 @@ fn histogram() -> Histogram<u64> {
 /// What one worker saw.
 #[derive(Clone, Debug)]
 pub struct WorkerResult {
-    /// DHCP: first DISCOVER to ACK.
-    pub dhcp: Histogram<u64>,
-    /// Boot file: RRQ to the last block.
-    pub tftp: Histogram<u64>,
-    /// Whole boot: power-on to done.
-    pub boot: Histogram<u64>,
+    /// Latency per phase, microseconds.
+    pub phases: BTreeMap<Phase, Histogram<u64>>,
     /// Failures by reason.
     pub failures: BTreeMap<&'static str, u64>,
     /// When each boot completed (us from the start).
@@ -43,28 +86,29 @@ impl WorkerResult {
     /// Empty.
     pub fn new() -> WorkerResult {
         WorkerResult {
-            dhcp: histogram(),
-            tftp: histogram(),
-            boot: histogram(),
+            phases: BTreeMap::new(),
             failures: BTreeMap::new(),
             completions: Vec::new(),
         }
     }
 
-    /// A DHCP phase took `us`.
-    pub fn dhcp(&mut self, us: u64) {
-        self.dhcp.saturating_record(us.max(1));
-    }
-
-    /// A download took `us`.
-    pub fn tftp(&mut self, us: u64) {
-        self.tftp.saturating_record(us.max(1));
+    /// Phase `p` took `us`.
+    pub fn record(&mut self, p: Phase, us: u64) {
+        self.phases
+            .entry(p)
+            .or_insert_with(histogram)
+            .saturating_record(us.max(1));
     }
 
     /// A boot took `us` and ended at `at`.
     pub fn boot(&mut self, us: u64, at: u64) {
-        self.boot.saturating_record(us.max(1));
+        self.record(Phase::Boot, us);
         self.completions.push(at);
+    }
+
+    /// Machines that booted.
+    pub fn booted(&self) -> u64 {
+        self.phases.get(&Phase::Boot).map_or(0, |h| h.len())
     }
 
     /// A machine failed.
@@ -74,10 +118,10 @@ impl WorkerResult {
 
     /// Adds `o` into this one.
     pub fn merge(&mut self, o: &WorkerResult) {
-        // Same bounds on both sides: adding cannot fail.
-        let _ = self.dhcp.add(&o.dhcp);
-        let _ = self.tftp.add(&o.tftp);
-        let _ = self.boot.add(&o.boot);
+        for (p, h) in &o.phases {
+            // Same bounds on both sides: adding cannot fail.
+            let _ = self.phases.entry(*p).or_insert_with(histogram).add(h);
+        }
         for (k, v) in &o.failures {
             *self.failures.entry(k).or_default() += v;
         }
@@ -100,10 +144,24 @@ pub struct PhaseStats {
     pub p99_ms: f64,
     /// Maximum.
     pub max_ms: f64,
+    /// The latency distribution: `[percentile, ms]` at 0, 50, 75, 87.5, ... 99.999 and 100,
+    /// for plots.
+    pub distribution: Vec<[f64; 2]>,
+}
+
+fn ms(us: u64) -> f64 {
+    (us as f64).round() / 1000.0
 }
 
 fn phase(name: &'static str, h: &Histogram<u64>) -> PhaseStats {
-    let ms = |v: u64| (v as f64 / 1000.0 * 1000.0).round() / 1000.0;
+    // Halving the remaining tail each step, as HdrHistogram's percentile plots do.
+    let mut distribution = Vec::new();
+    let mut q = 0.0f64;
+    while q < 0.99999 {
+        distribution.push([q * 100.0, ms(h.value_at_quantile(q))]);
+        q += (1.0 - q) / 2.0;
+    }
+    distribution.push([100.0, ms(h.max())]);
     PhaseStats {
         phase: name,
         count: h.len(),
@@ -111,6 +169,7 @@ fn phase(name: &'static str, h: &Histogram<u64>) -> PhaseStats {
         p90_ms: ms(h.value_at_quantile(0.90)),
         p99_ms: ms(h.value_at_quantile(0.99)),
         max_ms: ms(h.max()),
+        distribution,
     }
 }
 
@@ -140,7 +199,7 @@ pub struct Report {
 impl Report {
     /// Builds the report from the merged result.
     pub fn new(clients: usize, r: &WorkerResult, settings: serde_json::Value) -> Report {
-        let completed = r.boot.len();
+        let completed = r.booted();
         let failed: u64 = r.failures.values().sum();
         let last = r.completions.iter().copied().max().unwrap_or(0);
         let duration_s = last as f64 / 1e6;
@@ -148,14 +207,10 @@ impl Report {
         for c in &r.completions {
             buckets[(c / 100_000) as usize] += 1;
         }
-        let mut phases = Vec::new();
-        if !r.dhcp.is_empty() {
-            phases.push(phase("dhcp", &r.dhcp));
-        }
-        if !r.tftp.is_empty() {
-            phases.push(phase("tftp", &r.tftp));
-        }
-        phases.push(phase("boot", &r.boot));
+        let phases = Phase::ALL
+            .iter()
+            .filter_map(|p| Some(phase(p.name(), r.phases.get(p)?)))
+            .collect();
         Report {
             clients,
             completed,
@@ -184,12 +239,12 @@ impl Report {
             self.clients, self.completed, self.failed, self.duration_s, self.boots_per_s
         );
         s += &format!(
-            "{:<6} {:>8} {:>10} {:>10} {:>10} {:>10}\n",
+            "{:<9} {:>8} {:>10} {:>10} {:>10} {:>10}\n",
             "phase", "count", "p50 ms", "p90 ms", "p99 ms", "max ms"
         );
         for p in &self.phases {
             s += &format!(
-                "{:<6} {:>8} {:>10.3} {:>10.3} {:>10.3} {:>10.3}\n",
+                "{:<9} {:>8} {:>10.3} {:>10.3} {:>10.3} {:>10.3}\n",
                 p.phase, p.count, p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms
             );
         }
@@ -197,5 +252,273 @@ impl Report {
             s += &format!("failed: {why}: {n}\n");
         }
         s
+    }
+
+    /// A self-contained HTML page: the summary, the latency distribution of every phase
+    /// (milliseconds against percentile, the tail stretched as in HdrHistogram's plots) and
+    /// completions over time (per 100 ms, and the running total).
+    pub fn html(&self) -> String {
+        let mut s = String::from(
+            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>bootstorm-loadgen report</title>\n\
+             <style>body{font-family:sans-serif;margin:2em;max-width:60em}table{border-collapse:collapse}\
+             td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}th{background:#eee}\
+             svg{border:1px solid #ccc;margin:.5em 0}pre{background:#f6f6f6;padding:.5em}</style>\n\
+             </head><body>\n<h1>Boot storm report</h1>\n",
+        );
+        let _ = writeln!(
+            s,
+            "<p>{} machines: <b>{} booted</b>, <b>{} failed</b>, in {:.3} s ({:.1} boots/s).</p>",
+            self.clients, self.completed, self.failed, self.duration_s, self.boots_per_s
+        );
+        s += "<table><tr><th>phase</th><th>count</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>max ms</th></tr>\n";
+        for p in &self.phases {
+            let _ = writeln!(
+                s,
+                "<tr><td style=\"text-align:left\">{}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td></tr>",
+                p.phase, p.count, p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms
+            );
+        }
+        s += "</table>\n";
+        if !self.failures.is_empty() {
+            s += "<h2>Failures</h2><ul>\n";
+            for (why, n) in &self.failures {
+                let _ = writeln!(s, "<li>{}: {n}</li>", escape(why));
+            }
+            s += "</ul>\n";
+        }
+        s += "<h2>Latency by percentile</h2>\n";
+        s += &latency_svg(&self.phases);
+        s += "<h2>Completions over time</h2>\n";
+        s += &completions_svg(&self.completions_per_100ms, self.clients);
+        let settings = serde_json::to_string_pretty(&self.settings).unwrap_or_default();
+        let _ = write!(
+            s,
+            "<h2>Settings</h2>\n<pre>{}</pre>\n</body></html>\n",
+            escape(&settings)
+        );
+        s
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+const COLORS: [&str; 7] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#333333",
+];
+const W: f64 = 720.0;
+const H: f64 = 320.0;
+const LEFT: f64 = 70.0;
+const BOTTOM: f64 = 40.0;
+
+/// A "nice" upper bound for an axis: 1, 2 or 5 times a power of ten, at least `v`.
+fn nice_max(v: f64) -> f64 {
+    if v <= 0.0 || !v.is_finite() {
+        return 1.0;
+    }
+    let p = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * p)
+        .find(|&x| x >= v)
+        .unwrap_or(10.0 * p)
+}
+
+fn svg_open(s: &mut String, label: &str) {
+    let _ = writeln!(
+        s,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-size=\"11\" role=\"img\" aria-label=\"{label}\">"
+    );
+}
+
+fn y_axis(s: &mut String, max: f64, unit: &str) {
+    for i in 0..=4 {
+        let v = max * f64::from(i) / 4.0;
+        let y = H - BOTTOM - (H - BOTTOM - 10.0) * f64::from(i) / 4.0;
+        let _ = writeln!(
+            s,
+            "<line x1=\"{LEFT}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\
+             <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{} {unit}</text>",
+            W - 10.0,
+            LEFT - 4.0,
+            y + 4.0,
+            trim(v)
+        );
+    }
+}
+
+fn trim(v: f64) -> String {
+    let t = format!("{v:.3}");
+    t.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+fn latency_svg(phases: &[PhaseStats]) -> String {
+    let mut s = String::new();
+    svg_open(&mut s, "latency by percentile");
+    let max = nice_max(phases.iter().map(|p| p.max_ms).fold(0.0, f64::max));
+    y_axis(&mut s, max, "ms");
+    // x: log10(1 / (1 - q)), 0 (p0) to 5 (p99.999); p100 drawn at 5.
+    let x_of = |pct: f64| {
+        let tail = (1.0 - pct / 100.0).max(1e-5);
+        LEFT + (W - LEFT - 10.0) * (-tail.log10()) / 5.0
+    };
+    let y_of = |v: f64| H - BOTTOM - (H - BOTTOM - 10.0) * (v / max).min(1.0);
+    for (pct, label) in [
+        (0.0, "0%"),
+        (90.0, "90%"),
+        (99.0, "99%"),
+        (99.9, "99.9%"),
+        (99.99, "99.99%"),
+        (99.999, "99.999%"),
+    ] {
+        let x = x_of(pct);
+        let _ = writeln!(
+            s,
+            "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"10\" y2=\"{}\" stroke=\"#eee\"/>\
+             <text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{label}</text>",
+            H - BOTTOM,
+            H - BOTTOM + 16.0
+        );
+    }
+    for (i, p) in phases.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let pts: Vec<String> = p
+            .distribution
+            .iter()
+            .map(|[pct, v]| format!("{:.1},{:.1}", x_of(*pct), y_of(*v)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\
+             <text x=\"{}\" y=\"{}\" fill=\"{color}\">{}</text>",
+            pts.join(" "),
+            LEFT + 10.0,
+            22.0 + 14.0 * i as f64,
+            p.phase
+        );
+    }
+    s += "</svg>\n";
+    s
+}
+
+fn completions_svg(per_100ms: &[u64], clients: usize) -> String {
+    let mut s = String::new();
+    svg_open(&mut s, "completions over time");
+    let n = per_100ms.len().max(1);
+    let secs = n as f64 / 10.0;
+    let peak = nice_max(per_100ms.iter().copied().max().unwrap_or(0) as f64 * 10.0);
+    y_axis(&mut s, peak, "/s");
+    let x_of = |i: f64| LEFT + (W - LEFT - 10.0) * i / n as f64;
+    let span = nice_max(secs) / 5.0;
+    let mut t = 0.0;
+    while t <= secs + 1e-9 {
+        let x = x_of(t * 10.0);
+        let _ = writeln!(
+            s,
+            "<text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{} s</text>",
+            H - BOTTOM + 16.0,
+            trim(t)
+        );
+        t += span;
+    }
+    let bw = ((W - LEFT - 10.0) / n as f64).max(0.5);
+    for (i, &c) in per_100ms.iter().enumerate() {
+        let h = (H - BOTTOM - 10.0) * (c as f64 * 10.0 / peak).min(1.0);
+        let _ = write!(
+            s,
+            "<rect x=\"{:.2}\" y=\"{:.1}\" width=\"{bw:.2}\" height=\"{h:.1}\" fill=\"#1f77b4\"/>",
+            x_of(i as f64),
+            H - BOTTOM - h
+        );
+    }
+    // Running total, scaled to the machine count.
+    let mut total = 0u64;
+    let mut pts = vec![format!("{LEFT:.1},{:.1}", H - BOTTOM)];
+    for (i, &c) in per_100ms.iter().enumerate() {
+        total += c;
+        let y = H - BOTTOM - (H - BOTTOM - 10.0) * total as f64 / clients.max(1) as f64;
+        pts.push(format!("{:.1},{y:.1}", x_of(i as f64 + 1.0)));
+    }
+    let _ = writeln!(
+        s,
+        "\n<polyline fill=\"none\" stroke=\"#d62728\" stroke-width=\"2\" points=\"{}\"/>\
+         <text x=\"{}\" y=\"22\" fill=\"#1f77b4\">boots/s (per 100 ms)</text>\
+         <text x=\"{}\" y=\"36\" fill=\"#d62728\">booted so far (top = {clients})</text>",
+        pts.join(" "),
+        LEFT + 10.0,
+        LEFT + 10.0
+    );
+    s += "</svg>\n";
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Report {
+        let mut r = WorkerResult::new();
+        for i in 1..=1000u64 {
+            r.record(Phase::Dhcp, i * 100);
+            r.record(Phase::Tftp, i * 1000);
+            r.boot(i * 1100, i * 1200);
+        }
+        r.fail("tftp: timeout");
+        Report::new(1001, &r, serde_json::json!({"server": "198.18.0.1"}))
+    }
+
+    #[test]
+    fn figures_follow_the_histograms() {
+        let rep = sample();
+        assert_eq!((rep.completed, rep.failed), (1000, 1));
+        let names: Vec<_> = rep.phases.iter().map(|p| p.phase).collect();
+        assert_eq!(names, ["dhcp", "tftp", "boot"]);
+        let d = &rep.phases[0];
+        assert!((d.p50_ms - 50.0).abs() < 0.1, "{d:?}");
+        assert!((d.max_ms - 100.0).abs() < 0.1, "{d:?}");
+        // The distribution rises and ends at the maximum.
+        assert!(
+            d.distribution
+                .windows(2)
+                .all(|w| w[0][0] < w[1][0] && w[0][1] <= w[1][1])
+        );
+        assert_eq!(d.distribution.last().unwrap(), &[100.0, d.max_ms]);
+        assert_eq!(rep.completions_per_100ms.iter().sum::<u64>(), 1000);
+        assert!((rep.duration_s - 1.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn html_has_both_plots_and_escapes_text() {
+        let mut rep = sample();
+        rep.failures.insert("<script>".into(), 1);
+        let h = rep.html();
+        assert!(h.starts_with("<!doctype html>") && h.trim_end().ends_with("</html>"));
+        assert_eq!(h.matches("<svg").count(), 2);
+        assert_eq!(h.matches("</svg>").count(), 2);
+        // One line per phase in the latency plot, one for the running total.
+        assert_eq!(h.matches("<polyline").count(), 4);
+        assert!(!h.contains("<script>") && h.contains("&lt;script&gt;"));
+        assert_eq!(h.matches("<rect").count(), rep.completions_per_100ms.len());
+    }
+
+    #[test]
+    fn an_empty_run_still_renders() {
+        let rep = Report::new(10, &WorkerResult::new(), serde_json::Value::Null);
+        assert_eq!(rep.completed, 0);
+        let h = rep.html();
+        assert_eq!(h.matches("</svg>").count(), 2);
+        assert!(!h.contains("NaN") && !h.contains("inf"));
+    }
+
+    #[test]
+    fn axis_bounds_are_round() {
+        assert_eq!(nice_max(0.0), 1.0);
+        assert_eq!(nice_max(3.2), 5.0);
+        assert_eq!(nice_max(1000.0), 1000.0);
+        assert_eq!(nice_max(1001.0), 2000.0);
     }
 }

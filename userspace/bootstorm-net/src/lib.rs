@@ -32,7 +32,9 @@ pub struct SocketOptions {
     pub bind: SocketAddrV4,
     /// Bind to this interface only (`SO_BINDTODEVICE`).
     pub interface: Option<String>,
-    /// Let several sockets bind the same port (`SO_REUSEPORT`).
+    /// Let several sockets bind the same port (`SO_REUSEPORT`). Fixed ports only, as is
+    /// `SO_REUSEADDR`: on port 0 neither is set, since the kernel may then hand one ephemeral
+    /// port to two sockets that both allow sharing, and each would get the other's datagrams.
     pub reuse_port: bool,
     /// How long a receive blocks before returning empty-handed, so workers can notice shutdown.
     pub recv_timeout: Duration,
@@ -193,9 +195,11 @@ impl UdpSocket4 {
         // SAFETY: `raw` is a fresh descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let one: libc::c_int = 1;
-        setsockopt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, &one)?;
-        if opts.reuse_port {
-            setsockopt(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, &one)?;
+        if opts.bind.port() != 0 {
+            setsockopt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, &one)?;
+            if opts.reuse_port {
+                setsockopt(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, &one)?;
+            }
         }
         setsockopt(raw, libc::SOL_SOCKET, libc::SO_BROADCAST, &one)?;
         setsockopt(raw, libc::IPPROTO_IP, libc::IP_PKTINFO, &one)?;
@@ -638,6 +642,18 @@ mod tests {
     }
 
     #[test]
+    fn ephemeral_ports_are_never_shared() {
+        // With SO_REUSEADDR on port 0 the kernel handed the same port to two of a few hundred
+        // sockets (a load generator's downloads then got each other's data). 900: under the
+        // usual limit of 1,024 open files; with the old options 7-17 of them shared a port.
+        let socks: Vec<UdpSocket4> = (0..900).map(|_| sock(0)).collect();
+        let mut ports: Vec<u16> = socks.iter().map(|s| s.local_addr().unwrap().port()).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), socks.len());
+    }
+
+    #[test]
     fn batch_round_trip_over_loopback_with_pktinfo() {
         let a = sock(0);
         let b = sock(0);
@@ -736,9 +752,11 @@ mod tests {
 
     #[test]
     fn reuse_port_lets_workers_share_a_port() {
-        let a = sock(0);
-        let port = a.local_addr().unwrap().port();
+        // A free port, then two sockets on it (sharing is only for fixed ports).
+        let port = sock(0).local_addr().unwrap().port();
+        let a = sock(port);
         let b = sock(port);
+        assert_eq!(a.local_addr().unwrap().port(), port);
         assert_eq!(b.local_addr().unwrap().port(), port);
     }
 
