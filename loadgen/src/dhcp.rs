@@ -46,6 +46,15 @@ impl Failure {
             Failure::Naked => "dhcp: nak",
         }
     }
+
+    /// Name for reports, in iPXE's round after a chainload.
+    pub fn ipxe_name(self) -> &'static str {
+        match self {
+            Failure::NoOffer => "ipxe dhcp: no offer",
+            Failure::NoAck => "ipxe dhcp: no ack",
+            Failure::Naked => "ipxe dhcp: nak",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

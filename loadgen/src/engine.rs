@@ -1,17 +1,21 @@
 //! The run: worker threads, each a DHCP relay agent with its own address, driving its share of
-//! the simulated machines through DHCP and the boot file download, with mio over the relay's
-//! socket and one socket per download, a deadline heap with one entry per machine, batched
-//! receives (`recvmmsg`) on the relay socket and UDP GRO on the downloads.
+//! the simulated machines through DHCP and the boot file download (TFTP or HTTP), and, when
+//! asked, the second round an iPXE chainload makes (iPXE's DHCP, then its script or kernel), with
+//! mio over the relay's socket and one socket per download, a deadline heap with one entry per
+//! machine, batched receives (`recvmmsg`) on the relay socket and UDP GRO on the downloads.
 
+use crate::body::Expect;
 use crate::dhcp;
+use crate::http;
 use crate::profile::{Fetch, Profile};
 use crate::report::{Outcome, Phase, WorkerResult};
-use crate::tftp::{self, Action, Download, Expect};
+use crate::tftp::{self, Action, Download};
 use bootstorm_net::{GroBuf, RecvBatch, SendBatch, SocketOptions, UdpSocket4};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -84,6 +88,11 @@ pub struct Config {
     /// Skip DHCP: every machine fetches this file from `server` at once (to measure TFTP
     /// servers alone, such as tftpd-hpa).
     pub tftp_only: Option<String>,
+    /// HTTP port for boot files named without a URL (profiles that fetch over HTTP).
+    pub http_port: u16,
+    /// After the boot file, each machine does DHCP again as iPXE and fetches what that ACK
+    /// names (the second round of a chainload).
+    pub chainload: bool,
 }
 
 /// Arrival times in microseconds from the start, one per machine, for `n` machines.
@@ -123,26 +132,75 @@ pub fn mac_of(base: [u8; 6], i: usize) -> [u8; 6] {
 enum Step {
     Waiting,
     Dhcp,
-    Tftp,
+    Fetch,
     Done,
+}
+
+/// A download in progress: TFTP over a UDP socket of its own, or HTTP over a TCP connection.
+enum Fetcher {
+    Tftp(Download, UdpSocket4),
+    Http {
+        get: http::Get,
+        conn: mio::net::TcpStream,
+        /// Bytes of the request written so far.
+        sent: usize,
+    },
+}
+
+impl Fetcher {
+    fn deadline(&self) -> Option<u64> {
+        match self {
+            Fetcher::Tftp(d, _) => d.deadline(),
+            Fetcher::Http { get, .. } => get.deadline(),
+        }
+    }
+
+    /// Done: Ok, or the failure's name.
+    fn result(&self) -> Option<Result<(), &'static str>> {
+        match self {
+            Fetcher::Tftp(d, _) => d.result().map(|r| r.map(|_| ()).map_err(|f| f.name())),
+            Fetcher::Http { get, .. } => get.result().map(|r| r.map(|_| ()).map_err(|f| f.name())),
+        }
+    }
+
+    fn register(&mut self, r: &mio::Registry, t: Token) -> std::io::Result<()> {
+        match self {
+            Fetcher::Tftp(_, sock) => {
+                r.register(&mut SourceFd(&sock.as_raw_fd()), t, Interest::READABLE)
+            }
+            Fetcher::Http { conn, .. } => {
+                r.register(conn, t, Interest::READABLE | Interest::WRITABLE)
+            }
+        }
+    }
+
+    fn deregister(&mut self, r: &mio::Registry) {
+        let _ = match self {
+            Fetcher::Tftp(_, sock) => r.deregister(&mut SourceFd(&sock.as_raw_fd())),
+            Fetcher::Http { conn, .. } => r.deregister(conn),
+        };
+    }
 }
 
 struct Machine {
     index: usize,
     arrive: u64,
-    phase: Step,
+    step: Step,
+    /// 0: the firmware's round; 1: iPXE's, after a chainload.
+    stage: usize,
     dhcp: dhcp::Client,
-    dl: Option<(Download, UdpSocket4)>,
-    dhcp_done: u64,
+    fetch: Option<Fetcher>,
+    /// When the current phase began.
+    mark: u64,
     /// The deadline the heap holds for this machine, if any.
     scheduled: Option<u64>,
 }
 
 impl Machine {
     fn deadline(&self) -> Option<u64> {
-        match self.phase {
+        match self.step {
             Step::Dhcp => self.dhcp.deadline(),
-            Step::Tftp => self.dl.as_ref().and_then(|(d, _)| d.deadline()),
+            Step::Fetch => self.fetch.as_ref().and_then(Fetcher::deadline),
             _ => None,
         }
     }
@@ -161,6 +219,8 @@ const DHCP_TOKEN: Token = Token(usize::MAX);
 
 struct Worker<'a> {
     cfg: &'a Config,
+    /// Profile per stage: the firmware's, then iPXE's after a chainload.
+    profiles: [Profile; 2],
     relay: Ipv4Addr,
     epoch: Instant,
     poll: Poll,
@@ -170,6 +230,8 @@ struct Worker<'a> {
     tx: SendBatch,
     gro: GroBuf,
     buf: Vec<u8>,
+    /// For HTTP reads.
+    rbuf: Vec<u8>,
     result: WorkerResult,
     progress: &'a Progress,
     active: usize,
@@ -207,10 +269,11 @@ pub fn run_worker(
         .map(|i| Machine {
             index: i,
             arrive: arrive[i],
-            phase: Step::Waiting,
-            dhcp: dhcp::Client::new(mac_of(cfg.mac_base, i), xid_of(i), relay),
-            dl: None,
-            dhcp_done: 0,
+            step: Step::Waiting,
+            stage: 0,
+            dhcp: dhcp::Client::new(mac_of(cfg.mac_base, i), xid_of(i, 0), relay),
+            fetch: None,
+            mark: 0,
             scheduled: None,
         })
         .collect();
@@ -222,6 +285,7 @@ pub fn run_worker(
     let mut wk = Worker {
         by_index,
         cfg,
+        profiles: [cfg.profile.clone(), cfg.profile.ipxe_after()],
         relay,
         epoch,
         poll,
@@ -230,6 +294,7 @@ pub fn run_worker(
         tx: SendBatch::default(),
         gro: GroBuf::default(),
         buf: vec![0u8; 2048],
+        rbuf: vec![0u8; 64 * 1024],
         result: WorkerResult::new(),
         progress,
         active: machines.len(),
@@ -239,9 +304,10 @@ pub fn run_worker(
     Ok(wk.result)
 }
 
-/// Transaction id of machine `i` (its index in the low 24 bits; a NAK restart changes the top).
-fn xid_of(i: usize) -> u32 {
-    (i as u32) & 0x00ff_ffff
+/// Transaction id of machine `i` in round `stage`: its index in the low 24 bits, the round in
+/// bit 24 (a NAK restart changes the top four bits).
+fn xid_of(i: usize, stage: usize) -> u32 {
+    ((i as u32) & 0x00ff_ffff) | ((stage as u32 & 1) << 24)
 }
 
 impl Worker<'_> {
@@ -279,15 +345,12 @@ impl Worker<'_> {
 
     fn finish(&mut self, k: usize, now: u64, outcome: Outcome) {
         let m = &mut self.machines[k];
-        if m.phase == Step::Done {
+        if m.step == Step::Done {
             return;
         }
-        m.phase = Step::Done;
-        if let Some((_, sock)) = m.dl.take() {
-            let _ = self
-                .poll
-                .registry()
-                .deregister(&mut SourceFd(&sock.as_raw_fd()));
+        m.step = Step::Done;
+        if let Some(mut f) = m.fetch.take() {
+            f.deregister(self.poll.registry());
         }
         self.active -= 1;
         match outcome {
@@ -302,57 +365,108 @@ impl Worker<'_> {
         }
     }
 
-    fn start_download(&mut self, k: usize, now: u64) {
+    /// Starts round `stage` of DHCP for machine `k` (round 1: iPXE's, after the chainload).
+    fn start_dhcp(&mut self, k: usize, stage: usize, now: u64) {
+        let m = &mut self.machines[k];
+        if stage != m.stage {
+            m.stage = stage;
+            m.dhcp = dhcp::Client::new(m.dhcp.mac(), xid_of(m.index, stage), self.relay);
+        }
+        m.step = Step::Dhcp;
+        m.mark = now;
+        let len = m.dhcp.start(now, &self.profiles[stage], &mut self.buf);
+        self.send_dhcp(len);
+        self.schedule(k);
+    }
+
+    /// The DHCP round of machine `k` ended with an ACK: fetch what it names.
+    fn start_fetch(&mut self, k: usize, now: u64) {
+        let stage = self.machines[k].stage;
         let (file, next_server) = match &self.cfg.tftp_only {
             Some(file) => (Some(file.clone()), self.cfg.server),
             None => {
-                let lease = self.machines[k].dhcp.lease().cloned();
-                let Some(lease) = lease else { return };
-                self.result
-                    .record(Phase::Dhcp, now - self.machines[k].arrive);
+                let Some(lease) = self.machines[k].dhcp.lease().cloned() else {
+                    return;
+                };
+                let phase = [Phase::Dhcp, Phase::IpxeDhcp][stage];
+                self.result.record(phase, now - self.machines[k].mark);
                 (lease.boot_file, lease.next_server)
             }
         };
-        self.machines[k].dhcp_done = now;
-        if self.cfg.profile.fetch == Fetch::None {
+        self.machines[k].mark = now;
+        let p = &self.profiles[stage];
+        if p.fetch == Fetch::None {
             return self.finish(k, now, Outcome::Ok);
         }
         let Some(file) = file.filter(|f| !f.is_empty()) else {
             return self.finish(k, now, Outcome::Failed(tftp::Failure::NoBootFile.name()));
         };
-        let sock = match UdpSocket4::bind(&SocketOptions {
+        // The first file is checked against what the run expects; iPXE's script or kernel only
+        // has to arrive whole.
+        let expect = if stage == 0 {
+            self.cfg.expect.clone()
+        } else {
+            Expect::default()
+        };
+        let fetcher = if p.fetch == Fetch::Http || http::is_url(&file) {
+            self.http_fetcher(&file, next_server, expect, now)
+        } else {
+            self.tftp_fetcher(&file, next_server, expect, stage, now)
+        };
+        let mut fetcher = match fetcher {
+            Ok(f) => f,
+            Err(why) => return self.finish(k, now, Outcome::Failed(why)),
+        };
+        if fetcher.register(self.poll.registry(), Token(k)).is_err() {
+            return self.finish(k, now, Outcome::Failed(tftp::Failure::Socket.name()));
+        }
+        let m = &mut self.machines[k];
+        m.step = Step::Fetch;
+        m.fetch = Some(fetcher);
+        self.after_fetch(k);
+    }
+
+    fn tftp_fetcher(
+        &mut self,
+        file: &str,
+        next_server: Ipv4Addr,
+        expect: Expect,
+        stage: usize,
+        now: u64,
+    ) -> Result<Fetcher, &'static str> {
+        let sock = UdpSocket4::bind(&SocketOptions {
             bind: SocketAddrV4::new(self.relay, 0),
             interface: None,
             reuse_port: false,
             recv_timeout: Duration::ZERO,
-        }) {
-            Ok(s) if s.set_nonblocking(true).is_ok() => {
-                // Optional: without it (kernels before 5.0) datagrams come one by one.
-                let _ = bootstorm_net::set_udp_gro(&s, true);
-                s
-            }
-            _ => return self.finish(k, now, Outcome::Failed(tftp::Failure::Socket.name())),
-        };
-        if self
-            .poll
-            .registry()
-            .register(
-                &mut SourceFd(&sock.as_raw_fd()),
-                Token(k),
-                Interest::READABLE,
-            )
-            .is_err()
-        {
-            return self.finish(k, now, Outcome::Failed(tftp::Failure::Socket.name()));
-        }
+        })
+        .ok()
+        .filter(|s| s.set_nonblocking(true).is_ok())
+        .ok_or(tftp::Failure::Socket.name())?;
+        // Optional: without it (kernels before 5.0) datagrams come one by one.
+        let _ = bootstorm_net::set_udp_gro(&sock, true);
+        let p = &self.profiles[stage];
         let server = SocketAddrV4::new(next_server, self.cfg.tftp_port);
-        let mut dl = Download::new(&file, server, &self.cfg.profile, self.cfg.expect.clone());
-        let a = dl.start(now, &self.cfg.profile, &mut self.buf);
+        let mut dl = Download::new(file, server, p, expect);
+        let a = dl.start(now, p, &mut self.buf);
         send_one(&sock, &mut self.tx, &self.buf, a);
-        let m = &mut self.machines[k];
-        m.phase = Step::Tftp;
-        m.dl = Some((dl, sock));
-        self.schedule(k);
+        Ok(Fetcher::Tftp(dl, sock))
+    }
+
+    fn http_fetcher(
+        &mut self,
+        file: &str,
+        next_server: Ipv4Addr,
+        expect: Expect,
+        now: u64,
+    ) -> Result<Fetcher, &'static str> {
+        let target =
+            http::target(file, next_server, self.cfg.http_port).map_err(http::Failure::name)?;
+        let timeout = self.profiles[0].http_timeout.as_micros() as u64;
+        let get = http::Get::new(target, expect, now, timeout);
+        let conn = mio::net::TcpStream::connect(get.addr().into())
+            .map_err(|_| http::Failure::Connect.name())?;
+        Ok(Fetcher::Http { get, conn, sent: 0 })
     }
 
     fn on_dhcp_readable(&mut self, rx: &mut RecvBatch) {
@@ -372,16 +486,17 @@ impl Worker<'_> {
                 let Some(k) = self.by_index.get(index).copied().flatten() else {
                     continue;
                 };
-                if self.machines[k].phase != Step::Dhcp {
+                if self.machines[k].step != Step::Dhcp {
                     continue;
                 }
+                let stage = self.machines[k].stage;
                 let len =
                     self.machines[k]
                         .dhcp
-                        .on_reply(now, &self.cfg.profile, data, &mut self.buf);
+                        .on_reply(now, &self.profiles[stage], data, &mut self.buf);
                 self.send_dhcp(len);
                 if self.machines[k].dhcp.lease().is_some() {
-                    self.start_download(k, now);
+                    self.start_fetch(k, now);
                 } else {
                     self.schedule(k);
                 }
@@ -390,67 +505,120 @@ impl Worker<'_> {
         self.flush_dhcp();
     }
 
-    fn on_tftp_readable(&mut self, k: usize) {
+    fn on_fetch_event(&mut self, k: usize, writable: bool) {
         let Worker {
             machines,
             buf,
+            rbuf,
             tx,
             gro,
+            epoch,
             ..
         } = self;
-        let m = &mut machines[k];
-        let Some((dl, sock)) = m.dl.as_mut() else {
-            return;
-        };
-        // With UDP GRO a whole window sent as one GSO burst arrives in one receive.
-        while let Ok(Some(r)) = sock.recv_gro(gro) {
-            let now = self.epoch.elapsed().as_micros() as u64;
-            for d in gro.datagrams(&r) {
-                let a = dl.on_packet(now, r.src, d, buf);
-                send_one(sock, tx, buf, a);
+        match machines[k].fetch.as_mut() {
+            Some(Fetcher::Tftp(dl, sock)) => {
+                // With UDP GRO a whole window sent as one GSO burst arrives in one receive.
+                while let Ok(Some(r)) = sock.recv_gro(gro) {
+                    let now = epoch.elapsed().as_micros() as u64;
+                    for d in gro.datagrams(&r) {
+                        let a = dl.on_packet(now, r.src, d, buf);
+                        send_one(sock, tx, buf, a);
+                    }
+                    if dl.result().is_some() {
+                        break;
+                    }
+                }
             }
-            if dl.result().is_some() {
-                break;
+            Some(Fetcher::Http { get, conn, sent }) => {
+                if let Ok(Some(_)) | Err(_) = conn.take_error() {
+                    get.on_error();
+                }
+                let req = get.request();
+                if writable && *sent < req.len() {
+                    match conn.write(&req[*sent..]) {
+                        Ok(n) => *sent += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotConnected => {}
+                        Err(_) => get.on_error(),
+                    }
+                }
+                while get.result().is_none() {
+                    match conn.read(rbuf) {
+                        Ok(0) => {
+                            get.on_eof();
+                            break;
+                        }
+                        Ok(n) => get.on_data(epoch.elapsed().as_micros() as u64, &rbuf[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotConnected => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => get.on_error(),
+                    }
+                }
             }
+            None => return,
         }
-        self.after_tftp(k);
+        self.after_fetch(k);
     }
 
-    fn after_tftp(&mut self, k: usize) {
+    /// After anything happened to machine `k`'s download: the next round, the end, or its
+    /// next deadline.
+    fn after_fetch(&mut self, k: usize) {
         let now = self.now();
-        let r = self.machines[k].dl.as_ref().and_then(|(d, _)| d.result());
+        let m = &self.machines[k];
+        let Some(r) = m.fetch.as_ref().and_then(Fetcher::result) else {
+            return self.schedule(k);
+        };
         match r {
-            Some(Ok(_)) => {
-                self.result
-                    .record(Phase::Tftp, now - self.machines[k].dhcp_done);
-                self.finish(k, now, Outcome::Ok);
+            Ok(()) => {
+                let http = matches!(m.fetch, Some(Fetcher::Http { .. }));
+                let phase = match (m.stage, http) {
+                    (0, false) => Phase::Tftp,
+                    (0, true) => Phase::Http,
+                    (_, false) => Phase::IpxeTftp,
+                    (_, true) => Phase::IpxeHttp,
+                };
+                self.result.record(phase, now - m.mark);
+                if let Some(mut f) = self.machines[k].fetch.take() {
+                    f.deregister(self.poll.registry());
+                }
+                if self.machines[k].stage == 0 && self.cfg.chainload {
+                    self.start_dhcp(k, 1, now);
+                } else {
+                    self.finish(k, now, Outcome::Ok);
+                }
             }
-            Some(Err(f)) => self.finish(k, now, Outcome::Failed(f.name())),
-            None => self.schedule(k),
+            Err(why) => self.finish(k, now, Outcome::Failed(why)),
         }
     }
 
     fn on_timer(&mut self, k: usize, now: u64) {
-        match self.machines[k].phase {
+        match self.machines[k].step {
             Step::Dhcp => {
+                let stage = self.machines[k].stage;
                 let len = self.machines[k]
                     .dhcp
-                    .on_timer(now, &self.cfg.profile, &mut self.buf);
+                    .on_timer(now, &self.profiles[stage], &mut self.buf);
                 if let Some(f) = self.machines[k].dhcp.failure() {
-                    return self.finish(k, now, Outcome::Failed(f.name()));
+                    let why = if stage == 0 { f.name() } else { f.ipxe_name() };
+                    return self.finish(k, now, Outcome::Failed(why));
                 }
                 self.send_dhcp(len);
                 self.schedule(k);
             }
-            Step::Tftp => {
+            Step::Fetch => {
                 let Worker {
                     machines, buf, tx, ..
                 } = self;
-                if let Some((dl, sock)) = machines[k].dl.as_mut() {
-                    let a = dl.on_timer(now, buf);
-                    send_one(sock, tx, buf, a);
+                match machines[k].fetch.as_mut() {
+                    Some(Fetcher::Tftp(dl, sock)) => {
+                        let a = dl.on_timer(now, buf);
+                        send_one(sock, tx, buf, a);
+                    }
+                    Some(Fetcher::Http { get, .. }) => get.on_timer(now),
+                    None => {}
                 }
-                self.after_tftp(k);
+                self.after_fetch(k);
             }
             _ => {}
         }
@@ -473,15 +641,10 @@ impl Worker<'_> {
                 let k = next;
                 next += 1;
                 if self.cfg.tftp_only.is_some() {
-                    self.start_download(k, now);
-                    continue;
+                    self.start_fetch(k, now);
+                } else {
+                    self.start_dhcp(k, 0, now);
                 }
-                self.machines[k].phase = Step::Dhcp;
-                let len = self.machines[k]
-                    .dhcp
-                    .start(now, &self.cfg.profile, &mut self.buf);
-                self.send_dhcp(len);
-                self.schedule(k);
             }
             self.flush_dhcp();
             while let Some(&Reverse((d, k))) = self.heap.peek() {
@@ -513,7 +676,7 @@ impl Worker<'_> {
             for ev in events.iter() {
                 match ev.token() {
                     DHCP_TOKEN => self.on_dhcp_readable(&mut rx),
-                    Token(k) => self.on_tftp_readable(k),
+                    Token(k) => self.on_fetch_event(k, ev.is_writable()),
                 }
             }
         }

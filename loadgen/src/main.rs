@@ -14,7 +14,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Simulates a boot storm: N machines do DHCP (as relayed by the given relay addresses) and
-/// fetch the boot file their ACK names over TFTP; prints per-phase latency.
+/// fetch the boot file their ACK names over TFTP or HTTP (and with --chainload do it all again
+/// as iPXE); prints per-phase latency.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
@@ -31,12 +32,21 @@ struct Cli {
     /// When they power on: storm, ramp:SECONDS, poisson:PER_SECOND.
     #[arg(long, default_value = "storm")]
     arrival: Arrival,
-    /// Machine profile: pxe-bios, uefi-x64, uefi-arm64, ipxe.
+    /// Machine profile: pxe-bios, uefi-x64, uefi-arm64, uefi-http, ipxe.
     #[arg(long, default_value = "uefi-x64")]
     profile: String,
-    /// tftp or none (DHCP only).
-    #[arg(long, default_value = "tftp")]
-    fetch: String,
+    /// How the boot file is fetched: tftp (a URL still goes over HTTP, as iPXE does), http (a
+    /// plain name from the next server's --http-port) or none (DHCP only). Default: the
+    /// profile's (http for uefi-http, else tftp).
+    #[arg(long)]
+    fetch: Option<String>,
+    /// After the boot file, DHCP again as iPXE (user class "iPXE") and fetch what that ACK
+    /// names: the second round of a chainload.
+    #[arg(long)]
+    chainload: bool,
+    /// HTTP port for boot files that are names rather than URLs (--fetch http).
+    #[arg(long, default_value_t = 80)]
+    http_port: u16,
     /// TFTP blksize to ask for (0: do not ask).
     #[arg(long)]
     blksize: Option<u16>,
@@ -112,11 +122,22 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             Profile::NAMES.join(", ")
         )
     })?;
-    profile.fetch = match cli.fetch.as_str() {
-        "tftp" => Fetch::Tftp,
-        "none" => Fetch::None,
-        f => anyhow::bail!("--fetch {f}: tftp or none"),
-    };
+    if let Some(f) = &cli.fetch {
+        profile.fetch = match f.as_str() {
+            "tftp" => Fetch::Tftp,
+            "http" => Fetch::Http,
+            "none" => Fetch::None,
+            f => anyhow::bail!("--fetch {f}: tftp, http or none"),
+        };
+    }
+    anyhow::ensure!(
+        !(cli.chainload && profile.fetch == Fetch::None),
+        "--chainload needs a first boot file to chainload: not with --fetch none"
+    );
+    anyhow::ensure!(
+        !(cli.chainload && cli.tftp_only.is_some()),
+        "--chainload follows DHCP: not with --tftp-only"
+    );
     if let Some(b) = cli.blksize {
         profile.tftp.blksize = (b != 0).then_some(b);
     }
@@ -138,6 +159,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         limit: Duration::from_secs(cli.limit),
         tftp_port: cli.tftp_port,
         tftp_only: cli.tftp_only.clone(),
+        http_port: cli.http_port,
+        chainload: cli.chainload,
     };
     // A socket per download: a storm of 10,000 needs more descriptors than the usual soft
     // limit of 1,024. Raised to the hard limit; if that is lower, downloads past it fail with
@@ -179,6 +202,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         "relays": cfg.relays.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
         "arrival": cfg.arrival,
         "profile": cfg.profile,
+        "chainload": cfg.chainload.then(|| cfg.profile.ipxe_after()),
+        "clients": cfg.clients,
     });
     let report = Report::new(cfg.clients, &all, settings);
     if let Some(path) = &cli.html {

@@ -7,8 +7,11 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Fetch {
-    /// TFTP, from the server the ACK names (option 66, else siaddr, else the server id).
+    /// TFTP, from the server the ACK names (option 66, else siaddr, else the server id); a
+    /// boot file that is an `http://` URL is fetched over HTTP, as iPXE does.
     Tftp,
+    /// HTTP: a URL as given (UEFI HTTP boot), a plain name from the next server.
+    Http,
     /// DHCP only.
     None,
 }
@@ -48,12 +51,16 @@ pub struct Profile {
     pub tftp_retries: u32,
     /// How the boot file is fetched.
     pub fetch: Fetch,
+    /// An HTTP download gives up after this long without data.
+    pub http_timeout: Duration,
 }
 
 impl Profile {
     /// A profile by name: `pxe-bios`, `uefi-x64`, `uefi-arm64` (PXE ROMs: option 60
     /// "PXEClient:Arch:NNNNN:UNDI:003016", retransmissions after 4, 8, 16 and 32 s, TFTP with
-    /// blksize 1468 and tsize; the UEFI ones also windowsize 4, EDK2's PcdPxeTftpWindowSize) or `ipxe` (user class "iPXE", retransmissions
+    /// blksize 1468 and tsize; the UEFI ones also windowsize 4, EDK2's PcdPxeTftpWindowSize),
+    /// `uefi-http` (UEFI HTTP boot: architecture 16, vendor class "HTTPClient", the boot file is
+    /// a URL fetched over HTTP) or `ipxe` (user class "iPXE", retransmissions
     /// after 1, 2, 3, 4, 8 s as iPXE's DHCP does, TFTP blksize 1432).
     pub fn named(name: &str) -> Option<Profile> {
         let pxe = |arch: u16| Profile {
@@ -72,11 +79,17 @@ impl Profile {
             tftp_timeout: Duration::from_secs(2),
             tftp_retries: 5,
             fetch: Fetch::Tftp,
+            http_timeout: Duration::from_secs(10),
         };
         Some(match name {
             "pxe-bios" => pxe(0),
             "uefi-x64" => pxe(7),
             "uefi-arm64" => pxe(11),
+            "uefi-http" => Profile {
+                vendor_class: "HTTPClient:Arch:00016:UNDI:003001".into(),
+                fetch: Fetch::Http,
+                ..pxe(16)
+            },
             "ipxe" => Profile {
                 user_class: Some("iPXE".into()),
                 retransmit: [1, 2, 3, 4, 8].map(Duration::from_secs).to_vec(),
@@ -92,5 +105,17 @@ impl Profile {
     }
 
     /// The names [`Profile::named`] knows.
-    pub const NAMES: [&'static str; 4] = ["pxe-bios", "uefi-x64", "uefi-arm64", "ipxe"];
+    pub const NAMES: [&'static str; 5] =
+        ["pxe-bios", "uefi-x64", "uefi-arm64", "uefi-http", "ipxe"];
+
+    /// The same machine once its ROM has chainloaded iPXE: iPXE's DHCP (user class "iPXE", its
+    /// retransmission schedule, the same architecture) and iPXE's fetch (TFTP, or HTTP for a
+    /// URL).
+    pub fn ipxe_after(&self) -> Profile {
+        let mut p = Profile::named("ipxe").expect("the ipxe profile exists");
+        p.name = format!("{} then ipxe", self.name);
+        p.arch = self.arch;
+        p.vendor_class = format!("PXEClient:Arch:{:05}:UNDI:003010", self.arch);
+        p
+    }
 }

@@ -5,9 +5,10 @@
 //! times. Block numbers roll over past 65535. Written by hand for the same reasons as the DHCP
 //! client; time is microseconds from the start of the run.
 
+pub use crate::body::Expect;
+use crate::body::{Body, Mismatch};
 use crate::profile::Profile;
 use bootstorm_wire::tftp::{Mode, Options, Repr};
-use sha2::Digest;
 use std::net::SocketAddrV4;
 
 /// Why a download failed.
@@ -45,15 +46,6 @@ impl Failure {
     }
 }
 
-/// What is checked at the end.
-#[derive(Clone, Debug, Default)]
-pub struct Expect {
-    /// Size in bytes.
-    pub size: Option<u64>,
-    /// sha256.
-    pub sha256: Option<[u8; 32]>,
-}
-
 /// The download.
 pub struct Download {
     file: String,
@@ -68,9 +60,7 @@ pub struct Download {
     in_window: u16,
     /// An ACK went out for the current gap; quiet until the expected block comes.
     gap_acked: bool,
-    bytes: u64,
-    hash: Option<sha2::Sha256>,
-    expect: Expect,
+    body: Body,
     /// The last packet sent, for retransmission: an RRQ or an ACK.
     last: Vec<u8>,
     deadline: u64,
@@ -101,9 +91,7 @@ impl Download {
             next: 1,
             in_window: 0,
             gap_acked: false,
-            bytes: 0,
-            hash: expect.sha256.map(|_| sha2::Sha256::new()),
-            expect,
+            body: Body::new(expect),
             last: Vec::new(),
             deadline: 0,
             timeout: p.tftp_timeout.as_micros() as u64,
@@ -213,7 +201,7 @@ impl Download {
                 if let Some(w) = options.windowsize {
                     self.window = w.max(1);
                 }
-                if let (Some(t), Some(e)) = (options.tsize, self.expect.size)
+                if let (Some(t), Some(e)) = (options.tsize, self.body.expected_size())
                     && t != e
                 {
                     self.result = Some(Err(Failure::WrongSize));
@@ -242,10 +230,7 @@ impl Download {
                 if data.len() > self.blksize {
                     return Action::None;
                 }
-                self.bytes += data.len() as u64;
-                if let Some(h) = &mut self.hash {
-                    h.update(data);
-                }
+                self.body.update(data);
                 self.next += 1;
                 self.in_window += 1;
                 self.tries = 0;
@@ -269,17 +254,10 @@ impl Download {
     }
 
     fn finish(&mut self) {
-        let hash_ok = match (self.hash.take(), self.expect.sha256) {
-            (Some(h), Some(want)) => h.finalize()[..] == want[..],
-            _ => true,
-        };
-        self.result = Some(if self.expect.size.is_some_and(|s| s != self.bytes) {
-            Err(Failure::WrongSize)
-        } else if !hash_ok {
-            Err(Failure::WrongHash)
-        } else {
-            Ok(self.bytes)
-        });
+        self.result = Some(self.body.finish().map_err(|m| match m {
+            Mismatch::Size => Failure::WrongSize,
+            Mismatch::Hash => Failure::WrongHash,
+        }));
     }
 }
 

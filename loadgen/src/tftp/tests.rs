@@ -4,6 +4,7 @@ use super::*;
 use crate::profile::{Profile, TftpOptions};
 use bootstorm_tftp::{Limits, ReadTransfer, State, negotiate};
 use bootstorm_time::Instant;
+use sha2::Digest;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 

@@ -182,6 +182,22 @@ async fn serve_file(
     r
 }
 
+/// Connections a storm may have waiting to be accepted: std's `TcpListener::bind` asks for 128,
+/// and 3,000 UEFI HTTP clients at once then overflowed the accept queue 2,234 times (each a SYN
+/// retried a second later). The kernel caps it at `net.core.somaxconn` (4096 by default).
+const LISTEN_BACKLOG: i32 = 16_384;
+
+/// A non-blocking listening socket on `addr` with [`LISTEN_BACKLOG`].
+fn listen(addr: std::net::SocketAddrV4) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    sock.set_reuse_address(true)?;
+    sock.bind(&std::net::SocketAddr::V4(addr).into())?;
+    sock.listen(LISTEN_BACKLOG)?;
+    sock.set_nonblocking(true)?;
+    Ok(sock.into())
+}
+
 /// Binds and starts the HTTP server on its own runtime thread. `shutdown` stops it too.
 pub fn start(s: &HttpSettings, shutdown: Arc<AtomicBool>) -> anyhow::Result<HttpRunning> {
     use anyhow::Context;
@@ -189,9 +205,7 @@ pub fn start(s: &HttpSettings, shutdown: Arc<AtomicBool>) -> anyhow::Result<Http
         FileCache::new(&s.root, s.max_file_size)
             .with_context(|| format!("HTTP root {}", s.root.display()))?,
     );
-    let std_listener = std::net::TcpListener::bind(s.listen)
-        .with_context(|| format!("binding HTTP {}", s.listen))?;
-    std_listener.set_nonblocking(true)?;
+    let std_listener = listen(s.listen).with_context(|| format!("binding HTTP {}", s.listen))?;
     let local = match std_listener.local_addr()? {
         std::net::SocketAddr::V4(a) => a,
         std::net::SocketAddr::V6(_) => anyhow::bail!("HTTP listens on IPv4"),

@@ -647,7 +647,10 @@ mod tests {
         // sockets (a load generator's downloads then got each other's data). 900: under the
         // usual limit of 1,024 open files; with the old options 7-17 of them shared a port.
         let socks: Vec<UdpSocket4> = (0..900).map(|_| sock(0)).collect();
-        let mut ports: Vec<u16> = socks.iter().map(|s| s.local_addr().unwrap().port()).collect();
+        let mut ports: Vec<u16> = socks
+            .iter()
+            .map(|s| s.local_addr().unwrap().port())
+            .collect();
         ports.sort_unstable();
         ports.dedup();
         assert_eq!(ports.len(), socks.len());
