@@ -1,6 +1,7 @@
-//! A small boot storm from the bundled load generator against bootstorm in namespaces: 200
+//! Small boot storms from the bundled load generator against bootstorm in namespaces: 200
 //! machines, two relay agents, DHCP then a 256 KiB boot file over TFTP checked by size and
-//! sha256. Every boot must complete and the JSON report must hold together.
+//! sha256; then a chainload (TFTP, then iPXE's DHCP and its script over HTTP) and UEFI HTTP boot,
+//! with the HTML report. Every boot must complete and the reports must hold together.
 
 use bootstorm_tests::{Lab, ServerProc, TempDir, bin, need_root, output_within};
 use std::process::Command;
@@ -115,4 +116,192 @@ root = "{}"
         .count();
     assert_eq!(bound as u64, CLIENTS);
     assert_eq!(srv.stats()["tftp"]["completed"], CLIENTS);
+}
+
+/// Runs the load generator in the client namespace; returns its JSON report (it must succeed).
+fn loadgen(lab: &Lab, args: &[&str]) -> serde_json::Value {
+    let mut cmd = lab.client_cmd(bin("bootstorm-loadgen"));
+    cmd.args([
+        "--server",
+        "198.18.0.1",
+        "--relay",
+        "198.18.0.2,198.18.0.3",
+        "--limit",
+        "60",
+        "--json",
+    ]);
+    cmd.args(args);
+    let out = output_within(&mut cmd, Duration::from_secs(90));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap()
+}
+
+fn phase_counts(r: &serde_json::Value) -> Vec<(String, u64)> {
+    r["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["phase"].as_str().unwrap().to_string(),
+                p["count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn chainload_and_uefi_http_storms_boot() {
+    if !need_root("chainload_and_uefi_http_storms_boot") {
+        return;
+    }
+    let lab = Lab::new();
+    let dir = TempDir::new();
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 1000) as u8).collect();
+    std::fs::write(root.join("ipxe.efi"), &data).unwrap();
+    std::fs::write(
+        root.join("boot.ipxe"),
+        "#!ipxe\nkernel http://198.18.0.1:8080/vmlinuz\nboot\n",
+    )
+    .unwrap();
+    let config = format!(
+        r#"
+[server]
+interfaces = ["@IF@"]
+workers = 2
+control_socket = "@CONTROL@"
+
+[[subnet]]
+network = "198.18.0.0/16"
+server_id = "198.18.0.1"
+pools = ["198.18.1.1-198.18.3.254"]
+
+[[boot]]
+name = "ipxe-script"
+match = {{ user_class = "iPXE" }}
+file = "http://198.18.0.1:8080/boot.ipxe"
+
+[[boot]]
+name = "uefi-http"
+match = {{ arch = ["efi-x64-http"] }}
+file = "http://198.18.0.1:8080/ipxe.efi"
+
+[[boot]]
+name = "uefi"
+match = {{ arch = ["efi-x64"] }}
+file = "ipxe.efi"
+
+[tftp]
+root = "{root}"
+
+[http]
+port = 8080
+"#,
+        root = root.display()
+    );
+    let srv = ServerProc::start(&lab, &dir, &config);
+    lab.add_client_address("198.18.0.2/16");
+    lab.add_client_address("198.18.0.3/16");
+    let size = data.len().to_string();
+    let html = dir.join("report.html");
+
+    // UEFI firmware over TFTP, then iPXE: its own DHCP (user class iPXE) and its script by URL.
+    let r = loadgen(
+        &lab,
+        &[
+            "--clients",
+            "100",
+            "--profile",
+            "uefi-x64",
+            "--chainload",
+            "--expect-size",
+            &size,
+            "--html",
+            html.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        (r["completed"].as_u64(), r["failed"].as_u64()),
+        (Some(100), Some(0)),
+        "{r:#}"
+    );
+    let want: Vec<(String, u64)> = ["dhcp", "tftp", "ipxe-dhcp", "ipxe-http", "boot"]
+        .iter()
+        .map(|p| (p.to_string(), 100))
+        .collect();
+    assert_eq!(phase_counts(&r), want);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("100 booted") && page.matches("</svg>").count() == 2);
+    for p in ["ipxe-dhcp", "ipxe-http"] {
+        assert!(page.contains(p), "{p} missing from the HTML report");
+    }
+
+    // UEFI HTTP boot: architecture 16, the boot file is a URL.
+    let r = loadgen(
+        &lab,
+        &[
+            "--clients",
+            "100",
+            "--profile",
+            "uefi-http",
+            "--expect-size",
+            &size,
+            "--mac-base",
+            "52:54:00:01:00:00",
+        ],
+    );
+    assert_eq!(
+        (r["completed"].as_u64(), r["failed"].as_u64()),
+        (Some(100), Some(0)),
+        "{r:#}"
+    );
+    let want: Vec<(String, u64)> = ["dhcp", "http", "boot"]
+        .iter()
+        .map(|p| (p.to_string(), 100))
+        .collect();
+    assert_eq!(phase_counts(&r), want);
+
+    // A wrong size is caught over HTTP too, and reported by reason.
+    let mut cmd = lab.client_cmd(bin("bootstorm-loadgen"));
+    cmd.args([
+        "--server",
+        "198.18.0.1",
+        "--relay",
+        "198.18.0.2",
+        "--clients",
+        "5",
+        "--profile",
+        "uefi-http",
+        "--expect-size",
+        "1",
+        "--limit",
+        "30",
+        "--json",
+        "--mac-base",
+        "52:54:00:02:00:00",
+    ]);
+    let out = output_within(&mut cmd, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["failures"]["http: wrong size"], 5, "{r:#}");
+
+    // The server agrees: 100 TFTP transfers (the firmware round only), 205 machines bound.
+    assert_eq!(srv.stats()["tftp"]["completed"], 100);
+    let bound = srv
+        .leases_json()
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["state"] == "bound")
+        .count();
+    assert_eq!(bound, 205);
 }
