@@ -213,6 +213,8 @@ pub struct Progress {
     pub completed: AtomicU64,
     /// Machines that failed.
     pub failed: AtomicU64,
+    /// Set to end the run early (Ctrl-C): whatever is still running counts as failed.
+    pub stop: std::sync::atomic::AtomicBool,
 }
 
 const DHCP_TOKEN: Token = Token(usize::MAX);
@@ -631,9 +633,15 @@ impl Worker<'_> {
         let limit = self.cfg.limit.as_micros() as u64;
         while self.active > 0 {
             let now = self.now();
-            if now >= limit {
+            let stopped = self.progress.stop.load(Ordering::Relaxed);
+            if now >= limit || stopped {
+                let why = if stopped {
+                    "run stopped"
+                } else {
+                    "run time limit reached"
+                };
                 for k in 0..self.machines.len() {
-                    self.finish(k, now, Outcome::Failed("run time limit reached"));
+                    self.finish(k, now, Outcome::Failed(why));
                 }
                 break;
             }

@@ -58,7 +58,8 @@ pub struct Profile {
 impl Profile {
     /// A profile by name: `pxe-bios`, `uefi-x64`, `uefi-arm64` (PXE ROMs: option 60
     /// "PXEClient:Arch:NNNNN:UNDI:003016", retransmissions after 4, 8, 16 and 32 s, TFTP with
-    /// blksize 1468 and tsize; the UEFI ones also windowsize 4, EDK2's PcdPxeTftpWindowSize),
+    /// blksize 1468 and tsize, a TFTP retransmission after 4 s, 6 tries, as EDK2; the UEFI ones also
+    /// windowsize 4, EDK2's PcdPxeTftpWindowSize),
     /// `uefi-http` (UEFI HTTP boot: architecture 16, vendor class "HTTPClient", the boot file is
     /// a URL fetched over HTTP) or `ipxe` (user class "iPXE", retransmissions
     /// after 1, 2, 3, 4, 8 s as iPXE's DHCP does, TFTP blksize 1432).
@@ -76,8 +77,9 @@ impl Profile {
                 windowsize: (arch != 0).then_some(4),
                 tsize: true,
             },
-            tftp_timeout: Duration::from_secs(2),
-            tftp_retries: 5,
+            // EDK2's PXEBC_MTFTP_TIMEOUT and PXEBC_MTFTP_RETRIES.
+            tftp_timeout: Duration::from_secs(4),
+            tftp_retries: 6,
             fetch: Fetch::Tftp,
             http_timeout: Duration::from_secs(10),
         };
@@ -98,6 +100,9 @@ impl Profile {
                     windowsize: None,
                     tsize: true,
                 },
+                // iPXE's TFTP backs off from a fraction of a second; 2 s, 5 tries is near.
+                tftp_timeout: Duration::from_secs(2),
+                tftp_retries: 5,
                 ..pxe(7)
             },
             _ => return None,

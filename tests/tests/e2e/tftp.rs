@@ -606,3 +606,64 @@ fn transfers_answer_from_the_configured_port_range() {
         r => panic!("{r:?}"),
     }
 }
+
+#[test]
+fn a_full_server_defers_requests_without_an_error() {
+    // max_transfers 1: a second request while the first transfer runs gets no answer at all
+    // (an ERROR would end that machine's boot); asked again once the first is done, it is
+    // served.
+    let srv = Server::start_with(|s| s.max_transfers = 1, None);
+    srv.put("f.bin", &content(3000, 9));
+    let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, srv.port());
+    let rrq = Repr::Request {
+        write: false,
+        filename: b"f.bin",
+        mode: bootstorm_wire::tftp::Mode::Octet,
+        options: Options::default(),
+    };
+    let mut req = [0u8; 64];
+    let n = rrq.emit(&mut req).unwrap();
+    let client = || {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        s
+    };
+    let (a, b) = (client(), client());
+    a.send_to(&req[..n], to).unwrap();
+    let mut buf = [0u8; 1024];
+    let (len, a_peer) = a.recv_from(&mut buf).unwrap();
+    assert!(matches!(
+        Repr::parse(&buf[..len]),
+        Ok(Repr::Data { block: 1, .. })
+    ));
+    // The server is full: b hears nothing.
+    b.send_to(&req[..n], to).unwrap();
+    assert!(b.recv_from(&mut buf).is_err(), "a full server answered");
+    let stats = srv.running.as_ref().unwrap().stats();
+    assert_eq!(stats.deferred.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(stats.refused.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // a finishes (3000 bytes: blocks 1-6, the last short)...
+    let mut got = Vec::new();
+    let mut len = len;
+    for block in 1..=6u16 {
+        let Ok(Repr::Data { block: blk, data }) = Repr::parse(&buf[..len]) else {
+            panic!("expected DATA {block}");
+        };
+        assert_eq!(blk, block);
+        got.extend_from_slice(data);
+        let mut ack = [0u8; 4];
+        let k = Repr::Ack { block }.emit(&mut ack).unwrap();
+        a.send_to(&ack[..k], a_peer).unwrap();
+        if block < 6 {
+            len = a.recv_from(&mut buf).unwrap().0;
+        }
+    }
+    assert_eq!(got, content(3000, 9));
+    // ...and b, asking again as a client does after its timeout, is served.
+    let served = (0..20).any(|_| {
+        b.send_to(&req[..n], to).unwrap();
+        matches!(b.recv_from(&mut buf), Ok((l, _)) if matches!(Repr::parse(&buf[..l]), Ok(Repr::Data { block: 1, .. })))
+    });
+    assert!(served, "the deferred client was never served");
+}

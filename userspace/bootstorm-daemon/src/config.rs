@@ -363,6 +363,13 @@ pub struct LeasesSection {
 /// for 2 ms more per ACK, which no DHCP client notices.
 pub const DEFAULT_COMMIT_DELAY_MS: u64 = 2;
 
+/// Default `[tftp] max_transfers`. Generous on purpose: in a storm every transfer that runs keeps
+/// moving (the workers share the link fairly), while a request past the limit waits for a free
+/// slot, and firmware gives up on a silent server after ~28 s (EDK2: 6 tries, 4 s apart). With
+/// 10,000, a 20,000-machine storm of 1 MiB files here left 5,900 machines timed out; every
+/// transfer's socket counts against the open-file limit, which caps this at start-up.
+pub const DEFAULT_MAX_TRANSFERS: usize = 50_000;
+
 /// `[http]`: serve boot files over HTTP (GET, HEAD, Range).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1253,7 +1260,7 @@ fn tftp_settings(
         limits,
         workers: t.workers.unwrap_or(workers).max(1),
         max_file_size: t.max_file_size.unwrap_or(1 << 30),
-        max_transfers: t.max_transfers.unwrap_or(10_000).max(1),
+        max_transfers: t.max_transfers.unwrap_or(DEFAULT_MAX_TRANSFERS).max(1),
         port_range: t.port_range.map(|r| (r.0, r.1)),
         upload,
         unique_root,

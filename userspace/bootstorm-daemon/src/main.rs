@@ -46,6 +46,10 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The demo: build a two-namespace lab here, serve a sample boot file, run a storm of
+    /// simulated machines against it with the load generator, print the report, and remove
+    /// everything it made (also on Ctrl-C). Needs root.
+    Lab(LabArgs),
     /// Print a running server's counters as JSON.
     Stats {
         /// Config file of the server (to find its control socket).
@@ -92,6 +96,38 @@ enum LeasesAction {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct LabArgs {
+    /// Machines in the storm.
+    #[arg(long, default_value_t = 300)]
+    clients: usize,
+    /// Their profile: pxe-bios, uefi-x64, uefi-arm64, uefi-http, ipxe.
+    #[arg(long, default_value = "uefi-x64")]
+    profile: String,
+    /// When they power on: storm, ramp:SECONDS, poisson:PER_SECOND.
+    #[arg(long, default_value = "storm")]
+    arrival: bootstorm_loadgen::engine::Arrival,
+    /// Size of the sample boot file, in KiB.
+    #[arg(long, default_value_t = 1024)]
+    boot_file_kib: usize,
+    /// Stop after the boot file: no chainload to iPXE (by default each machine then does iPXE's
+    /// DHCP and fetches its script over HTTP).
+    #[arg(long)]
+    no_chainload: bool,
+    /// Bound on the storm, in seconds.
+    #[arg(long, default_value_t = 120)]
+    limit: u64,
+    /// Also write the HTML report (latency plots, completions over time) here.
+    #[arg(long)]
+    html: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Server worker threads.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
 }
 
 /// What `leases export` writes.
@@ -169,6 +205,34 @@ fn main() -> ExitCode {
                 }),
             ..
         } => import_cmd(&config, format, &files, dry_run),
+        Cmd::Lab(a) => {
+            let stop = Arc::new(AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+                    eprintln!("bootstorm: installing signal handlers: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            let opts = bootstorm_daemon::lab::LabOptions {
+                clients: a.clients,
+                profile: a.profile,
+                arrival: a.arrival,
+                boot_file_size: a.boot_file_kib * 1024,
+                chainload: !a.no_chainload,
+                limit: Duration::from_secs(a.limit),
+                html: a.html,
+                json: a.json,
+                workers: a.workers,
+            };
+            return match bootstorm_daemon::lab::run(&opts, stop) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("bootstorm: lab: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Cmd::Stats { config, socket } => socket_path(config, socket).and_then(|p| {
             print!(
                 "{}",
@@ -257,9 +321,22 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
         signal_hook::flag::register(sig, shutdown.clone()).context("installing signal handlers")?;
     }
     let running = serve::start(&settings)?;
+    // Every TFTP transfer has a socket of its own (its TID) and every HTTP client a connection:
+    // a storm needs far more descriptors than the usual soft limit of 1,024.
+    let nofile = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
     let tftp = match &settings.tftp {
         Some(t) => {
             let mut t = t.clone();
+            let budget = usize::try_from(nofile.saturating_sub(256)).unwrap_or(usize::MAX);
+            if t.max_transfers > budget {
+                tracing::warn!(
+                    max_transfers = t.max_transfers,
+                    open_file_limit = nofile,
+                    "the open-file limit caps concurrent TFTP transfers at {}; raise it (ulimit -n, LimitNOFILE=) for more",
+                    budget.max(1)
+                );
+                t.max_transfers = budget.max(1);
+            }
             // RFC 2348: blocks must fit the path MTU; on one interface that is its MTU.
             if let [ifname] = &settings.interfaces[..]
                 && let Some(mtu) = std::fs::read_to_string(format!("/sys/class/net/{ifname}/mtu"))

@@ -164,6 +164,8 @@ pub struct TftpStats {
     /// Repeated requests from a client whose transfer already runs (its OACK or first block was
     /// lost; the transfer's own retransmission answers it).
     pub duplicates: AtomicU64,
+    /// Requests left unanswered because `max_transfers` were running (the client asks again).
+    pub deferred: AtomicU64,
     /// Uploads stored, and their bytes.
     pub uploaded: AtomicU64,
     /// See `uploaded`.
@@ -603,7 +605,11 @@ fn accept(
     };
     let name = String::from_utf8_lossy(filename).into_owned();
     if stats.active.load(Ordering::Relaxed) as usize >= s.max_transfers {
-        refuse(ErrorCode::NotDefined, "server busy, try again");
+        // Full: no ERROR, which would end the client's boot; silence, so it sends its request
+        // again after its timeout and gets a transfer once one has ended (a storm spreads out
+        // instead of failing).
+        stats.deferred.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(target: "bootstorm::tftp", event = "deferred", client = %peer, file = %name);
         return None;
     }
     let (job, params) = if write {
@@ -955,7 +961,7 @@ pub fn stats_json(s: &TftpStats) -> serde_json::Value {
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
     serde_json::json!({
         "started": g(&s.started), "completed": g(&s.completed), "failed": g(&s.failed),
-        "refused": g(&s.refused), "active": g(&s.active), "duplicates": g(&s.duplicates),
+        "refused": g(&s.refused), "active": g(&s.active), "duplicates": g(&s.duplicates), "deferred": g(&s.deferred),
         "data_sent": g(&s.data_sent), "data_resent": g(&s.data_resent),
         "uploaded": g(&s.uploaded), "upload_bytes": g(&s.upload_bytes),
     })
