@@ -93,6 +93,11 @@ pub struct Config {
     /// After the boot file, each machine does DHCP again as iPXE and fetches what that ACK
     /// names (the second round of a chainload).
     pub chainload: bool,
+    /// A machine whose boot failed starts over this many times (firmware with "boot retry" on,
+    /// as datacenter servers are set up), after `boot_retry_delay`.
+    pub boot_retries: u32,
+    /// See `boot_retries`.
+    pub boot_retry_delay: Duration,
 }
 
 /// Arrival times in microseconds from the start, one per machine, for `n` machines.
@@ -133,6 +138,8 @@ enum Step {
     Waiting,
     Dhcp,
     Fetch,
+    /// Failed; starts over at `retry_at`.
+    Rebooting,
     Done,
 }
 
@@ -192,6 +199,9 @@ struct Machine {
     fetch: Option<Fetcher>,
     /// When the current phase began.
     mark: u64,
+    /// Boots started over so far, and when the next one starts.
+    attempts: u32,
+    retry_at: u64,
     /// The deadline the heap holds for this machine, if any.
     scheduled: Option<u64>,
 }
@@ -201,6 +211,7 @@ impl Machine {
         match self.step {
             Step::Dhcp => self.dhcp.deadline(),
             Step::Fetch => self.fetch.as_ref().and_then(Fetcher::deadline),
+            Step::Rebooting => Some(self.retry_at),
             _ => None,
         }
     }
@@ -276,6 +287,8 @@ pub fn run_worker(
             dhcp: dhcp::Client::new(mac_of(cfg.mac_base, i), xid_of(i, 0), relay),
             fetch: None,
             mark: 0,
+            attempts: 0,
+            retry_at: 0,
             scheduled: None,
         })
         .collect();
@@ -367,12 +380,32 @@ impl Worker<'_> {
         }
     }
 
+    /// Machine `k`'s boot failed: it starts over after a pause if it has retries left, else it
+    /// is done, failed.
+    fn fail(&mut self, k: usize, now: u64, why: &'static str) {
+        let m = &mut self.machines[k];
+        if m.attempts >= self.cfg.boot_retries || m.step == Step::Done {
+            return self.finish(k, now, Outcome::Failed(why));
+        }
+        m.attempts += 1;
+        if let Some(mut f) = m.fetch.take() {
+            f.deregister(self.poll.registry());
+        }
+        m.step = Step::Rebooting;
+        m.retry_at = now + self.cfg.boot_retry_delay.as_micros() as u64;
+        self.result.retry(why);
+        self.schedule(k);
+    }
+
     /// Starts round `stage` of DHCP for machine `k` (round 1: iPXE's, after the chainload).
     fn start_dhcp(&mut self, k: usize, stage: usize, now: u64) {
         let m = &mut self.machines[k];
-        if stage != m.stage {
+        if stage != m.stage || m.step == Step::Rebooting {
             m.stage = stage;
-            m.dhcp = dhcp::Client::new(m.dhcp.mac(), xid_of(m.index, stage), self.relay);
+            // A new transaction id per boot attempt (bits 25-27), so a late reply to an
+            // earlier attempt is ignored.
+            let xid = xid_of(m.index, stage) ^ ((m.attempts & 7) << 25);
+            m.dhcp = dhcp::Client::new(m.dhcp.mac(), xid, self.relay);
         }
         m.step = Step::Dhcp;
         m.mark = now;
@@ -401,7 +434,7 @@ impl Worker<'_> {
             return self.finish(k, now, Outcome::Ok);
         }
         let Some(file) = file.filter(|f| !f.is_empty()) else {
-            return self.finish(k, now, Outcome::Failed(tftp::Failure::NoBootFile.name()));
+            return self.fail(k, now, tftp::Failure::NoBootFile.name());
         };
         // The first file is checked against what the run expects; iPXE's script or kernel only
         // has to arrive whole.
@@ -417,10 +450,10 @@ impl Worker<'_> {
         };
         let mut fetcher = match fetcher {
             Ok(f) => f,
-            Err(why) => return self.finish(k, now, Outcome::Failed(why)),
+            Err(why) => return self.fail(k, now, why),
         };
         if fetcher.register(self.poll.registry(), Token(k)).is_err() {
-            return self.finish(k, now, Outcome::Failed(tftp::Failure::Socket.name()));
+            return self.fail(k, now, tftp::Failure::Socket.name());
         }
         let m = &mut self.machines[k];
         m.step = Step::Fetch;
@@ -590,7 +623,7 @@ impl Worker<'_> {
                     self.finish(k, now, Outcome::Ok);
                 }
             }
-            Err(why) => self.finish(k, now, Outcome::Failed(why)),
+            Err(why) => self.fail(k, now, why),
         }
     }
 
@@ -603,7 +636,7 @@ impl Worker<'_> {
                     .on_timer(now, &self.profiles[stage], &mut self.buf);
                 if let Some(f) = self.machines[k].dhcp.failure() {
                     let why = if stage == 0 { f.name() } else { f.ipxe_name() };
-                    return self.finish(k, now, Outcome::Failed(why));
+                    return self.fail(k, now, why);
                 }
                 self.send_dhcp(len);
                 self.schedule(k);
@@ -622,6 +655,8 @@ impl Worker<'_> {
                 }
                 self.after_fetch(k);
             }
+            Step::Rebooting if self.cfg.tftp_only.is_some() => self.start_fetch(k, now),
+            Step::Rebooting => self.start_dhcp(k, 0, now),
             _ => {}
         }
     }

@@ -44,6 +44,13 @@ struct Cli {
     /// names: the second round of a chainload.
     #[arg(long)]
     chainload: bool,
+    /// A machine whose boot fails starts over, up to this many times (firmware with boot retry
+    /// on, as datacenter servers usually are); each failure is reported under "started over".
+    #[arg(long, default_value_t = 0)]
+    boot_retries: u32,
+    /// Pause before a machine starts over, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    boot_retry_delay: f64,
     /// HTTP port for boot files that are names rather than URLs (--fetch http).
     #[arg(long, default_value_t = 80)]
     http_port: u16,
@@ -161,6 +168,11 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         tftp_only: cli.tftp_only.clone(),
         http_port: cli.http_port,
         chainload: cli.chainload,
+        boot_retries: cli.boot_retries,
+        boot_retry_delay: Duration::try_from_secs_f64(cli.boot_retry_delay)
+            .ok()
+            .filter(|d| *d <= Duration::from_secs(3600))
+            .context("--boot-retry-delay: seconds, 0 to 3600")?,
     };
     // A socket per download: a storm of 10,000 needs more descriptors than the usual soft
     // limit of 1,024. Raised to the hard limit; if that is lower, downloads past it fail with
@@ -203,6 +215,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         "arrival": cfg.arrival,
         "profile": cfg.profile,
         "chainload": cfg.chainload.then(|| cfg.profile.ipxe_after()),
+        "boot_retries": cfg.boot_retries,
+        "boot_retry_delay_s": cfg.boot_retry_delay.as_secs_f64(),
         "clients": cfg.clients,
     });
     let report = Report::new(cfg.clients, &all, settings);

@@ -72,6 +72,8 @@ pub struct WorkerResult {
     pub phases: BTreeMap<Phase, Histogram<u64>>,
     /// Failures by reason.
     pub failures: BTreeMap<&'static str, u64>,
+    /// Boot attempts that failed and were started over, by reason.
+    pub retries: BTreeMap<&'static str, u64>,
     /// When each boot completed (us from the start).
     pub completions: Vec<u64>,
 }
@@ -88,6 +90,7 @@ impl WorkerResult {
         WorkerResult {
             phases: BTreeMap::new(),
             failures: BTreeMap::new(),
+            retries: BTreeMap::new(),
             completions: Vec::new(),
         }
     }
@@ -116,6 +119,11 @@ impl WorkerResult {
         *self.failures.entry(why).or_default() += 1;
     }
 
+    /// A boot attempt failed and the machine starts over.
+    pub fn retry(&mut self, why: &'static str) {
+        *self.retries.entry(why).or_default() += 1;
+    }
+
     /// Adds `o` into this one.
     pub fn merge(&mut self, o: &WorkerResult) {
         for (p, h) in &o.phases {
@@ -124,6 +132,9 @@ impl WorkerResult {
         }
         for (k, v) in &o.failures {
             *self.failures.entry(k).or_default() += v;
+        }
+        for (k, v) in &o.retries {
+            *self.retries.entry(k).or_default() += v;
         }
         self.completions.extend_from_slice(&o.completions);
     }
@@ -184,6 +195,8 @@ pub struct Report {
     pub failed: u64,
     /// Failures by reason.
     pub failures: BTreeMap<String, u64>,
+    /// Failed boot attempts that were started over (`--boot-retries`), by reason.
+    pub retried: BTreeMap<String, u64>,
     /// First power-on to the last completion, seconds.
     pub duration_s: f64,
     /// Completed boots per second over that time.
@@ -220,6 +233,7 @@ impl Report {
                 .iter()
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
+            retried: r.retries.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             duration_s,
             boots_per_s: if duration_s > 0.0 {
                 completed as f64 / duration_s
@@ -251,6 +265,9 @@ impl Report {
         for (why, n) in &self.failures {
             s += &format!("failed: {why}: {n}\n");
         }
+        for (why, n) in &self.retried {
+            s += &format!("started over after: {why}: {n}\n");
+        }
         s
     }
 
@@ -279,9 +296,15 @@ impl Report {
             );
         }
         s += "</table>\n";
-        if !self.failures.is_empty() {
-            s += "<h2>Failures</h2><ul>\n";
-            for (why, n) in &self.failures {
+        for (title, map) in [
+            ("Failures", &self.failures),
+            ("Boots started over after", &self.retried),
+        ] {
+            if map.is_empty() {
+                continue;
+            }
+            let _ = writeln!(s, "<h2>{title}</h2><ul>");
+            for (why, n) in map {
                 let _ = writeln!(s, "<li>{}: {n}</li>", escape(why));
             }
             s += "</ul>\n";

@@ -293,7 +293,40 @@ port = 8080
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["failures"]["http: wrong size"], 5, "{r:#}");
 
-    // The server agrees: 100 TFTP transfers (the firmware round only), 205 machines bound.
+    // No rule for ARM64: each boot fails and, with boot retries, starts over twice first.
+    let mut cmd = lab.client_cmd(bin("bootstorm-loadgen"));
+    cmd.args([
+        "--server",
+        "198.18.0.1",
+        "--relay",
+        "198.18.0.2",
+        "--clients",
+        "4",
+        "--profile",
+        "uefi-arm64",
+        "--boot-retries",
+        "2",
+        "--boot-retry-delay",
+        "0.2",
+        "--limit",
+        "30",
+        "--json",
+        "--mac-base",
+        "52:54:00:03:00:00",
+    ]);
+    let out = output_within(&mut cmd, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let why = "tftp: no boot file in the ack";
+    assert_eq!(r["failures"][why], 4, "{r:#}");
+    assert_eq!(r["retried"][why], 8, "{r:#}");
+    assert_eq!(r["phases"][0]["phase"], "dhcp");
+    assert_eq!(
+        r["phases"][0]["count"], 12,
+        "three DHCP rounds per machine: {r:#}"
+    );
+
+    // The server agrees: 100 TFTP transfers (the firmware round only), 209 machines bound.
     assert_eq!(srv.stats()["tftp"]["completed"], 100);
     let bound = srv
         .leases_json()
@@ -303,5 +336,5 @@ port = 8080
         .iter()
         .filter(|l| l["state"] == "bound")
         .count();
-    assert_eq!(bound, 205);
+    assert_eq!(bound, 209);
 }

@@ -303,6 +303,8 @@ pub fn run(opts: &LabOptions, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
         tftp_only: None,
         http_port: HTTP_PORT,
         chainload,
+        boot_retries: 0,
+        boot_retry_delay: Duration::from_secs(1),
     };
     let progress = Arc::new(Progress::default());
     // Ctrl-C ends the storm too.
