@@ -4,7 +4,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use std::time::Duration;
 
 mod dhcp_core;
+mod journal;
 mod lease;
+mod tftp;
 mod wire;
 
 fn config() -> Criterion {
@@ -18,6 +20,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = wire::benches, dhcp_core::benches, lease::benches
+    targets = wire::benches, dhcp_core::benches, lease::benches, tftp::benches, journal::benches
 }
 criterion_main!(benches);

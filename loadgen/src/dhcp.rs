@@ -227,11 +227,18 @@ impl Client {
             }
             _ => return 0,
         };
+        // Without a relay the client has no address to take a unicast reply at: it asks for
+        // broadcast replies, as EDK2's and iPXE's DHCP do.
+        let flags = if self.giaddr.is_unspecified() {
+            0x8000
+        } else {
+            0
+        };
         let Ok(mut pkt) = emit_request_header(
             buf,
             self.xid,
             &self.mac,
-            0,
+            flags,
             Ipv4Addr::UNSPECIFIED,
             self.giaddr,
         ) else {

@@ -3,10 +3,13 @@
 //! asked, the second round an iPXE chainload makes (iPXE's DHCP, then its script or kernel), with
 //! mio over the relay's socket and one socket per download, a deadline heap with one entry per
 //! machine, batched receives (`recvmmsg`) on the relay socket and UDP GRO on the downloads.
+//! In L2 mode ([`crate::l2`]) one worker drives every machine through one raw socket on an
+//! interface instead: DHCP broadcast from 0.0.0.0:68, TFTP from each machine's leased address.
 
 use crate::body::Expect;
 use crate::dhcp;
 use crate::http;
+use crate::l2::{Incoming, Link};
 use crate::profile::{Fetch, Profile};
 use crate::report::{Outcome, Phase, WorkerResult};
 use crate::tftp::{self, Action, Download};
@@ -71,6 +74,9 @@ pub struct Config {
     pub server_port: u16,
     /// One worker per address: each is a relay agent (giaddr) bound to port 67 there.
     pub relays: Vec<Ipv4Addr>,
+    /// L2 mode instead: the machines are on this interface, as firmware is (one worker, raw
+    /// frames; `relays` unused).
+    pub interface: Option<String>,
     /// Machines.
     pub clients: usize,
     /// When they power on.
@@ -146,6 +152,8 @@ enum Step {
 /// A download in progress: TFTP over a UDP socket of its own, or HTTP over a TCP connection.
 enum Fetcher {
     Tftp(Download, UdpSocket4),
+    /// TFTP in L2 mode: frames from the machine's leased address and this port.
+    TftpL2(Download, SocketAddrV4),
     Http {
         get: http::Get,
         conn: mio::net::TcpStream,
@@ -157,7 +165,7 @@ enum Fetcher {
 impl Fetcher {
     fn deadline(&self) -> Option<u64> {
         match self {
-            Fetcher::Tftp(d, _) => d.deadline(),
+            Fetcher::Tftp(d, _) | Fetcher::TftpL2(d, _) => d.deadline(),
             Fetcher::Http { get, .. } => get.deadline(),
         }
     }
@@ -165,7 +173,9 @@ impl Fetcher {
     /// Done: Ok, or the failure's name.
     fn result(&self) -> Option<Result<(), &'static str>> {
         match self {
-            Fetcher::Tftp(d, _) => d.result().map(|r| r.map(|_| ()).map_err(|f| f.name())),
+            Fetcher::Tftp(d, _) | Fetcher::TftpL2(d, _) => {
+                d.result().map(|r| r.map(|_| ()).map_err(|f| f.name()))
+            }
             Fetcher::Http { get, .. } => get.result().map(|r| r.map(|_| ()).map_err(|f| f.name())),
         }
     }
@@ -178,6 +188,7 @@ impl Fetcher {
             Fetcher::Http { conn, .. } => {
                 r.register(conn, t, Interest::READABLE | Interest::WRITABLE)
             }
+            Fetcher::TftpL2(..) => Ok(()),
         }
     }
 
@@ -185,6 +196,7 @@ impl Fetcher {
         let _ = match self {
             Fetcher::Tftp(_, sock) => r.deregister(&mut SourceFd(&sock.as_raw_fd())),
             Fetcher::Http { conn, .. } => r.deregister(conn),
+            Fetcher::TftpL2(..) => Ok(()),
         };
     }
 }
@@ -230,14 +242,23 @@ pub struct Progress {
 
 const DHCP_TOKEN: Token = Token(usize::MAX);
 
+/// How a worker reaches the server.
+enum Net {
+    /// As a relay agent: a UDP socket on port 67 of the relay address.
+    Relay(UdpSocket4),
+    /// On the wire: raw frames on an interface.
+    L2(Box<Link>),
+}
+
 struct Worker<'a> {
     cfg: &'a Config,
     /// Profile per stage: the firmware's, then iPXE's after a chainload.
     profiles: [Profile; 2],
+    /// Relay mode: this worker's giaddr; L2 mode: unspecified.
     relay: Ipv4Addr,
     epoch: Instant,
     poll: Poll,
-    dhcp_sock: UdpSocket4,
+    net: Net,
     machines: Vec<Machine>,
     heap: BinaryHeap<Reverse<(u64, usize)>>,
     tx: SendBatch,
@@ -261,22 +282,32 @@ pub fn run_worker(
     epoch: Instant,
     progress: &Progress,
 ) -> anyhow::Result<WorkerResult> {
-    let relay = cfg.relays[w];
-    let workers = cfg.relays.len();
-    let dhcp_sock = UdpSocket4::bind(&SocketOptions {
-        bind: SocketAddrV4::new(relay, 67),
-        interface: None,
-        reuse_port: false,
-        recv_timeout: Duration::ZERO,
-    })
-    .map_err(|e| anyhow::anyhow!("binding the relay address {relay}:67: {e}"))?;
-    dhcp_sock.set_nonblocking(true)?;
+    let (relay, workers, net) = match &cfg.interface {
+        Some(ifname) => {
+            let link = Link::open(ifname)
+                .map_err(|e| anyhow::anyhow!("opening a raw socket on {ifname}: {e}"))?;
+            (Ipv4Addr::UNSPECIFIED, 1, Net::L2(Box::new(link)))
+        }
+        None => {
+            let relay = cfg.relays[w];
+            let sock = UdpSocket4::bind(&SocketOptions {
+                bind: SocketAddrV4::new(relay, 67),
+                interface: None,
+                reuse_port: false,
+                recv_timeout: Duration::ZERO,
+            })
+            .map_err(|e| anyhow::anyhow!("binding the relay address {relay}:67: {e}"))?;
+            sock.set_nonblocking(true)?;
+            (relay, cfg.relays.len(), Net::Relay(sock))
+        }
+    };
     let poll = Poll::new()?;
-    poll.registry().register(
-        &mut SourceFd(&dhcp_sock.as_raw_fd()),
-        DHCP_TOKEN,
-        Interest::READABLE,
-    )?;
+    let fd = match &net {
+        Net::Relay(s) => s.as_raw_fd(),
+        Net::L2(l) => l.as_raw_fd(),
+    };
+    poll.registry()
+        .register(&mut SourceFd(&fd), DHCP_TOKEN, Interest::READABLE)?;
     let mut machines: Vec<Machine> = (w..cfg.clients)
         .step_by(workers)
         .map(|i| Machine {
@@ -304,7 +335,7 @@ pub fn run_worker(
         relay,
         epoch,
         poll,
-        dhcp_sock,
+        net,
         heap: BinaryHeap::new(),
         tx: SendBatch::default(),
         gro: GroBuf::default(),
@@ -340,21 +371,38 @@ impl Worker<'_> {
         }
     }
 
-    fn send_dhcp(&mut self, len: usize) {
+    /// Sends the DHCP message of `len` bytes in `buf` for machine `k`.
+    fn send_dhcp(&mut self, k: usize, len: usize) {
         if len == 0 {
             return;
         }
-        let dst = SocketAddrV4::new(self.cfg.server, self.cfg.server_port);
-        self.tx.next_buf()[..len].copy_from_slice(&self.buf[..len]);
-        self.tx.commit(len, dst, 0, Ipv4Addr::UNSPECIFIED);
-        if self.tx.is_full() {
-            let _ = self.dhcp_sock.send_batch(&mut self.tx);
+        match &mut self.net {
+            Net::Relay(sock) => {
+                let dst = SocketAddrV4::new(self.cfg.server, self.cfg.server_port);
+                self.tx.next_buf()[..len].copy_from_slice(&self.buf[..len]);
+                self.tx.commit(len, dst, 0, Ipv4Addr::UNSPECIFIED);
+                if self.tx.is_full() {
+                    let _ = sock.send_batch(&mut self.tx);
+                }
+            }
+            Net::L2(link) => link.send_dhcp(self.machines[k].dhcp.mac(), &self.buf[..len]),
         }
     }
 
     fn flush_dhcp(&mut self) {
-        if !self.tx.is_empty() {
-            let _ = self.dhcp_sock.send_batch(&mut self.tx);
+        if let Net::Relay(sock) = &self.net
+            && !self.tx.is_empty()
+        {
+            let _ = sock.send_batch(&mut self.tx);
+        }
+    }
+
+    /// Machine `k` lets go of its leased address (L2 mode: no more ARP answers for it).
+    fn unbind(&mut self, k: usize) {
+        if let Net::L2(link) = &mut self.net
+            && let Some(l) = self.machines[k].dhcp.lease()
+        {
+            link.unbind(l.addr);
         }
     }
 
@@ -367,10 +415,12 @@ impl Worker<'_> {
         if let Some(mut f) = m.fetch.take() {
             f.deregister(self.poll.registry());
         }
+        let arrive = m.arrive;
+        self.unbind(k);
         self.active -= 1;
         match outcome {
             Outcome::Ok => {
-                self.result.boot(now - m.arrive, now);
+                self.result.boot(now - arrive, now);
                 self.progress.completed.fetch_add(1, Ordering::Relaxed);
             }
             Outcome::Failed(why) => {
@@ -391,6 +441,8 @@ impl Worker<'_> {
         if let Some(mut f) = m.fetch.take() {
             f.deregister(self.poll.registry());
         }
+        self.unbind(k);
+        let m = &mut self.machines[k];
         m.step = Step::Rebooting;
         m.retry_at = now + self.cfg.boot_retry_delay.as_micros() as u64;
         self.result.retry(why);
@@ -410,7 +462,7 @@ impl Worker<'_> {
         m.step = Step::Dhcp;
         m.mark = now;
         let len = m.dhcp.start(now, &self.profiles[stage], &mut self.buf);
-        self.send_dhcp(len);
+        self.send_dhcp(k, len);
         self.schedule(k);
     }
 
@@ -443,8 +495,15 @@ impl Worker<'_> {
         } else {
             Expect::default()
         };
+        let l2 = matches!(self.net, Net::L2(_));
         let fetcher = if p.fetch == Fetch::Http || http::is_url(&file) {
-            self.http_fetcher(&file, next_server, expect, now)
+            if l2 {
+                Err("http: not in L2 mode (no TCP stack here)")
+            } else {
+                self.http_fetcher(&file, next_server, expect, now)
+            }
+        } else if l2 {
+            Ok(self.tftp_l2_fetcher(k, &file, next_server, expect, stage, now))
         } else {
             self.tftp_fetcher(&file, next_server, expect, stage, now)
         };
@@ -488,6 +547,35 @@ impl Worker<'_> {
         Ok(Fetcher::Tftp(dl, sock))
     }
 
+    /// A TFTP download in L2 mode: from the machine's leased address, port 49152 + a per-boot
+    /// number, so a late datagram of an earlier attempt does not match.
+    fn tftp_l2_fetcher(
+        &mut self,
+        k: usize,
+        file: &str,
+        next_server: Ipv4Addr,
+        expect: Expect,
+        stage: usize,
+        now: u64,
+    ) -> Fetcher {
+        let m = &self.machines[k];
+        let addr = m.dhcp.lease().map_or(Ipv4Addr::UNSPECIFIED, |l| l.addr);
+        let port = 49152 + ((m.attempts * 2 + stage as u32) % 16_000) as u16;
+        let local = SocketAddrV4::new(addr, port);
+        let mac = m.dhcp.mac();
+        let p = &self.profiles[stage];
+        let server = SocketAddrV4::new(next_server, self.cfg.tftp_port);
+        let mut dl = Download::new(file, server, p, expect);
+        let a = dl.start(now, p, &mut self.buf);
+        if let Net::L2(link) = &mut self.net {
+            link.bind(k, mac, addr);
+            if let Action::Send(to, n) = a {
+                link.send_udp(mac, local, to, &self.buf[..n]);
+            }
+        }
+        Fetcher::TftpL2(dl, local)
+    }
+
     fn http_fetcher(
         &mut self,
         file: &str,
@@ -505,39 +593,88 @@ impl Worker<'_> {
     }
 
     fn on_dhcp_readable(&mut self, rx: &mut RecvBatch) {
+        if matches!(self.net, Net::L2(_)) {
+            return self.on_link_readable();
+        }
         loop {
-            let n = self.dhcp_sock.recv_batch(rx).unwrap_or(0);
+            let Net::Relay(sock) = &self.net else {
+                return;
+            };
+            let n = sock.recv_batch(rx).unwrap_or(0);
             if n == 0 {
                 break;
             }
             let now = self.now();
             for i in 0..n {
-                let (data, _) = rx.get(i);
-                if data.len() < 8 {
-                    continue;
-                }
-                let xid = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
-                let index = (xid & 0x00ff_ffff) as usize;
-                let Some(k) = self.by_index.get(index).copied().flatten() else {
-                    continue;
-                };
-                if self.machines[k].step != Step::Dhcp {
-                    continue;
-                }
-                let stage = self.machines[k].stage;
-                let len =
-                    self.machines[k]
-                        .dhcp
-                        .on_reply(now, &self.profiles[stage], data, &mut self.buf);
-                self.send_dhcp(len);
-                if self.machines[k].dhcp.lease().is_some() {
-                    self.start_fetch(k, now);
-                } else {
-                    self.schedule(k);
-                }
+                self.on_dhcp_reply(now, rx.get(i).0);
             }
         }
         self.flush_dhcp();
+    }
+
+    /// A DHCP reply: to the machine its xid names, if it is waiting for one.
+    fn on_dhcp_reply(&mut self, now: u64, data: &[u8]) {
+        if data.len() < 8 {
+            return;
+        }
+        let xid = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
+        let index = (xid & 0x00ff_ffff) as usize;
+        let Some(k) = self.by_index.get(index).copied().flatten() else {
+            return;
+        };
+        if self.machines[k].step != Step::Dhcp {
+            return;
+        }
+        let stage = self.machines[k].stage;
+        let len = self.machines[k]
+            .dhcp
+            .on_reply(now, &self.profiles[stage], data, &mut self.buf);
+        self.send_dhcp(k, len);
+        if self.machines[k].dhcp.lease().is_some() {
+            self.start_fetch(k, now);
+        } else {
+            self.schedule(k);
+        }
+    }
+
+    /// L2 mode: frames came in.
+    fn on_link_readable(&mut self) {
+        loop {
+            let Net::L2(link) = &mut self.net else {
+                return;
+            };
+            let got = link.receive();
+            if got.is_empty() {
+                return;
+            }
+            let now = self.now();
+            for inc in got {
+                match inc {
+                    Incoming::Dhcp(d) => self.on_dhcp_reply(now, &d),
+                    Incoming::Udp {
+                        k,
+                        from,
+                        to_port,
+                        data,
+                    } => {
+                        let Worker {
+                            machines, buf, net, ..
+                        } = self;
+                        let m = &mut machines[k];
+                        let mac = m.dhcp.mac();
+                        if let (Some(Fetcher::TftpL2(dl, local)), Net::L2(link)) =
+                            (m.fetch.as_mut(), net)
+                            && local.port() == to_port
+                        {
+                            if let Action::Send(to, n) = dl.on_packet(now, from, &data, buf) {
+                                link.send_udp(mac, *local, to, &buf[..n]);
+                            }
+                            self.after_fetch(k);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn on_fetch_event(&mut self, k: usize, writable: bool) {
@@ -591,7 +728,7 @@ impl Worker<'_> {
                     }
                 }
             }
-            None => return,
+            Some(Fetcher::TftpL2(..)) | None => return,
         }
         self.after_fetch(k);
     }
@@ -638,17 +775,27 @@ impl Worker<'_> {
                     let why = if stage == 0 { f.name() } else { f.ipxe_name() };
                     return self.fail(k, now, why);
                 }
-                self.send_dhcp(len);
+                self.send_dhcp(k, len);
                 self.schedule(k);
             }
             Step::Fetch => {
                 let Worker {
-                    machines, buf, tx, ..
+                    machines,
+                    buf,
+                    tx,
+                    net,
+                    ..
                 } = self;
+                let mac = machines[k].dhcp.mac();
                 match machines[k].fetch.as_mut() {
                     Some(Fetcher::Tftp(dl, sock)) => {
                         let a = dl.on_timer(now, buf);
                         send_one(sock, tx, buf, a);
+                    }
+                    Some(Fetcher::TftpL2(dl, local)) => {
+                        if let (Action::Send(to, n), Net::L2(link)) = (dl.on_timer(now, buf), net) {
+                            link.send_udp(mac, *local, to, &buf[..n]);
+                        }
                     }
                     Some(Fetcher::Http { get, .. }) => get.on_timer(now),
                     None => {}
@@ -737,7 +884,10 @@ fn send_one(sock: &UdpSocket4, tx: &mut SendBatch, buf: &[u8], a: Action) {
 
 /// Runs the whole storm; returns each worker's result.
 pub fn run(cfg: &Config, progress: Arc<Progress>) -> anyhow::Result<Vec<WorkerResult>> {
-    anyhow::ensure!(!cfg.relays.is_empty(), "no relay address");
+    anyhow::ensure!(
+        cfg.interface.is_some() || !cfg.relays.is_empty(),
+        "no relay address and no interface"
+    );
     for (i, r) in cfg.relays.iter().enumerate() {
         // Two workers on one address would each get the other's replies.
         anyhow::ensure!(
@@ -749,7 +899,12 @@ pub fn run(cfg: &Config, progress: Arc<Progress>) -> anyhow::Result<Vec<WorkerRe
     let arrive = arrivals(cfg.arrival, cfg.clients, 0x5eed_b007);
     let epoch = Instant::now();
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..cfg.relays.len())
+        let workers = if cfg.interface.is_some() {
+            1
+        } else {
+            cfg.relays.len()
+        };
+        let handles: Vec<_> = (0..workers)
             .map(|w| {
                 let (arrive, progress) = (&arrive, &*progress);
                 std::thread::Builder::new()

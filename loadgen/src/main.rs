@@ -24,8 +24,18 @@ struct Cli {
     server: Ipv4Addr,
     /// Relay addresses (giaddr), comma-separated: one worker thread each, bound to port 67 on
     /// that address (it must be configured on an interface here).
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "interface",
+        conflicts_with = "interface"
+    )]
     relay: Vec<Ipv4Addr>,
+    /// L2 mode: the machines are on this interface, as firmware is: DHCP broadcast from
+    /// 0.0.0.0:68 with their own MACs, TFTP from their leased addresses, ARP answered for them
+    /// (raw frames; needs CAP_NET_RAW; one worker; no HTTP).
+    #[arg(long)]
+    interface: Option<String>,
     /// Machines to simulate.
     #[arg(long, default_value_t = 200)]
     clients: usize,
@@ -155,6 +165,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         server: cli.server,
         server_port: cli.server_port,
         relays: cli.relay.clone(),
+        interface: cli.interface.clone(),
         clients: cli.clients,
         arrival: cli.arrival,
         profile,
@@ -212,6 +223,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     let settings = serde_json::json!({
         "server": cfg.server.to_string(),
         "relays": cfg.relays.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        "interface": cfg.interface,
         "arrival": cfg.arrival,
         "profile": cfg.profile,
         "chainload": cfg.chainload.then(|| cfg.profile.ipxe_after()),

@@ -290,6 +290,7 @@ pub fn run(opts: &LabOptions, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
         server: SERVER_IP,
         server_port: 67,
         relays: RELAYS.to_vec(),
+        interface: None,
         clients: opts.clients,
         arrival: opts.arrival,
         profile,

@@ -13,6 +13,7 @@
 //! do about it is decided in `bootstorm-dhcp`. It depends on nothing.
 #![forbid(unsafe_code)]
 
+pub mod arp;
 pub mod checksum;
 pub mod dhcp;
 pub mod ethernet;
