@@ -338,3 +338,118 @@ port = 8080
         .count();
     assert_eq!(bound, 209);
 }
+
+#[test]
+fn l2_mode_boots_from_0_0_0_0_on_the_wire() {
+    if !need_root("l2_mode_boots_from_0_0_0_0_on_the_wire") {
+        return;
+    }
+    // The client side of the veth has no address at all: only raw frames (DHCP from 0.0.0.0,
+    // broadcast replies, TFTP from the leased addresses with ARP answered by the load
+    // generator) can boot these machines.
+    let lab = Lab::new();
+    let dir = TempDir::new();
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 13 + i / 511) as u8).collect();
+    std::fs::write(root.join("ipxe.efi"), &data).unwrap();
+    std::fs::write(
+        root.join("boot.ipxe"),
+        "#!ipxe\nsanboot iscsi:198.18.0.1::::iqn.x\n",
+    )
+    .unwrap();
+    let config = format!(
+        r#"
+[server]
+interfaces = ["@IF@"]
+workers = 2
+control_socket = "@CONTROL@"
+
+[[subnet]]
+network = "198.18.0.0/16"
+server_id = "198.18.0.1"
+pools = ["198.18.1.1-198.18.3.254"]
+
+[[boot]]
+name = "ipxe-script"
+match = {{ user_class = "iPXE" }}
+file = "boot.ipxe"
+
+[[boot]]
+name = "uefi"
+match = {{ arch = ["efi-x64"] }}
+file = "ipxe.efi"
+
+[tftp]
+root = "{root}"
+"#,
+        root = root.display()
+    );
+    let srv = ServerProc::start(&lab, &dir, &config);
+    let addrs = Command::new("ip")
+        .args([
+            "-n",
+            &lab.client_ns,
+            "-4",
+            "addr",
+            "show",
+            "dev",
+            &lab.client_if,
+        ])
+        .output()
+        .unwrap();
+    let addrs = String::from_utf8_lossy(&addrs.stdout);
+    assert!(
+        !addrs.contains("inet "),
+        "the client side has an address: {addrs}"
+    );
+    let mut cmd = lab.client_cmd(bin("bootstorm-loadgen"));
+    cmd.args([
+        "--server",
+        "198.18.0.1",
+        "--interface",
+        &lab.client_if,
+        "--clients",
+        "150",
+        "--profile",
+        "uefi-x64",
+        "--chainload",
+        "--expect-size",
+        &data.len().to_string(),
+        "--limit",
+        "60",
+        "--json",
+    ]);
+    let out = output_within(&mut cmd, Duration::from_secs(90));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let want: Vec<(String, u64)> = ["dhcp", "tftp", "ipxe-dhcp", "ipxe-tftp", "boot"]
+        .iter()
+        .map(|p| (p.to_string(), 150))
+        .collect();
+    assert_eq!(phase_counts(&r), want, "{r:#}");
+    // Every machine is bound under its own MAC, and the server saw no relay: the requests came
+    // from the wire.
+    let leases = srv.leases_json().unwrap();
+    let mut macs: Vec<String> = leases
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["state"] == "bound")
+        .map(|l| l["mac"].as_str().unwrap().to_string())
+        .collect();
+    macs.sort();
+    macs.dedup();
+    assert_eq!(macs.len(), 150);
+    assert!(
+        macs.iter().all(|m| m.starts_with("52:54:00:00:")),
+        "{macs:?}"
+    );
+    assert_eq!(srv.stats()["tftp"]["completed"], 300);
+}
