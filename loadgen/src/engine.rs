@@ -104,6 +104,8 @@ pub struct Config {
     pub boot_retries: u32,
     /// See `boot_retries`.
     pub boot_retry_delay: Duration,
+    /// Pin worker `w` to CPU `pin[w % len]` (none: the scheduler decides).
+    pub pin: Vec<usize>,
 }
 
 /// Arrival times in microseconds from the start, one per machine, for `n` machines.
@@ -882,6 +884,15 @@ fn send_one(sock: &UdpSocket4, tx: &mut SendBatch, buf: &[u8], a: Action) {
     }
 }
 
+/// Pins the calling thread to one CPU.
+fn pin_to(cpu: usize) -> anyhow::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu)
+        .map_err(|e| anyhow::anyhow!("--pin {cpu}: {e}"))?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .map_err(|e| anyhow::anyhow!("pinning a worker to CPU {cpu}: {e}"))
+}
+
 /// Runs the whole storm; returns each worker's result.
 pub fn run(cfg: &Config, progress: Arc<Progress>) -> anyhow::Result<Vec<WorkerResult>> {
     anyhow::ensure!(
@@ -907,9 +918,15 @@ pub fn run(cfg: &Config, progress: Arc<Progress>) -> anyhow::Result<Vec<WorkerRe
         let handles: Vec<_> = (0..workers)
             .map(|w| {
                 let (arrive, progress) = (&arrive, &*progress);
+                let cpu = (!cfg.pin.is_empty()).then(|| cfg.pin[w % cfg.pin.len()]);
                 std::thread::Builder::new()
                     .name(format!("loadgen-{w}"))
-                    .spawn_scoped(s, move || run_worker(cfg, w, arrive, epoch, progress))
+                    .spawn_scoped(s, move || {
+                        if let Some(cpu) = cpu {
+                            pin_to(cpu)?;
+                        }
+                        run_worker(cfg, w, arrive, epoch, progress)
+                    })
             })
             .collect::<Result<_, _>>()?;
         handles

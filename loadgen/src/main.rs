@@ -61,6 +61,9 @@ struct Cli {
     /// Pause before a machine starts over, in seconds.
     #[arg(long, default_value_t = 1.0)]
     boot_retry_delay: f64,
+    /// Pin worker threads to these CPUs, comma-separated (worker w to the w-th, round robin).
+    #[arg(long, value_delimiter = ',')]
+    pin: Vec<usize>,
     /// HTTP port for boot files that are names rather than URLs (--fetch http).
     #[arg(long, default_value_t = 80)]
     http_port: u16,
@@ -180,6 +183,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         http_port: cli.http_port,
         chainload: cli.chainload,
         boot_retries: cli.boot_retries,
+        pin: cli.pin.clone(),
         boot_retry_delay: Duration::try_from_secs_f64(cli.boot_retry_delay)
             .ok()
             .filter(|d| *d <= Duration::from_secs(3600))

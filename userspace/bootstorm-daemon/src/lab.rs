@@ -305,6 +305,7 @@ pub fn run(opts: &LabOptions, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
         http_port: HTTP_PORT,
         chainload,
         boot_retries: 0,
+        pin: Vec::new(),
         boot_retry_delay: Duration::from_secs(1),
     };
     let progress = Arc::new(Progress::default());
