@@ -256,7 +256,7 @@ fn init_logs(format: LogFormat) {
     use std::io::IsTerminal;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(bootstorm_daemon::logbuf::Stderr)
         .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Json => b.json().flatten_event(true).init(),
