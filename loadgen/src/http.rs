@@ -61,7 +61,10 @@ pub struct Target {
 /// True if a boot file name is an HTTP URL (fetched over HTTP whatever the profile says, as
 /// iPXE and UEFI HTTP boot do).
 pub fn is_url(file: &str) -> bool {
-    file.len() >= 7 && file[..7].eq_ignore_ascii_case("http://")
+    // Bytes, not a str slice: a name from a server may put a multi-byte character there.
+    file.as_bytes()
+        .get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"http://"))
 }
 
 /// The target of `file`: a URL as given, or a plain name on `server` at `port` (a profile that
@@ -278,6 +281,12 @@ mod tests {
             );
         }
         assert!(!is_url("https://x/") && is_url("http://1.2.3.4/"));
+        // Found by the fuzzer: a multi-byte character across byte 7 panicked the slice.
+        assert!(!is_url("abcdefé/x") && !is_url("httpéé"));
+        assert_eq!(
+            target("ééé/x", Ipv4Addr::LOCALHOST, 80).unwrap().path,
+            "/ééé/x"
+        );
     }
 
     #[test]
