@@ -7,6 +7,7 @@ mod clients;
 mod course;
 mod durable;
 mod http;
+mod lab;
 mod loadgen;
 mod migrate;
 mod msg;

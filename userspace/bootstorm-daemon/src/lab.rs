@@ -237,19 +237,29 @@ pub fn run(opts: &LabOptions, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
     let log_path = dir.join("bootstorm.log");
     let log = std::fs::File::create(&log_path)?;
     let exe = std::env::current_exe().context("finding this bootstorm binary")?;
-    lab.server = Some(
-        Command::new("ip")
-            .args(["netns", "exec", &s])
-            .arg(&exe)
-            .arg("serve")
-            .arg("--config")
-            .arg(&cfg_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("starting the server")?,
-    );
+    let mut server = Command::new("ip");
+    server
+        .args(["netns", "exec", &s])
+        .arg(&exe)
+        .arg("serve")
+        .arg("--config")
+        .arg(&cfg_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
+        // which is async-signal-safe; it allocates nothing. The server then gets SIGTERM if
+        // this process dies without its clean-up (SIGKILL), instead of running on unowned.
+        unsafe {
+            server.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                    .map_err(std::io::Error::from)
+            });
+        }
+    }
+    lab.server = Some(server.spawn().context("starting the server")?);
     // Ready once its control socket answers (bounded: 10 s).
     let sock = dir.join("control.sock");
     let t = Instant::now();
