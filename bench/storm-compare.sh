@@ -20,7 +20,8 @@
 # defined (without, the stacks that drop DHCP requests never complete the storm).
 #
 # Usage (as root): bench/storm-compare.sh [machines]   (default 10000)
-# STACKS="bootstorm dnsmasq" to run some; LIMIT=seconds bounds each storm (default 900).
+# STACKS="bootstorm dnsmasq" to run some; LIMIT=seconds bounds each storm (default 900);
+# REPORTS=dir keeps each stack's HTML report (latency plots, completions over time) there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -101,7 +102,7 @@ for st in $STACKS; do
     --clients "$N" --profile uefi-x64 --expect-size $((1 << 20)) --expect-sha256 "$SHA" \
     --boot-retries "$RETRIES" --boot-retry-delay 1 --limit "$LIMIT" --json --html "$T/report-$st.html" 2> /dev/null || true)
   stop_stack
-  cp -f "$T/report-$st.html" "bench/storm-$st.html" 2>/dev/null || true
+  [ -n "${REPORTS:-}" ] && { mkdir -p "$REPORTS"; cp -f "$T/report-$st.html" "$REPORTS/storm-$N-$st.html" 2>/dev/null || true; }
   read -r dur rate dhcp tftp boot failed why retried < <(python3 -c 'import json,sys
 try:
     r = json.loads(sys.argv[1]); p = {x["phase"]: x["p99_ms"] for x in r["phases"]}
