@@ -102,7 +102,9 @@ for st in $STACKS; do
     --clients "$N" --profile uefi-x64 --expect-size $((1 << 20)) --expect-sha256 "$SHA" \
     --boot-retries "$RETRIES" --boot-retry-delay 1 --limit "$LIMIT" --json --html "$T/report-$st.html" 2> /dev/null || true)
   stop_stack
-  [ -n "${REPORTS:-}" ] && { mkdir -p "$REPORTS"; cp -f "$T/report-$st.html" "$REPORTS/storm-$N-$st.html" 2>/dev/null || true; }
+  if [ -n "${REPORTS:-}" ]; then
+    mkdir -p "$REPORTS"; cp -f "$T/report-$st.html" "$REPORTS/storm-$N-$st.html" 2>/dev/null || true
+  fi
   read -r dur rate dhcp tftp boot failed why retried < <(python3 -c 'import json,sys
 try:
     r = json.loads(sys.argv[1]); p = {x["phase"]: x["p99_ms"] for x in r["phases"]}
