@@ -337,6 +337,8 @@ const W: f64 = 720.0;
 const H: f64 = 320.0;
 const LEFT: f64 = 70.0;
 const BOTTOM: f64 = 40.0;
+/// Room right of the plot for the last axis label.
+const RIGHT: f64 = 40.0;
 
 /// A "nice" upper bound for an axis: 1, 2 or 5 times a power of ten, at least `v`.
 fn nice_max(v: f64) -> f64 {
@@ -366,7 +368,7 @@ fn y_axis(s: &mut String, max: f64, unit: &str) {
             s,
             "<line x1=\"{LEFT}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\
              <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{} {unit}</text>",
-            W - 10.0,
+            W - RIGHT,
             LEFT - 4.0,
             y + 4.0,
             trim(v)
@@ -387,7 +389,7 @@ fn latency_svg(phases: &[PhaseStats]) -> String {
     // x: log10(1 / (1 - q)), 0 (p0) to 5 (p99.999); p100 drawn at 5.
     let x_of = |pct: f64| {
         let tail = (1.0 - pct / 100.0).max(1e-5);
-        LEFT + (W - LEFT - 10.0) * (-tail.log10()) / 5.0
+        LEFT + (W - LEFT - RIGHT) * (-tail.log10()) / 5.0
     };
     let y_of = |v: f64| H - BOTTOM - (H - BOTTOM - 10.0) * (v / max).min(1.0);
     for (pct, label) in [
@@ -435,7 +437,7 @@ fn completions_svg(per_100ms: &[u64], clients: usize) -> String {
     let secs = n as f64 / 10.0;
     let peak = nice_max(per_100ms.iter().copied().max().unwrap_or(0) as f64 * 10.0);
     y_axis(&mut s, peak, "/s");
-    let x_of = |i: f64| LEFT + (W - LEFT - 10.0) * i / n as f64;
+    let x_of = |i: f64| LEFT + (W - LEFT - RIGHT) * i / n as f64;
     let span = nice_max(secs) / 5.0;
     let mut t = 0.0;
     while t <= secs + 1e-9 {
@@ -448,7 +450,7 @@ fn completions_svg(per_100ms: &[u64], clients: usize) -> String {
         );
         t += span;
     }
-    let bw = ((W - LEFT - 10.0) / n as f64).max(0.5);
+    let bw = ((W - LEFT - RIGHT) / n as f64).max(0.5);
     for (i, &c) in per_100ms.iter().enumerate() {
         let h = (H - BOTTOM - 10.0) * (c as f64 * 10.0 / peak).min(1.0);
         let _ = write!(
