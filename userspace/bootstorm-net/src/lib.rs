@@ -78,6 +78,34 @@ fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) ->
     Ok(())
 }
 
+/// Binds `fd` to `addr`, a plain C socket address (`sockaddr_in`, `sockaddr_ll`).
+fn bind_to<T>(fd: RawFd, addr: &T) -> io::Result<()> {
+    // SAFETY: `addr` points to a live socket address of type `T` for the duration of the call
+    // and its size is passed; the kernel only reads it.
+    cvt(unsafe {
+        libc::bind(
+            fd,
+            (addr as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// A receive buffer for a boot storm. It arrives in bursts: 20,000 DISCOVERs at once
+/// overflowed a 4 MiB buffer 9,598 times (each queued datagram is charged ~1.3 KB). With
+/// CAP_NET_ADMIN the buffer may pass net.core.rmem_max (SO_RCVBUFFORCE, 32 MiB); otherwise it
+/// asks 4 MiB and the kernel caps it there. Only what is queued is charged, so an idle socket
+/// costs nothing for it.
+fn set_storm_recv_buffer(fd: RawFd) -> io::Result<()> {
+    let force: libc::c_int = 32 << 20;
+    if setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &force).is_err() {
+        let size: libc::c_int = 4 << 20;
+        setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &size)?;
+    }
+    Ok(())
+}
+
 fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
@@ -206,15 +234,7 @@ impl UdpSocket4 {
         }
         setsockopt(raw, libc::SOL_SOCKET, libc::SO_BROADCAST, &one)?;
         setsockopt(raw, libc::IPPROTO_IP, libc::IP_PKTINFO, &one)?;
-        // A boot storm arrives in bursts: 20,000 DISCOVERs at once overflowed a 4 MiB buffer
-        // 9,598 times (each queued datagram is charged ~1.3 KB). With CAP_NET_ADMIN the buffer
-        // may pass net.core.rmem_max (SO_RCVBUFFORCE); otherwise the kernel caps it there. Only
-        // what is queued is charged, so an idle socket costs nothing for it.
-        let force: libc::c_int = 32 << 20;
-        if setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &force).is_err() {
-            let rcvbuf: libc::c_int = 4 << 20;
-            setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &rcvbuf)?;
-        }
+        set_storm_recv_buffer(raw)?;
         let tv = libc::timeval {
             tv_sec: opts.recv_timeout.as_secs() as libc::time_t,
             tv_usec: opts.recv_timeout.subsec_micros() as libc::suseconds_t,
@@ -234,15 +254,7 @@ impl UdpSocket4 {
                 )
             })?;
         }
-        let sa = sockaddr(opts.bind);
-        // SAFETY: `sa` is a valid sockaddr_in and its size is passed.
-        cvt(unsafe {
-            libc::bind(
-                raw,
-                (&sa as *const libc::sockaddr_in).cast(),
-                size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        })?;
+        bind_to(raw, &sockaddr(opts.bind))?;
         Ok(UdpSocket4 { fd })
     }
 

@@ -8,10 +8,9 @@
 //! whether it is a UDP GSO burst (one "frame" holding several datagrams of `gso_size` each),
 //! which a receiver must split.
 
-use crate::{cvt, setsockopt};
+use crate::{bind_to, cvt, set_storm_recv_buffer, setsockopt};
 use std::ffi::CString;
 use std::io;
-use std::mem::size_of;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// `struct virtio_net_hdr` (10 bytes), in front of every frame on a `PACKET_VNET_HDR` socket.
@@ -67,24 +66,13 @@ impl PacketSocket {
         // Frames this socket sends are not handed back to it (Linux 4.20+; older kernels show
         // them, and a receiver ignores them as not addressed to it).
         let _ = setsockopt(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one);
-        let force: libc::c_int = 32 << 20;
-        if setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &force).is_err() {
-            let size: libc::c_int = 4 << 20;
-            setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &size)?;
-        }
+        set_storm_recv_buffer(raw)?;
         // SAFETY: an all-zero sockaddr_ll is a valid value of the plain C struct.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
         sll.sll_protocol = proto;
         sll.sll_ifindex = index as i32;
-        // SAFETY: `sll` is a valid sockaddr_ll that lives through the call; its size is passed.
-        cvt(unsafe {
-            libc::bind(
-                raw,
-                (&sll as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        })?;
+        bind_to(raw, &sll)?;
         // SAFETY: an all-zero packet_mreq is a valid value of the plain C struct.
         let mut mr: libc::packet_mreq = unsafe { std::mem::zeroed() };
         mr.mr_ifindex = index as i32;
