@@ -22,7 +22,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// When machines power on.
@@ -106,6 +106,17 @@ pub struct Config {
     pub boot_retry_delay: Duration,
     /// Pin worker `w` to CPU `pin[w % len]` (none: the scheduler decides).
     pub pin: Vec<usize>,
+}
+
+impl Config {
+    /// Worker threads: one per relay address, or one in L2 mode.
+    pub fn workers(&self) -> usize {
+        if self.interface.is_some() {
+            1
+        } else {
+            self.relays.len()
+        }
+    }
 }
 
 /// Arrival times in microseconds from the start, one per machine, for `n` machines.
@@ -239,7 +250,58 @@ pub struct Progress {
     /// Machines that failed.
     pub failed: AtomicU64,
     /// Set to end the run early (Ctrl-C): whatever is still running counts as failed.
-    pub stop: std::sync::atomic::AtomicBool,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Progress {
+    /// Counters for a run that ends early once `stop` is set (a signal handler's flag).
+    pub fn stopped_by(stop: Arc<AtomicBool>) -> Progress {
+        Progress {
+            stop,
+            ..Progress::default()
+        }
+    }
+}
+
+/// A progress bar on standard error while a run goes, if that is a terminal.
+pub struct Ticker {
+    done: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Ticker {
+    /// Starts drawing `progress` of `clients` machines, each line led by `label`.
+    pub fn start(progress: Arc<Progress>, clients: usize, label: &'static str) -> Ticker {
+        let done = Arc::new(AtomicBool::new(false));
+        let thread = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+            let d = done.clone();
+            std::thread::spawn(move || {
+                while !d.load(Ordering::Relaxed) {
+                    let c = progress.completed.load(Ordering::Relaxed);
+                    let f = progress.failed.load(Ordering::Relaxed);
+                    let width = 40usize;
+                    let filled = (((c + f) as usize * width) / clients.max(1)).min(width);
+                    eprint!(
+                        "\r{label}[{}{}] {c}/{clients} booted, {f} failed ",
+                        "#".repeat(filled),
+                        " ".repeat(width - filled)
+                    );
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                eprintln!();
+            })
+        });
+        Ticker { done, thread }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 const DHCP_TOKEN: Token = Token(usize::MAX);
@@ -284,11 +346,12 @@ pub fn run_worker(
     epoch: Instant,
     progress: &Progress,
 ) -> anyhow::Result<WorkerResult> {
-    let (relay, workers, net) = match &cfg.interface {
+    let workers = cfg.workers();
+    let (relay, net) = match &cfg.interface {
         Some(ifname) => {
             let link = Link::open(ifname)
                 .map_err(|e| anyhow::anyhow!("opening a raw socket on {ifname}: {e}"))?;
-            (Ipv4Addr::UNSPECIFIED, 1, Net::L2(Box::new(link)))
+            (Ipv4Addr::UNSPECIFIED, Net::L2(Box::new(link)))
         }
         None => {
             let relay = cfg.relays[w];
@@ -300,7 +363,7 @@ pub fn run_worker(
             })
             .map_err(|e| anyhow::anyhow!("binding the relay address {relay}:67: {e}"))?;
             sock.set_nonblocking(true)?;
-            (relay, cfg.relays.len(), Net::Relay(sock))
+            (relay, Net::Relay(sock))
         }
     };
     let poll = Poll::new()?;
@@ -893,8 +956,8 @@ fn pin_to(cpu: usize) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("pinning a worker to CPU {cpu}: {e}"))
 }
 
-/// Runs the whole storm; returns each worker's result.
-pub fn run(cfg: &Config, progress: Arc<Progress>) -> anyhow::Result<Vec<WorkerResult>> {
+/// Runs the whole storm; returns the workers' results merged.
+pub fn run(cfg: &Config, progress: &Progress) -> anyhow::Result<WorkerResult> {
     anyhow::ensure!(
         cfg.interface.is_some() || !cfg.relays.is_empty(),
         "no relay address and no interface"
@@ -910,14 +973,9 @@ pub fn run(cfg: &Config, progress: Arc<Progress>) -> anyhow::Result<Vec<WorkerRe
     let arrive = arrivals(cfg.arrival, cfg.clients, 0x5eed_b007);
     let epoch = Instant::now();
     std::thread::scope(|s| {
-        let workers = if cfg.interface.is_some() {
-            1
-        } else {
-            cfg.relays.len()
-        };
-        let handles: Vec<_> = (0..workers)
+        let handles: Vec<_> = (0..cfg.workers())
             .map(|w| {
-                let (arrive, progress) = (&arrive, &*progress);
+                let arrive = &arrive;
                 let cpu = (!cfg.pin.is_empty()).then(|| cfg.pin[w % cfg.pin.len()]);
                 std::thread::Builder::new()
                     .name(format!("loadgen-{w}"))
@@ -929,9 +987,13 @@ pub fn run(cfg: &Config, progress: Arc<Progress>) -> anyhow::Result<Vec<WorkerRe
                     })
             })
             .collect::<Result<_, _>>()?;
-        handles
-            .into_iter()
-            .map(|h| h.join().map_err(|_| anyhow::anyhow!("a worker panicked"))?)
-            .collect()
+        let mut all = WorkerResult::new();
+        for h in handles {
+            all.merge(
+                &h.join()
+                    .map_err(|_| anyhow::anyhow!("a worker panicked"))??,
+            );
+        }
+        Ok(all)
     })
 }

@@ -1,16 +1,14 @@
 //! The `bootstorm-loadgen` command line.
 
 use anyhow::Context;
-use bootstorm_loadgen::engine::{self, Arrival, Config, Progress};
+use bootstorm_loadgen::engine::{self, Arrival, Config, Progress, Ticker};
 use bootstorm_loadgen::profile::{Fetch, Profile};
-use bootstorm_loadgen::report::{Report, WorkerResult};
+use bootstorm_loadgen::report::Report;
 use bootstorm_loadgen::tftp::Expect;
 use clap::Parser;
-use std::io::IsTerminal;
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Simulates a boot storm: N machines do DHCP (as relayed by the given relay addresses) and
@@ -196,34 +194,10 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         eprintln!("bootstorm-loadgen: cannot raise the open-file limit: {e}");
     }
     let progress = Arc::new(Progress::default());
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let ticker = std::io::stderr().is_terminal().then(|| {
-        let (p, d, n) = (progress.clone(), done.clone(), cfg.clients);
-        std::thread::spawn(move || {
-            while !d.load(Ordering::Relaxed) {
-                let c = p.completed.load(Ordering::Relaxed);
-                let f = p.failed.load(Ordering::Relaxed);
-                let width = 40usize;
-                let filled = ((c + f) as usize * width) / n.max(1);
-                eprint!(
-                    "\r[{}{}] {c}/{n} booted, {f} failed ",
-                    "#".repeat(filled),
-                    " ".repeat(width - filled)
-                );
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            eprintln!();
-        })
-    });
-    let results = engine::run(&cfg, progress.clone());
-    done.store(true, Ordering::Relaxed);
-    if let Some(t) = ticker {
-        let _ = t.join();
-    }
-    let mut all = WorkerResult::new();
-    for r in &results? {
-        all.merge(r);
-    }
+    let all = {
+        let _ticker = Ticker::start(progress.clone(), cfg.clients, "");
+        engine::run(&cfg, &progress)?
+    };
     let settings = serde_json::json!({
         "server": cfg.server.to_string(),
         "relays": cfg.relays.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
@@ -236,14 +210,6 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         "clients": cfg.clients,
     });
     let report = Report::new(cfg.clients, &all, settings);
-    if let Some(path) = &cli.html {
-        std::fs::write(path, report.html())
-            .with_context(|| format!("writing the HTML report {}", path.display()))?;
-    }
-    if cli.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.table());
-    }
-    Ok(report.failed == 0 && report.completed as usize == cfg.clients)
+    report.output(cli.html.as_deref(), cli.json)?;
+    Ok(report.all_booted())
 }

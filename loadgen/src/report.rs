@@ -246,6 +246,25 @@ impl Report {
         }
     }
 
+    /// True if every machine booted.
+    pub fn all_booted(&self) -> bool {
+        self.failed == 0 && self.completed as usize == self.clients
+    }
+
+    /// Writes the HTML report to `html` if given, then prints the JSON form or the table.
+    pub fn output(&self, html: Option<&std::path::Path>, json: bool) -> anyhow::Result<()> {
+        if let Some(path) = html {
+            std::fs::write(path, self.html())
+                .map_err(|e| anyhow::anyhow!("writing the HTML report {}: {e}", path.display()))?;
+        }
+        if json {
+            println!("{}", serde_json::to_string_pretty(self)?);
+        } else {
+            print!("{}", self.table());
+        }
+        Ok(())
+    }
+
     /// The summary table.
     pub fn table(&self) -> String {
         let mut s = format!(

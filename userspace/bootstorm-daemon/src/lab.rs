@@ -10,9 +10,9 @@
 
 use anyhow::{Context, bail};
 use bootstorm_loadgen::body::Expect;
-use bootstorm_loadgen::engine::{self, Arrival, Config as LgConfig, Progress};
+use bootstorm_loadgen::engine::{self, Arrival, Config as LgConfig, Progress, Ticker};
 use bootstorm_loadgen::profile::Profile;
-use bootstorm_loadgen::report::{Report, WorkerResult};
+use bootstorm_loadgen::report::Report;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -318,68 +318,31 @@ pub fn run(opts: &LabOptions, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
         pin: Vec::new(),
         boot_retry_delay: Duration::from_secs(1),
     };
-    let progress = Arc::new(Progress::default());
-    // Ctrl-C ends the storm too.
-    let watcher = {
-        let (p, stop) = (progress.clone(), stop.clone());
-        let done = Arc::new(AtomicBool::new(false));
-        let d = done.clone();
-        let n = opts.clients;
-        let h = std::thread::spawn(move || {
-            let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            while !d.load(Ordering::Relaxed) {
-                if stop.load(Ordering::Relaxed) {
-                    p.stop.store(true, Ordering::Relaxed);
-                }
-                if tty {
-                    eprint!(
-                        "\rlab: {}/{n} booted, {} failed ",
-                        p.completed.load(Ordering::Relaxed),
-                        p.failed.load(Ordering::Relaxed)
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            if tty {
-                eprintln!();
-            }
-        });
-        (h, done)
-    };
+    // Ctrl-C ends the storm too: the signal handler's flag is the run's stop flag.
+    let progress = Arc::new(Progress::stopped_by(stop.clone()));
     let netns = std::fs::File::open(format!("/run/netns/{c}"))
         .with_context(|| format!("opening namespace {c}"))?;
-    let results = std::thread::scope(|sc| {
-        sc.spawn(|| -> anyhow::Result<Vec<WorkerResult>> {
-            // This thread, and the load generator's workers it starts, live in the client
-            // namespace from here on; the rest of the process stays where it was.
-            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)
-                .context("entering the client namespace")?;
-            engine::run(&lg, progress.clone())
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("the load generator panicked"))?
-    });
-    watcher.1.store(true, Ordering::Relaxed);
-    let _ = watcher.0.join();
-    let mut all = WorkerResult::new();
-    for r in &results? {
-        all.merge(r);
-    }
+    let all = {
+        let _ticker = Ticker::start(progress.clone(), opts.clients, "lab: ");
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                // This thread, and the load generator's workers it starts, live in the client
+                // namespace from here on; the rest of the process stays where it was.
+                nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .context("entering the client namespace")?;
+                engine::run(&lg, &progress)
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the load generator panicked"))?
+        })?
+    };
     let report = Report::new(
         opts.clients,
         &all,
         serde_json::json!({ "lab": true, "profile": lg.profile, "chainload": chainload,
             "arrival": lg.arrival, "boot_file_bytes": boot.len() }),
     );
-    if let Some(path) = &opts.html {
-        std::fs::write(path, report.html())
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    if opts.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.table());
-    }
+    report.output(opts.html.as_deref(), opts.json)?;
     if let Ok(stats) = crate::control::request(&sock, "stats")
         && let Ok(v) = serde_json::from_str::<serde_json::Value>(&stats)
         && !opts.json
@@ -397,7 +360,7 @@ pub fn run(opts: &LabOptions, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
         "lab: removed the namespaces, the veth pair and {}",
         dir.display()
     );
-    Ok(report.failed == 0 && report.completed as usize == opts.clients)
+    Ok(report.all_booted())
 }
 
 #[cfg(test)]
