@@ -770,9 +770,8 @@ impl Worker<'_> {
                 if let Ok(Some(_)) | Err(_) = conn.take_error() {
                     get.on_error();
                 }
-                let req = get.request();
-                if writable && *sent < req.len() {
-                    match conn.write(&req[*sent..]) {
+                if writable && *sent < get.request().len() {
+                    match conn.write(&get.request()[*sent..]) {
                         Ok(n) => *sent += n,
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                         Err(e) if e.kind() == std::io::ErrorKind::NotConnected => {}

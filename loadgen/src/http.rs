@@ -110,6 +110,8 @@ enum State {
 /// The download.
 pub struct Get {
     target: Target,
+    /// The request, built once.
+    request: Vec<u8>,
     state: State,
     body: Body,
     timeout: u64,
@@ -120,8 +122,14 @@ pub struct Get {
 impl Get {
     /// A download of `target`, started at `now`, given up after `timeout` us without data.
     pub fn new(target: Target, expect: Expect, now: u64, timeout: u64) -> Get {
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: bootstorm-loadgen\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+            target.path, target.addr
+        )
+        .into_bytes();
         Get {
             target,
+            request,
             state: State::Head(Vec::new()),
             body: Body::new(expect),
             timeout,
@@ -136,12 +144,8 @@ impl Get {
     }
 
     /// The request to write once connected.
-    pub fn request(&self) -> Vec<u8> {
-        format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: bootstorm-loadgen\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-            self.target.path, self.target.addr
-        )
-        .into_bytes()
+    pub fn request(&self) -> &[u8] {
+        &self.request
     }
 
     /// Done: the bytes received, or why it failed.
@@ -291,7 +295,7 @@ mod tests {
 
     #[test]
     fn request_names_path_and_host() {
-        let r = String::from_utf8(get(Expect::default()).request()).unwrap();
+        let r = String::from_utf8(get(Expect::default()).request().to_vec()).unwrap();
         assert!(r.starts_with("GET /boot/ipxe.efi HTTP/1.1\r\nHost: 198.18.0.1:8080\r\n"));
         assert!(r.ends_with("\r\n\r\n") && r.contains("Connection: close"));
     }
