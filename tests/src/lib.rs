@@ -449,6 +449,25 @@ impl ServerProc {
         serde_json::from_slice(&out.stdout).ok()
     }
 
+    /// The bound leases, as (address, MAC) pairs (panics if the server does not answer).
+    pub fn bound_leases(&self) -> Vec<(String, String)> {
+        let leases = self.leases_json().expect("lease list");
+        leases
+            .as_array()
+            .expect("a JSON array of leases")
+            .iter()
+            .filter(|l| l["state"] == "bound")
+            .map(|l| {
+                let s = |k: &str| {
+                    l[k].as_str()
+                        .unwrap_or_else(|| panic!("a lease without {k}: {l}"))
+                        .to_string()
+                };
+                (s("ip"), s("mac"))
+            })
+            .collect()
+    }
+
     /// The server's counters.
     pub fn stats(&self) -> serde_json::Value {
         let out = run(

@@ -75,17 +75,10 @@ fn acknowledged_leases_survive_sigkill_five_times() {
         let mut srv = ServerProc::start(&lab, &dir, &cfg);
         // What was acknowledged before the previous kill is bound to the same client now.
         if !acked.is_empty() {
-            let leases = srv.leases_json().expect("lease list");
-            let bound: HashMap<&str, &str> = leases
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|l| l["state"] == "bound")
-                .map(|l| (l["ip"].as_str().unwrap(), l["mac"].as_str().unwrap()))
-                .collect();
+            let bound: HashMap<String, String> = srv.bound_leases().into_iter().collect();
             let missing: Vec<_> = acked
                 .iter()
-                .filter(|(ip, mac)| bound.get(ip.as_str()) != Some(&mac.as_str()))
+                .filter(|(ip, mac)| bound.get(*ip) != Some(*mac))
                 .take(5)
                 .collect();
             assert!(
@@ -162,19 +155,12 @@ fn acknowledged_leases_survive_sigkill_five_times() {
     }
     // A last restart: everything from all five rounds is still there, once.
     let srv = ServerProc::start(&lab, &dir, &cfg);
-    let leases = srv.leases_json().expect("lease list");
-    let bound: Vec<(&str, &str)> = leases
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|l| l["state"] == "bound")
-        .map(|l| (l["ip"].as_str().unwrap(), l["mac"].as_str().unwrap()))
-        .collect();
-    let ips: HashSet<&str> = bound.iter().map(|b| b.0).collect();
+    let bound = srv.bound_leases();
+    let ips: HashSet<&str> = bound.iter().map(|b| b.0.as_str()).collect();
     assert_eq!(ips.len(), bound.len(), "an address bound twice");
-    let by_ip: HashMap<&str, &str> = bound.into_iter().collect();
+    let by_ip: HashMap<String, String> = bound.into_iter().collect();
     for (ip, mac) in &acked {
-        assert_eq!(by_ip.get(ip.as_str()), Some(&mac.as_str()), "{ip}");
+        assert_eq!(by_ip.get(ip), Some(mac), "{ip}");
     }
     eprintln!(
         "{total_acks} ACKs over 5 kills, {} distinct leases, all bound after restart",

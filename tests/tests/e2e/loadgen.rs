@@ -9,6 +9,20 @@ use std::time::Duration;
 
 const CLIENTS: u64 = 200;
 
+/// The server and subnet every storm here runs against; tests add their boot rules, [tftp] and
+/// [http] after it.
+const SERVER: &str = r#"
+[server]
+interfaces = ["@IF@"]
+workers = 2
+control_socket = "@CONTROL@"
+
+[[subnet]]
+network = "198.18.0.0/16"
+server_id = "198.18.0.1"
+pools = ["198.18.1.1-198.18.3.254"]
+"#;
+
 #[test]
 fn a_storm_of_200_machines_boots() {
     if !need_root("a_storm_of_200_machines_boots") {
@@ -29,17 +43,7 @@ fn a_storm_of_200_machines_boots() {
     let sha = String::from_utf8(out.stdout).unwrap();
     let sha = sha.split_whitespace().next().unwrap().to_string();
     let config = format!(
-        r#"
-[server]
-interfaces = ["@IF@"]
-workers = 2
-control_socket = "@CONTROL@"
-
-[[subnet]]
-network = "198.18.0.0/16"
-server_id = "198.18.0.1"
-pools = ["198.18.1.1-198.18.3.254"]
-
+        r#"{SERVER}
 [[boot]]
 file = "boot.efi"
 
@@ -51,33 +55,19 @@ root = "{}"
     let srv = ServerProc::start(&lab, &dir, &config);
     lab.add_client_address("198.18.0.2/16");
     lab.add_client_address("198.18.0.3/16");
-    let mut cmd = lab.client_cmd(bin("bootstorm-loadgen"));
-    cmd.args([
-        "--server",
-        "198.18.0.1",
-        "--relay",
-        "198.18.0.2,198.18.0.3",
-        "--clients",
-        &CLIENTS.to_string(),
-        "--windowsize",
-        "8",
-        "--expect-size",
-        &data.len().to_string(),
-        "--expect-sha256",
-        &sha,
-        "--limit",
-        "60",
-        "--json",
-    ]);
-    let out = output_within(&mut cmd, Duration::from_secs(90));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+    let r = loadgen(
+        &lab,
+        &[
+            "--clients",
+            &CLIENTS.to_string(),
+            "--windowsize",
+            "8",
+            "--expect-size",
+            &data.len().to_string(),
+            "--expect-sha256",
+            &sha,
+        ],
     );
-    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(r["clients"], CLIENTS);
     assert_eq!(r["completed"], CLIENTS, "{r:#}");
     assert_eq!(r["failed"], 0, "{r:#}");
@@ -107,53 +97,45 @@ root = "{}"
     assert_eq!(per_100ms, CLIENTS);
     assert!(r["boots_per_s"].as_f64().unwrap() > 0.0);
     // The server agrees: 200 bound leases, 200 transfers.
-    let leases = srv.leases_json().unwrap();
-    let bound = leases
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|l| l["state"] == "bound")
-        .count();
-    assert_eq!(bound as u64, CLIENTS);
+    assert_eq!(srv.bound_leases().len() as u64, CLIENTS);
     assert_eq!(srv.stats()["tftp"]["completed"], CLIENTS);
 }
 
-/// Runs the load generator in the client namespace; returns its JSON report (it must succeed).
-fn loadgen(lab: &Lab, args: &[&str]) -> serde_json::Value {
+/// Runs the load generator in the client namespace against 198.18.0.1 with `args`; returns its
+/// exit code and its JSON report.
+fn run_loadgen(lab: &Lab, args: &[&str]) -> (Option<i32>, serde_json::Value) {
     let mut cmd = lab.client_cmd(bin("bootstorm-loadgen"));
-    cmd.args([
-        "--server",
-        "198.18.0.1",
-        "--relay",
-        "198.18.0.2,198.18.0.3",
-        "--limit",
-        "60",
-        "--json",
-    ]);
-    cmd.args(args);
+    cmd.args(["--server", "198.18.0.1", "--json"]).args(args);
     let out = output_within(&mut cmd, Duration::from_secs(90));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&stdout).unwrap()
+    let r = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?}: {}, no report ({e})\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), r)
 }
 
-fn phase_counts(r: &serde_json::Value) -> Vec<(String, u64)> {
-    r["phases"]
+/// Runs the load generator through both relay addresses, bounded to 60 s; every machine must
+/// boot. Returns the report.
+fn loadgen(lab: &Lab, args: &[&str]) -> serde_json::Value {
+    let relayed = ["--relay", "198.18.0.2,198.18.0.3", "--limit", "60"];
+    let (code, r) = run_loadgen(lab, &[&relayed[..], args].concat());
+    assert_eq!(code, Some(0), "{args:?}: {r:#}");
+    r
+}
+
+/// The report went through exactly these phases, each `n` times.
+fn assert_phases(r: &serde_json::Value, phases: &[&str], n: u64) {
+    let got: Vec<(&str, u64)> = r["phases"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| {
-            (
-                p["phase"].as_str().unwrap().to_string(),
-                p["count"].as_u64().unwrap(),
-            )
-        })
-        .collect()
+        .map(|p| (p["phase"].as_str().unwrap(), p["count"].as_u64().unwrap()))
+        .collect();
+    let want: Vec<(&str, u64)> = phases.iter().map(|p| (*p, n)).collect();
+    assert_eq!(got, want, "{r:#}");
 }
 
 #[test]
@@ -173,17 +155,7 @@ fn chainload_and_uefi_http_storms_boot() {
     )
     .unwrap();
     let config = format!(
-        r#"
-[server]
-interfaces = ["@IF@"]
-workers = 2
-control_socket = "@CONTROL@"
-
-[[subnet]]
-network = "198.18.0.0/16"
-server_id = "198.18.0.1"
-pools = ["198.18.1.1-198.18.3.254"]
-
+        r#"{SERVER}
 [[boot]]
 name = "ipxe-script"
 match = {{ user_class = "iPXE" }}
@@ -233,11 +205,7 @@ port = 8080
         (Some(100), Some(0)),
         "{r:#}"
     );
-    let want: Vec<(String, u64)> = ["dhcp", "tftp", "ipxe-dhcp", "ipxe-http", "boot"]
-        .iter()
-        .map(|p| (p.to_string(), 100))
-        .collect();
-    assert_eq!(phase_counts(&r), want);
+    assert_phases(&r, &["dhcp", "tftp", "ipxe-dhcp", "ipxe-http", "boot"], 100);
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("100 booted") && page.matches("</svg>").count() == 2);
     for p in ["ipxe-dhcp", "ipxe-http"] {
@@ -263,60 +231,50 @@ port = 8080
         (Some(100), Some(0)),
         "{r:#}"
     );
-    let want: Vec<(String, u64)> = ["dhcp", "http", "boot"]
-        .iter()
-        .map(|p| (p.to_string(), 100))
-        .collect();
-    assert_eq!(phase_counts(&r), want);
+    assert_phases(&r, &["dhcp", "http", "boot"], 100);
 
     // A wrong size is caught over HTTP too, and reported by reason.
-    let mut cmd = lab.client_cmd(bin("bootstorm-loadgen"));
-    cmd.args([
-        "--server",
-        "198.18.0.1",
-        "--relay",
-        "198.18.0.2",
-        "--clients",
-        "5",
-        "--profile",
-        "uefi-http",
-        "--expect-size",
-        "1",
-        "--limit",
-        "30",
-        "--json",
-        "--mac-base",
-        "52:54:00:02:00:00",
-    ]);
-    let out = output_within(&mut cmd, Duration::from_secs(60));
-    assert_eq!(out.status.code(), Some(1));
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, r) = run_loadgen(
+        &lab,
+        &[
+            "--relay",
+            "198.18.0.2",
+            "--clients",
+            "5",
+            "--profile",
+            "uefi-http",
+            "--expect-size",
+            "1",
+            "--limit",
+            "30",
+            "--mac-base",
+            "52:54:00:02:00:00",
+        ],
+    );
+    assert_eq!(code, Some(1));
     assert_eq!(r["failures"]["http: wrong size"], 5, "{r:#}");
 
     // No rule for ARM64: each boot fails and, with boot retries, starts over twice first.
-    let mut cmd = lab.client_cmd(bin("bootstorm-loadgen"));
-    cmd.args([
-        "--server",
-        "198.18.0.1",
-        "--relay",
-        "198.18.0.2",
-        "--clients",
-        "4",
-        "--profile",
-        "uefi-arm64",
-        "--boot-retries",
-        "2",
-        "--boot-retry-delay",
-        "0.2",
-        "--limit",
-        "30",
-        "--json",
-        "--mac-base",
-        "52:54:00:03:00:00",
-    ]);
-    let out = output_within(&mut cmd, Duration::from_secs(60));
-    assert_eq!(out.status.code(), Some(1));
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, r) = run_loadgen(
+        &lab,
+        &[
+            "--relay",
+            "198.18.0.2",
+            "--clients",
+            "4",
+            "--profile",
+            "uefi-arm64",
+            "--boot-retries",
+            "2",
+            "--boot-retry-delay",
+            "0.2",
+            "--limit",
+            "30",
+            "--mac-base",
+            "52:54:00:03:00:00",
+        ],
+    );
+    assert_eq!(code, Some(1));
     let why = "tftp: no boot file in the ack";
     assert_eq!(r["failures"][why], 4, "{r:#}");
     assert_eq!(r["retried"][why], 8, "{r:#}");
@@ -328,15 +286,7 @@ port = 8080
 
     // The server agrees: 100 TFTP transfers (the firmware round only), 209 machines bound.
     assert_eq!(srv.stats()["tftp"]["completed"], 100);
-    let bound = srv
-        .leases_json()
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|l| l["state"] == "bound")
-        .count();
-    assert_eq!(bound, 209);
+    assert_eq!(srv.bound_leases().len(), 209);
 }
 
 #[test]
@@ -359,17 +309,7 @@ fn l2_mode_boots_from_0_0_0_0_on_the_wire() {
     )
     .unwrap();
     let config = format!(
-        r#"
-[server]
-interfaces = ["@IF@"]
-workers = 2
-control_socket = "@CONTROL@"
-
-[[subnet]]
-network = "198.18.0.0/16"
-server_id = "198.18.0.1"
-pools = ["198.18.1.1-198.18.3.254"]
-
+        r#"{SERVER}
 [[boot]]
 name = "ipxe-script"
 match = {{ user_class = "iPXE" }}
@@ -403,47 +343,27 @@ root = "{root}"
         !addrs.contains("inet "),
         "the client side has an address: {addrs}"
     );
-    let mut cmd = lab.client_cmd(bin("bootstorm-loadgen"));
-    cmd.args([
-        "--server",
-        "198.18.0.1",
-        "--interface",
-        &lab.client_if,
-        "--clients",
-        "150",
-        "--profile",
-        "uefi-x64",
-        "--chainload",
-        "--expect-size",
-        &data.len().to_string(),
-        "--limit",
-        "60",
-        "--json",
-    ]);
-    let out = output_within(&mut cmd, Duration::from_secs(90));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+    let (code, r) = run_loadgen(
+        &lab,
+        &[
+            "--interface",
+            &lab.client_if,
+            "--clients",
+            "150",
+            "--profile",
+            "uefi-x64",
+            "--chainload",
+            "--expect-size",
+            &data.len().to_string(),
+            "--limit",
+            "60",
+        ],
     );
-    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    let want: Vec<(String, u64)> = ["dhcp", "tftp", "ipxe-dhcp", "ipxe-tftp", "boot"]
-        .iter()
-        .map(|p| (p.to_string(), 150))
-        .collect();
-    assert_eq!(phase_counts(&r), want, "{r:#}");
+    assert_eq!(code, Some(0), "{r:#}");
+    assert_phases(&r, &["dhcp", "tftp", "ipxe-dhcp", "ipxe-tftp", "boot"], 150);
     // Every machine is bound under its own MAC, and the server saw no relay: the requests came
     // from the wire.
-    let leases = srv.leases_json().unwrap();
-    let mut macs: Vec<String> = leases
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|l| l["state"] == "bound")
-        .map(|l| l["mac"].as_str().unwrap().to_string())
-        .collect();
+    let mut macs: Vec<String> = srv.bound_leases().into_iter().map(|l| l.1).collect();
     macs.sort();
     macs.dedup();
     assert_eq!(macs.len(), 150);
@@ -475,18 +395,7 @@ fn worker_log_lines_leave_in_batches() {
     // never installed as the log writer).
     let lab = Lab::new();
     let dir = TempDir::new();
-    let config = r#"
-[server]
-interfaces = ["@IF@"]
-workers = 2
-control_socket = "@CONTROL@"
-
-[[subnet]]
-network = "198.18.0.0/16"
-server_id = "198.18.0.1"
-pools = ["198.18.1.1-198.18.3.254"]
-"#;
-    let srv = ServerProc::start(&lab, &dir, config);
+    let srv = ServerProc::start(&lab, &dir, SERVER);
     lab.add_client_address("198.18.0.2/16");
     lab.add_client_address("198.18.0.3/16");
     let before = write_calls(srv.proc.pid());

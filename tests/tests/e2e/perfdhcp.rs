@@ -90,15 +90,9 @@ fn perfdhcp_four_way_exchange_no_nak_no_duplicates() {
         stat(&report, "REQUEST-ACK", "drops ratio") <= 1.0,
         "{report}"
     );
-    let leases = srv.leases_json().expect("lease list");
-    let bound: Vec<&serde_json::Value> = leases
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|l| l["state"] == "bound")
-        .collect();
-    let ips: HashSet<&str> = bound.iter().map(|l| l["ip"].as_str().unwrap()).collect();
-    let macs: HashSet<&str> = bound.iter().map(|l| l["mac"].as_str().unwrap()).collect();
+    let bound = srv.bound_leases();
+    let ips: HashSet<&str> = bound.iter().map(|l| l.0.as_str()).collect();
+    let macs: HashSet<&str> = bound.iter().map(|l| l.1.as_str()).collect();
     assert_eq!(ips.len(), bound.len(), "an address is bound to two clients");
     assert_eq!(macs.len(), bound.len(), "a client holds two addresses");
     // Every ACK perfdhcp received is a bound lease (late ACKs after perfdhcp stopped may add a few).
