@@ -138,6 +138,17 @@ fn assert_phases(r: &serde_json::Value, phases: &[&str], n: u64) {
     assert_eq!(got, want, "{r:#}");
 }
 
+/// A boot root in `dir` for a chainload: `ipxe.efi` of `size` bytes (returned) and the iPXE
+/// script `boot.ipxe`.
+fn ipxe_root(dir: &TempDir, size: u32, script: &str) -> (std::path::PathBuf, Vec<u8>) {
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let data: Vec<u8> = (0..size).map(|i| (i * 7 + i / 1000) as u8).collect();
+    std::fs::write(root.join("ipxe.efi"), &data).unwrap();
+    std::fs::write(root.join("boot.ipxe"), script).unwrap();
+    (root, data)
+}
+
 #[test]
 fn chainload_and_uefi_http_storms_boot() {
     if !need_root("chainload_and_uefi_http_storms_boot") {
@@ -145,15 +156,11 @@ fn chainload_and_uefi_http_storms_boot() {
     }
     let lab = Lab::new();
     let dir = TempDir::new();
-    let root = dir.join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 1000) as u8).collect();
-    std::fs::write(root.join("ipxe.efi"), &data).unwrap();
-    std::fs::write(
-        root.join("boot.ipxe"),
+    let (root, data) = ipxe_root(
+        &dir,
+        300_000,
         "#!ipxe\nkernel http://198.18.0.1:8080/vmlinuz\nboot\n",
-    )
-    .unwrap();
+    );
     let config = format!(
         r#"{SERVER}
 [[boot]]
@@ -299,15 +306,7 @@ fn l2_mode_boots_from_0_0_0_0_on_the_wire() {
     // generator) can boot these machines.
     let lab = Lab::new();
     let dir = TempDir::new();
-    let root = dir.join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 13 + i / 511) as u8).collect();
-    std::fs::write(root.join("ipxe.efi"), &data).unwrap();
-    std::fs::write(
-        root.join("boot.ipxe"),
-        "#!ipxe\nsanboot iscsi:198.18.0.1::::iqn.x\n",
-    )
-    .unwrap();
+    let (root, data) = ipxe_root(&dir, 200_000, "#!ipxe\nsanboot iscsi:198.18.0.1::::iqn.x\n");
     let config = format!(
         r#"{SERVER}
 [[boot]]
