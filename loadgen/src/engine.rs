@@ -462,8 +462,17 @@ impl Worker<'_> {
         }
     }
 
-    /// Machine `k` lets go of its leased address (L2 mode: no more ARP answers for it).
-    fn unbind(&mut self, k: usize) {
+    /// Machine `k`'s download is over: its socket or connection is closed.
+    fn end_fetch(&mut self, k: usize) {
+        if let Some(mut f) = self.machines[k].fetch.take() {
+            f.deregister(self.poll.registry());
+        }
+    }
+
+    /// Machine `k` stops (done, or about to start over): its download ends and it lets go of
+    /// its leased address (L2 mode: no more ARP answers for it).
+    fn release(&mut self, k: usize) {
+        self.end_fetch(k);
         if let Net::L2(link) = &mut self.net
             && let Some(l) = self.machines[k].dhcp.lease()
         {
@@ -477,11 +486,8 @@ impl Worker<'_> {
             return;
         }
         m.step = Step::Done;
-        if let Some(mut f) = m.fetch.take() {
-            f.deregister(self.poll.registry());
-        }
         let arrive = m.arrive;
-        self.unbind(k);
+        self.release(k);
         self.active -= 1;
         match outcome {
             Outcome::Ok => {
@@ -503,10 +509,7 @@ impl Worker<'_> {
             return self.finish(k, now, Outcome::Failed(why));
         }
         m.attempts += 1;
-        if let Some(mut f) = m.fetch.take() {
-            f.deregister(self.poll.registry());
-        }
-        self.unbind(k);
+        self.release(k);
         let m = &mut self.machines[k];
         m.step = Step::Rebooting;
         m.retry_at = now + self.cfg.boot_retry_delay.as_micros() as u64;
@@ -815,9 +818,7 @@ impl Worker<'_> {
                     (_, true) => Phase::IpxeHttp,
                 };
                 self.result.record(phase, now - m.mark);
-                if let Some(mut f) = self.machines[k].fetch.take() {
-                    f.deregister(self.poll.registry());
-                }
+                self.end_fetch(k);
                 if self.machines[k].stage == 0 && self.cfg.chainload {
                     self.start_dhcp(k, 1, now);
                 } else {
