@@ -568,7 +568,7 @@ impl Worker<'_> {
             if l2 {
                 Err("http: not in L2 mode (no TCP stack here)")
             } else {
-                self.http_fetcher(&file, next_server, expect, now)
+                self.http_fetcher(&file, next_server, expect, stage, now)
             }
         } else if l2 {
             Ok(self.tftp_l2_fetcher(k, &file, next_server, expect, stage, now))
@@ -649,11 +649,12 @@ impl Worker<'_> {
         file: &str,
         next_server: Ipv4Addr,
         expect: Expect,
+        stage: usize,
         now: u64,
     ) -> Result<Fetcher, &'static str> {
         let target =
             http::target(file, next_server, self.cfg.http_port).map_err(http::Failure::name)?;
-        let timeout = self.profiles[0].http_timeout.as_micros() as u64;
+        let timeout = self.profiles[stage].http_timeout.as_micros() as u64;
         let get = http::Get::new(target, expect, now, timeout);
         let conn = mio::net::TcpStream::connect(get.addr().into())
             .map_err(|_| http::Failure::Connect.name())?;
