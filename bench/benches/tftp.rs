@@ -31,57 +31,25 @@ fn options(window: u16) -> Options {
     }
 }
 
-/// Runs one whole transfer through the server core, acknowledging each window at once;
-/// returns the packets sent.
-fn serve_once(data: &Arc<[u8]>, window: u16, limits: &Limits, out: &mut [u8]) -> u64 {
+/// Runs one whole transfer through the server core, acknowledging each window at once; hands
+/// every packet it sends to `sent`.
+fn serve_once(
+    data: &Arc<[u8]>,
+    window: u16,
+    limits: &Limits,
+    out: &mut [u8],
+    mut sent: impl FnMut(&[u8]),
+) {
     let mut t = ReadTransfer::new(
         data.clone(),
         negotiate(&options(window), data.len() as u64, limits),
         limits,
     );
     let now = Instant::from_millis(1);
-    let mut packets = 0u64;
     while t.state() == State::Running {
         let mut last = None;
         while let Some(n) = t.poll_transmit(now, out) {
-            packets += 1;
-            last = match Repr::parse(&out[..n]) {
-                Ok(Repr::Data { block, .. }) => Some(block),
-                _ => Some(0),
-            };
-        }
-        match last {
-            Some(b) => t.handle_ack(now, b),
-            None => break,
-        }
-    }
-    black_box(packets)
-}
-
-pub fn benches(c: &mut Criterion) {
-    let data = file();
-    let limits = Limits::default();
-    let mut g = c.benchmark_group("tftp");
-    g.throughput(Throughput::Bytes(SIZE as u64));
-    let mut out = vec![0u8; 2048];
-    for window in [1u16, 4, 64] {
-        g.bench_function(format!("server_1MiB/windowsize_{window}"), |b| {
-            b.iter(|| serve_once(&data, window, &limits, &mut out))
-        });
-    }
-
-    // The client side: the packets of one transfer, recorded once, fed to a fresh Download.
-    let mut packets: Vec<Vec<u8>> = Vec::new();
-    let mut t = ReadTransfer::new(
-        data.clone(),
-        negotiate(&options(64), SIZE as u64, &limits),
-        &limits,
-    );
-    let now = Instant::from_millis(1);
-    while t.state() == State::Running {
-        let mut last = None;
-        while let Some(n) = t.poll_transmit(now, &mut out) {
-            packets.push(out[..n].to_vec());
+            sent(&out[..n]);
             last = Some(match Repr::parse(&out[..n]) {
                 Ok(Repr::Data { block, .. }) => block,
                 _ => 0,
@@ -92,6 +60,29 @@ pub fn benches(c: &mut Criterion) {
             None => break,
         }
     }
+}
+
+pub fn benches(c: &mut Criterion) {
+    let data = file();
+    let limits = Limits::default();
+    let mut g = c.benchmark_group("tftp");
+    g.throughput(Throughput::Bytes(SIZE as u64));
+    let mut out = vec![0u8; 2048];
+    for window in [1u16, 4, 64] {
+        g.bench_function(format!("server_1MiB/windowsize_{window}"), |b| {
+            b.iter(|| {
+                let mut packets = 0u64;
+                serve_once(&data, window, &limits, &mut out, |_| packets += 1);
+                black_box(packets)
+            })
+        });
+    }
+
+    // The client side: the packets of one transfer, recorded once, fed to a fresh Download.
+    let mut packets: Vec<Vec<u8>> = Vec::new();
+    serve_once(&data, 64, &limits, &mut out, |pkt| {
+        packets.push(pkt.to_vec())
+    });
     let mut p = Profile::named("uefi-x64").unwrap();
     p.tftp.windowsize = Some(64);
     let server = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 1), 69);
