@@ -18,8 +18,9 @@
 #
 # SERVERS picks the servers (default "bootstorm kea dnsmasq"); also bootstorm-fsync,
 # bootstorm-write, bootstorm-none (leases journaled with that durability), bootstorm-fsync-nodelay
-# (fsync with commit_delay = 0 instead of the default 2 ms) and kea-persist (memfile with persist on);
-# bench/lease-compare.sh runs those five.
+# (fsync with commit_delay = 0 instead of the default 5 ms), bootstorm-fsync-nocoalesce (fsync with
+# rx_coalesce = 0 instead of the default 1 ms) and kea-persist (memfile with persist on);
+# bench/lease-compare.sh runs those six.
 #
 # Usage (as root): bench/dhcp-compare.sh [seconds-per-rate]   e.g. bench/dhcp-compare.sh 5
 # Servers run with their defaults otherwise; each logs every lease at its default level to a file.
@@ -64,11 +65,13 @@ start_server() {
       ip netns exec "$S" "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
         --router 198.18.0.1 --workers 2 --control-socket "$T/bs.sock" \
         --lease-dir "$T/leases" --durability "${1#bootstorm-}" 2> "$T/bootstorm.log" & ;;
-    bootstorm-fsync-nodelay)
+    bootstorm-fsync-nodelay|bootstorm-fsync-nocoalesce)
       rm -rf "$T/leases"
+      local extra="--commit-delay 0"
+      [ "$1" = bootstorm-fsync-nocoalesce ] && extra="--rx-coalesce 0"
       ip netns exec "$S" "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
         --router 198.18.0.1 --workers 2 --control-socket "$T/bs.sock" \
-        --lease-dir "$T/leases" --durability fsync --commit-delay 0 2> "$T/bootstorm.log" & ;;
+        --lease-dir "$T/leases" --durability fsync $extra 2> "$T/bootstorm.log" & ;;
     kea)
       KEA_LOCKFILE_DIR=$T KEA_PIDFILE_DIR=$T ip netns exec "$S" kea-dhcp4 -c "$T/kea.json" > "$T/kea.out" 2>&1 & ;;
     kea-persist)

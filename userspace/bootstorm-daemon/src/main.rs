@@ -170,6 +170,10 @@ struct ServeArgs {
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
+    /// DHCP receive coalescing: under load a worker waits this long between batches (default
+    /// 1ms, at most 10ms; 0 answers every datagram at once).
+    #[arg(long)]
+    rx_coalesce: Option<Dur>,
     #[command(flatten)]
     quick: QuickFlags,
 }
@@ -273,6 +277,7 @@ fn settings_for(a: &ServeArgs) -> anyhow::Result<Settings> {
         compat_nak: a.compat_nak,
         authoritative: a.authoritative,
         log_format: a.log_format.clone(),
+        rx_coalesce: a.rx_coalesce,
     };
     match &a.config {
         Some(path) => {
@@ -291,6 +296,10 @@ fn settings_for(a: &ServeArgs) -> anyhow::Result<Settings> {
             }
             if let Some(v) = flags.workers {
                 s.workers = v.max(1);
+            }
+            if flags.rx_coalesce.is_some() {
+                s.rx_coalesce = config::rx_coalesce(flags.rx_coalesce)
+                    .map_err(|e| anyhow::anyhow!("--rx-coalesce: {e}"))?;
             }
             if let Some(v) = flags.control_socket {
                 s.control_socket = v;

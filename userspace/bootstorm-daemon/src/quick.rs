@@ -83,7 +83,7 @@ pub struct QuickFlags {
     #[arg(long)]
     pub durability: Option<String>,
     /// With --lease-dir: how long a small group of records waits for more before its fsync
-    /// (default 2ms; 0 syncs at once).
+    /// (default 5ms; 0 syncs at once).
     #[arg(long)]
     pub commit_delay: Option<Dur>,
 }
@@ -115,6 +115,8 @@ pub struct ServerFlags {
     pub authoritative: bool,
     /// Log format.
     pub log_format: Option<String>,
+    /// Receive coalescing.
+    pub rx_coalesce: Option<Dur>,
 }
 
 fn spanned<T>(v: T) -> Spanned<T> {
@@ -167,6 +169,7 @@ pub fn settings(q: &QuickFlags, s: &ServerFlags) -> Result<Settings, ConfigError
             authoritative: Some(s.authoritative),
             compat_nak: Some(s.compat_nak),
             log_format: s.log_format.clone(),
+            rx_coalesce: s.rx_coalesce.map(spanned),
             ..ServerSection::default()
         },
         ..FileConfig::default()

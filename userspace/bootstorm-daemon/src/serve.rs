@@ -178,11 +178,12 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
             index: id % settings.workers,
             size: settings.workers,
         };
+        let coalesce = Coalesce(settings.rx_coalesce);
         let w = std::thread::Builder::new()
             .name(format!("dhcp-worker-{id}"))
             .spawn(move || {
                 worker(
-                    id, group, sock, server, clock, shutdown, hints, shared, journal,
+                    id, group, sock, server, clock, shutdown, hints, shared, journal, coalesce,
                 )
             })
             .context("spawning a worker")?;
@@ -277,6 +278,7 @@ fn worker(
     hints: Arc<HashMap<u32, u32>>,
     shared: Arc<Mutex<Stats>>,
     journal: Option<Arc<Journal>>,
+    coalesce: Coalesce,
 ) {
     let sock = Arc::new(sock);
     let pool = Arc::new(BatchPool::default());
@@ -290,6 +292,7 @@ fn worker(
             logbuf::flush_thread();
             last_flush = std::time::Instant::now();
         }
+        let receive_began = std::time::Instant::now();
         let n = match sock.recv_batch(&mut rx) {
             Ok(n) => n,
             Err(e) => {
@@ -347,11 +350,29 @@ fn worker(
         if let Ok(mut g) = shared.lock() {
             g.clone_from(&stats);
         }
+        if let Some(pause) = coalesce.pause(n, receive_began.elapsed()) {
+            std::thread::sleep(pause);
+        }
     }
     if let Ok(mut g) = shared.lock() {
         g.clone_from(&stats);
     }
     logbuf::flush_thread();
+}
+
+/// Receive coalescing (`[server] rx_coalesce`, see [`crate::config::DEFAULT_RX_COALESCE_MS`]).
+#[derive(Clone, Copy, Debug)]
+struct Coalesce(Duration);
+
+impl Coalesce {
+    /// After serving a batch of `n` datagrams whose receive waited `waited` for the first: how
+    /// long to let the next batch gather. Only while datagrams come faster than the interval
+    /// (the receive hardly waited), so an isolated request is never held back, and never after a
+    /// full batch (more are queued already).
+    fn pause(self, n: usize, waited: Duration) -> Option<Duration> {
+        (!self.0.is_zero() && n > 0 && n < bootstorm_net::BATCH && waited < self.0)
+            .then_some(self.0)
+    }
 }
 
 /// Send batches handed to the journal and given back once sent; at most [`BatchPool::MAX`] are
@@ -434,14 +455,22 @@ fn flush(
 
 /// Formats a hardware address as colon-separated hex.
 pub fn fmt_hw(hw: &[u8]) -> String {
-    let mut s = String::with_capacity(hw.len() * 3);
-    for (i, b) in hw.iter().enumerate() {
-        if i > 0 {
-            s.push(':');
+    Hw(hw).to_string()
+}
+
+/// A hardware address shown as colon-separated hex, without allocating (log lines).
+pub struct Hw<'a>(pub &'a [u8]);
+
+impl std::fmt::Display for Hw<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{b:02x}")?;
         }
-        s.push_str(&format!("{b:02x}"));
+        Ok(())
     }
-    s
 }
 
 fn log_event(worker: usize, now: bootstorm_time::Instant, ev: &Event) {
@@ -455,7 +484,7 @@ fn log_event(worker: usize, now: bootstorm_time::Instant, ev: &Event) {
                 worker,
                 event = ev.kind.name(),
                 ip = %ev.addr,
-                mac = %fmt_hw(ev.hwaddr()),
+                mac = %Hw(ev.hwaddr()),
                 xid = %format_args!("{:#010x}", ev.xid),
                 subnet = ev.subnet,
                 lease_secs,
@@ -472,6 +501,23 @@ fn log_event(worker: usize, now: bootstorm_time::Instant, ev: &Event) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coalescing_pauses_only_under_load() {
+        let ms = Duration::from_millis;
+        let c = Coalesce(ms(1));
+        // Datagrams arrive faster than the interval: let the next batch gather.
+        assert_eq!(c.pause(3, Duration::from_micros(200)), Some(ms(1)));
+        assert_eq!(c.pause(1, Duration::ZERO), Some(ms(1)));
+        // The receive waited longer than the interval: traffic is sparse, answer at once.
+        assert_eq!(c.pause(1, ms(1)), None);
+        assert_eq!(c.pause(1, ms(80)), None);
+        // Nothing received (timeout), or a full batch: more may be queued, read on.
+        assert_eq!(c.pause(0, Duration::ZERO), None);
+        assert_eq!(c.pause(bootstorm_net::BATCH, Duration::ZERO), None);
+        // Off.
+        assert_eq!(Coalesce(Duration::ZERO).pause(3, Duration::ZERO), None);
+    }
 
     #[test]
     fn broadcasts_are_shared_out_by_chaddr() {

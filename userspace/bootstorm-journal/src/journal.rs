@@ -88,6 +88,12 @@ struct Pending {
     /// Sequence number of the last record in `buf` (records are numbered from 1).
     last_seq: u64,
     shutdown: bool,
+    /// When the first record now in `buf` was appended: with a commit delay the writer syncs
+    /// at the latest `commit_delay` after it.
+    first_at: Option<std::time::Instant>,
+    /// The writer sleeps on `work` (and only then needs a notify: a wake-up costs a worker a
+    /// system call and the writer a context switch).
+    writer_waits: bool,
 }
 
 struct Shared {
@@ -163,6 +169,8 @@ impl Journal {
                 buf: Vec::with_capacity(64 << 10),
                 last_seq: 0,
                 shutdown: false,
+                first_at: None,
+                writer_waits: false,
             }),
             work: Condvar::new(),
             durable: Mutex::new(0),
@@ -214,16 +222,25 @@ impl Journal {
     /// Appends a record; returns its sequence number (also remembered for this thread).
     pub fn append(&self, r: &Record) -> u64 {
         let mut p = lock(&self.shared.pending);
-        let was_empty = p.buf.is_empty();
+        let before = p.buf.len();
+        if before == 0 {
+            p.first_at = Some(std::time::Instant::now());
+        }
         r.encode(&mut p.buf);
         p.last_seq += 1;
         let seq = p.last_seq;
-        let big = p.buf.len() >= BACKGROUND_FLUSH_BYTES;
+        let after = p.buf.len();
+        let wake = p.writer_waits
+            && match self.shared.durability {
+                // Nobody waits for the record: the writer comes by itself every few
+                // milliseconds, or now if much piled up. A lease costs no wake-up at all.
+                Durability::None => after >= BACKGROUND_FLUSH_BYTES,
+                // Someone waits: the writer starts on a batch at its first record (with a
+                // commit delay it then lingers on its own clock) or when the batch got big.
+                _ => before == 0 || (before < LINGER_BELOW_BYTES && after >= LINGER_BELOW_BYTES),
+            };
         drop(p);
-        // Someone waits for this record unless durability is "none": wake the writer at once.
-        // With "none" the writer comes by itself every few milliseconds (or when much piled
-        // up), so a lease costs no wake-up at all.
-        if (was_empty && self.shared.durability != Durability::None) || big {
+        if wake {
             self.shared.work.notify_one();
         }
         self.shared.stats.records.fetch_add(1, Ordering::Relaxed);
@@ -466,31 +483,26 @@ fn writer(
         let (last, stop) = {
             let mut p = lock(&shared.pending);
             if shared.durability == Durability::None && !p.shutdown {
-                p = shared
-                    .work
-                    .wait_timeout(p, BACKGROUND_FLUSH)
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|e| e.into_inner().0);
+                p = sleep_on(&shared, p, BACKGROUND_FLUSH);
             }
             while p.buf.is_empty() && !p.shutdown {
-                p = shared
-                    .work
-                    .wait_timeout(p, Duration::from_millis(500))
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|e| e.into_inner().0);
+                p = sleep_on(&shared, p, Duration::from_millis(500));
             }
-            // A few records only: let more gather for this sync (under load the batch is
-            // large already and goes at once).
-            if shared.durability == Durability::Fsync
-                && !shared.commit_delay.is_zero()
-                && !p.shutdown
-                && p.buf.len() < LINGER_BELOW_BYTES
-            {
-                drop(p);
-                std::thread::sleep(shared.commit_delay);
-                p = lock(&shared.pending);
+            // A few records only: let more gather for this sync, until `commit_delay` after
+            // the first of them (under load the batch is large already and goes at once).
+            // The clock runs from the first record, not from the writer's wake-up, so a batch
+            // that gathered during the previous sync waits only for the rest of its delay.
+            if shared.durability == Durability::Fsync && !shared.commit_delay.is_zero() {
+                while !p.shutdown && p.buf.len() < LINGER_BELOW_BYTES {
+                    let now = std::time::Instant::now();
+                    match p.first_at.map(|t| t + shared.commit_delay) {
+                        Some(due) if due > now => p = sleep_on(&shared, p, due - now),
+                        _ => break,
+                    }
+                }
             }
             std::mem::swap(&mut p.buf, &mut spare);
+            p.first_at = None;
             (p.last_seq, p.shutdown)
         };
         if !spare.is_empty() && !shared.failed_flag.load(Ordering::Acquire) {
@@ -544,6 +556,22 @@ fn writer(
     }
     // Whatever still waits (appended after the last write) will never be durable now.
     refuse_waiting(&shared, SHUT_DOWN, true);
+}
+
+/// The writer's wait for work: marked in `pending` so appends know to notify.
+fn sleep_on<'a>(
+    shared: &'a Shared,
+    mut p: MutexGuard<'a, Pending>,
+    timeout: Duration,
+) -> MutexGuard<'a, Pending> {
+    p.writer_waits = true;
+    let mut p = shared
+        .work
+        .wait_timeout(p, timeout)
+        .map(|(g, _)| g)
+        .unwrap_or_else(|e| e.into_inner().0);
+    p.writer_waits = false;
+    p
 }
 
 fn compactor(

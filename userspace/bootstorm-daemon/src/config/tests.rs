@@ -246,6 +246,25 @@ fn tftp_uploads_and_unique_roots_are_checked() {
 }
 
 #[test]
+fn rx_coalesce_is_checked() {
+    let ms = std::time::Duration::from_millis;
+    assert_eq!(check(GOOD).unwrap().rx_coalesce, ms(1));
+    let with =
+        |v: &str| check(&GOOD.replacen("[server]", &format!("[server]\nrx_coalesce = {v}"), 1));
+    assert_eq!(with("0").unwrap().rx_coalesce, ms(0));
+    assert_eq!(with("\"3ms\"").unwrap().rx_coalesce, ms(3));
+    let text = GOOD.replacen("[server]", "[server]\nrx_coalesce = \"50ms\"", 1);
+    let e = check(&text).unwrap_err();
+    assert!(
+        e.starts_with(&format!(
+            "bootstorm.toml:{}:",
+            line_of(&text, "rx_coalesce")
+        )) && e.contains("at most 10ms"),
+        "{e}"
+    );
+}
+
+#[test]
 fn lease_journal_settings_are_checked() {
     let with = |extra: &str| {
         check(&format!(
@@ -254,7 +273,7 @@ fn lease_journal_settings_are_checked() {
     };
     let l = with("").unwrap().leases.unwrap();
     assert_eq!(l.durability, bootstorm_journal::Durability::Fsync);
-    assert_eq!(l.commit_delay, std::time::Duration::from_millis(2));
+    assert_eq!(l.commit_delay, std::time::Duration::from_millis(5));
     let l = with("commit_delay = 0\ndurability = \"write\"")
         .unwrap()
         .leases

@@ -317,3 +317,63 @@ fn work_after_a_record_runs_once_it_is_on_disk_and_in_order() {
     assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(5)), Ok(true));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn start_lingering(dir: &Path, commit_delay: std::time::Duration) -> Journal {
+    Journal::start(
+        &Settings {
+            dir: dir.to_path_buf(),
+            durability: Durability::Fsync,
+            segment_max: 1 << 20,
+            commit_delay,
+        },
+        WallClock::new(Clock::new()),
+        1,
+        &[],
+        Box::new(Vec::new),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_commit_delay_groups_records_and_a_big_batch_does_not_wait_for_it() {
+    use std::time::{Duration, Instant};
+    let dir = tmp("linger");
+    // Two records 100 ms apart share one sync, which comes the delay after the first.
+    let j = start_lingering(&dir, Duration::from_millis(300));
+    let t0 = Instant::now();
+    j.append(&rec(Kind::Bind, 1, 1, LeaseState::Bound));
+    std::thread::sleep(Duration::from_millis(100));
+    let second = j.append(&rec(Kind::Bind, 2, 2, LeaseState::Bound));
+    j.wait(second).unwrap();
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(290),
+        "synced after {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(5), "synced after {waited:?}");
+    assert_eq!(j.stats().syncs.load(Ordering::Relaxed), 1);
+    j.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // A batch past the linger size is synced at once, long before a (huge) delay ends: the
+    // append that makes it big wakes the lingering writer.
+    let dir = tmp("linger-big");
+    let j = start_lingering(&dir, Duration::from_secs(30));
+    // One record first, so the writer is lingering when the rest come.
+    j.append(&rec(Kind::Bind, 0, 0, LeaseState::Bound));
+    std::thread::sleep(Duration::from_millis(50));
+    let t0 = Instant::now();
+    while j.stats().bytes.load(Ordering::Relaxed) == 0 && t0.elapsed() < Duration::from_secs(10) {
+        for n in 0..=255u8 {
+            j.append(&rec(Kind::Bind, n, n, LeaseState::Bound));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        j.stats().syncs.load(Ordering::Relaxed) >= 1,
+        "nothing synced in {:?}",
+        t0.elapsed()
+    );
+    j.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
