@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # DHCP peak rate with the bundled load generator (issue 4 and 5): a storm of N machines doing
 # DISCOVER/OFFER/REQUEST/ACK only, through two relay agents, against bootstorm with its journal
-# at durability fsync (default 2 ms commit delay), write and none, and against Kea's memfile with
+# at durability fsync (default 5 ms commit delay), write and none, and against Kea's memfile with
 # persist on; one run, one veth pair. perfdhcp tops out near 10,000 exchanges/s here; the load
 # generator batches its receives and sends, so it goes past that.
 #
