@@ -75,6 +75,19 @@ pub fn unique(tag: &str) -> String {
     format!("bs{}{}{}", std::process::id() % 100_000, tag, n)
 }
 
+/// The number after `key` on the line of a `/proc` file that starts with it (`syscw:` of
+/// /proc/PID/io, `voluntary_ctxt_switches:` of a task's status); `None` if the file or the line
+/// is missing.
+pub fn proc_number(path: impl AsRef<Path>, key: &str) -> Option<u64> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(key))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Runs a command to completion with a time limit; panics with its output if it fails.
 pub fn run(cmd: &mut Command, limit: Duration) -> Output {
     let out = output_within(cmd, limit);

@@ -111,18 +111,7 @@ fn acknowledged_leases_survive_sigkill_five_times() {
         std::thread::sleep(Duration::from_millis(500));
         let mut load = Proc::spawn(
             "perfdhcp",
-            lab.client_cmd(&perfdhcp)
-                .args([
-                    "-4",
-                    "-l",
-                    &lab.client_if,
-                    "-r",
-                    "1000",
-                    "-R",
-                    "50000",
-                    "-p",
-                    "20",
-                ])
+            super::perfdhcp::perfdhcp_cmd(&lab, &perfdhcp, 1000, 50_000, 20)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         );

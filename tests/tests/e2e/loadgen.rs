@@ -3,7 +3,7 @@
 //! sha256; then a chainload (TFTP, then iPXE's DHCP and its script over HTTP) and UEFI HTTP boot,
 //! with the HTML report. Every boot must complete and the reports must hold together.
 
-use bootstorm_tests::{Lab, ServerProc, TempDir, bin, need_root, output_within};
+use bootstorm_tests::{Lab, ServerProc, TempDir, bin, need_root, output_within, proc_number};
 use std::process::Command;
 use std::time::Duration;
 
@@ -375,13 +375,7 @@ root = "{root}"
 
 /// Write-type system calls the process has made so far (`syscw` of /proc/PID/io).
 fn write_calls(pid: u32) -> u64 {
-    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
-    io.lines()
-        .find_map(|l| l.strip_prefix("syscw: "))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    proc_number(format!("/proc/{pid}/io"), "syscw:").unwrap()
 }
 
 #[test]

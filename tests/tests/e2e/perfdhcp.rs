@@ -2,8 +2,10 @@
 //! 20,000 distinct clients: no NAK, no address given to two clients (checked by perfdhcp and
 //! against the server's lease list), and every ACK perfdhcp counted is a bound lease.
 
-use bootstorm_tests::{Lab, ServerProc, TempDir, need_root, output_within, tool};
+use bootstorm_tests::{Lab, ServerProc, TempDir, need_root, output_within, proc_number, tool};
 use std::collections::HashSet;
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 /// The lab server for perfdhcp runs (also the base of the crash test's config).
@@ -37,27 +39,26 @@ fn stat(report: &str, section: &str, key: &str) -> f64 {
         .unwrap_or_else(|| panic!("bad line {line}"))
 }
 
-/// perfdhcp's report after `secs` seconds at `rate` exchanges/s from `clients` MACs. It sends as
-/// a relay (giaddr = its address), so every reply goes unicast to giaddr:67.
-fn perfdhcp_run(
+/// perfdhcp at `rate` exchanges/s from `clients` MACs for `secs` seconds, from the lab's client
+/// side. It sends as a relay (giaddr = its address), so every reply goes unicast to giaddr:67.
+pub(crate) fn perfdhcp_cmd(
     lab: &Lab,
-    perfdhcp: &std::path::Path,
+    perfdhcp: &Path,
     rate: u32,
     clients: u32,
     secs: u32,
-) -> String {
+) -> Command {
+    let mut cmd = lab.client_cmd(perfdhcp);
+    cmd.args(["-4", "-l", &lab.client_if])
+        .args(["-r", &rate.to_string(), "-R", &clients.to_string()])
+        .args(["-p", &secs.to_string()]);
+    cmd
+}
+
+/// perfdhcp's report of a [`perfdhcp_cmd`] run.
+fn perfdhcp_run(lab: &Lab, perfdhcp: &Path, rate: u32, clients: u32, secs: u32) -> String {
     let out = output_within(
-        lab.client_cmd(perfdhcp).args([
-            "-4",
-            "-l",
-            &lab.client_if,
-            "-r",
-            &rate.to_string(),
-            "-R",
-            &clients.to_string(),
-            "-p",
-            &secs.to_string(),
-        ]),
+        &mut perfdhcp_cmd(lab, perfdhcp, rate, clients, secs),
         Duration::from_secs(60),
     );
     String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
@@ -72,15 +73,9 @@ fn worker_switches(pid: u32) -> u64 {
         .flatten()
     {
         let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if !comm.starts_with("dhcp-worker") {
-            continue;
+        if comm.starts_with("dhcp-worker") {
+            total += proc_number(t.path().join("status"), "voluntary_ctxt_switches:").unwrap_or(0);
         }
-        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
-        total += status
-            .lines()
-            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
     }
     total
 }
