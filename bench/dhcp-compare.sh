@@ -60,18 +60,17 @@ start_server() {
     bootstorm)
       ip netns exec "$S" "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
         --router 198.18.0.1 --workers 2 --control-socket "$T/bs.sock" 2> "$T/bootstorm.log" & ;;
-    bootstorm-fsync|bootstorm-write|bootstorm-none)
+    bootstorm-*)
+      # bootstorm-DURABILITY, or fsync with one default turned off.
+      local dur=${1#bootstorm-} extra=
+      case $dur in
+        fsync-nodelay) dur=fsync extra="--commit-delay 0" ;;
+        fsync-nocoalesce) dur=fsync extra="--rx-coalesce 0" ;;
+      esac
       rm -rf "$T/leases"
       ip netns exec "$S" "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
         --router 198.18.0.1 --workers 2 --control-socket "$T/bs.sock" \
-        --lease-dir "$T/leases" --durability "${1#bootstorm-}" 2> "$T/bootstorm.log" & ;;
-    bootstorm-fsync-nodelay|bootstorm-fsync-nocoalesce)
-      rm -rf "$T/leases"
-      local extra="--commit-delay 0"
-      [ "$1" = bootstorm-fsync-nocoalesce ] && extra="--rx-coalesce 0"
-      ip netns exec "$S" "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
-        --router 198.18.0.1 --workers 2 --control-socket "$T/bs.sock" \
-        --lease-dir "$T/leases" --durability fsync $extra 2> "$T/bootstorm.log" & ;;
+        --lease-dir "$T/leases" --durability "$dur" $extra 2> "$T/bootstorm.log" & ;;
     kea)
       KEA_LOCKFILE_DIR=$T KEA_PIDFILE_DIR=$T ip netns exec "$S" kea-dhcp4 -c "$T/kea.json" > "$T/kea.out" 2>&1 & ;;
     kea-persist)
