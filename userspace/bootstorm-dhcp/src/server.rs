@@ -88,6 +88,40 @@ impl EventKind {
     }
 }
 
+/// Why a REQUEST was refused: the text of option 56 in the NAK, and what logs say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NakReason {
+    /// RFC 2131 4.3.2: the requested address is not on the client's network.
+    WrongNetwork,
+    /// RFC 2131 4.3.2: the client has a lease on another address (INIT-REBOOT, RENEWING).
+    NotItsAddress,
+    /// Another client holds the address, or it is quarantined.
+    Taken,
+    /// The address is reserved for another client, or the client's reservation is another.
+    Reserved,
+    /// The address is in no pool of the subnet.
+    NotInPool,
+    /// Compatibility mode: the client chose another server.
+    OtherServer,
+    /// Compatibility mode: no address left for a DISCOVER.
+    Exhausted,
+}
+
+impl NakReason {
+    /// The text sent in option 56 and logged.
+    pub fn text(self) -> &'static str {
+        match self {
+            NakReason::WrongNetwork => "requested address not on this network",
+            NakReason::NotItsAddress => "requested address incorrect",
+            NakReason::Taken => "address not available",
+            NakReason::Reserved => "address reserved for another client",
+            NakReason::NotInPool => "address not in any pool",
+            NakReason::OtherServer => "client chose another server",
+            NakReason::Exhausted => "no address available",
+        }
+    }
+}
+
 /// A lease event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Event {
@@ -105,6 +139,10 @@ pub struct Event {
     pub xid: u32,
     /// Subnet index.
     pub subnet: u32,
+    /// For a NAK, why.
+    pub nak: Option<NakReason>,
+    /// For an offer: the address was taken from another client's unconfirmed offer.
+    pub reclaimed: bool,
 }
 
 impl Event {
@@ -366,9 +404,12 @@ impl Server {
         let Ok(packet) = Packet::new_checked(input) else {
             return Outcome::drop(DropReason::Malformed);
         };
-        let Ok(req) = Repr::parse(&packet) else {
+        // RFC 3396: options sent in pieces are concatenated here.
+        let mut scratch = [0u8; dhcp::SCRATCH_LEN];
+        let Ok(req) = Repr::parse_with(&packet, &mut scratch) else {
             return Outcome::drop(DropReason::Malformed);
         };
+        stats.bad_options += u64::from(req.bad_options);
         if req.op != 1 {
             return Outcome::drop(DropReason::NotRequest);
         }
@@ -442,6 +483,8 @@ impl Server {
             hlen: ctx.req.hlen,
             xid: ctx.req.xid,
             subnet: ctx.subnet_id,
+            nak: None,
+            reclaimed: b.is_some_and(|b| b.reclaimed),
         }
     }
 
@@ -466,15 +509,15 @@ impl Server {
                 Ok(b) => b,
                 Err(AllocError::Exhausted) => {
                     if self.cfg.compat_nak {
-                        let mut o = self.reply(
+                        let mut o = self.nak(
                             meta,
                             ctx,
-                            MessageType::Nak,
+                            NakReason::Exhausted,
                             Ipv4Addr::UNSPECIFIED,
-                            None,
                             out,
                             stats,
                         );
+                        o.event = None;
                         o.dropped = o
                             .dropped
                             .or(Some(DropReason::PoolExhausted))
@@ -495,6 +538,7 @@ impl Server {
             stats,
         );
         if o.reply.is_some() {
+            stats.offers_reclaimed += u64::from(binding.reclaimed);
             o.event = Some(self.event(ctx, EventKind::Offer, Some(binding), binding.addr));
         }
         o
@@ -528,18 +572,15 @@ impl Server {
         stats: &mut Stats,
     ) -> Outcome {
         let req = ctx.req;
-        let nak = |stats: &mut Stats, out: &mut [u8], addr: Ipv4Addr| {
-            let mut o = self.reply(
-                meta,
-                ctx,
-                MessageType::Nak,
-                Ipv4Addr::UNSPECIFIED,
-                None,
-                out,
-                stats,
-            );
-            o.event = Some(self.event(ctx, EventKind::Nak, None, addr));
-            o
+        let nak = |stats: &mut Stats, out: &mut [u8], addr: Ipv4Addr, why: NakReason| {
+            self.nak(meta, ctx, why, addr, out, stats)
+        };
+        // The address the client holds now (bound, not expired), if any.
+        let bound_at = || {
+            self.table
+                .binding_of(now, ctx.key)
+                .filter(|b| b.state == bootstorm_lease::LeaseState::Bound)
+                .map(|b| b.addr)
         };
         let addr;
         if let Some(sid) = req.server_id {
@@ -549,7 +590,12 @@ impl Server {
                 // here (a NAK would break networks with two servers); compatibility mode NAKs.
                 let freed = self.table.cancel_offer(now, ctx.key);
                 if self.cfg.compat_nak {
-                    return nak(stats, out, freed.unwrap_or(Ipv4Addr::UNSPECIFIED));
+                    return nak(
+                        stats,
+                        out,
+                        freed.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                        NakReason::OtherServer,
+                    );
                 }
                 let mut o = Outcome::drop(DropReason::NotForUs);
                 o.event = freed.map(|a| self.event(ctx, EventKind::OfferWithdrawn, None, a));
@@ -561,10 +607,13 @@ impl Server {
             addr = a;
         } else if let Some(ci) = req.ciaddr {
             // RENEWING (unicast) or REBINDING (broadcast): ciaddr is the address to extend.
-            let known = self
-                .table
-                .binding_of(now, ctx.key)
-                .is_some_and(|b| b.addr == ci);
+            let holds = bound_at();
+            if holds.is_some_and(|h| h != ci) {
+                // RFC 2131 4.3.2: the client's lease is another address; it may not move by
+                // renewing one it does not hold.
+                return nak(stats, out, ci, NakReason::NotItsAddress);
+            }
+            let known = holds == Some(ci);
             if !known && !self.cfg.authoritative && ctx.reservation.is_none() {
                 return Outcome::drop(DropReason::NoRecord);
             }
@@ -573,7 +622,13 @@ impl Server {
             // INIT-REBOOT: the client asks to keep an address it had.
             if !ctx.subnet.contains(r) {
                 // RFC 2131 4.3.2: on the wrong network, NAK.
-                return nak(stats, out, r);
+                return nak(stats, out, r, NakReason::WrongNetwork);
+            }
+            if bound_at().is_some_and(|h| h != r) {
+                // RFC 2131 4.3.2: "DHCPNAK if the requested IP address is incorrect". The
+                // client has a lease on another address: it keeps that one (its next DISCOVER
+                // is offered it again), and the table never holds an address no record names.
+                return nak(stats, out, r, NakReason::NotItsAddress);
             }
             let known = self.table.binding_of(now, ctx.key).is_some();
             if !known && !self.cfg.authoritative && ctx.reservation.is_none() {
@@ -587,17 +642,25 @@ impl Server {
         let lease = self.lease_time(ctx, now, None);
         let binding = if let Some(res) = ctx.reservation {
             if res.addr != addr {
-                return nak(stats, out, addr);
+                return nak(stats, out, addr, NakReason::Reserved);
             }
             self.table
                 .bind_reserved(now, ctx.subnet_id, client, addr, lease)
         } else {
-            if self.reserved_addrs.contains_key(&addr) || !ctx.subnet.contains(addr) {
-                return nak(stats, out, addr);
+            if self.reserved_addrs.contains_key(&addr) {
+                return nak(stats, out, addr, NakReason::Reserved);
+            }
+            if !ctx.subnet.contains(addr) {
+                return nak(stats, out, addr, NakReason::WrongNetwork);
             }
             match self.table.bind(now, client, addr, lease) {
                 Ok(b) => b,
-                Err(_) => return nak(stats, out, addr),
+                Err(bootstorm_lease::BindError::NotInPool) => {
+                    return nak(stats, out, addr, NakReason::NotInPool);
+                }
+                Err(bootstorm_lease::BindError::Taken) => {
+                    return nak(stats, out, addr, NakReason::Taken);
+                }
             }
         };
         let granted = self.lease_time(ctx, now, Some(binding.expires));
@@ -668,10 +731,11 @@ impl Server {
         o
     }
 
-    /// RFC 2131 4.1: relays get the reply at giaddr:67; a client with an address at ciaddr:68; a
-    /// NAK is broadcast; otherwise the broadcast bit decides between broadcast and link unicast.
-    /// A request from a non-zero source with giaddr and ciaddr zero (a test client on loopback,
-    /// never firmware, which sends from 0.0.0.0) is answered at its source.
+    /// RFC 2131 4.1: relays get the reply at giaddr:67; with giaddr zero a NAK is broadcast "in
+    /// all cases"; a client with an address at ciaddr:68; otherwise the broadcast bit decides
+    /// between broadcast and link unicast. A request from loopback with giaddr and ciaddr zero
+    /// (a test client or tool on this host: nothing else can send from 127/8) is answered at its
+    /// source; on a real interface the source address of such a request is never used.
     fn destination(
         req: &Repr<'_>,
         meta: &RxMeta,
@@ -682,7 +746,7 @@ impl Server {
         if let Some(g) = req.giaddr {
             return Destination::Unicast(SocketAddrV4::new(g, dhcp::SERVER_PORT));
         }
-        if req.ciaddr.is_none() && !meta.src.ip().is_unspecified() {
+        if req.ciaddr.is_none() && meta.src.ip().is_loopback() {
             return Destination::Unicast(meta.src);
         }
         if mt == MessageType::Nak {
@@ -712,7 +776,48 @@ impl Server {
         out: &mut [u8],
         stats: &mut Stats,
     ) -> Outcome {
-        match self.build(ctx, mt, yiaddr, lease, out, stats) {
+        self.reply_why(meta, ctx, mt, yiaddr, lease, None, out, stats)
+    }
+
+    /// A NAK saying why.
+    fn nak(
+        &self,
+        meta: &RxMeta,
+        ctx: &Ctx<'_, '_, '_>,
+        why: NakReason,
+        addr: Ipv4Addr,
+        out: &mut [u8],
+        stats: &mut Stats,
+    ) -> Outcome {
+        let mut o = self.reply_why(
+            meta,
+            ctx,
+            MessageType::Nak,
+            Ipv4Addr::UNSPECIFIED,
+            None,
+            Some(why),
+            out,
+            stats,
+        );
+        let mut ev = self.event(ctx, EventKind::Nak, None, addr);
+        ev.nak = Some(why);
+        o.event = Some(ev);
+        o
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reply_why(
+        &self,
+        meta: &RxMeta,
+        ctx: &Ctx<'_, '_, '_>,
+        mt: MessageType,
+        yiaddr: Ipv4Addr,
+        lease: Option<Duration>,
+        why: Option<NakReason>,
+        out: &mut [u8],
+        stats: &mut Stats,
+    ) -> Outcome {
+        match self.build(ctx, mt, yiaddr, lease, why, out, stats) {
             Some(len) => Outcome {
                 reply: Some(Reply {
                     len,
@@ -726,12 +831,14 @@ impl Server {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn build(
         &self,
         ctx: &Ctx<'_, '_, '_>,
         mt: MessageType,
         yiaddr: Ipv4Addr,
         lease: Option<Duration>,
+        why: Option<NakReason>,
         out: &mut [u8],
         stats: &mut Stats,
     ) -> Option<usize> {
@@ -793,6 +900,7 @@ impl Server {
         )
         .ok()?;
         let mut written = CodeSet::default();
+        let mut pending_times = None;
         w.push(opt::MESSAGE_TYPE, &[mt.into()]).ok()?;
         written.insert(opt::MESSAGE_TYPE);
         w.push(opt::SERVER_ID, &subnet.server_id.octets()).ok()?;
@@ -806,19 +914,29 @@ impl Server {
                 u32::try_from(d.as_secs()).unwrap_or(u32::MAX).min(secs)
             });
             w.push(opt::LEASE_TIME, &secs.to_be_bytes()).ok()?;
-            w.push(opt::RENEWAL_TIME, &t1.to_be_bytes()).ok()?;
-            w.push(opt::REBINDING_TIME, &t2.to_be_bytes()).ok()?;
             written.insert(opt::LEASE_TIME);
+            // RFC 2131 table 3: T1 and T2 are "MAY": without them a client takes 1/2 and 7/8
+            // of the lease (RFC 2131 4.4.5). They give way when room is short.
+            pending_times = Some((t1, t2));
+        }
+        // RFC 6842: the client identifier is echoed in every reply. It may travel in `file` or
+        // `sname` (option overload) when the options field is short; nowhere at all is a reply
+        // that cannot be sent.
+        if let Some(id) = req.client_id {
+            if w.push(opt::CLIENT_ID, id).is_err() && !w.push_overflow(opt::CLIENT_ID, id) {
+                return None;
+            }
+            written.insert(opt::CLIENT_ID);
+        }
+        if let Some((t1, t2)) = pending_times {
+            w.push_optional(opt::RENEWAL_TIME, &t1.to_be_bytes());
+            w.push_optional(opt::REBINDING_TIME, &t2.to_be_bytes());
             written.insert(opt::RENEWAL_TIME);
             written.insert(opt::REBINDING_TIME);
         }
-        // RFC 6842: the client identifier is echoed in every reply.
-        if let Some(id) = req.client_id {
-            w.push(opt::CLIENT_ID, id).ok()?;
-            written.insert(opt::CLIENT_ID);
-        }
         if nak {
-            w.push_optional(opt::MESSAGE, b"address not available");
+            let text = why.unwrap_or(NakReason::Taken).text();
+            w.push_optional(opt::MESSAGE, text.as_bytes());
         } else {
             let vendor = req.vendor_class.unwrap_or(&[]);
             let http = vendor.starts_with(HTTP_CLIENT) || req.client_arches().any(arch::is_http);

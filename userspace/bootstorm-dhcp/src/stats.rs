@@ -82,6 +82,11 @@ pub struct Stats {
     pub dropped: [u64; 10],
     /// Optional options left out of replies because they did not fit.
     pub options_dropped: u64,
+    /// Options in requests left out because their value was invalid (an empty host name or
+    /// vendor class, ...): the requests were served without them.
+    pub bad_options: u64,
+    /// Offers that took the oldest unconfirmed offer of another client (the pool was full).
+    pub offers_reclaimed: u64,
 }
 
 impl Stats {
@@ -124,5 +129,7 @@ impl Stats {
             *a += b;
         }
         self.options_dropped += o.options_dropped;
+        self.bad_options += o.bad_options;
+        self.offers_reclaimed += o.offers_reclaimed;
     }
 }

@@ -174,6 +174,9 @@ pub struct Binding {
     pub subnet: u32,
     /// True if the address comes from a reservation.
     pub reserved: bool,
+    /// True if the pool had no free address and this offer took the oldest offer another client
+    /// never confirmed (a soft hold, RFC 2131 4.3.1 leaves it to the server).
+    pub reclaimed: bool,
 }
 
 impl Lease {
@@ -185,6 +188,7 @@ impl Lease {
             expires: self.expires,
             subnet: self.subnet,
             reserved: self.reserved,
+            reclaimed: false,
         }
     }
 }
@@ -491,14 +495,14 @@ impl LeaseTable {
         {
             got = self.claim_for_offer(req, tag, false, now, until);
         }
-        let addr = match got {
-            Some(a) => a,
+        let (addr, reclaimed) = match got {
+            Some(a) => (a, false),
             None => self.allocate(now, subnet, tag, until)?,
         };
         if let Some(prev) = previous.filter(|p| *p != addr) {
-            // The client moves on: give its old offer back (a bound lease elsewhere stays bound
-            // until it expires or is released, as RFC 2131 4.3.1 leaves it to the server).
-            self.give_back_offer(prev, tag);
+            // The client moves on (another subnet, or its address was taken while it was away):
+            // its old address goes back, so the table never holds an address no record names.
+            self.leave(now, &mut shard, client.key, prev, tag);
         }
         let bound_already = self
             .slot_of(addr)
@@ -517,9 +521,40 @@ impl LeaseTable {
         } else {
             LeaseState::Offered
         };
-        Ok(Self::record(
-            &mut shard, client, addr, state, expires, subnet, false,
-        ))
+        let mut b = Self::record(&mut shard, client, addr, state, expires, subnet, false);
+        b.reclaimed = reclaimed;
+        Ok(b)
+    }
+
+    /// The client's record moves away from `prev`: an offer of it is given back, and a lease on
+    /// it is released (reported to the sink as a release, so a restart does not bring back an
+    /// address the running table let go). Called under the client's shard lock.
+    fn leave(&self, now: Instant, shard: &mut Shard, key: &[u8], prev: Ipv4Addr, tag: u32) {
+        let Some(l) = shard.clients.get_mut(key).filter(|l| l.addr == prev) else {
+            return;
+        };
+        if l.reserved {
+            return; // a reserved address is outside the allocator: nothing to give back
+        }
+        let Some((pool, i)) = self.slot_of(prev) else {
+            return;
+        };
+        loop {
+            let w = pool.load(i);
+            if w.tag() != tag || !matches!(w.state(), state::OFFERED | state::BOUND) {
+                return;
+            }
+            let bound = w.state() == state::BOUND && w.held(now_secs(now));
+            if pool.cas(i, w, Word::new(state::FREE, 0, 0)) {
+                pool.mark_freed();
+                if bound {
+                    l.state = LeaseState::Released;
+                    l.expires = now;
+                    self.notify(shard, key, Change::Release);
+                }
+                return;
+            }
+        }
     }
 
     /// Records an offer of a reserved address (the allocator never hands these out).
@@ -531,13 +566,19 @@ impl LeaseTable {
         addr: Ipv4Addr,
         hold: Duration,
     ) -> Binding {
-        let mut shard = lock(self.shard(client.hash()));
+        let hash = client.hash();
+        let mut shard = lock(self.shard(hash));
         if let Some(l) = shard.clients.get(client.key)
             && l.addr == addr
             && l.state == LeaseState::Bound
             && l.expires > now
         {
             return l.binding();
+        }
+        if let Some(prev) = shard.clients.get(client.key).map(|l| l.addr)
+            && prev != addr
+        {
+            self.leave(now, &mut shard, client.key, prev, tag_of(hash));
         }
         Self::record(
             &mut shard,
@@ -643,13 +684,29 @@ impl LeaseTable {
         }
     }
 
+    /// Frees `addr` if the client with `tag` holds it, offered or bound.
+    fn give_back(&self, addr: Ipv4Addr, tag: u32) {
+        if let Some((pool, i)) = self.slot_of(addr) {
+            loop {
+                let w = pool.load(i);
+                if w.tag() != tag || !matches!(w.state(), state::OFFERED | state::BOUND) {
+                    return;
+                }
+                if pool.cas(i, w, Word::new(state::FREE, 0, 0)) {
+                    pool.mark_freed();
+                    return;
+                }
+            }
+        }
+    }
+
     fn allocate(
         &self,
         now: Instant,
         subnet: u32,
         tag: u32,
         until: u64,
-    ) -> Result<Ipv4Addr, AllocError> {
+    ) -> Result<(Ipv4Addr, bool), AllocError> {
         let now_s = now_secs(now);
         for pool in self.pools.iter().filter(|p| p.subnet == subnet) {
             // Fast path: never-used slots, in order.
@@ -667,31 +724,56 @@ impl LeaseTable {
                 }
                 let w = pool.load(i);
                 if w == Word(0) && pool.cas(i, w, Word::new(state::OFFERED, until, tag)) {
-                    return Ok(pool.addr(i));
+                    return Ok((pool.addr(i), false));
                 }
                 // Taken out of order (a requested address or a reservation): try the next one.
             }
         }
-        for pool in self.pools.iter().filter(|p| p.subnet == subnet) {
-            if let Some(a) = self.scan(pool, now_s, tag, until) {
-                return Ok(a);
+        // Nothing free: an offer is a soft hold. The oldest one no REQUEST confirmed goes to
+        // this client, so DISCOVERs alone (a flood from random MACs) cannot starve real clients;
+        // a bound lease is never taken. Its first client, should it still REQUEST, is NAKed
+        // and starts over. Another worker may take the same offer first: look again, a bounded
+        // number of times.
+        for _ in 0..RECLAIM_TRIES {
+            let mut oldest: Option<(&Pool, usize, Word)> = None;
+            for pool in self.pools.iter().filter(|p| p.subnet == subnet) {
+                match self.scan(pool, now_s, tag, until) {
+                    Scan::Got(a) => return Ok((a, false)),
+                    Scan::Full(Some((i, w))) => {
+                        if oldest.is_none_or(|(_, _, o)| w.expiry() < o.expiry()) {
+                            oldest = Some((pool, i, w));
+                        }
+                    }
+                    Scan::Full(None) => {}
+                }
+            }
+            let Some((pool, i, w)) = oldest else {
+                break;
+            };
+            if pool.cas(i, w, Word::new(state::OFFERED, until, tag)) {
+                // Expiries have one-second resolution: moving the cursor past this slot makes
+                // the next reclaim take the next offer of the same second, not this one again.
+                pool.cursor.store(i + 1, Ordering::Relaxed);
+                return Ok((pool.addr(i), true));
             }
         }
         Err(AllocError::Exhausted)
     }
 
     /// Looks for a reusable slot: free or expired, nobody remembered first, else the one remembered
-    /// for someone else that the cursor reaches first.
-    fn scan(&self, pool: &Pool, now_s: u64, tag: u32, until: u64) -> Option<Ipv4Addr> {
+    /// for someone else that the cursor reaches first. A full pool reports its oldest offer held
+    /// for another client, if any.
+    fn scan(&self, pool: &Pool, now_s: u64, tag: u32, until: u64) -> Scan {
         let gen_now = pool.freed_gen.load(Ordering::Acquire);
         let ex = pool.exhausted.load(Ordering::Acquire);
         if ex != 0 && ex >> 29 == gen_now && now_s < (ex & EXPIRY_MAX) {
-            return None;
+            return Scan::Full(None);
         }
         let n = pool.len();
         let start = pool.cursor.load(Ordering::Relaxed) % n;
         let mut fallback = None;
         let mut earliest = EXPIRY_MAX;
+        let mut oldest_offer: Option<(usize, Word)> = None;
         for k in 0..n {
             let i = (start + k) % n;
             let w = pool.load(i);
@@ -699,13 +781,19 @@ impl LeaseTable {
                 if w.state() != state::RESERVED {
                     earliest = earliest.min(w.expiry());
                 }
+                if w.state() == state::OFFERED
+                    && w.tag() != tag
+                    && oldest_offer.is_none_or(|(_, o)| w.expiry() < o.expiry())
+                {
+                    oldest_offer = Some((i, w));
+                }
                 continue;
             }
             let remembered = w.remembered();
             if remembered == 0 || remembered == tag {
                 if pool.cas(i, w, Word::new(state::OFFERED, until, tag)) {
                     pool.cursor.store(i + 1, Ordering::Relaxed);
-                    return Some(pool.addr(i));
+                    return Scan::Got(pool.addr(i));
                 }
             } else if fallback.is_none() {
                 fallback = Some((i, w));
@@ -714,13 +802,17 @@ impl LeaseTable {
         if let Some((i, w)) = fallback {
             if pool.cas(i, w, Word::new(state::OFFERED, until, tag)) {
                 pool.cursor.store(i + 1, Ordering::Relaxed);
-                return Some(pool.addr(i));
+                return Scan::Got(pool.addr(i));
             }
-            return None; // lost a race; the next DISCOVER retransmit scans again
+            return Scan::Full(None); // lost a race; the next DISCOVER retransmit scans again
         }
-        pool.exhausted
-            .store((gen_now << 29) | earliest.max(now_s + 1), Ordering::Release);
-        None
+        if oldest_offer.is_none() {
+            // Only bound, reserved and quarantined addresses: remember the verdict until one
+            // of them can change.
+            pool.exhausted
+                .store((gen_now << 29) | earliest.max(now_s + 1), Ordering::Release);
+        }
+        Scan::Full(oldest_offer)
     }
 
     /// Binds `addr` to `client` until `now + lease` (REQUEST -> ACK, or a renewal). Succeeds if the
@@ -755,7 +847,9 @@ impl LeaseTable {
             }
         }
         if let Some(prev) = previous.filter(|p| *p != addr) {
-            self.give_back_offer(prev, tag);
+            // The record moves to `addr`; the Bind below names the new address, so the release
+            // of the old one need not be journaled on its own (replay keeps the latest record).
+            self.give_back(prev, tag);
         }
         let expires = Instant::from_millis(until * 1000);
         let b = Self::record(
@@ -780,7 +874,13 @@ impl LeaseTable {
         addr: Ipv4Addr,
         lease: Duration,
     ) -> Binding {
-        let mut shard = lock(self.shard(client.hash()));
+        let hash = client.hash();
+        let mut shard = lock(self.shard(hash));
+        if let Some(prev) = shard.clients.get(client.key).map(|l| l.addr)
+            && prev != addr
+        {
+            self.leave(now, &mut shard, client.key, prev, tag_of(hash));
+        }
         let expires = Instant::from_millis(secs_after(now, lease) * 1000);
         let b = Self::record(
             &mut shard,
@@ -872,15 +972,18 @@ impl LeaseTable {
         let mut shard = lock(self.shard(hash));
         let l = shard
             .clients
-            .get_mut(key)
+            .get(key)
             .filter(|l| l.state == LeaseState::Offered && l.expires > now)?;
+        // An offer reclaimed by another client is not this client's to give back.
+        let lost = self.lost(l);
+        let l = shard.clients.get_mut(key)?;
         let addr = l.addr;
-        if !l.reserved {
+        if !l.reserved && !lost {
             self.give_back_offer(addr, tag);
         }
         l.state = LeaseState::Expired;
         l.expires = now;
-        Some(addr)
+        (!lost).then_some(addr)
     }
 
     /// The client's record, with its state brought up to date for `now`.
@@ -994,6 +1097,36 @@ impl LeaseTable {
         all
     }
 
+    /// Addresses held (offered or bound) that no client's record names: always empty. A
+    /// consistency check for tests and for an operator's `leases check`; walks everything.
+    pub fn unnamed(&self, now: Instant) -> Vec<Ipv4Addr> {
+        let mut named = std::collections::HashSet::new();
+        for s in self.shards.iter() {
+            let shard = lock(s);
+            for l in shard.clients.values() {
+                let mut l = l.clone();
+                self.refresh(now, &mut l);
+                if !l.reserved && matches!(l.state, LeaseState::Offered | LeaseState::Bound) {
+                    named.insert((l.addr, tag_of(key_hash(&l.key))));
+                }
+            }
+        }
+        let now_s = now_secs(now);
+        let mut out = Vec::new();
+        for p in self.pools.iter() {
+            for i in 0..p.len() {
+                let w = p.load(i);
+                if w.held(now_s)
+                    && matches!(w.state(), state::OFFERED | state::BOUND)
+                    && !named.contains(&(p.addr(i), w.tag()))
+                {
+                    out.push(p.addr(i));
+                }
+            }
+        }
+        out
+    }
+
     /// Counts of addresses per slot state, for metrics: (free, offered, bound, other).
     pub fn usage(&self, now: Instant) -> Usage {
         let now_s = now_secs(now);
@@ -1016,6 +1149,19 @@ impl LeaseTable {
         }
         u
     }
+}
+
+/// How often a full pool is scanned again when another thread took the offer this one was about
+/// to reclaim. Each lost race means another client got an address, so a few tries suffice; a
+/// DISCOVER that still finds nothing is retransmitted by its client.
+const RECLAIM_TRIES: usize = 8;
+
+/// What a scan of one pool found.
+enum Scan {
+    /// A free address, now offered.
+    Got(Ipv4Addr),
+    /// Nothing free; the oldest offer held for another client, if any.
+    Full(Option<(usize, Word)>),
 }
 
 /// Address counts over all pools.

@@ -593,6 +593,9 @@ pub struct Repr<'a> {
     pub relay_agent_info: Option<&'a [u8]>,
     /// Option 52.
     pub overload: u8,
+    /// Informational options left out because their value was invalid (an empty host name,
+    /// vendor or user class, an odd architecture list): counted, and the client served.
+    pub bad_options: u8,
     /// `file` up to its NUL, unless overloaded with options.
     pub file: &'a [u8],
     /// `sname` up to its NUL, unless overloaded with options.
@@ -607,20 +610,40 @@ fn exact<const N: usize>(data: &[u8], what: &'static str) -> Result<[u8; N]> {
     <[u8; N]>::try_from(data).map_err(|_| Error::Malformed(what))
 }
 
-fn nonempty<'a>(data: &'a [u8], what: &'static str) -> Result<&'a [u8]> {
-    if data.is_empty() {
-        Err(Error::Malformed(what))
-    } else {
-        Ok(data)
-    }
-}
+/// Options a client may send longer than 255 bytes, and so split into several instances that a
+/// receiver must concatenate (RFC 3396 section 6). Fixed-size options (50, 51, 53, 54, 57) are
+/// never split: a second instance of those is ignored.
+const CONCATENATED: [u8; 9] = [
+    opt::CLIENT_ID,
+    opt::HOSTNAME,
+    opt::VENDOR_CLASS_ID,
+    opt::USER_CLASS,
+    opt::PARAMETER_REQUEST_LIST,
+    opt::CLIENT_ARCH,
+    opt::CLIENT_NDI,
+    opt::CLIENT_UUID,
+    opt::RELAY_AGENT_INFO,
+];
+
+/// Bytes of scratch space [`Repr::parse_with`] may need: concatenated options never hold more
+/// than the message, and a message never exceeds a UDP datagram on an Ethernet path.
+pub const SCRATCH_LEN: usize = 1500;
 
 impl<'a> Repr<'a> {
-    /// Validates a checked packet and lifts its fields. Fixed-size options with a wrong length and
-    /// truncated options are errors; unknown options are skipped. When an option appears twice
-    /// the first instance counts (RFC 3396 concatenation is not needed by any option we read
-    /// from clients, all of which are short).
+    /// [`Repr::parse_with`] without scratch space: an option sent as several instances counts
+    /// with its first instance only. For tools and tests; a server uses `parse_with`.
     pub fn parse(p: &Packet<&'a [u8]>) -> Result<Repr<'a>> {
+        Self::parse_with(p, &mut [])
+    }
+
+    /// Validates a checked packet and lifts its fields. Fixed-size options with a wrong length and
+    /// truncated options are errors; unknown options are skipped. A variable-length option sent
+    /// as several instances is concatenated into `scratch` (RFC 3396 section 7: "the
+    /// concatenation of all instances"); with too little scratch its first instance counts.
+    /// A scratch of [`SCRATCH_LEN`] bytes, or the packet's length, always suffices. An
+    /// informational option whose value is invalid (an empty host name or vendor class, an odd
+    /// architecture list) is left out and counted in `bad_options`: the client is still served.
+    pub fn parse_with(p: &Packet<&'a [u8]>, scratch: &'a mut [u8]) -> Result<Repr<'a>> {
         let b: &'a [u8] = p.buffer;
         let mut r = Repr {
             op: b[field::OP],
@@ -637,9 +660,21 @@ impl<'a> Repr<'a> {
             ..Repr::default()
         };
         r.chaddr.copy_from_slice(&b[field::CHADDR]);
+        // First pass: fixed-size options, and the first instance of each variable-length one;
+        // `seen` and `split` note which of those came more than once.
+        let mut first: [Option<&'a [u8]>; CONCATENATED.len()] = [None; CONCATENATED.len()];
+        let mut split = 0u16;
         for o in all_options_in(b) {
             let o = o?;
             let d = o.data;
+            if let Some(k) = CONCATENATED.iter().position(|c| *c == o.code) {
+                if first[k].is_some() {
+                    split |= 1 << k;
+                } else {
+                    first[k] = Some(d);
+                }
+                continue;
+            }
             match o.code {
                 opt::MESSAGE_TYPE if r.message_type.is_none() => {
                     r.message_type = Some(MessageType::from(exact::<1>(d, "option 53 length")?[0]));
@@ -664,39 +699,80 @@ impl<'a> Repr<'a> {
                     }
                     r.overload = v;
                 }
-                opt::CLIENT_ID if r.client_id.is_none() => {
-                    // RFC 2132 9.14: at least two octets (type and something).
-                    if d.len() < 2 {
-                        return Err(Error::Malformed("option 61 length"));
-                    }
-                    r.client_id = Some(d);
-                }
-                opt::HOSTNAME if r.hostname.is_none() => {
-                    r.hostname = Some(nonempty(d, "option 12 empty")?)
-                }
-                opt::VENDOR_CLASS_ID if r.vendor_class.is_none() => {
-                    r.vendor_class = Some(nonempty(d, "option 60 empty")?);
-                }
-                opt::USER_CLASS if r.user_class.is_none() => {
-                    r.user_class = Some(nonempty(d, "option 77 empty")?)
-                }
-                opt::PARAMETER_REQUEST_LIST if r.parameter_request_list.is_none() => {
-                    r.parameter_request_list = Some(d);
-                }
-                opt::CLIENT_ARCH if r.client_arch.is_none() => {
-                    if d.is_empty() || d.len() % 2 != 0 {
-                        return Err(Error::Malformed("option 93 length"));
-                    }
-                    r.client_arch = Some(d);
-                }
-                opt::CLIENT_NDI if r.client_ndi.is_none() => r.client_ndi = Some(d),
-                opt::CLIENT_UUID if r.client_uuid.is_none() => r.client_uuid = Some(d),
-                opt::RELAY_AGENT_INFO if r.relay_agent_info.is_none() => {
-                    r.relay_agent_info = Some(d)
-                }
                 _ => {}
             }
         }
+        // Second pass, only for options that came split (rare: a long client id or request
+        // list): each is the concatenation of its instances, in order (RFC 3396 section 7).
+        let mut scratch = scratch;
+        if split != 0 {
+            for (k, code) in CONCATENATED.iter().enumerate() {
+                if split & (1 << k) == 0 {
+                    continue;
+                }
+                let total: usize = all_options_in(b)
+                    .filter_map(|o| o.ok())
+                    .filter(|o| o.code == *code)
+                    .map(|o| o.data.len())
+                    .sum();
+                if total > scratch.len() {
+                    continue; // too little scratch: the first instance counts
+                }
+                let (joined, rest) = core::mem::take(&mut scratch).split_at_mut(total);
+                let mut at = 0;
+                for o in all_options_in(b).filter_map(|o| o.ok()) {
+                    if o.code == *code {
+                        joined[at..at + o.data.len()].copy_from_slice(o.data);
+                        at += o.data.len();
+                    }
+                }
+                first[k] = Some(joined);
+                scratch = rest;
+            }
+        }
+        let [
+            client_id,
+            hostname,
+            vendor_class,
+            user_class,
+            prl,
+            arch,
+            ndi,
+            uuid,
+            relay,
+        ] = first;
+        // RFC 2132 9.14: a client identifier has at least two octets (type and something). It
+        // names the client, so a bad one is not silently replaced by chaddr: the message is bad.
+        if let Some(d) = client_id {
+            if d.len() < 2 {
+                return Err(Error::Malformed("option 61 length"));
+            }
+            r.client_id = Some(d);
+        }
+        // RFC 2132 3.14, 9.13, RFC 3004: host name, vendor class and user class have a minimum
+        // length of 1. An empty one says nothing: ignore it and serve the client.
+        let mut keep = |d: Option<&'a [u8]>, valid: fn(&[u8]) -> bool| match d {
+            Some(d) if valid(d) => Some(d),
+            Some(_) => {
+                r.bad_options = r.bad_options.saturating_add(1);
+                None
+            }
+            None => None,
+        };
+        let nonempty = |d: &[u8]| !d.is_empty();
+        let hostname = keep(hostname, nonempty);
+        let vendor_class = keep(vendor_class, nonempty);
+        let user_class = keep(user_class, nonempty);
+        // RFC 4578 2.1: a list of 16-bit types.
+        let arch = keep(arch, |d| !d.is_empty() && d.len() % 2 == 0);
+        r.hostname = hostname;
+        r.vendor_class = vendor_class;
+        r.user_class = user_class;
+        r.client_arch = arch;
+        r.parameter_request_list = prl;
+        r.client_ndi = ndi;
+        r.client_uuid = uuid;
+        r.relay_agent_info = relay;
         if r.overload & 1 == 0 {
             r.file = c_str(&b[field::FILE]);
         }
@@ -960,6 +1036,21 @@ impl<'b> OverloadWriter<'b> {
             }
         }
         self.dropped += 1;
+        false
+    }
+
+    /// Writes an option into `file` or `sname` (not the options field), where free and where it
+    /// fits: for a required option that found no room in the options field. Not counted as
+    /// dropped when it fits nowhere; returns whether it was written.
+    pub fn push_overflow(&mut self, code: u8, data: &[u8]) -> bool {
+        for (bit, area) in [(1u8, &mut self.file), (2, &mut self.sname)] {
+            if let Some(w) = area
+                && w.push(code, data).is_ok()
+            {
+                self.used |= bit;
+                return true;
+            }
+        }
         false
     }
 

@@ -1021,3 +1021,245 @@ fn direct_clients_get_the_subnet_of_their_interface() {
     let o = send(&srv, t(0), &on(None), &Req::new(MessageType::Discover, 3));
     assert_eq!(o.outcome.dropped, Some(DropReason::NoSubnet));
 }
+
+fn small_pool(n: u8) -> Server {
+    Server::new(ServerConfig {
+        subnets: vec![subnet(vec![(ip(1, 1), ip(1, n))])],
+        ..ServerConfig::default()
+    })
+    .unwrap()
+}
+
+/// Regression (issue 12.1): DISCOVERs alone from random MACs held every address for
+/// `offer_hold`; a real client then got no OFFER (`pool_exhausted`). Offers are soft holds now:
+/// the real client takes the oldest unconfirmed offer and binds it; bound leases are untouched.
+#[test]
+fn discover_flood_cannot_starve_a_real_client() {
+    let srv = small_pool(20);
+    // Two real clients bound first.
+    for n in [1, 2] {
+        assert_eq!(dora(&srv, t(0), n).mt(), Some(MessageType::Ack));
+    }
+    // 200 DISCOVERs from random MACs that never REQUEST.
+    let mut stats = Stats::default();
+    let mut out = [0u8; 1500];
+    for k in 0..200u32 {
+        let mut r = Req::new(MessageType::Discover, 0);
+        r.mac = [0x02, 0xee, (k >> 16) as u8, (k >> 8) as u8, k as u8, 0x77];
+        r.xid = k;
+        let o = srv.handle(t(1), &meta(), &r.bytes(), &mut out, &mut stats);
+        assert_eq!(o.reply.map(|r| r.message_type), Some(MessageType::Offer));
+    }
+    assert_eq!(stats.offers_reclaimed, 200 - 18);
+    // A real client is still offered an address and binds it.
+    let ack = dora(&srv, t(2), 3);
+    assert_eq!(ack.mt(), Some(MessageType::Ack));
+    // The bound ones kept theirs.
+    let bound: Vec<_> = srv
+        .leases()
+        .leases(t(2))
+        .into_iter()
+        .filter(|l| l.state == bootstorm_lease::LeaseState::Bound)
+        .map(|l| l.addr)
+        .collect();
+    assert_eq!(bound.len(), 3);
+    assert!(bound.contains(&ip(1, 1)) && bound.contains(&ip(1, 2)));
+    // A flooder whose offer was taken and who REQUESTs after all is NAKed.
+    let mut r = Req::new(MessageType::Request, 0);
+    r.mac = [0x02, 0xee, 0, 0, 0, 0x77];
+    r.xid = 0;
+    r.server_id = Some(SERVER);
+    r.requested = Some(ip(1, 3));
+    let s = send(&srv, t(2), &meta(), &r);
+    assert_eq!(s.mt(), Some(MessageType::Nak));
+}
+
+/// Regression (issue 12.2): a bound client that asked (INIT-REBOOT) for another address was
+/// ACKed and moved; its old address stayed bound with no record naming it, and three clients
+/// exhausted a four-address pool. RFC 2131 4.3.2: NAK, "requested address incorrect".
+#[test]
+fn rfc2131_4_3_2_init_reboot_for_another_address_is_nakked() {
+    let srv = small_pool(4);
+    let first = dora(&srv, t(0), 1).yiaddr();
+    assert_eq!(first, ip(1, 1));
+    for other in [ip(1, 2), ip(1, 3), ip(1, 4)] {
+        let r = Req {
+            requested: Some(other),
+            ..Req::new(MessageType::Request, 1)
+        };
+        let s = send(&srv, t(1), &meta(), &r);
+        assert_eq!(s.mt(), Some(MessageType::Nak), "{other}");
+        assert_eq!(
+            s.option(opt::MESSAGE).unwrap(),
+            b"requested address incorrect"
+        );
+        assert_eq!(s.outcome.event.unwrap().nak, Some(NakReason::NotItsAddress));
+        // RENEWING another address from ciaddr is refused the same way.
+        let r = Req {
+            ciaddr: Some(other),
+            ..Req::new(MessageType::Request, 1)
+        };
+        assert_eq!(send(&srv, t(1), &meta(), &r).mt(), Some(MessageType::Nak));
+    }
+    // Its own address is still ACKed, and the table holds only what records name.
+    let r = Req {
+        requested: Some(first),
+        ..Req::new(MessageType::Request, 1)
+    };
+    assert_eq!(send(&srv, t(2), &meta(), &r).mt(), Some(MessageType::Ack));
+    assert!(srv.leases().unnamed(t(2)).is_empty());
+    // Three more clients get the other three addresses.
+    for n in 2..=4 {
+        assert_eq!(dora(&srv, t(3), n).mt(), Some(MessageType::Ack));
+    }
+    assert_eq!(srv.leases().usage(t(3)).bound, 4);
+}
+
+/// Regression (issue 12.4): RFC 3396 7: a split client id counted with its first part only and
+/// was echoed cut short; a split parameter request list lost its tail.
+#[test]
+fn rfc3396_split_client_id_and_request_list_are_joined() {
+    let srv = Server::new(pxe_config()).unwrap();
+    let id: Vec<u8> = std::iter::once(0u8)
+        .chain((0..299).map(|i| (i % 200) as u8 + 1))
+        .collect();
+    let mut bytes = Req::new(MessageType::Discover, 1).bytes();
+    bytes.pop(); // End
+    bytes.extend_from_slice(&[61, 255]);
+    bytes.extend_from_slice(&id[..255]);
+    bytes.extend_from_slice(&[55, 2, 1, 3]);
+    bytes.extend_from_slice(&[61, (id.len() - 255) as u8]);
+    bytes.extend_from_slice(&id[255..]);
+    bytes.extend_from_slice(&[55, 1, 42, 57, 2, 0x05, 0xdc, 255]);
+    let mut out = [0u8; 1500];
+    let mut stats = Stats::default();
+    let o = srv.handle(t(0), &meta(), &bytes, &mut out, &mut stats);
+    let reply = o.reply.expect("an offer");
+    let p = Packet::new_checked(&out[..reply.len]).unwrap();
+    let mut scratch = [0u8; bootstorm_wire::dhcp::SCRATCH_LEN];
+    let r = Repr::parse_with(&p, &mut scratch).unwrap();
+    assert_eq!(
+        r.client_id,
+        Some(&id[..]),
+        "echoed whole (RFC 6842), in two pieces"
+    );
+    // 42 came in the second piece of option 55 and is answered.
+    assert_eq!(
+        p.all_options()
+            .map(Result::unwrap)
+            .find(|o| o.code == opt::NTP_SERVERS)
+            .map(|o| o.data.to_vec()),
+        Some(vec![198, 18, 0, 123])
+    );
+    // The lease is keyed by the whole id.
+    assert!(srv.leases().lease_of(t(0), &id).is_some());
+}
+
+/// Regression (issue 12.5): RFC 2131 4.1: with giaddr zero a NAK is broadcast "in all cases";
+/// it went to the source address of a client on a real interface. Only loopback gets the
+/// answer-at-source rule.
+#[test]
+fn rfc2131_4_1_nak_is_broadcast_unless_on_loopback() {
+    let srv = small_pool(4);
+    let from = |a: Ipv4Addr| RxMeta {
+        src: SocketAddrV4::new(a, 68),
+        subnet_hint: None,
+    };
+    let bad = Req {
+        requested: Some(Ipv4Addr::new(10, 9, 9, 9)),
+        ..Req::new(MessageType::Request, 1)
+    };
+    let s = send(&srv, t(0), &from(ip(7, 7)), &bad);
+    assert_eq!(s.mt(), Some(MessageType::Nak));
+    assert_eq!(s.outcome.reply.unwrap().dest, Destination::Broadcast);
+    // A DISCOVER from a non-zero source on a real interface is not answered at the source.
+    let s = send(
+        &srv,
+        t(0),
+        &from(ip(7, 8)),
+        &Req::new(MessageType::Discover, 2),
+    );
+    assert!(matches!(
+        s.outcome.reply.unwrap().dest,
+        Destination::Link { .. }
+    ));
+    // On loopback (a tool on this host), at the source.
+    let s = send(&srv, t(0), &loopback(4011), &bad);
+    assert_eq!(
+        s.outcome.reply.unwrap().dest,
+        Destination::Unicast(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 4011))
+    );
+}
+
+/// Regression (issue 12.6): with option 57 = 576, a long client id and a long option 82, no
+/// reply was sent at all. T1/T2 give way and optional options overflow into `file`/`sname`
+/// (RFC 2131 4.1); only when even the required options cannot fit is the reply dropped, counted
+/// as `no_space`.
+#[test]
+fn rfc2131_4_1_a_small_client_with_long_ids_still_gets_its_reply() {
+    let srv = small_pool(4);
+    let mut relay = vec![1, 118];
+    relay.extend(std::iter::repeat_n(0xab, 118)); // 120 bytes of sub-options
+    let mut id = vec![0u8];
+    id.extend(std::iter::repeat_n(0x11, 159)); // 160 bytes
+    let d = Req {
+        giaddr: Some(ip(0, 2)),
+        client_id: Some(id.clone()),
+        relay_info: Some(relay.clone()),
+        max_size: Some(576),
+        prl: Some(vec![1, 3, 6, 15]),
+        ..Req::new(MessageType::Discover, 1)
+    };
+    let s = send(&srv, t(0), &meta(), &d);
+    assert_eq!(s.mt(), Some(MessageType::Offer), "{:?}", s.outcome.dropped);
+    assert!(s.bytes.len() <= 548);
+    assert_eq!(s.option(opt::CLIENT_ID).unwrap(), id);
+    assert_eq!(s.option(opt::RELAY_AGENT_INFO).unwrap(), relay);
+    // 82 last in the options field (RFC 3046 2.2); the overflow follows in file/sname.
+    let p = Packet::new_checked(&s.bytes[..]).unwrap();
+    let main: Vec<u8> = bootstorm_wire::dhcp::OptionIter::new(p.options())
+        .map(|o| o.unwrap().code)
+        .collect();
+    assert_eq!(*main.last().unwrap(), opt::RELAY_AGENT_INFO);
+    assert!(s.repr().overload != 0, "T1/T2 and the rest overflowed: {:?}", s.codes());
+    assert_eq!(s.repr().lease_time, Some(3600));
+    // Required options that cannot fit: no reply, counted as no_space.
+    let mut id = vec![0u8];
+    id.extend(std::iter::repeat_n(0x22, 250));
+    let mut relay = vec![1, 198];
+    relay.extend(std::iter::repeat_n(0xcd, 198));
+    let d = Req {
+        client_id: Some(id),
+        relay_info: Some(relay),
+        ..d
+    };
+    let mut out = [0u8; 1500];
+    let mut stats = Stats::default();
+    let o = srv.handle(t(0), &meta(), &d.bytes(), &mut out, &mut stats);
+    assert_eq!(o.dropped, Some(DropReason::NoSpace));
+    assert_eq!(stats.drops(DropReason::NoSpace), 1);
+}
+
+/// Regression (issue 12.7): a zero-length host name (12) or vendor class (60) made the whole
+/// message dropped as malformed. The bad option is ignored and counted; the client is served.
+#[test]
+fn rfc2132_zero_length_host_name_or_vendor_class_is_ignored() {
+    let srv = small_pool(4);
+    let mut stats = Stats::default();
+    let mut out = [0u8; 1500];
+    for (n, field) in [(1u8, 12u8), (2, 60)] {
+        let r = Req {
+            hostname: (field == 12).then(Vec::new),
+            vendor: (field == 60).then(Vec::new),
+            ..Req::new(MessageType::Discover, n)
+        };
+        let o = srv.handle(t(0), &meta(), &r.bytes(), &mut out, &mut stats);
+        assert_eq!(
+            o.reply.map(|r| r.message_type),
+            Some(MessageType::Offer),
+            "option {field}"
+        );
+    }
+    assert_eq!(stats.bad_options, 2);
+    assert_eq!(stats.drops(DropReason::Malformed), 0);
+}

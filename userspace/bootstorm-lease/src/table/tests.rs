@@ -47,7 +47,9 @@ fn fresh_pool_hands_out_addresses_in_order_then_is_exhausted() {
             tb.offer(t(0), 0, &client(k), None, HOLD).unwrap().addr,
             ip(n as u8 + 1)
         );
+        tb.bind(t(0), &client(k), ip(n as u8 + 1), LEASE).unwrap();
     }
+    // Every address bound: exhausted (a bound lease is never taken).
     assert_eq!(
         tb.offer(t(0), 0, &client(&keys[4]), None, HOLD),
         Err(AllocError::Exhausted)
@@ -64,6 +66,51 @@ fn fresh_pool_hands_out_addresses_in_order_then_is_exhausted() {
             .addr,
         ip(3)
     );
+}
+
+/// Regression: about 1,000 DISCOVERs from random MACs (no REQUEST ever) held every address of a
+/// /24 for `offer_hold`, and a real client got no OFFER at all. An offer is a soft hold: a full
+/// pool gives the oldest unconfirmed offer to the newcomer; a bound lease is never taken.
+#[test]
+fn full_pool_reclaims_the_oldest_unconfirmed_offer() {
+    let tb = table(4);
+    let keys: Vec<_> = (1..=8).map(key).collect();
+    // .1 bound; .2, .3, .4 offered at t1, t2, t3.
+    tb.offer(t(0), 0, &client(&keys[0]), None, HOLD).unwrap();
+    tb.bind(t(0), &client(&keys[0]), ip(1), LEASE).unwrap();
+    for n in 1..4u64 {
+        let b = tb
+            .offer(t(n), 0, &client(&keys[n as usize]), None, HOLD)
+            .unwrap();
+        assert!(!b.reclaimed);
+    }
+    // A newcomer at t4 gets the oldest offer (.2, made at t1), counted as reclaimed.
+    let b = tb.offer(t(4), 0, &client(&keys[4]), None, HOLD).unwrap();
+    assert_eq!((b.addr, b.reclaimed), (ip(2), true));
+    // The next newcomer gets the next oldest, .3; then .4; then .2 again (now the oldest).
+    let got: Vec<_> = (5..8)
+        .map(|k| {
+            tb.offer(t(5), 0, &client(&keys[k]), None, HOLD)
+                .unwrap()
+                .addr
+        })
+        .collect();
+    assert_eq!(got, [ip(3), ip(4), ip(2)]);
+    // The first client of .2 lost it: its REQUEST is refused, its record says so.
+    assert_eq!(
+        tb.bind(t(6), &client(&keys[1]), ip(2), LEASE),
+        Err(BindError::Taken)
+    );
+    assert_eq!(
+        tb.binding_of(t(6), &keys[1]).unwrap().state,
+        LeaseState::Expired
+    );
+    // The bound lease was never taken; the listing has each held address once.
+    assert_eq!(tb.holder(t(6), &keys[0], ip(1)), Holder::Me);
+    assert_eq!(tb.unnamed(t(6)), Vec::<Ipv4Addr>::new());
+    // A repeated DISCOVER of the current holder keeps its offer (no reclaim from itself).
+    let again = tb.offer(t(7), 0, &client(&keys[7]), None, HOLD).unwrap();
+    assert_eq!((again.addr, again.reclaimed), (ip(2), false));
 }
 
 #[test]
@@ -84,13 +131,14 @@ fn offer_holds_the_address_until_it_lapses() {
         tb.offer(t(0), 0, &client(&a), None, HOLD).unwrap().addr,
         ip(1)
     );
-    assert_eq!(
-        tb.offer(t(29), 0, &client(&b), None, HOLD),
-        Err(AllocError::Exhausted)
-    );
+    // Another client cannot bind an address offered to a, and a repeated DISCOVER of a keeps it.
     assert_eq!(
         tb.bind(t(29), &client(&b), ip(1), LEASE),
         Err(BindError::Taken)
+    );
+    assert_eq!(
+        tb.offer(t(29), 0, &client(&a), None, HOLD).unwrap().addr,
+        ip(1)
     );
     // After the hold lapses the address is free for another client.
     assert_eq!(
@@ -254,12 +302,22 @@ fn declined_address_is_quarantined() {
         tb.offer(t(2), 0, &client(&a), None, HOLD).unwrap().addr,
         ip(2)
     );
+    tb.bind(t(2), &client(&a), ip(2), LEASE).unwrap();
+    // The quarantine is not an offer: it is never reclaimed.
     assert_eq!(
         tb.offer(t(2), 0, &client(&b), None, HOLD),
         Err(AllocError::Exhausted)
     );
+    assert!(tb.release(t(3), &a, ip(2)).is_some());
     assert_eq!(
-        tb.offer(t(102), 0, &client(&b), None, HOLD).unwrap().addr,
+        tb.offer(t(3), 0, &client(&b), None, HOLD).unwrap().addr,
+        ip(2)
+    );
+    tb.bind(t(3), &client(&b), ip(2), LEASE).unwrap();
+    assert_eq!(
+        tb.offer(t(102), 0, &client(&key(3)), None, HOLD)
+            .unwrap()
+            .addr,
         ip(1)
     );
 }
@@ -297,6 +355,9 @@ fn reserved_slots_are_never_allocated() {
         })
         .collect();
     assert_eq!(got, [ip(1), ip(3)]);
+    for (n, a) in [(1, ip(1)), (2, ip(3))] {
+        tb.bind(t(0), &client(&key(n)), a, LEASE).unwrap();
+    }
     assert_eq!(
         tb.offer(t(0), 0, &client(&key(3)), Some(ip(2)), HOLD)
             .unwrap_err(),
@@ -338,21 +399,34 @@ fn concurrent_offers_from_many_threads_never_share_an_address() {
                 for n in 0..60u8 {
                     let k = [1, 0x52, 0x54, 0, 0, th, n];
                     if let Ok(l) = tb.offer(t(0), 0, &client(&k), None, HOLD) {
-                        got.push(l.addr);
+                        got.push((l.addr, l.reclaimed));
                     }
                 }
                 got
             })
         })
         .collect();
-    let mut all: Vec<Ipv4Addr> = handles
+    let all: Vec<(Ipv4Addr, bool)> = handles
         .into_iter()
         .flat_map(|h| h.join().unwrap())
         .collect();
-    assert_eq!(all.len(), 200);
-    all.sort();
-    all.dedup();
-    assert_eq!(all.len(), 200);
+    // 240 clients, 200 addresses: each address is handed out fresh once, the later clients take
+    // older offers (a thread that keeps losing that race to the others gets nothing, and its
+    // client retransmits), and in the end each address is offered to exactly one client.
+    let fresh: Vec<_> = all.iter().filter(|(_, r)| !r).map(|(a, _)| *a).collect();
+    assert_eq!(fresh.len(), 200);
+    assert!(all.len() > 200, "no offer was reclaimed: {}", all.len());
+    let mut current: Vec<Ipv4Addr> = tb
+        .leases(t(0))
+        .into_iter()
+        .filter(|l| l.state == LeaseState::Offered)
+        .map(|l| l.addr)
+        .collect();
+    assert_eq!(current.len(), 200);
+    current.sort();
+    current.dedup();
+    assert_eq!(current.len(), 200);
+    assert_eq!(tb.unnamed(t(0)), Vec::<Ipv4Addr>::new());
 }
 
 #[derive(Debug, Clone)]
@@ -384,32 +458,40 @@ proptest! {
     fn no_address_is_ever_held_by_two_clients(ops in proptest::collection::vec(op(), 1..120)) {
         let tb = table(6);
         let mut now = 0u64;
-        // Model: address -> (client, expiry secs).
-        let mut held: BTreeMap<u8, (u8, u64)> = BTreeMap::new();
+        // Model: address -> (client, expiry secs, bound or quarantined: never reclaimed).
+        let mut held: BTreeMap<u8, (u8, u64, bool)> = BTreeMap::new();
         let keys: Vec<[u8; 7]> = (0..8).map(key).collect();
         for op in ops {
             let nowi = t(now);
-            held.retain(|_, (_, exp)| *exp > now);
+            held.retain(|_, (_, exp, _)| *exp > now);
             match op {
                 Op::Offer(c, req) => {
                     if let Ok(l) = tb.offer(nowi, 0, &client(&keys[c as usize]), req.map(ip), Duration::from_secs(30)) {
                         let a = l.addr.octets()[3];
-                        if let Some((owner, _)) = held.get(&a) {
-                            prop_assert_eq!(*owner, c, "offered {} held by another client", a);
+                        match held.get(&a) {
+                            // Only an offer to another client is ever taken, and only when full.
+                            Some((owner, _, bound)) if l.reclaimed => {
+                                prop_assert!(*owner != c && !*bound, "reclaimed {} from {} (bound {})", a, owner, bound);
+                                prop_assert_eq!(held.len(), 6, "reclaimed {} with addresses free", a);
+                            }
+                            Some((owner, _, _)) => prop_assert_eq!(*owner, c, "offered {} held by another client", a),
+                            None => prop_assert!(!l.reclaimed),
                         }
-                        held.retain(|_, (o, _)| *o != c || l.state == LeaseState::Bound);
-                        let exp = if l.state == LeaseState::Bound { l.expires.as_secs() } else { now + 30 };
-                        held.insert(a, (c, exp));
+                        // A client holds one address: moving on gives the old one back.
+                        held.retain(|_, (o, _, _)| *o != c);
+                        let bound = l.state == LeaseState::Bound;
+                        let exp = if bound { l.expires.as_secs() } else { now + 30 };
+                        held.insert(a, (c, exp, bound));
                     }
                 }
                 Op::Bind(c, a) => {
                     if let Ok(l) = tb.bind(nowi, &client(&keys[c as usize]), ip(a), Duration::from_secs(100)) {
                         prop_assert!(a <= 6);
-                        if let Some((owner, _)) = held.get(&a) {
+                        if let Some((owner, _, _)) = held.get(&a) {
                             prop_assert_eq!(*owner, c, "bound {} held by another client", a);
                         }
-                        held.retain(|_, (o, _)| *o != c);
-                        held.insert(a, (c, l.expires.as_secs()));
+                        held.retain(|_, (o, _, _)| *o != c);
+                        held.insert(a, (c, l.expires.as_secs(), true));
                     }
                 }
                 Op::Release(c) => {
@@ -421,7 +503,7 @@ proptest! {
                 Op::Decline(c) => {
                     if let Some(l) = tb.lease_of(nowi, &keys[c as usize])
                         && tb.decline(nowi, &keys[c as usize], l.addr, Duration::from_secs(50)).is_some() {
-                            held.insert(l.addr.octets()[3], (255, now + 50));
+                            held.insert(l.addr.octets()[3], (255, now + 50, true));
                         }
                 }
                 Op::Cancel(c) => {
@@ -431,8 +513,10 @@ proptest! {
                 }
                 Op::Advance(s) => now += u64::from(s),
             }
-            // The table's view: active leases and offers, one client per address.
+            // The table's view: active leases and offers, one client per address, and no address
+            // held that no record names (an INIT-REBOOT to another address left one behind).
             let nowi = t(now);
+            prop_assert_eq!(tb.unnamed(nowi), Vec::<Ipv4Addr>::new());
             let mut seen = BTreeMap::new();
             for l in tb.leases(nowi) {
                 if matches!(l.state, LeaseState::Offered | LeaseState::Bound) {

@@ -237,7 +237,6 @@ fn wrong_fixed_lengths_are_malformed() {
         &[50, 3, 1, 2, 3],
         &[54, 5, 1, 2, 3, 4, 5],
         &[57, 1, 2],
-        &[93, 3, 0, 0, 7],
         &[61, 1, 1],
         &[52, 1, 4],
     ] {
@@ -251,6 +250,91 @@ fn wrong_fixed_lengths_are_malformed() {
             "{bad:?}"
         );
     }
+}
+
+/// Regression: a DISCOVER with an empty host name (12) or vendor class (60) was dropped whole as
+/// malformed; the client got no answer. RFC 2132 gives both a minimum length of 1: the bad option
+/// is left out and counted, and the message stands.
+#[test]
+fn empty_informational_options_are_ignored_and_counted() {
+    for (bad, count) in [
+        (&[12u8, 0][..], 1),
+        (&[60, 0], 1),
+        (&[77, 0], 1),
+        (&[93, 3, 0, 0, 7], 1),
+        (&[12, 0, 60, 0], 2),
+    ] {
+        let mut buf = ipxe_discover();
+        buf.truncate(HEADER_LEN);
+        buf.extend_from_slice(&[53, 1, 1]);
+        buf.extend_from_slice(bad);
+        buf.push(255);
+        let p = Packet::new_checked(&buf[..]).unwrap();
+        let r = Repr::parse(&p).unwrap_or_else(|e| panic!("{bad:?}: {e}"));
+        assert_eq!(r.message_type, Some(MessageType::Discover), "{bad:?}");
+        assert_eq!(r.bad_options, count, "{bad:?}");
+        assert_eq!(
+            (r.hostname, r.vendor_class, r.user_class),
+            (None, None, None)
+        );
+        assert_eq!(r.client_arch, None);
+    }
+}
+
+/// A DISCOVER whose options are `parts` (each already code, length, data).
+fn with_options(parts: &[&[u8]]) -> Vec<u8> {
+    let mut buf = ipxe_discover();
+    buf.truncate(HEADER_LEN);
+    buf.extend_from_slice(&[53, 1, 1]);
+    for p in parts {
+        buf.extend_from_slice(p);
+    }
+    buf.push(255);
+    buf
+}
+
+/// Regression: RFC 3396 7: an option sent as several instances is their concatenation. Only the
+/// first part counted, so a client id split in two was echoed cut short and a long parameter
+/// request list lost its tail.
+#[test]
+fn rfc3396_split_options_are_concatenated() {
+    let id: Vec<u8> = (0..300u32).map(|i| (i % 251) as u8 + 1).collect();
+    let mut id1 = vec![61, 255];
+    id1.extend_from_slice(&id[..255]);
+    let mut id2 = vec![61, 45];
+    id2.extend_from_slice(&id[255..]);
+    // The parameter request list in three pieces, with another option between them.
+    let buf = with_options(&[
+        &[55, 2, 1, 3],
+        &[12, 4, b'h', b'o', b's', b't'],
+        &[55, 1, 6],
+        &id1,
+        &[55, 2, 15, 66],
+        &id2,
+    ]);
+    let p = Packet::new_checked(&buf[..]).unwrap();
+    let mut scratch = [0u8; SCRATCH_LEN];
+    let r = Repr::parse_with(&p, &mut scratch).unwrap();
+    assert_eq!(r.client_id, Some(&id[..]));
+    assert_eq!(r.parameter_request_list, Some(&[1, 3, 6, 15, 66][..]));
+    assert_eq!(r.hostname, Some(&b"host"[..]));
+    // Without scratch space the first instance counts (tools that never meet split options).
+    let r = Repr::parse(&p).unwrap();
+    assert_eq!(r.client_id, Some(&id[..255]));
+    assert_eq!(r.parameter_request_list, Some(&[1, 3][..]));
+    // Split pieces in `file` (option overload) come after the options field, in order.
+    let mut buf = with_options(&[&[52, 1, 1], &[55, 2, 1, 3]]);
+    buf[108..113].copy_from_slice(&[55, 2, 42, 66, 255]);
+    let p = Packet::new_checked(&buf[..]).unwrap();
+    let r = Repr::parse_with(&p, &mut scratch).unwrap();
+    assert_eq!(r.parameter_request_list, Some(&[1, 3, 42, 66][..]));
+    // Two instances of a fixed-size option are not concatenated: the first counts.
+    let buf = with_options(&[&[51, 4, 0, 0, 0, 60], &[51, 4, 0, 0, 1, 0]]);
+    let p = Packet::new_checked(&buf[..]).unwrap();
+    assert_eq!(
+        Repr::parse_with(&p, &mut scratch).unwrap().lease_time,
+        Some(60)
+    );
 }
 
 #[test]
