@@ -87,6 +87,7 @@ pub fn benches(c: &mut Criterion) {
     let meta = RxMeta {
         src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
         subnet_hint: None,
+        ifindex: 0,
     };
     let mut out = [0u8; 1500];
     let mut stats = Stats::default();

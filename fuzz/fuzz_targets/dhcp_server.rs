@@ -108,7 +108,11 @@ fuzz_target!(|data: &[u8]| {
             b[..n + k].to_vec()
         };
         let src = if h[5] & 32 != 0 { SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40000) } else { SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68) };
-        let meta = RxMeta { src, subnet_hint: None };
+        let meta = RxMeta {
+            src,
+            subnet_hint: None,
+            ifindex: 0,
+        };
         let o = srv.handle(now, &meta, &datagram, &mut out, &mut stats);
         if let Some(r) = o.reply {
             assert!(r.len <= out.len());

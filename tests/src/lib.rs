@@ -385,6 +385,28 @@ impl Lab {
         c
     }
 
+    /// A UDP socket in the client namespace, bound to `bind` (e.g. "0.0.0.0:68") and to the
+    /// client's interface, with SO_BROADCAST on: for tests that play a client on the wire themselves. The socket is made
+    /// on a thread moved into the namespace (a socket stays in the namespace it was made in).
+    pub fn client_udp(&self, bind: &str) -> std::net::UdpSocket {
+        let path = format!("/var/run/netns/{}", self.client_ns);
+        let bind = bind.to_string();
+        let dev = std::ffi::OsString::from(&self.client_if);
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let s = std::net::UdpSocket::bind(&bind).unwrap();
+            s.set_broadcast(true).unwrap();
+            // On the client's link, as a client on the wire is (255.255.255.255 has no route
+            // otherwise).
+            nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::BindToDevice, &dev)
+                .unwrap();
+            s
+        })
+        .join()
+        .unwrap()
+    }
+
     /// A command run inside the client namespace.
     pub fn client_cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("ip");

@@ -74,6 +74,7 @@ fn simulate(
                 &RxMeta {
                     src: SocketAddrV4::new(RELAY, 67),
                     subnet_hint: None,
+                    ifindex: 0,
                 },
                 &req,
                 &mut out,
@@ -172,6 +173,7 @@ fn replies_for_someone_else_are_ignored() {
         &RxMeta {
             src: SocketAddrV4::new(RELAY, 67),
             subnet_hint: None,
+            ifindex: 0,
         },
         &buf[..n],
         &mut out,

@@ -4,6 +4,7 @@
 mod boot;
 mod cli;
 mod clients;
+mod conformance;
 mod course;
 mod durable;
 mod http;

@@ -341,6 +341,23 @@ pub struct FileConfig {
     pub http: Option<Spanned<HttpSection>>,
     /// `[leases]`.
     pub leases: Option<Spanned<LeasesSection>>,
+    /// `[admission]`.
+    pub admission: Option<Spanned<AdmissionSection>>,
+}
+
+/// `[admission]`: DISCOVERs admitted per source (see `bootstorm_dhcp::admission`). A rate of 0
+/// turns that limit off.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionSection {
+    /// DISCOVERs per second per relay agent (giaddr); default 5000.
+    pub relay_rate: Option<u32>,
+    /// Burst per relay agent; default 20000.
+    pub relay_burst: Option<u32>,
+    /// DISCOVERs per second per receiving interface (clients on the wire); default 5000.
+    pub interface_rate: Option<u32>,
+    /// Burst per interface; default 20000.
+    pub interface_burst: Option<u32>,
 }
 
 /// `[leases]`: keep leases across restarts in a journal.
@@ -884,6 +901,29 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
             return Err(src.error(None, format!("[server] shards = {v}: expected 1-4096")));
         }
         dhcp.shards = v;
+    }
+    if let Some(a) = &file.admission {
+        let span = Some(a.span());
+        let a = a.get_ref();
+        let rate = |r: Option<u32>, b: Option<u32>, what: &str, d: bootstorm_dhcp::Rate| {
+            let per_sec = r.unwrap_or(d.per_sec);
+            let burst = b.unwrap_or(d.burst);
+            if per_sec > 0 && burst == 0 {
+                return Err(src.error(
+                    span.clone(),
+                    format!("[admission] {what}_burst = 0 with {what}_rate = {per_sec}: nothing would ever be admitted (a rate of 0 turns the limit off)"),
+                ));
+            }
+            Ok(bootstorm_dhcp::Rate { per_sec, burst })
+        };
+        let d = bootstorm_dhcp::AdmissionConfig::default();
+        dhcp.admission.relay = rate(a.relay_rate, a.relay_burst, "relay", d.relay)?;
+        dhcp.admission.interface = rate(
+            a.interface_rate,
+            a.interface_burst,
+            "interface",
+            d.interface,
+        )?;
     }
     if file.subnets.is_empty() {
         return Err(src.error(None, "no [[subnet]]: at least one subnet is needed"));

@@ -310,12 +310,13 @@ fn worker(
         let now = clock.now();
         for i in 0..n {
             let (data, info) = rx.get(i);
-            if info.dst.is_broadcast() && broadcast_owner(data, group.size) != group.index {
+            if info.is_broadcast() && broadcast_owner(data, group.size) != group.index {
                 continue; // another worker of the group serves this client
             }
             let meta = RxMeta {
                 src: info.src,
                 subnet_hint: hints.get(&info.ifindex).copied(),
+                ifindex: info.ifindex,
             };
             let outcome = server.handle(now, &meta, data, tx.next_buf(), &mut stats);
             if let Some(reply) = outcome.reply {
@@ -324,7 +325,7 @@ fn worker(
                     // out of the interface the request came in on, from the address it was sent to
                     // (or the interface's own if it was a broadcast).
                     Destination::Broadcast | Destination::Link { .. } => {
-                        let src = if info.dst.is_broadcast() || info.dst.is_unspecified() {
+                        let src = if info.is_broadcast() || info.dst.is_unspecified() {
                             Ipv4Addr::UNSPECIFIED
                         } else {
                             info.dst

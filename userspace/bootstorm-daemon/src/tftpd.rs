@@ -461,7 +461,7 @@ impl Listener {
                 let (datagram, info) = batch.get(i);
                 // Answer from the address the request was sent to (the listen address if that was a
                 // broadcast or unknown).
-                let local_ip = if info.dst.is_unspecified() || info.dst.is_broadcast() {
+                let local_ip = if info.dst.is_unspecified() || info.is_broadcast() {
                     *s.listen.ip()
                 } else {
                     info.dst

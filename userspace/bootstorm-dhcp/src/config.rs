@@ -229,6 +229,8 @@ pub struct ServerConfig {
     pub compat_nak: bool,
     /// Lease-table shards.
     pub shards: usize,
+    /// DISCOVERs admitted per source (relay or interface).
+    pub admission: crate::AdmissionConfig,
 }
 
 impl Default for ServerConfig {
@@ -243,6 +245,7 @@ impl Default for ServerConfig {
             authoritative: false,
             compat_nak: false,
             shards: bootstorm_lease::DEFAULT_SHARDS,
+            admission: crate::AdmissionConfig::default(),
         }
     }
 }

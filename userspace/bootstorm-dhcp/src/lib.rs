@@ -14,10 +14,12 @@
 //! holds only validated values with options already encoded to bytes).
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod config;
 mod server;
 mod stats;
 
+pub use admission::{AdmissionConfig, Rate};
 pub use config::*;
 pub use server::*;
 pub use stats::*;

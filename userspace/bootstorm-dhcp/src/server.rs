@@ -20,6 +20,9 @@ pub struct RxMeta {
     pub src: SocketAddrV4,
     /// The subnet served on the receiving interface, if the driver knows one.
     pub subnet_hint: Option<u32>,
+    /// The receiving interface's index (0 if the driver does not know it): the admission source
+    /// of clients on the wire.
+    pub ifindex: u32,
 }
 
 /// Where a reply must be sent (RFC 2131 4.1).
@@ -181,6 +184,7 @@ pub struct Server {
     by_client_id: HashMap<Box<[u8]>, usize>,
     reserved_addrs: HashMap<Ipv4Addr, usize>,
     default_subnet: Option<u32>,
+    admission: crate::admission::Admission,
 }
 
 /// Vendor class prefixes (option 60) of PXE and HTTP boot clients.
@@ -256,7 +260,9 @@ impl Server {
             .iter()
             .position(|s| s.interface.is_none())
             .map(|i| i as u32);
+        let admission = crate::admission::Admission::new(cfg.admission);
         Ok(Server {
+            admission,
             cfg,
             table,
             by_mac,
@@ -423,6 +429,15 @@ impl Server {
         let Some(subnet_id) = self.select_subnet(&req, meta) else {
             return Outcome::drop(DropReason::NoSubnet);
         };
+        if mt == MessageType::Discover {
+            let source = match req.giaddr {
+                Some(g) => crate::admission::Source::Relay(g),
+                None => crate::admission::Source::Interface(meta.ifindex),
+            };
+            if !self.admission.admit(now, source) {
+                return Outcome::drop(DropReason::RateLimited);
+            }
+        }
         let subnet = &self.cfg.subnets[subnet_id as usize];
         let mut keybuf = Key {
             buf: [0; 17],

@@ -25,11 +25,13 @@ pub enum DropReason {
     NoReplyExpected,
     /// The reply did not fit in the output buffer or the client's maximum message size.
     NoSpace,
+    /// A DISCOVER over its source's admission limit (see [`crate::admission`]).
+    RateLimited,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (for metrics).
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Malformed,
         DropReason::NotRequest,
         DropReason::NotDhcp,
@@ -40,6 +42,7 @@ impl DropReason {
         DropReason::NoRecord,
         DropReason::NoReplyExpected,
         DropReason::NoSpace,
+        DropReason::RateLimited,
     ];
 
     /// Snake-case name for logs and metrics.
@@ -55,6 +58,7 @@ impl DropReason {
             DropReason::NoRecord => "no_record",
             DropReason::NoReplyExpected => "no_reply_expected",
             DropReason::NoSpace => "no_space",
+            DropReason::RateLimited => "rate_limited",
         }
     }
 
@@ -79,7 +83,7 @@ pub struct Stats {
     /// Sent, by message type.
     pub tx: [u64; 9],
     /// Dropped, by [`DropReason`] in the order of [`DropReason::ALL`].
-    pub dropped: [u64; 10],
+    pub dropped: [u64; 11],
     /// Optional options left out of replies because they did not fit.
     pub options_dropped: u64,
     /// Options in requests left out because their value was invalid (an empty host name or

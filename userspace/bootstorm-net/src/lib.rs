@@ -331,12 +331,14 @@ impl UdpSocket4 {
                 len: (h.msg_len as usize).min(BUF_LEN),
                 ifindex: 0,
                 dst: Ipv4Addr::UNSPECIFIED,
+                local: Ipv4Addr::UNSPECIFIED,
                 truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
             };
             let clen = h.msg_hdr.msg_controllen.min(CMSG_LEN);
-            if let Some((ifindex, dst)) = parse_pktinfo(&batch.cmsgs[i].0[..clen]) {
-                meta.ifindex = ifindex;
-                meta.dst = dst;
+            if let Some(p) = parse_pktinfo(&batch.cmsgs[i].0[..clen]) {
+                meta.ifindex = p.ifindex;
+                meta.dst = p.dst;
+                meta.local = p.spec_dst;
             }
             batch.info[i] = meta;
         }
@@ -485,14 +487,25 @@ fn find_cmsg(buf: &[u8], level: libc::c_int, kind: libc::c_int, min: usize) -> O
     None
 }
 
-/// Finds IP_PKTINFO in a received control buffer: (receiving ifindex, header destination).
-fn parse_pktinfo(buf: &[u8]) -> Option<(u32, Ipv4Addr)> {
+/// What IP_PKTINFO says of a received datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PktInfo {
+    ifindex: u32,
+    /// `ipi_spec_dst`: the local address the kernel would answer from.
+    spec_dst: Ipv4Addr,
+    /// `ipi_addr`: the header destination.
+    dst: Ipv4Addr,
+}
+
+/// Finds IP_PKTINFO in a received control buffer.
+fn parse_pktinfo(buf: &[u8]) -> Option<PktInfo> {
     let d = find_cmsg(buf, libc::IPPROTO_IP, libc::IP_PKTINFO, PKTINFO_LEN)?;
     let ifindex = i32::from_ne_bytes(d[0..4].try_into().ok()?);
-    Some((
-        u32::try_from(ifindex).unwrap_or(0),
-        Ipv4Addr::new(d[8], d[9], d[10], d[11]),
-    ))
+    Some(PktInfo {
+        ifindex: u32::try_from(ifindex).unwrap_or(0),
+        spec_dst: Ipv4Addr::new(d[4], d[5], d[6], d[7]),
+        dst: Ipv4Addr::new(d[8], d[9], d[10], d[11]),
+    })
 }
 
 /// Writes one IP_PKTINFO control message (send out of `ifindex`, from `src`); returns its space.
@@ -524,8 +537,23 @@ pub struct RxInfo {
     pub ifindex: u32,
     /// Destination address of the datagram (e.g. 255.255.255.255 for a broadcast).
     pub dst: Ipv4Addr,
+    /// The local address the kernel would answer from (`ipi_spec_dst`). For a datagram sent to
+    /// one of our addresses it is that address; for a broadcast (limited or subnet-directed) or
+    /// multicast it is the interface's own, or 0.0.0.0 if it has none.
+    pub local: Ipv4Addr,
     /// True if the datagram was longer than the buffer and cut.
     pub truncated: bool,
+}
+
+impl RxInfo {
+    /// True if the datagram was not sent to one of our addresses but to many hosts: the limited
+    /// broadcast, a subnet-directed broadcast such as 198.18.255.255, or a multicast group. Every
+    /// socket of a SO_REUSEPORT group receives such a datagram. The kernel's own verdict is used
+    /// (for a local unicast `ipi_spec_dst` equals the destination; for anything else it is the
+    /// interface's address), so no list of our broadcast addresses has to be kept.
+    pub fn is_broadcast(&self) -> bool {
+        self.dst.is_broadcast() || self.dst.is_multicast() || self.dst != self.local
+    }
 }
 
 /// Buffers for one `recvmmsg`.
@@ -549,6 +577,7 @@ impl Default for RecvBatch {
                 len: 0,
                 ifindex: 0,
                 dst: Ipv4Addr::UNSPECIFIED,
+                local: Ipv4Addr::UNSPECIFIED,
                 truncated: false,
             }; BATCH],
             len: 0,
@@ -770,7 +799,14 @@ mod tests {
         assert_eq!(n, 32);
         // What we write has the spec_dst in the middle; a received one carries ipi_addr last.
         buf[CMSG_HDR + 8..CMSG_HDR + 12].copy_from_slice(&[255, 255, 255, 255]);
-        assert_eq!(parse_pktinfo(&buf[..n]), Some((7, Ipv4Addr::BROADCAST)));
+        assert_eq!(
+            parse_pktinfo(&buf[..n]),
+            Some(PktInfo {
+                ifindex: 7,
+                spec_dst: Ipv4Addr::new(198, 18, 0, 1),
+                dst: Ipv4Addr::BROADCAST
+            })
+        );
         assert_eq!(parse_pktinfo(&buf[..10]), None);
         buf[0] = 200; // a length past the buffer
         assert_eq!(parse_pktinfo(&buf[..n]), None);

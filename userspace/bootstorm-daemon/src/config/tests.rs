@@ -289,3 +289,33 @@ fn lease_journal_settings_are_checked() {
     let e = check(&format!("{GOOD}\n[leases]\ndurability = \"none\"\n")).unwrap_err();
     assert!(e.contains("needs dir"), "{e}");
 }
+
+#[test]
+fn admission_limits_are_read_and_checked() {
+    let s = check(GOOD).unwrap();
+    assert_eq!(s.dhcp.admission, bootstorm_dhcp::AdmissionConfig::default());
+    let s = check(&format!(
+        "{GOOD}\n[admission]\nrelay_rate = 300\nrelay_burst = 900\ninterface_rate = 0\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        s.dhcp.admission.relay,
+        bootstorm_dhcp::Rate {
+            per_sec: 300,
+            burst: 900
+        }
+    );
+    assert_eq!(s.dhcp.admission.interface.per_sec, 0);
+    let text = format!("{GOOD}\n[admission]\nrelay_burst = 0\n");
+    let e = check(&text).unwrap_err();
+    assert!(
+        e.starts_with(&format!(
+            "bootstorm.toml:{}:",
+            line_of(&text, "[admission]")
+        )),
+        "{e}"
+    );
+    assert!(e.contains("relay_burst = 0"), "{e}");
+    let e = check(&format!("{GOOD}\n[admission]\nrelay_rat = 1\n")).unwrap_err();
+    assert!(e.contains("relay_rat"), "{e}");
+}

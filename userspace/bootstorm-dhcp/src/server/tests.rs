@@ -214,6 +214,7 @@ fn meta() -> RxMeta {
     RxMeta {
         src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
         subnet_hint: None,
+        ifindex: 0,
     }
 }
 
@@ -221,6 +222,7 @@ fn loopback(port: u16) -> RxMeta {
     RxMeta {
         src: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
         subnet_hint: None,
+        ifindex: 0,
     }
 }
 
@@ -365,6 +367,7 @@ fn renewing_rebinding_and_init_reboot() {
     let m = RxMeta {
         src: SocketAddrV4::new(ip(1, 1), 68),
         subnet_hint: None,
+        ifindex: 0,
     };
     let ack = send(&srv, t(1800), &m, &renew);
     assert_eq!(ack.mt(), Some(MessageType::Ack));
@@ -505,6 +508,7 @@ fn inform_gets_options_without_a_lease() {
     let m = RxMeta {
         src: SocketAddrV4::new(ip(5, 5), 68),
         subnet_hint: None,
+        ifindex: 0,
     };
     let s = send(&srv, t(0), &m, &inf);
     assert_eq!(s.mt(), Some(MessageType::Ack));
@@ -539,6 +543,7 @@ fn relayed_requests_use_giaddr_subnet_and_echo_option_82_last() {
     let m = RxMeta {
         src: SocketAddrV4::new(relay, 67),
         subnet_hint: None,
+        ifindex: 0,
     };
     let offer = send(&srv, t(0), &m, &d);
     assert_eq!(offer.yiaddr(), Ipv4Addr::new(198, 19, 4, 10));
@@ -958,6 +963,7 @@ fn options_overflow_into_file_and_sname_for_small_clients() {
         &RxMeta {
             src: SocketAddrV4::new(relay, 67),
             subnet_hint: None,
+            ifindex: 0,
         },
         &d,
     );
@@ -1002,6 +1008,7 @@ fn direct_clients_get_the_subnet_of_their_interface() {
     let on = |hint| RxMeta {
         src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
         subnet_hint: hint,
+        ifindex: 0,
     };
     let o = send(
         &srv,
@@ -1164,6 +1171,7 @@ fn rfc2131_4_1_nak_is_broadcast_unless_on_loopback() {
     let from = |a: Ipv4Addr| RxMeta {
         src: SocketAddrV4::new(a, 68),
         subnet_hint: None,
+        ifindex: 0,
     };
     let bad = Req {
         requested: Some(Ipv4Addr::new(10, 9, 9, 9)),
@@ -1221,7 +1229,11 @@ fn rfc2131_4_1_a_small_client_with_long_ids_still_gets_its_reply() {
         .map(|o| o.unwrap().code)
         .collect();
     assert_eq!(*main.last().unwrap(), opt::RELAY_AGENT_INFO);
-    assert!(s.repr().overload != 0, "T1/T2 and the rest overflowed: {:?}", s.codes());
+    assert!(
+        s.repr().overload != 0,
+        "T1/T2 and the rest overflowed: {:?}",
+        s.codes()
+    );
     assert_eq!(s.repr().lease_time, Some(3600));
     // Required options that cannot fit: no reply, counted as no_space.
     let mut id = vec![0u8];
@@ -1262,4 +1274,65 @@ fn rfc2132_zero_length_host_name_or_vendor_class_is_ignored() {
     }
     assert_eq!(stats.bad_options, 2);
     assert_eq!(stats.drops(DropReason::Malformed), 0);
+}
+
+/// Issue 12.1, admission: a DISCOVER flood through one relay is held to that relay's bucket,
+/// counted as `rate_limited`, and another relay's clients are served all the while.
+#[test]
+fn a_flooding_relay_is_rate_limited_and_others_are_served() {
+    let mut cfg = ServerConfig {
+        subnets: vec![
+            subnet(vec![(ip(1, 1), ip(1, 250))]),
+            Subnet {
+                network: Ipv4Addr::new(198, 19, 0, 0),
+                ranges: vec![(Ipv4Addr::new(198, 19, 1, 1), Ipv4Addr::new(198, 19, 1, 50))],
+                ..subnet(vec![])
+            },
+        ],
+        ..ServerConfig::default()
+    };
+    cfg.admission.relay = crate::Rate {
+        per_sec: 100,
+        burst: 50,
+    };
+    let srv = Server::new(cfg).unwrap();
+    let mut stats = Stats::default();
+    let mut out = [0u8; 1500];
+    let mut offers = [0u32; 2];
+    // One second: the flooding relay sends 2,000 DISCOVERs, the quiet one 20, interleaved.
+    for k in 0..2000u32 {
+        let now = Instant::from_millis(u64::from(k) / 2);
+        let mut r = Req::new(MessageType::Discover, 0);
+        r.mac = [0x02, 0xee, 0, (k >> 8) as u8, k as u8, 1];
+        r.giaddr = Some(ip(0, 2));
+        let o = srv.handle(now, &meta(), &r.bytes(), &mut out, &mut stats);
+        offers[0] += u32::from(o.reply.is_some());
+        if k % 100 == 0 {
+            let mut q = Req::new(MessageType::Discover, (k / 100) as u8);
+            q.giaddr = Some(Ipv4Addr::new(198, 19, 0, 2));
+            let o = srv.handle(now, &meta(), &q.bytes(), &mut out, &mut stats);
+            offers[1] += u32::from(o.reply.is_some());
+        }
+    }
+    // Burst 50 plus ~100/s over one second.
+    assert!((140..=160).contains(&offers[0]), "{offers:?}");
+    assert_eq!(offers[1], 20);
+    assert_eq!(
+        stats.drops(DropReason::RateLimited),
+        2000 - u64::from(offers[0])
+    );
+    // REQUESTs are never limited: the flooding relay's clients still finish their exchanges.
+    let mut r = Req::new(MessageType::Request, 0);
+    r.mac = [0x02, 0xee, 0, 0, 0, 1];
+    r.giaddr = Some(ip(0, 2));
+    r.server_id = Some(SERVER);
+    r.requested = Some(ip(1, 1));
+    let o = srv.handle(
+        Instant::from_millis(1000),
+        &meta(),
+        &r.bytes(),
+        &mut out,
+        &mut stats,
+    );
+    assert_eq!(o.reply.map(|r| r.message_type), Some(MessageType::Ack));
 }

@@ -1,0 +1,282 @@
+//! Conformance: one test per requirement that bootstorm once got wrong, against the real daemon
+//! (the worker runtime in-process on loopback, or `bootstorm serve` in a namespace lab where a
+//! real interface matters), grouped by RFC and named after the section they check. The sans-IO
+//! cores carry more of the same, named the same way (`grep rfc2131_ userspace`).
+
+use crate::msg::{Client, Msg, ReplyInfo, parse};
+use bootstorm_daemon::{config, serve};
+use bootstorm_tests::{Lab, ServerProc, TempDir, need_root};
+use bootstorm_wire::dhcp::{MessageType, opt};
+use std::net::{Ipv4Addr, UdpSocket};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// An in-process server on loopback with a /24 pool of `pool_end` addresses.
+fn loopback_server(workers: usize, pool_end: u8) -> serve::Running {
+    let text = format!(
+        r#"
+[server]
+address = "127.0.0.1"
+port = 0
+workers = {workers}
+
+[[subnet]]
+network = "198.18.1.0/24"
+server_id = "198.18.1.0"
+pools = ["198.18.1.1-198.18.1.{pool_end}"]
+"#
+    );
+    let s = config::parse(Path::new("conformance.toml"), &text).unwrap();
+    serve::start(&s).unwrap()
+}
+
+/// Every reply with `xid` that reaches `sock` within `window` (bounded: at most 64 datagrams).
+fn replies_within(sock: &UdpSocket, xid: u32, window: Duration) -> Vec<ReplyInfo> {
+    let end = Instant::now() + window;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1500];
+    for _ in 0..64 {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        sock.set_read_timeout(Some(left)).unwrap();
+        match sock.recv_from(&mut buf) {
+            Ok((n, _)) => {
+                let r = parse(&buf[..n]);
+                if r.xid == xid {
+                    got.push(r);
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+/// The concatenation of every instance of option `code` (RFC 3396).
+fn joined(r: &ReplyInfo, code: u8) -> Vec<u8> {
+    r.options
+        .iter()
+        .filter(|(c, _)| *c == code)
+        .flat_map(|(_, d)| d.clone())
+        .collect()
+}
+
+const LAB: &str = r#"
+[server]
+interfaces = ["@IF@"]
+workers = 2
+control_socket = "@CONTROL@"
+
+[[subnet]]
+network = "198.18.0.0/16"
+interface = "@IF@"
+server_id = "198.18.0.1"
+pools = ["198.18.1.1-198.18.1.20"]
+"#;
+
+mod rfc2131 {
+    use super::*;
+
+    /// Issue 12.3: a DISCOVER or REQUEST sent to the subnet's broadcast address was answered
+    /// once per worker (two OFFERs, two ACKs with two workers). RFC 2131 4.1: one server, one
+    /// reply.
+    #[test]
+    fn rfc2131_4_1_subnet_directed_broadcast_is_answered_once() {
+        if !need_root("rfc2131_4_1_subnet_directed_broadcast_is_answered_once") {
+            return;
+        }
+        let lab = Lab::new();
+        lab.add_client_address("198.18.0.2/16"); // a route to 198.18.255.255
+        let dir = TempDir::new();
+        let _srv = ServerProc::start(&lab, &dir, LAB);
+        let sock = lab.client_udp("0.0.0.0:68");
+        for (n, to) in [(1u8, "198.18.255.255:67"), (2, "255.255.255.255:67")] {
+            let d = Msg::new(MessageType::Discover, n);
+            sock.send_to(&d.bytes(), to).unwrap();
+            let offers = replies_within(&sock, d.xid, Duration::from_millis(1500));
+            assert_eq!(offers.len(), 1, "OFFERs to a DISCOVER sent to {to}");
+            let r = Msg {
+                requested: Some(offers[0].yiaddr),
+                server_id: offers[0].server_id,
+                ..Msg::new(MessageType::Request, n)
+            };
+            sock.send_to(&r.bytes(), to).unwrap();
+            let acks = replies_within(&sock, r.xid, Duration::from_millis(1500));
+            assert_eq!(acks.len(), 1, "ACKs to a REQUEST sent to {to}");
+            assert_eq!(acks[0].mt, MessageType::Ack);
+        }
+    }
+
+    /// Issue 12.5: RFC 2131 4.1: "In all cases, when 'giaddr' is zero, the server broadcasts any
+    /// DHCPNAK messages". A NAK went to the source address of a client on a real interface.
+    #[test]
+    fn rfc2131_4_1_nak_is_broadcast_when_giaddr_is_zero() {
+        if !need_root("rfc2131_4_1_nak_is_broadcast_when_giaddr_is_zero") {
+            return;
+        }
+        let lab = Lab::new();
+        lab.add_client_address("198.18.0.2/16");
+        let dir = TempDir::new();
+        let _srv = ServerProc::start(&lab, &dir, LAB);
+        // One socket hears only broadcasts to port 68; the other sends from 198.18.0.2:68 and
+        // would hear a unicast to that address.
+        let bcast = lab.client_udp("255.255.255.255:68");
+        let uni = lab.client_udp("198.18.0.2:68");
+        let r = Msg {
+            requested: Some(Ipv4Addr::new(10, 1, 1, 1)), // wrong network
+            ..Msg::new(MessageType::Request, 3)
+        };
+        uni.send_to(&r.bytes(), "198.18.0.1:67").unwrap();
+        let naks = replies_within(&bcast, r.xid, Duration::from_millis(1500));
+        assert_eq!(naks.len(), 1, "a broadcast NAK");
+        assert_eq!(naks[0].mt, MessageType::Nak);
+        assert!(
+            replies_within(&uni, r.xid, Duration::from_millis(300)).is_empty(),
+            "no NAK unicast to the source"
+        );
+    }
+
+    /// Issue 12.2: RFC 2131 4.3.2: a client in INIT-REBOOT that asks for an address other than
+    /// its lease gets a NAK ("requested address incorrect"); it was ACKed and moved, and its old
+    /// address stayed bound with no record naming it, until the pool ran dry.
+    #[test]
+    fn rfc2131_4_3_2_init_reboot_for_another_address_is_nakked() {
+        let srv = loopback_server(2, 4);
+        let c = Client::new(&srv);
+        let offer = c.ask(&Msg::new(MessageType::Discover, 1)).expect("OFFER");
+        let sid = offer.server_id;
+        let ack = c
+            .ask(&Msg {
+                requested: Some(offer.yiaddr),
+                server_id: sid,
+                ..Msg::new(MessageType::Request, 1)
+            })
+            .expect("ACK");
+        assert_eq!(ack.mt, MessageType::Ack);
+        for last in 2..=4 {
+            let other = Ipv4Addr::new(198, 18, 1, last);
+            let nak = c
+                .ask(&Msg {
+                    requested: Some(other),
+                    ..Msg::new(MessageType::Request, 1)
+                })
+                .expect("NAK");
+            assert_eq!(nak.mt, MessageType::Nak, "INIT-REBOOT for {other}");
+            assert_eq!(
+                nak.option(opt::MESSAGE),
+                Some(&b"requested address incorrect"[..])
+            );
+        }
+        // Three other clients still get the other three addresses.
+        for n in 2..=4 {
+            let o = c.ask(&Msg::new(MessageType::Discover, n)).expect("OFFER");
+            let a = c
+                .ask(&Msg {
+                    requested: Some(o.yiaddr),
+                    server_id: o.server_id,
+                    ..Msg::new(MessageType::Request, n)
+                })
+                .expect("ACK");
+            assert_eq!(a.mt, MessageType::Ack, "client {n}");
+        }
+        let now = srv.clock().now();
+        assert!(srv.server().leases().unnamed(now).is_empty());
+        srv.stop();
+    }
+
+    /// Issue 12.6: RFC 2131 4.1 (option overload, optional options dropped first): with option 57
+    /// = 576, a long client id and a long relay option 82, no reply was sent at all.
+    #[test]
+    fn rfc2131_4_1_a_576_byte_client_with_long_options_gets_a_reply() {
+        if !need_root("rfc2131_4_1_a_576_byte_client_with_long_options_gets_a_reply") {
+            return;
+        }
+        let lab = Lab::new();
+        lab.add_client_address("198.18.0.2/16");
+        let dir = TempDir::new();
+        let _srv = ServerProc::start(&lab, &dir, LAB);
+        let mut id = vec![0u8];
+        id.extend(std::iter::repeat_n(0x5a, 169));
+        let mut d = Msg::new(MessageType::Discover, 1);
+        d.extra = vec![
+            (opt::CLIENT_ID, id.clone()),
+            (opt::MAX_MESSAGE_SIZE, 576u16.to_be_bytes().to_vec()),
+            (opt::PARAMETER_REQUEST_LIST, vec![1, 3, 6, 15, 28, 42]),
+        ];
+        let mut bytes = d.bytes();
+        // As a relay forwards it: giaddr set, option 82 (110 bytes) appended (RFC 3046 2.1).
+        let end = bytes.iter().rposition(|b| *b == 255).unwrap();
+        bytes.truncate(end);
+        bytes.extend_from_slice(&[82, 110, 1, 108]);
+        bytes.extend(std::iter::repeat_n(0x33, 108));
+        bytes.push(255);
+        bytes[24..28].copy_from_slice(&[198, 18, 0, 2]);
+        let relay = lab.client_udp("198.18.0.2:67");
+        relay.send_to(&bytes, "198.18.0.1:67").unwrap();
+        let got = replies_within(&relay, d.xid, Duration::from_millis(1500));
+        assert_eq!(got.len(), 1, "one OFFER");
+        let r = &got[0];
+        assert_eq!(r.mt, MessageType::Offer);
+        assert_eq!(joined(r, opt::CLIENT_ID), id, "client id echoed whole");
+        assert_eq!(
+            joined(r, opt::RELAY_AGENT_INFO).len(),
+            110,
+            "option 82 echoed"
+        );
+    }
+}
+
+mod rfc2132 {
+    use super::*;
+
+    /// Issue 12.7: RFC 2132 3.14 and 9.13 give host name (12) and vendor class (60) a minimum
+    /// length of 1; a zero-length one made the whole DISCOVER dropped. Now the option is
+    /// ignored (counted in `bad_options`) and the client is served.
+    #[test]
+    fn rfc2132_3_14_and_9_13_zero_length_options_are_ignored() {
+        let srv = loopback_server(1, 4);
+        let c = Client::new(&srv);
+        for (n, code) in [(1u8, opt::HOSTNAME), (2, opt::VENDOR_CLASS_ID)] {
+            let mut d = Msg::new(MessageType::Discover, n);
+            d.extra = vec![(code, Vec::new())];
+            let o = c
+                .ask(&d)
+                .unwrap_or_else(|| panic!("no OFFER with an empty option {code}"));
+            assert_eq!(o.mt, MessageType::Offer);
+        }
+        let stats = srv.total_stats();
+        assert_eq!(stats.bad_options, 2);
+        srv.stop();
+    }
+}
+
+mod rfc3396 {
+    use super::*;
+
+    /// Issue 12.4: RFC 3396 7: an option that comes in several instances is their
+    /// concatenation. A client id of 300 bytes (two instances) counted with its first 255 and
+    /// was echoed cut short.
+    #[test]
+    fn rfc3396_7_split_client_id_is_joined_and_echoed_whole() {
+        let srv = loopback_server(1, 4);
+        let c = Client::new(&srv);
+        let mut id = vec![0u8];
+        id.extend((0..299).map(|i| (i % 250) as u8 + 1));
+        let mut d = Msg::new(MessageType::Discover, 1);
+        // Written as 255 + 45 bytes. Echoing it takes room: the client says it takes 1500.
+        d.extra = vec![
+            (opt::CLIENT_ID, id.clone()),
+            (opt::MAX_MESSAGE_SIZE, 1500u16.to_be_bytes().to_vec()),
+        ];
+        let o = c.ask(&d).expect("OFFER");
+        assert_eq!(joined(&o, opt::CLIENT_ID), id);
+        let now = srv.clock().now();
+        assert!(
+            srv.server().leases().lease_of(now, &id).is_some(),
+            "keyed by the whole id"
+        );
+        srv.stop();
+    }
+}
