@@ -129,6 +129,7 @@ impl Download {
             filename: self.file.as_bytes(),
             mode: Mode::Octet,
             options,
+            ignored: 0,
         };
         match rrq.emit(buf) {
             Ok(n) => {

@@ -280,3 +280,140 @@ mod rfc3396 {
         srv.stop();
     }
 }
+
+mod rfc1350 {
+    use super::*;
+    use crate::tftp::{Server, ask_from, content, rrq};
+    use bootstorm_wire::tftp::{ErrorCode, Repr};
+
+    fn recv(s: &UdpSocket, limit: Duration) -> Option<(Vec<u8>, std::net::SocketAddr)> {
+        s.set_read_timeout(Some(limit)).unwrap();
+        let mut buf = [0u8; 2000];
+        s.recv_from(&mut buf)
+            .ok()
+            .map(|(n, a)| (buf[..n].to_vec(), a))
+    }
+
+    fn ack(block: u16) -> Vec<u8> {
+        let mut b = [0u8; 4];
+        let n = Repr::Ack { block }.emit(&mut b).unwrap();
+        b[..n].to_vec()
+    }
+
+    /// Issue 12.10: RFC 1350 4: "If a source TID does not match, the packet should be discarded
+    /// as erroneously sent from somewhere else. An error packet should be sent to the source of
+    /// the incorrect packet, while not disturbing the transfer." No ERROR 5 was sent (the
+    /// transfer socket was connected, so the kernel dropped the stranger's datagram).
+    #[test]
+    fn rfc1350_4_a_wrong_tid_gets_error_5_and_the_transfer_goes_on() {
+        let srv = Server::start();
+        let data = content(5000, 3);
+        srv.put("f.bin", &data);
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .send_to(&rrq(b"f.bin", &[]), ("127.0.0.1", srv.port()))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut tid = None;
+        for block in 1u16..=20 {
+            let (pkt, from) = recv(&client, Duration::from_secs(3)).expect("DATA");
+            assert_eq!(
+                *tid.get_or_insert(from),
+                from,
+                "one TID for the whole transfer"
+            );
+            let Repr::Data { block: b, data: d } = Repr::parse(&pkt).unwrap() else {
+                panic!("{pkt:?}");
+            };
+            assert_eq!(b, block);
+            got.extend_from_slice(d);
+            if block == 2 {
+                // A stranger sends to the transfer's port: it gets ERROR 5 from that port.
+                let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+                stranger.send_to(&ack(2), from).unwrap();
+                let (e, efrom) = recv(&stranger, Duration::from_secs(3)).expect("an ERROR 5");
+                assert_eq!(efrom, from);
+                match Repr::parse(&e).unwrap() {
+                    Repr::Error { code, .. } => assert_eq!(code, ErrorCode::UnknownTid),
+                    r => panic!("{r:?}"),
+                }
+            }
+            client.send_to(&ack(block), from).unwrap();
+            if d.len() < 512 {
+                break;
+            }
+        }
+        assert_eq!(got, data, "the transfer finished byte-exact, undisturbed");
+        let s = srv.running.as_ref().unwrap().stats();
+        assert_eq!(s.wrong_tid.load(std::sync::atomic::Ordering::Relaxed), 1);
+        let done = || s.completed.load(std::sync::atomic::Ordering::Relaxed) == 1;
+        assert!(bootstorm_tests::wait_until(Duration::from_secs(10), done));
+        assert_eq!(s.failed.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
+
+    /// Issue 12.16: a test client's port, given to the next test socket, must not receive a
+    /// reply of a transfer begun from it before (see `tftp::ask_from`).
+    #[test]
+    fn rfc1350_7_a_port_reused_by_the_next_client_hears_nothing_of_the_last_transfer() {
+        let srv = Server::start();
+        srv.put("f", &content(5000, 9));
+        let first = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = first.local_addr().unwrap().port();
+        let (reply, _) = ask_from(&first, srv.port(), &rrq(b"f", &[("blksize", "1468")])).unwrap();
+        assert!(matches!(Repr::parse(&reply), Ok(Repr::OAck { .. })));
+        drop(first);
+        // The next socket on the same port, as the kernel may hand it out.
+        let next = UdpSocket::bind(("127.0.0.1", port)).unwrap();
+        // Longer than the server's retransmission timeout (1 s here), twice.
+        assert!(
+            recv(&next, Duration::from_millis(2500)).is_none(),
+            "a stale retransmission reached the next socket"
+        );
+    }
+}
+
+mod rfc2347 {
+    use crate::tftp::{Server, ask, content, rrq};
+    use bootstorm_wire::tftp::{Options, Repr};
+
+    /// Issue 12.9: RFC 2347: invalid option values (blksize 7, 65465 or "abc", timeout 0 or
+    /// 256, windowsize 0 or 65536) refused the whole request with ERROR 4. The server leaves
+    /// such an option out of its OACK, and the transfer runs with the default.
+    #[test]
+    fn rfc2347_invalid_option_values_are_left_out_of_the_oack() {
+        let srv = Server::start();
+        srv.put("f", &content(5000, 9));
+        for bad in [
+            ("blksize", "7"),
+            ("blksize", "65465"),
+            ("blksize", "abc"),
+            ("timeout", "0"),
+            ("timeout", "256"),
+            ("windowsize", "0"),
+            ("windowsize", "65536"),
+        ] {
+            // Alone: no valid option left, so plain RFC 1350: DATA 1 of 512 bytes.
+            let (reply, _) = ask(srv.port(), &rrq(b"f", &[bad])).expect("a reply");
+            match Repr::parse(&reply).unwrap() {
+                Repr::Data { block: 1, data } => assert_eq!(data.len(), 512, "{bad:?}"),
+                r => panic!("{bad:?}: {r:?}"),
+            }
+            // Beside a valid one: the OACK carries only the valid one.
+            let (reply, _) = ask(srv.port(), &rrq(b"f", &[bad, ("tsize", "0")])).expect("a reply");
+            match Repr::parse(&reply).unwrap() {
+                Repr::OAck { options } => assert_eq!(
+                    options,
+                    Options {
+                        tsize: Some(5000),
+                        ..Options::default()
+                    },
+                    "{bad:?}"
+                ),
+                r => panic!("{bad:?}: {r:?}"),
+            }
+        }
+        let s = srv.running.as_ref().unwrap().stats();
+        assert_eq!(s.bad_options.load(std::sync::atomic::Ordering::Relaxed), 14);
+        assert_eq!(s.refused.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
+}

@@ -201,14 +201,34 @@ fn byte_exact_downloads_with_tftp_hpa_curl_and_atftp() {
 
 /// Sends one datagram to the listener and returns the first reply and where it came from.
 pub(crate) fn ask(port: u16, pkt: &[u8]) -> Option<(Vec<u8>, std::net::SocketAddr)> {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    ask_from(&UdpSocket::bind("127.0.0.1:0").unwrap(), port, pkt)
+}
+
+/// [`ask`] from a given socket. A transfer the reply started is ended at once with an ERROR,
+/// as a client that gives up does (RFC 1350 7). Regression (issue 12.16): without that the
+/// transfer went on retransmitting to this port after the socket was gone, and when the kernel
+/// gave the port to the next test socket, that socket's first "reply" was the old transfer's
+/// OACK (`every_option_combination_is_answered_exactly` failed so on a loaded machine).
+pub(crate) fn ask_from(
+    s: &UdpSocket,
+    port: u16,
+    pkt: &[u8],
+) -> Option<(Vec<u8>, std::net::SocketAddr)> {
     // The server answers at once; the margin is for a loaded CI machine.
     s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     s.send_to(pkt, ("127.0.0.1", port)).unwrap();
     let mut buf = [0u8; 2000];
-    s.recv_from(&mut buf)
-        .ok()
-        .map(|(n, a)| (buf[..n].to_vec(), a))
+    let (n, from) = s.recv_from(&mut buf).ok()?;
+    if !buf[..n].starts_with(&[0, 5]) {
+        let mut err = [0u8; 64];
+        let e = Repr::Error {
+            code: ErrorCode::NotDefined,
+            message: b"test client done",
+        };
+        let k = e.emit(&mut err).unwrap();
+        let _ = s.send_to(&err[..k], from);
+    }
+    Some((buf[..n].to_vec(), from))
 }
 
 pub(crate) fn rrq(name: &[u8], options: &[(&str, &str)]) -> Vec<u8> {
@@ -577,8 +597,17 @@ fn transfers_answer_from_the_configured_port_range() {
     let srv = Server::start_with(|s| s.port_range = Some((lo, hi)), None);
     srv.put("f", &content(100_000, 3));
     let mut ports = Vec::new();
+    // The clients stay (their transfers run) until the end of the test.
+    let mut clients = Vec::new();
     for _ in 0..4 {
-        let (reply, from) = ask(srv.port(), &rrq(b"f", &[])).expect("a reply");
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        c.send_to(&rrq(b"f", &[]), ("127.0.0.1", srv.port()))
+            .unwrap();
+        let mut buf = [0u8; 2000];
+        let (n, from) = c.recv_from(&mut buf).expect("a reply");
+        let reply = buf[..n].to_vec();
+        clients.push(c);
         assert!(matches!(
             Repr::parse(&reply).unwrap(),
             Repr::Data { block: 1, .. }
@@ -620,6 +649,7 @@ fn a_full_server_defers_requests_without_an_error() {
         filename: b"f.bin",
         mode: bootstorm_wire::tftp::Mode::Octet,
         options: Options::default(),
+        ignored: 0,
     };
     let mut req = [0u8; 64];
     let n = rrq.emit(&mut req).unwrap();

@@ -1,6 +1,7 @@
 //! The TFTP server on the socket path. A listener thread takes requests on port 69 and answers
-//! errors itself; every accepted read gets its own UDP socket (its TID, RFC 1350: the kernel then
-//! drops packets from anyone but the client it is connected to) and goes to a worker thread.
+//! errors itself; every accepted read gets its own UDP socket (its TID, RFC 1350) and goes to a
+//! worker thread. A datagram on that socket from anyone but the transfer's client gets ERROR 5
+//! ("unknown transfer ID", RFC 1350 4) and leaves the transfer undisturbed.
 //! Workers poll their transfers' sockets with mio and keep a heap of retransmission deadlines
 //! (at most one entry per transfer), so thousands of transfers run at once with memory bounded by
 //! their number. File bytes come from the shared [`FileCache`]: one copy for every client.
@@ -166,6 +167,10 @@ pub struct TftpStats {
     pub duplicates: AtomicU64,
     /// Requests left unanswered because `max_transfers` were running (the client asks again).
     pub deferred: AtomicU64,
+    /// Datagrams from a wrong TID (not the transfer's client) answered with ERROR 5.
+    pub wrong_tid: AtomicU64,
+    /// Request options left out of the OACK because their value was invalid (RFC 2347).
+    pub bad_options: AtomicU64,
     /// Uploads stored, and their bytes.
     pub uploaded: AtomicU64,
     /// See `uploaded`.
@@ -591,7 +596,18 @@ fn accept(
             filename,
             mode,
             options,
-        }) => (write, filename, mode, options),
+            ignored,
+        }) => {
+            if ignored > 0 {
+                // RFC 2347: an option the server does not accept is left out of the OACK; the
+                // transfer runs with the default, and the client boots.
+                stats
+                    .bad_options
+                    .fetch_add(u64::from(ignored), Ordering::Relaxed);
+                tracing::debug!(target: "bootstorm::tftp", event = "options-ignored", client = %peer, count = ignored);
+            }
+            (write, filename, mode, options)
+        }
         Ok(_) => return None, // DATA/ACK/ERROR to port 69 belong to no transfer: dropped
         Err(e) => {
             // Only requests get an answer; anything else on port 69 is dropped.
@@ -667,8 +683,9 @@ fn accept(
     // Windows of full blocks leave as one segmented send each (UDP GSO) when blocks are big
     // enough that no OACK or ERROR could be mistaken for more than one segment.
     let want_gso = matches!(job, Job::Read(_)) && params.windowsize > 1 && params.blksize >= 508;
+    // Not connected: a connected socket would let the kernel drop a stranger's datagram with no
+    // word, where RFC 1350 4 wants it answered with ERROR 5.
     let socket = match bind_transfer_socket(ip, s.port_range, port_cursor).and_then(|u| {
-        u.connect(peer)?;
         u.set_nonblocking(true)?;
         let gso = if want_gso
             && bootstorm_net::set_udp_segment(&u, params.blksize + DATA_HEADER as u16).is_ok()
@@ -815,8 +832,17 @@ fn worker(
             };
             // Drain the socket: ACKs move the window, an ERROR ends the transfer.
             loop {
-                match slot.socket.recv(&mut rbuf) {
-                    Ok(n) => {
+                match slot.socket.recv_from(&mut rbuf) {
+                    Ok((n, from)) if from != slot.peer => {
+                        // RFC 1350 4: a packet from a wrong TID gets ERROR 5, "without
+                        // disturbing the source of the transfer". An ERROR is never answered.
+                        let is_error = rbuf[..n].starts_with(&[0, 5]);
+                        if !is_error {
+                            stats.wrong_tid.fetch_add(1, Ordering::Relaxed);
+                            wrong_tid(&slot.socket, from);
+                        }
+                    }
+                    Ok((n, _)) => {
                         if let Ok(p) = Repr::parse(&rbuf[..n]) {
                             slot.transfer.handle(now, p);
                         }
@@ -883,7 +909,7 @@ fn transmit(slot: &mut Slot, now: Instant, buf: &mut [u8]) {
     let (mut len, mut count) = (0usize, 0usize);
     while let Some(n) = slot.transfer.poll_transmit(now, &mut buf[len..]) {
         if seg == 0 {
-            let _ = slot.socket.send(&buf[..n]);
+            let _ = slot.socket.send_to(&buf[..n], slot.peer);
             continue;
         }
         len += n;
@@ -905,16 +931,29 @@ fn transmit(slot: &mut Slot, now: Instant, buf: &mut [u8]) {
 /// for this transfer and the packets leave one by one.
 fn send_segmented(slot: &mut Slot, bytes: &[u8]) {
     let seg = usize::from(slot.gso);
-    match slot.socket.send(bytes) {
+    match slot.socket.send_to(bytes, slot.peer) {
         Err(e) if bytes.len() > seg && bootstorm_net::gso_unsupported(&e) => {
             tracing::debug!(client = %slot.peer, "UDP segmentation refused; sending per datagram");
             slot.gso = 0;
             let _ = bootstorm_net::set_udp_segment(&slot.socket, 0);
             for p in bytes.chunks(seg) {
-                let _ = slot.socket.send(p);
+                let _ = slot.socket.send_to(p, slot.peer);
             }
         }
         _ => {}
+    }
+}
+
+/// ERROR 5 to a stranger, from the transfer's own port (its TID).
+fn wrong_tid(socket: &MioUdp, to: SocketAddr) {
+    let mut buf = [0u8; 64];
+    if let Ok(n) = (Repr::Error {
+        code: ErrorCode::UnknownTid,
+        message: b"unknown transfer ID",
+    })
+    .emit(&mut buf)
+    {
+        let _ = socket.send_to(&buf[..n], to);
     }
 }
 
@@ -963,6 +1002,7 @@ pub fn stats_json(s: &TftpStats) -> serde_json::Value {
         "started": g(&s.started), "completed": g(&s.completed), "failed": g(&s.failed),
         "refused": g(&s.refused), "active": g(&s.active), "duplicates": g(&s.duplicates), "deferred": g(&s.deferred),
         "data_sent": g(&s.data_sent), "data_resent": g(&s.data_resent),
+        "wrong_tid": g(&s.wrong_tid), "bad_options": g(&s.bad_options),
         "uploaded": g(&s.uploaded), "upload_bytes": g(&s.upload_bytes),
     })
 }

@@ -139,6 +139,10 @@ pub enum Repr<'a> {
         mode: Mode,
         /// Options the client asked for.
         options: Options,
+        /// Options left out because their value was invalid (blksize 7, timeout 0, windowsize
+        /// 65536, "abc"): RFC 2347 lets the server leave such an option out of its OACK, and
+        /// firmware with odd values still boots with the defaults.
+        ignored: u8,
     },
     /// DATA.
     Data {
@@ -194,37 +198,52 @@ fn decimal(v: &[u8]) -> Result<u64> {
     Ok(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
-/// Parses option pairs. Out-of-range values of known options are errors (RFC 2347 lets the
-/// server refuse the request); unknown names are skipped.
-fn parse_options(s: &mut Strings<'_>) -> Result<Options> {
+/// Parses option pairs; unknown names are skipped. A known option with an invalid value (not
+/// a number, or out of its RFC's range) is an error when `strict` (an OACK: the server must not
+/// grant what cannot be), and otherwise left out and counted (a request: RFC 2347 lets the
+/// server omit an option it does not accept). Returns the options and how many were left out.
+fn parse_options(s: &mut Strings<'_>, strict: bool) -> Result<(Options, u8)> {
     let mut o = Options::default();
+    let mut ignored = 0u8;
     while let Some(name) = s.next_str()? {
         let value = s
             .next_str()?
             .ok_or(Error::Malformed("option without value"))?;
-        if name.eq_ignore_ascii_case(b"blksize") {
-            let v = decimal(value)?;
-            if !(u64::from(BLKSIZE_MIN)..=u64::from(BLKSIZE_MAX)).contains(&v) {
-                return Err(Error::Malformed("blksize out of range 8-65464"));
+        let in_range = |lo: u64, hi: u64, what: &'static str| -> Result<Option<u64>> {
+            match decimal(value) {
+                Ok(v) if (lo..=hi).contains(&v) => Ok(Some(v)),
+                _ if strict => Err(Error::Malformed(what)),
+                _ => Ok(None),
             }
-            o.blksize = Some(v as u16);
+        };
+        let known = if name.eq_ignore_ascii_case(b"blksize") {
+            let v = in_range(
+                u64::from(BLKSIZE_MIN),
+                u64::from(BLKSIZE_MAX),
+                "blksize out of range 8-65464",
+            )?;
+            o.blksize = v.map(|v| v as u16);
+            Some(v.is_some())
         } else if name.eq_ignore_ascii_case(b"timeout") {
-            let v = decimal(value)?;
-            if !(1..=255).contains(&v) {
-                return Err(Error::Malformed("timeout out of range 1-255"));
-            }
-            o.timeout = Some(v as u8);
+            let v = in_range(1, 255, "timeout out of range 1-255")?;
+            o.timeout = v.map(|v| v as u8);
+            Some(v.is_some())
         } else if name.eq_ignore_ascii_case(b"tsize") {
-            o.tsize = Some(decimal(value)?);
+            let v = in_range(0, u64::MAX, "tsize is not a decimal number")?;
+            o.tsize = v;
+            Some(v.is_some())
         } else if name.eq_ignore_ascii_case(b"windowsize") {
-            let v = decimal(value)?;
-            if !(1..=65535).contains(&v) {
-                return Err(Error::Malformed("windowsize out of range 1-65535"));
-            }
-            o.windowsize = Some(v as u16);
+            let v = in_range(1, 65535, "windowsize out of range 1-65535")?;
+            o.windowsize = v.map(|v| v as u16);
+            Some(v.is_some())
+        } else {
+            None
+        };
+        if known == Some(false) {
+            ignored = ignored.saturating_add(1);
         }
     }
-    Ok(o)
+    Ok((o, ignored))
 }
 
 impl<'a> Repr<'a> {
@@ -253,12 +272,13 @@ impl<'a> Repr<'a> {
                 } else {
                     return Err(Error::Malformed("mode is not octet or netascii"));
                 };
-                let options = parse_options(&mut s)?;
+                let (options, ignored) = parse_options(&mut s, false)?;
                 Ok(Repr::Request {
                     write: op == opcode::WRQ,
                     filename,
                     mode,
                     options,
+                    ignored,
                 })
             }
             opcode::DATA => {
@@ -296,7 +316,7 @@ impl<'a> Repr<'a> {
             opcode::OACK => {
                 let mut s = Strings { rest: body };
                 Ok(Repr::OAck {
-                    options: parse_options(&mut s)?,
+                    options: parse_options(&mut s, true)?.0,
                 })
             }
             _ => Err(Error::Malformed("unknown opcode")),
@@ -332,6 +352,7 @@ impl<'a> Repr<'a> {
                 filename,
                 mode,
                 options,
+                ..
             } => {
                 w.u16(if *write { opcode::WRQ } else { opcode::RRQ });
                 w.cstr(filename);

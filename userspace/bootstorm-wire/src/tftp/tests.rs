@@ -10,6 +10,7 @@ fn rrq_golden_from_real_clients() {
             filename,
             mode,
             options,
+            ignored: 0,
         } => (filename, mode, options),
         r => panic!("{r:?}"),
     };
@@ -66,19 +67,53 @@ fn option_names_and_modes_are_case_insensitive_and_unknown_options_skipped() {
     }
 }
 
+/// Regression (issue 12.9): invalid option values in an RRQ refused the whole request with ERROR
+/// 4. RFC 2347: the server may leave an option it does not accept out of the OACK; firmware with
+/// odd values boots with the defaults. In an OACK (a server's grant) they stay errors.
+#[test]
+fn rfc2347_invalid_option_values_in_a_request_are_left_out() {
+    for (opts, ignored) in [
+        (&b"blksize\x007\x00"[..], 1),
+        (b"blksize\x0065465\x00", 1),
+        (b"blksize\x00abc\x00", 1),
+        (b"timeout\x000\x00", 1),
+        (b"timeout\x00256\x00", 1),
+        (b"windowsize\x000\x00", 1),
+        (b"windowsize\x0065536\x00", 1),
+        (b"tsize\x00-1\x00", 1),
+        (b"blksize\x007\x00timeout\x000\x00windowsize\x004\x00", 2),
+    ] {
+        let mut b = b"\x00\x01a\x00octet\x00".to_vec();
+        b.extend_from_slice(opts);
+        match Repr::parse(&b).unwrap() {
+            Repr::Request {
+                options,
+                ignored: n,
+                ..
+            } => {
+                assert_eq!(n, ignored, "{opts:?}");
+                assert_eq!(options.blksize, None);
+                assert_eq!(options.timeout, None);
+                assert_eq!(options.tsize, None);
+                let w = if ignored == 2 { Some(4) } else { None };
+                assert_eq!(options.windowsize, w, "{opts:?}");
+            }
+            r => panic!("{r:?}"),
+        }
+        let mut oack = b"\x00\x06".to_vec();
+        oack.extend_from_slice(opts);
+        assert!(Repr::parse(&oack).is_err(), "OACK {opts:?}");
+    }
+}
+
 #[test]
 fn bad_requests_are_errors() {
     let cases: &[&[u8]] = &[
-        b"\x00\x01ipxe.efi",                       // no NUL after the name
-        b"\x00\x01ipxe.efi\x00octet",              // no NUL after the mode
-        b"\x00\x01\x00octet\x00",                  // empty name
-        b"\x00\x01a\x00mail\x00",                  // mode mail: obsolete, refused
-        b"\x00\x01a\x00binary\x00",                // unknown mode
-        b"\x00\x01a\x00octet\x00blksize\x007\x00", // blksize below 8
-        b"\x00\x01a\x00octet\x00blksize\x0065465\x00",
-        b"\x00\x01a\x00octet\x00blksize\x00x\x00",
-        b"\x00\x01a\x00octet\x00timeout\x000\x00",
-        b"\x00\x01a\x00octet\x00windowsize\x000\x00",
+        b"\x00\x01ipxe.efi",                // no NUL after the name
+        b"\x00\x01ipxe.efi\x00octet",       // no NUL after the mode
+        b"\x00\x01\x00octet\x00",           // empty name
+        b"\x00\x01a\x00mail\x00",           // mode mail: obsolete, refused
+        b"\x00\x01a\x00binary\x00",         // unknown mode
         b"\x00\x01a\x00octet\x00tsize\x00", // option without value
         b"\x00\x07",                        // unknown opcode
         b"\x00",
@@ -211,7 +246,7 @@ proptest! {
 
     #[test]
     fn request_and_oack_round_trip(name in "[a-zA-Z0-9/._-]{1,100}", write in any::<bool>(), o in options()) {
-        let r = Repr::Request { write, filename: name.as_bytes(), mode: Mode::Octet, options: o };
+        let r = Repr::Request { write, filename: name.as_bytes(), mode: Mode::Octet, options: o, ignored: 0 };
         let mut buf = vec![0u8; r.buffer_len()];
         let n = r.emit(&mut buf).unwrap();
         prop_assert_eq!(n, buf.len());
