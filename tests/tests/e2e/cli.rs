@@ -212,3 +212,73 @@ fn serve_with_tftp_root_serves_files_and_reports_them() {
         stats()
     );
 }
+
+/// Regression (issue 12.14): `bootstorm leases | head` (and `leases export | head`) panicked on
+/// the broken pipe ("failed printing to stdout"). The output now just ends there, exit 0.
+#[test]
+fn leases_into_a_closed_pipe_end_quietly() {
+    let dir = TempDir::new();
+    let sock = dir.join("c.sock");
+    let log = dir.join("server.log");
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = Command::new(bin("bootstorm"));
+    cmd.args([
+        "serve",
+        "--server-ip",
+        "198.18.0.1",
+        "--pool",
+        "198.18.1.1-198.18.4.254",
+        "--address",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--for",
+        "60s",
+        "--control-socket",
+    ])
+    .arg(&sock)
+    .stderr(std::fs::File::create(&log).unwrap());
+    let _server = bootstorm_tests::Proc::spawn("bootstorm", &mut cmd);
+    assert!(bootstorm_tests::wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("ready")
+    }));
+    // 600 leases: the table and the export are both far larger than a pipe's 64 KiB.
+    let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let to = ("127.0.0.1", port);
+    let mut buf = [0u8; 1500];
+    for n in 0..600u32 {
+        let mut m = crate::msg::Msg::new(bootstorm_wire::dhcp::MessageType::Discover, 0);
+        m.mac = [0x52, 0x54, 0, 0x11, (n >> 8) as u8, n as u8];
+        m.xid = n;
+        c.send_to(&m.bytes(), to).unwrap();
+        let (k, _) = c.recv_from(&mut buf).expect("OFFER");
+        let o = crate::msg::parse(&buf[..k]);
+        m.mt = bootstorm_wire::dhcp::MessageType::Request.into();
+        m.requested = Some(o.yiaddr);
+        m.server_id = o.server_id;
+        c.send_to(&m.bytes(), to).unwrap();
+        c.recv_from(&mut buf).expect("ACK");
+    }
+    for args in [&["leases"][..], &["leases", "export"]] {
+        let script = format!(
+            "'{}' {} --socket '{}' | head -n 1 >/dev/null; exit ${{PIPESTATUS[0]}}",
+            bin("bootstorm").display(),
+            args.join(" "),
+            sock.display()
+        );
+        let o = output_within(
+            Command::new("bash").args(["-c", &script]),
+            Duration::from_secs(20),
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{args:?}: {:?} {err}", o.status);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

@@ -578,7 +578,14 @@ retries = 10
             data.len()
         );
     }
+    // Counters are added when a transfer ends; one whose last ACK was lost ends only after its
+    // retransmissions (about half a minute), so wait for all to end (bounded) before reading them.
+    // (This read raced the transfers' ends under a loaded run: data_resent 0 with 2 active.)
+    let idle = bootstorm_tests::wait_until(Duration::from_secs(120), || {
+        srv.stats()["tftp"]["active"].as_u64() == Some(0)
+    });
     let stats = srv.stats();
+    assert!(idle, "transfers still running after 120 s: {stats}");
     // One transfer per file, however often a lost OACK made the client repeat its request. The
     // server may not have seen the last ACK (atftp exits right after sending it; 5% are lost),
     // so what counts is what the client received, checked above.

@@ -403,6 +403,14 @@ pub struct HttpSection {
     pub workers: Option<usize>,
     /// Largest file served, in bytes (default 4 GiB).
     pub max_file_size: Option<u64>,
+    /// A request head must arrive within this of connecting or of the last response (10s).
+    pub header_timeout: Option<Dur>,
+    /// A client that takes nothing of its response this long is dropped (30s).
+    pub send_timeout: Option<Dur>,
+    /// Connections at once (16384, capped by the open-file budget).
+    pub max_connections: Option<usize>,
+    /// Connections at once from one client address (32).
+    pub max_connections_per_client: Option<usize>,
 }
 
 /// `[tftp]`: serve boot files over TFTP.
@@ -1169,15 +1177,39 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
                     format!("[http] root {} is not a directory", root.display()),
                 ));
             }
-            Some(crate::httpd::HttpSettings {
-                listen: SocketAddrV4::new(
+            let mut hs = crate::httpd::HttpSettings::new(
+                SocketAddrV4::new(
                     h.address.or(s.address).unwrap_or(Ipv4Addr::UNSPECIFIED),
                     h.port.unwrap_or(80),
                 ),
                 root,
-                workers: h.workers.unwrap_or(2).max(1),
-                max_file_size: h.max_file_size.unwrap_or(4 << 30),
-            })
+            );
+            hs.workers = h.workers.unwrap_or(2).max(1);
+            hs.max_file_size = h.max_file_size.unwrap_or(hs.max_file_size);
+            let secs = |d: Option<Dur>, dflt: std::time::Duration, what: &str| match d {
+                Some(d) if d.0.as_millis() == 0 => Err(src.error(
+                    Some(sp.span()),
+                    format!("[http] {what} = 0: a connection would be closed before its request"),
+                )),
+                Some(d) => Ok(std::time::Duration::from_millis(d.0.as_millis())),
+                None => Ok(dflt),
+            };
+            hs.header_timeout = secs(h.header_timeout, hs.header_timeout, "header_timeout")?;
+            hs.send_timeout = secs(h.send_timeout, hs.send_timeout, "send_timeout")?;
+            for (v, what) in [
+                (h.max_connections, "max_connections"),
+                (h.max_connections_per_client, "max_connections_per_client"),
+            ] {
+                if v == Some(0) {
+                    return Err(src.error(
+                        Some(sp.span()),
+                        format!("[http] {what} = 0: no client could connect"),
+                    ));
+                }
+            }
+            hs.max_connections = h.max_connections.unwrap_or(hs.max_connections);
+            hs.max_per_client = h.max_connections_per_client.unwrap_or(hs.max_per_client);
+            Some(hs)
         }
         None => None,
     };

@@ -4,19 +4,27 @@
 //! `Arc<[u8]>`: no copy of the file per client.
 //!
 //! Built on axum (hyper, tokio) on its own threads, so the DHCP and TFTP workers never share a
-//! runtime with it.
+//! runtime with it. The accept loop is ours, not `axum::serve`'s, because a boot server must not
+//! let HTTP clients take what DHCP and TFTP need: every connection has a header timeout (a
+//! request head, or the next one on a kept-alive connection, must arrive within it), a send
+//! timeout (a client that stops reading is dropped), and counts against a cap per client address
+//! and a cap in total, sized at start-up so the descriptors TFTP, DHCP and the control socket
+//! need stay free. A connection over a cap is closed at once and counted.
 
 use crate::files::{FileCache, FileError};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use std::net::SocketAddrV4;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddrV4};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -31,6 +39,69 @@ pub struct HttpSettings {
     pub workers: usize,
     /// Largest file served.
     pub max_file_size: u64,
+    /// A request head (or, on a kept-alive connection, the next one) must arrive within this.
+    pub header_timeout: Duration,
+    /// A connection whose client takes nothing of the response for this long is closed.
+    pub send_timeout: Duration,
+    /// Connections open at once, in total.
+    pub max_connections: usize,
+    /// Connections open at once from one client address.
+    pub max_per_client: usize,
+}
+
+/// Default `[http] header_timeout`. iPXE and UEFI send their request at once after connecting
+/// and reuse a connection right after a response, so 10 s is far beyond any real client, while
+/// a client that connects and says nothing (or half a request) lets its descriptor go soon.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `[http] send_timeout`.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `[http] max_connections_per_client`: a firmware fetches a few files one after
+/// another; even a host that boots many VMs behind one address rarely holds 32 at once.
+pub const DEFAULT_MAX_PER_CLIENT: usize = 32;
+/// Default `[http] max_connections`, before the open-file budget caps it.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
+impl HttpSettings {
+    /// The settings with every limit at its default.
+    pub fn new(listen: SocketAddrV4, root: PathBuf) -> HttpSettings {
+        HttpSettings {
+            listen,
+            root,
+            workers: 2,
+            max_file_size: 4 << 30,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_per_client: DEFAULT_MAX_PER_CLIENT,
+        }
+    }
+}
+
+/// Counters of the HTTP server.
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    /// Connections accepted and served.
+    pub connections: AtomicU64,
+    /// Connections open now.
+    pub open: AtomicU64,
+    /// Connections closed at once: the client address already had `max_per_client`.
+    pub refused_per_client: AtomicU64,
+    /// Connections closed at once: `max_connections` were open.
+    pub refused_total: AtomicU64,
+    /// Connections closed by the header or send timeout, or another connection error.
+    pub timed_out: AtomicU64,
+    /// Requests answered (any status).
+    pub requests: AtomicU64,
+}
+
+/// Counters as JSON, for the control socket.
+pub fn stats_json(s: &HttpStats) -> serde_json::Value {
+    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    serde_json::json!({
+        "connections": g(&s.connections), "open": g(&s.open), "requests": g(&s.requests),
+        "refused_per_client": g(&s.refused_per_client), "refused_total": g(&s.refused_total),
+        "timed_out": g(&s.timed_out),
+    })
 }
 
 /// A running HTTP server.
@@ -38,12 +109,18 @@ pub struct HttpRunning {
     thread: Option<JoinHandle<()>>,
     shutdown: Arc<AtomicBool>,
     local: SocketAddrV4,
+    stats: Arc<HttpStats>,
 }
 
 impl HttpRunning {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddrV4 {
         self.local
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<HttpStats> {
+        &self.stats
     }
 
     /// Stops the server (in-flight responses finish) and joins its thread.
@@ -118,9 +195,16 @@ pub fn parse_range(value: &str, len: usize) -> RangeAsk {
 async fn serve_file(
     State(cache): State<Arc<FileCache>>,
     method: Method,
+    version: Version,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    // RFC 9112 3.2: "A server MUST respond with a 400 (Bad Request) status code to any
+    // HTTP/1.1 request message that lacks a Host header field".
+    if version == Version::HTTP_11 && !headers.contains_key(header::HOST) {
+        tracing::info!(target: "bootstorm::http", event = "refused", path = %uri.path(), status = 400, reason = "HTTP/1.1 request without Host");
+        return (StatusCode::BAD_REQUEST, "HTTP/1.1 request without Host\n").into_response();
+    }
     if method != Method::GET && method != Method::HEAD {
         return (
             StatusCode::METHOD_NOT_ALLOWED,
@@ -198,6 +282,127 @@ fn listen(addr: std::net::SocketAddrV4) -> std::io::Result<std::net::TcpListener
     Ok(sock.into())
 }
 
+/// Open connections per client address, and in total.
+#[derive(Default)]
+struct Conns {
+    per_client: HashMap<IpAddr, usize>,
+    total: usize,
+}
+
+/// A connection's place in [`Conns`], given back when the connection ends.
+struct ConnGuard {
+    conns: Arc<Mutex<Conns>>,
+    ip: IpAddr,
+    stats: Arc<HttpStats>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.conns.lock() {
+            c.total = c.total.saturating_sub(1);
+            if let Some(n) = c.per_client.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    c.per_client.remove(&self.ip);
+                }
+            }
+        }
+        self.stats.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Admits a connection from `ip` under the caps, or says which cap it is over.
+fn admit(
+    conns: &Arc<Mutex<Conns>>,
+    s: &HttpSettings,
+    ip: IpAddr,
+    stats: &Arc<HttpStats>,
+) -> Result<ConnGuard, &'static str> {
+    let mut c = conns.lock().map_err(|_| "poisoned")?;
+    if c.total >= s.max_connections {
+        stats.refused_total.fetch_add(1, Ordering::Relaxed);
+        return Err("max_connections");
+    }
+    let n = c.per_client.entry(ip).or_insert(0);
+    if *n >= s.max_per_client {
+        stats.refused_per_client.fetch_add(1, Ordering::Relaxed);
+        return Err("max_connections_per_client");
+    }
+    *n += 1;
+    c.total += 1;
+    stats.open.fetch_add(1, Ordering::Relaxed);
+    Ok(ConnGuard {
+        conns: conns.clone(),
+        ip,
+        stats: stats.clone(),
+    })
+}
+
+/// A TCP stream whose writes fail with `TimedOut` once the peer has taken nothing for
+/// `timeout` (a client that stops reading its response holds a descriptor and memory otherwise).
+struct SendTimeout {
+    inner: tokio::net::TcpStream,
+    timeout: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl SendTimeout {
+    /// Polls the stall timer after a write that made no progress.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let timeout = self.timeout;
+        let t = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match t.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "client takes nothing of the response",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for SendTimeout {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for SendTimeout {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                self.stalled = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.stalled(cx).map(|r| r.map(|()| 0)),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Ready(r) => {
+                self.stalled = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.stalled(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// Binds and starts the HTTP server on its own runtime thread. `shutdown` stops it too.
 pub fn start(s: &HttpSettings, shutdown: Arc<AtomicBool>) -> anyhow::Result<HttpRunning> {
     use anyhow::Context;
@@ -216,33 +421,132 @@ pub fn start(s: &HttpSettings, shutdown: Arc<AtomicBool>) -> anyhow::Result<Http
         .enable_all()
         .build()?;
     let app = Router::new().fallback(serve_file).with_state(cache);
-    let flag = shutdown.clone();
+    let stats = Arc::new(HttpStats::default());
+    let (flag, settings, stats2) = (shutdown.clone(), s.clone(), stats.clone());
     let thread = std::thread::Builder::new()
         .name("http-main".into())
         .spawn(move || {
-            rt.block_on(async move {
-                let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else {
-                    return;
-                };
-                let stop = async move {
-                    while !flag.load(Ordering::Relaxed) {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                };
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await
-                {
-                    tracing::error!(error = %e, "HTTP server failed");
-                }
-            });
+            rt.block_on(accept_loop(std_listener, app, settings, flag, stats2));
         })?;
-    tracing::info!(listen = %local, root = %s.root.display(), "serving HTTP");
+    tracing::info!(listen = %local, root = %s.root.display(), max_connections = s.max_connections,
+        max_per_client = s.max_per_client, "serving HTTP");
     Ok(HttpRunning {
         thread: Some(thread),
         shutdown,
         local,
+        stats,
     })
+}
+
+/// Accepts connections until `stop`, each served on its own task under the caps and timeouts;
+/// then lets the open ones finish their responses.
+async fn accept_loop(
+    std_listener: std::net::TcpListener,
+    app: Router,
+    s: HttpSettings,
+    stop: Arc<AtomicBool>,
+    stats: Arc<HttpStats>,
+) {
+    let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else {
+        return;
+    };
+    let conns = Arc::new(Mutex::new(Conns::default()));
+    let (quit_tx, quit_rx) = tokio::sync::watch::channel(false);
+    let mut last_error_log: Option<std::time::Instant> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let accepted =
+            match tokio::time::timeout(Duration::from_millis(100), listener.accept()).await {
+                Err(_) => continue, // look at the stop flag
+                Ok(a) => a,
+            };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of descriptors or memory: the caps should prevent it; say so at most
+                // once a minute and give the system a moment.
+                if last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    last_error_log = Some(std::time::Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let guard = match admit(&conns, &s, peer.ip(), &stats) {
+            Ok(g) => g,
+            Err(cap) => {
+                tracing::debug!(target: "bootstorm::http", event = "refused", client = %peer, cap, "connection over its cap");
+                drop(stream);
+                continue;
+            }
+        };
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        let _ = stream.set_nodelay(true);
+        let io = hyper_util::rt::TokioIo::new(SendTimeout {
+            inner: stream,
+            timeout: s.send_timeout,
+            stalled: None,
+        });
+        let counted = CountRequests {
+            inner: app.clone(),
+            stats: stats.clone(),
+        };
+        let svc = hyper_util::service::TowerToHyperService::new(counted);
+        let header_timeout = s.header_timeout;
+        let (stats3, mut quit) = (stats.clone(), quit_rx.clone());
+        tokio::spawn(async move {
+            let _guard = guard;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(true)
+                .serve_connection(io, svc);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = quit.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                stats3.timed_out.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(target: "bootstorm::http", event = "closed", client = %peer, error = %e);
+            }
+        });
+    }
+    let _ = quit_tx.send(true);
+    // Let open responses finish, within a bound.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while stats.open.load(Ordering::Relaxed) > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The router, counting requests.
+#[derive(Clone)]
+struct CountRequests {
+    inner: Router,
+    stats: Arc<HttpStats>,
+}
+
+impl tower_service::Service<axum::http::Request<hyper::body::Incoming>> for CountRequests {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future =
+        <Router as tower_service::Service<axum::http::Request<hyper::body::Incoming>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower_service::Service::<axum::http::Request<hyper::body::Incoming>>::poll_ready(
+            &mut self.inner,
+            cx,
+        )
+    }
+
+    fn call(&mut self, req: axum::http::Request<hyper::body::Incoming>) -> Self::Future {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.inner.call(req)
+    }
 }
 
 #[cfg(test)]

@@ -238,11 +238,8 @@ fn main() -> ExitCode {
             };
         }
         Cmd::Stats { config, socket } => socket_path(config, socket).and_then(|p| {
-            print!(
-                "{}",
-                control::request(&p, "stats").with_context(|| format!("asking {}", p.display()))?
-            );
-            Ok(())
+            out(&control::request(&p, "stats")
+                .with_context(|| format!("asking {}", p.display()))?)
         }),
     };
     match r {
@@ -251,6 +248,17 @@ fn main() -> ExitCode {
             eprintln!("bootstorm: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Writes `text` to standard output. A reader that went away (`bootstorm leases | head`) is not
+/// an error: the output simply ends there (Rust's `print!` would panic on the broken pipe).
+fn out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    match o.write_all(text.as_bytes()).and_then(|()| o.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to standard output"),
     }
 }
 
@@ -333,10 +341,12 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
     // Every TFTP transfer has a socket of its own (its TID) and every HTTP client a connection:
     // a storm needs far more descriptors than the usual soft limit of 1,024.
     let nofile = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let (http_settings, tftp_budget) =
+        fd_budget(nofile, settings.http.clone(), settings.tftp.is_some());
     let tftp = match &settings.tftp {
         Some(t) => {
             let mut t = t.clone();
-            let budget = usize::try_from(nofile.saturating_sub(256)).unwrap_or(usize::MAX);
+            let budget = tftp_budget;
             if t.max_transfers > budget {
                 tracing::warn!(
                     max_transfers = t.max_transfers,
@@ -378,18 +388,22 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let http = match &settings.http {
+    let http = match &http_settings {
         Some(h) => Some(httpd::start(h, shutdown.clone())?),
         None => None,
     };
     let control = {
         let workers = running.stats_handle();
         let tftp_stats = tftp.as_ref().map(|t| t.stats().clone());
+        let http_stats = http.as_ref().map(|h| h.stats().clone());
         let journal = running.journal().cloned();
         let stats = move || {
             let mut v = control::stats_json(&workers.total());
             if let Some(t) = &tftp_stats {
                 v["tftp"] = tftpd::stats_json(t);
+            }
+            if let Some(h) = &http_stats {
+                v["http"] = httpd::stats_json(h);
             }
             if let Some(j) = &journal {
                 let s = j.stats();
@@ -463,22 +477,53 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Descriptors kept for everything but TFTP transfers and HTTP connections: the DHCP sockets,
+/// the journal, the control socket and its clients, logs, the file cache's reads.
+const RESERVED_FDS: u64 = 256;
+
+/// Shares the open-file limit out: `RESERVED_FDS` stay free whatever clients do; HTTP gets at
+/// most a quarter of the rest when TFTP runs too (a TFTP transfer is a boot in progress, an HTTP
+/// connection may be idle), TFTP what HTTP does not take. Returns the HTTP settings with their
+/// cap and TFTP's budget.
+fn fd_budget(
+    nofile: u64,
+    http: Option<httpd::HttpSettings>,
+    tftp: bool,
+) -> (Option<httpd::HttpSettings>, usize) {
+    let budget = usize::try_from(nofile.saturating_sub(RESERVED_FDS))
+        .unwrap_or(usize::MAX)
+        .max(2);
+    let Some(mut h) = http else {
+        return (None, budget);
+    };
+    let share = if tftp { budget / 4 } else { budget }.max(1);
+    if h.max_connections > share {
+        tracing::info!(
+            max_connections = h.max_connections,
+            open_file_limit = nofile,
+            "the open-file limit caps HTTP connections at {share}; raise it (ulimit -n, LimitNOFILE=) for more"
+        );
+        h.max_connections = share;
+    }
+    let rest = budget.saturating_sub(h.max_connections).max(1);
+    (Some(h), rest)
+}
+
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let s = config::load(file)?;
     for w in &s.warnings {
         eprintln!("warning: {w}");
     }
     let pools: usize = s.dhcp.subnets.iter().map(|s| s.ranges.len()).sum();
-    println!(
-        "{}: OK ({} subnets, {} pools, {} reservations, {} boot rules, {} classes)",
+    out(&format!(
+        "{}: OK ({} subnets, {} pools, {} reservations, {} boot rules, {} classes)\n",
         file.display(),
         s.dhcp.subnets.len(),
         pools,
         s.dhcp.reservations.len(),
         s.dhcp.boot_rules.len(),
         s.dhcp.classes.len()
-    );
-    Ok(())
+    ))
 }
 
 fn socket_path(config: Option<PathBuf>, socket: Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -504,17 +549,18 @@ fn leases_cmd(config: Option<PathBuf>, socket: Option<PathBuf>, json: bool) -> a
     let answer = control::request(&path, "leases")
         .with_context(|| format!("asking the server at {} (is it running?)", path.display()))?;
     if json {
-        print!("{answer}");
-        return Ok(());
+        return out(&answer);
     }
     let leases: Vec<LeaseJson> =
         serde_json::from_str(&answer).context("reading the server's answer")?;
-    println!(
-        "{:<16} {:<18} {:<9} {:>8}  {:<18} HOSTNAME",
+    use std::fmt::Write;
+    let mut t = format!(
+        "{:<16} {:<18} {:<9} {:>8}  {:<18} HOSTNAME\n",
         "IP", "MAC", "STATE", "EXPIRES", "SUBNET"
     );
     for l in leases {
-        println!(
+        let _ = writeln!(
+            t,
             "{:<16} {:<18} {:<9} {:>8}  {:<18} {}",
             l.ip,
             l.mac,
@@ -524,7 +570,7 @@ fn leases_cmd(config: Option<PathBuf>, socket: Option<PathBuf>, json: bool) -> a
             l.hostname.unwrap_or_default()
         );
     }
-    Ok(())
+    out(&t)
 }
 
 fn export_cmd(
@@ -558,7 +604,7 @@ fn export_cmd(
     };
     match output {
         Some(p) => std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?,
-        None => print!("{text}"),
+        None => out(&text)?,
     }
     Ok(())
 }
@@ -574,13 +620,12 @@ fn import_cmd(
     for (at, why) in &r.skipped {
         eprintln!("skipped {at}: {why}");
     }
-    println!(
-        "{} {} leases ({} bound, {} remembered for their clients), skipped {}",
+    out(&format!(
+        "{} {} leases ({} bound, {} remembered for their clients), skipped {}\n",
         if dry_run { "would import" } else { "imported" },
         r.imported,
         r.bound,
         r.imported - r.bound,
         r.skipped.len()
-    );
-    Ok(())
+    ))
 }
