@@ -282,3 +282,71 @@ fn leases_into_a_closed_pipe_end_quietly() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+/// Regression (issue 12.12): boot files alone, beside an existing DHCP server (as tftpd-hpa is
+/// used): `serve --tftp-root` without `--pool` was refused. Now TFTP and HTTP serve, and no
+/// socket is opened on the DHCP port.
+#[test]
+fn tftp_and_http_alone_serve_without_dhcp() {
+    let tftp = bootstorm_tests::tool("tftp", "tftp-hpa");
+    let dir = TempDir::new();
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("undionly.kpxe"), b"pxe loader").unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sock = dir.join("c.sock");
+    let log = dir.join("server.log");
+    let mut cmd = Command::new(bin("bootstorm"));
+    cmd.args(["serve", "--address", "127.0.0.1", "--for", "60s"])
+        .arg("--tftp-root")
+        .arg(&root)
+        .args(["--tftp-port", &port.to_string()])
+        .args(["--http-port", &http_port.to_string()])
+        .arg("--control-socket")
+        .arg(&sock)
+        .stderr(std::fs::File::create(&log).unwrap());
+    let _server = bootstorm_tests::Proc::spawn("bootstorm", &mut cmd);
+    assert!(
+        bootstorm_tests::wait_until(Duration::from_secs(10), || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("ready")
+        }),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let out = dir.join("got");
+    let o = output_within(
+        Command::new(&tftp)
+            .args(["127.0.0.1", &port.to_string(), "-m", "binary", "-c", "get"])
+            .args(["undionly.kpxe"])
+            .arg(&out),
+        Duration::from_secs(20),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&out).unwrap(), b"pxe loader");
+    let o = output_within(
+        Command::new(bootstorm_tests::tool("curl", "curl")).args([
+            "-sS",
+            "-f",
+            &format!("http://127.0.0.1:{http_port}/undionly.kpxe"),
+        ]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(o.stdout, b"pxe loader");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("DHCP is off"), "{text}");
+    if bootstorm_tests::is_root() {
+        // Port 67 is free: nothing of ours listens there.
+        std::net::UdpSocket::bind("127.0.0.1:67").expect("the DHCP port is free");
+    }
+}

@@ -708,6 +708,8 @@ pub struct Settings {
     pub control_socket: PathBuf,
     /// Log format.
     pub log_format: LogFormat,
+    /// DHCP is served (there is at least one subnet). Off, only boot files are served.
+    pub dhcp_enabled: bool,
     /// The DHCP core's configuration.
     pub dhcp: ServerConfig,
     /// TFTP, if configured.
@@ -933,8 +935,32 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
             d.interface,
         )?;
     }
-    if file.subnets.is_empty() {
-        return Err(src.error(None, "no [[subnet]]: at least one subnet is needed"));
+    // Boot files alone (beside another DHCP server, as tftpd-hpa is used) need no subnet; then
+    // no DHCP socket is opened at all.
+    let dhcp_enabled = !file.subnets.is_empty();
+    if !dhcp_enabled {
+        if file.tftp.is_none() && file.http.is_none() {
+            return Err(src.error(
+                None,
+                "nothing to serve: no [[subnet]] (for DHCP), [tftp] or [http] section",
+            ));
+        }
+        if let Some(l) = &file.leases {
+            return Err(src.error(
+                Some(l.span()),
+                "[leases] keeps DHCP leases, but there is no [[subnet]]: DHCP is off",
+            ));
+        }
+        if let Some(r) = file.reservations.first() {
+            return Err(src.error(
+                Some(r.span()),
+                "a [[reservation]] needs the [[subnet]] it belongs to: DHCP is off without one",
+            ));
+        }
+        if !file.boot.is_empty() {
+            warnings
+                .push("[[boot]] rules do nothing without a [[subnet]]: DHCP is off".to_string());
+        }
     }
     let mut all_ranges: Vec<(IpRange, Range<usize>)> = Vec::new();
     for sp in &file.subnets {
@@ -1250,6 +1276,7 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
         None => None,
     };
     Ok(Settings {
+        dhcp_enabled,
         tftp,
         http,
         leases,

@@ -147,18 +147,14 @@ pub fn settings(q: &QuickFlags, s: &ServerFlags) -> Result<Settings, ConfigError
         origin: "command line: ".into(),
         reason: m.into(),
     };
-    let server_ip = q
-        .server_ip
-        .ok_or_else(|| err("quick mode needs --server-ip (or use --config FILE)"))?;
-    if q.pools.is_empty() {
-        return Err(err("quick mode needs at least one --pool FIRST-LAST"));
+    let serves_files = q.tftp_root.is_some() || q.http_root.is_some() || q.http_port.is_some();
+    // Boot files alone (beside another DHCP server): no DHCP flag at all means DHCP is off.
+    let dhcp = q.server_ip.is_some() || !q.pools.is_empty() || q.subnet.is_some();
+    if !dhcp && !serves_files {
+        return Err(err(
+            "quick mode needs --server-ip and --pool for DHCP, or --tftp-root / --http-root for boot files alone (or use --config FILE)",
+        ));
     }
-    let subnet = match q.subnet {
-        Some(c) => c,
-        None => guess_subnet(server_ip, &q.pools).ok_or_else(|| {
-            err("--pool is not in the /24 or /16 of --server-ip; give the network with --subnet")
-        })?,
-    };
     let mut file = FileConfig {
         server: ServerSection {
             address: s.address,
@@ -174,18 +170,32 @@ pub fn settings(q: &QuickFlags, s: &ServerFlags) -> Result<Settings, ConfigError
         },
         ..FileConfig::default()
     };
-    file.subnets.push(spanned(SubnetSection {
-        network: Some(subnet),
-        interface: q.interface.clone(),
-        server_id: Some(server_ip),
-        pools: q.pools.iter().copied().map(spanned).collect(),
-        lease_time: q.lease_time,
-        routers: q.router.into_iter().collect(),
-        dns: q.dns.clone(),
-        domain_name: q.domain.clone(),
-        next_server: q.next_server,
-        ..SubnetSection::default()
-    }));
+    if dhcp {
+        let server_ip = q
+            .server_ip
+            .ok_or_else(|| err("quick mode needs --server-ip (or use --config FILE)"))?;
+        if q.pools.is_empty() {
+            return Err(err("quick mode needs at least one --pool FIRST-LAST"));
+        }
+        let subnet = match q.subnet {
+            Some(c) => c,
+            None => guess_subnet(server_ip, &q.pools).ok_or_else(|| {
+                err("--pool is not in the /24 or /16 of --server-ip; give the network with --subnet")
+            })?,
+        };
+        file.subnets.push(spanned(SubnetSection {
+            network: Some(subnet),
+            interface: q.interface.clone(),
+            server_id: Some(server_ip),
+            pools: q.pools.iter().copied().map(spanned).collect(),
+            lease_time: q.lease_time,
+            routers: q.router.into_iter().collect(),
+            dns: q.dns.clone(),
+            domain_name: q.domain.clone(),
+            next_server: q.next_server,
+            ..SubnetSection::default()
+        }));
+    }
     let mut rule = |name: &str, matcher: MatchSection, file_name: &Option<String>| {
         if let Some(f) = file_name {
             file.boot.push(spanned(BootSection {
@@ -317,6 +327,33 @@ mod tests {
                 .unwrap_err()
                 .reason
                 .contains("--subnet")
+        );
+    }
+
+    #[test]
+    fn tftp_alone_needs_no_pool() {
+        let q = QuickFlags {
+            tftp_root: Some(std::env::temp_dir()),
+            ..QuickFlags::default()
+        };
+        let s = settings(&q, &ServerFlags::default()).unwrap();
+        assert!(!s.dhcp_enabled && s.tftp.is_some());
+        // Half the DHCP flags is still an error.
+        let q = QuickFlags {
+            server_ip: Some("198.18.0.1".parse().unwrap()),
+            ..q
+        };
+        assert!(
+            settings(&q, &ServerFlags::default())
+                .unwrap_err()
+                .reason
+                .contains("--pool")
+        );
+        assert!(
+            settings(&QuickFlags::default(), &ServerFlags::default())
+                .unwrap_err()
+                .reason
+                .contains("--tftp-root")
         );
     }
 }

@@ -134,7 +134,11 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         }
     }
     let hints = Arc::new(hints);
-    let ifaces: Vec<Option<String>> = if settings.interfaces.is_empty() {
+    let ifaces: Vec<Option<String>> = if !settings.dhcp_enabled {
+        // No subnet: boot files only, beside another DHCP server. No socket on port 67.
+        tracing::info!("no [[subnet]]: DHCP is off, serving boot files only");
+        Vec::new()
+    } else if settings.interfaces.is_empty() {
         vec![None]
     } else {
         settings.interfaces.iter().cloned().map(Some).collect()
@@ -189,7 +193,9 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
             .context("spawning a worker")?;
         workers.push(w);
     }
-    tracing::info!(listen = %local, workers = workers.len(), subnets = settings.dhcp.subnets.len(), "serving DHCP on the socket path");
+    if settings.dhcp_enabled {
+        tracing::info!(listen = %local, workers = workers.len(), subnets = settings.dhcp.subnets.len(), "serving DHCP on the socket path");
+    }
     Ok(Running {
         server,
         shutdown,

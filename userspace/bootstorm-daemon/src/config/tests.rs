@@ -319,3 +319,27 @@ fn admission_limits_are_read_and_checked() {
     let e = check(&format!("{GOOD}\n[admission]\nrelay_rat = 1\n")).unwrap_err();
     assert!(e.contains("relay_rat"), "{e}");
 }
+
+/// Regression (issue 12.12): TFTP or HTTP alone, beside an existing DHCP server as tftpd-hpa is
+/// used, was refused ("no [[subnet]]"). Now DHCP is simply off.
+#[test]
+fn boot_files_alone_need_no_subnet() {
+    let root = std::env::temp_dir();
+    let text = format!("[tftp]\nroot = \"{}\"\n", root.display());
+    let s = check(&text).unwrap();
+    assert!(!s.dhcp_enabled);
+    assert!(s.tftp.is_some());
+    let text = format!("[http]\nroot = \"{}\"\nport = 8080\n", root.display());
+    assert!(!check(&text).unwrap().dhcp_enabled);
+    assert!(check(GOOD).unwrap().dhcp_enabled);
+    // Nothing at all to serve, or leases without DHCP: refused with the reason.
+    let e = check("[server]\nworkers = 1\n").unwrap_err();
+    assert!(e.contains("nothing to serve"), "{e}");
+    let text = format!(
+        "[tftp]\nroot = \"{}\"\n\n[leases]\ndir = \"/tmp/x\"\n",
+        root.display()
+    );
+    let e = check(&text).unwrap_err();
+    assert!(e.starts_with("bootstorm.toml:4:"), "{e}");
+    assert!(e.contains("DHCP is off"), "{e}");
+}
