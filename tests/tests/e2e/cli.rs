@@ -350,3 +350,123 @@ fn tftp_and_http_alone_serve_without_dhcp() {
         std::net::UdpSocket::bind("127.0.0.1:67").expect("the DHCP port is free");
     }
 }
+
+/// Regression (issue 12.15): a dropped request (here: pool exhausted) appeared in no log at any
+/// level, a NAK's reason nowhere, and the bind line named neither the boot file nor its rule.
+/// With `--log-level debug` each drop is a line with client, xid and reason. A typo in
+/// BOOTSTORM_LOG (which silenced every line) is refused, naming it.
+#[test]
+fn drops_naks_and_boot_rules_are_logged() {
+    let dir = TempDir::new();
+    let sock = dir.join("c.sock");
+    let log = dir.join("server.log");
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = Command::new(bin("bootstorm"));
+    cmd.args([
+        "serve",
+        "--server-ip",
+        "198.18.1.0",
+        "--pool",
+        "198.18.1.1-198.18.1.1",
+        "--boot-file-efi",
+        "ipxe.efi",
+        "--address",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--for",
+        "60s",
+        "--log-level",
+        "debug",
+        "--control-socket",
+    ])
+    .arg(&sock)
+    .env_remove("BOOTSTORM_LOG")
+    .stderr(std::fs::File::create(&log).unwrap());
+    let _server = bootstorm_tests::Proc::spawn("bootstorm", &mut cmd);
+    assert!(bootstorm_tests::wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("ready")
+    }));
+    use bootstorm_wire::dhcp::{MessageType, opt};
+    let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let to = ("127.0.0.1", port);
+    let mut buf = [0u8; 1500];
+    // A UEFI client binds the only address, and its bind line names rule and file.
+    let mut m = crate::msg::Msg::new(MessageType::Discover, 1);
+    m.extra = vec![(opt::CLIENT_ARCH, vec![0, 7])];
+    c.send_to(&m.bytes(), to).unwrap();
+    let (k, _) = c.recv_from(&mut buf).expect("OFFER");
+    let o = crate::msg::parse(&buf[..k]);
+    m.mt = MessageType::Request.into();
+    m.requested = Some(o.yiaddr);
+    m.server_id = o.server_id;
+    c.send_to(&m.bytes(), to).unwrap();
+    c.recv_from(&mut buf).expect("ACK");
+    // A second client finds the pool exhausted: no answer, one debug line.
+    let d = crate::msg::Msg::new(MessageType::Discover, 2);
+    c.send_to(&d.bytes(), to).unwrap();
+    assert!(
+        c.recv_from(&mut buf).is_err(),
+        "no OFFER from an exhausted pool"
+    );
+    // The first client asks for another address: a NAK with its reason.
+    let r = crate::msg::Msg {
+        requested: Some("198.18.1.77".parse().unwrap()),
+        ..crate::msg::Msg::new(MessageType::Request, 1)
+    };
+    c.send_to(&r.bytes(), to).unwrap();
+    let _ = c.recv_from(&mut buf);
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        bootstorm_tests::wait_until(Duration::from_secs(10), || {
+            text().contains("pool_exhausted") && text().contains("event=\"nak\"")
+        }),
+        "{}",
+        text()
+    );
+    let t = text();
+    let drop_line = t.lines().find(|l| l.contains("pool_exhausted")).unwrap();
+    assert!(drop_line.contains("dropped"), "{drop_line}");
+    assert!(drop_line.contains("52:54:00:be:ef:02"), "{drop_line}");
+    assert!(
+        drop_line.contains(&format!("{:#010x}", d.xid)),
+        "{drop_line}"
+    );
+    let bind = t
+        .lines()
+        .find(|l| l.contains("event=\"bind\""))
+        .expect("bind line");
+    assert!(
+        bind.contains("rule=\"efi-x64\"") && bind.contains("file=\"ipxe.efi\""),
+        "{bind}"
+    );
+    let nak = t
+        .lines()
+        .find(|l| l.contains("event=\"nak\""))
+        .expect("NAK line");
+    assert!(nak.contains("requested address incorrect"), "{nak}");
+    // A typo in BOOTSTORM_LOG: refused at start, named.
+    let o = output_within(
+        Command::new(bin("bootstorm"))
+            .args([
+                "serve",
+                "--server-ip",
+                "198.18.1.0",
+                "--pool",
+                "198.18.1.1-198.18.1.1",
+            ])
+            .args(["--address", "127.0.0.1", "--port", "0", "--for", "1s"])
+            .env("BOOTSTORM_LOG", "dbug"),
+        Duration::from_secs(20),
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("BOOTSTORM_LOG=dbug"), "{err}");
+}

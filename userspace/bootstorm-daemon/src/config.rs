@@ -502,6 +502,9 @@ pub struct ServerSection {
     pub shards: Option<usize>,
     /// "text" or "json".
     pub log_format: Option<String>,
+    /// "error", "warn", "info" (default), "debug" or "trace", or per target
+    /// ("info,bootstorm::drop=debug"); `BOOTSTORM_LOG` and `--log-level` override it.
+    pub log_level: Option<Spanned<String>>,
     /// Receive coalescing of the DHCP workers (default 1ms; 0 turns it off). See
     /// [`DEFAULT_RX_COALESCE_MS`].
     pub rx_coalesce: Option<Spanned<Dur>>,
@@ -708,6 +711,8 @@ pub struct Settings {
     pub control_socket: PathBuf,
     /// Log format.
     pub log_format: LogFormat,
+    /// Log filter from `[server] log_level`, checked ([`log_filter`]).
+    pub log_level: Option<String>,
     /// DHCP is served (there is at least one subnet). Off, only boot files are served.
     pub dhcp_enabled: bool,
     /// The DHCP core's configuration.
@@ -723,6 +728,38 @@ pub struct Settings {
     pub repair_journal: bool,
     /// Things that are allowed but probably wrong.
     pub warnings: Vec<String>,
+}
+
+/// Checks a log filter: comma-separated levels (`error`, `warn`, `info`, `debug`, `trace`,
+/// `off`) or `target=level` pairs. A word that is neither is refused: tracing's own parser would
+/// take it for a target name and silence every other line (`BOOTSTORM_LOG=dbug` did).
+pub fn log_filter(text: &str) -> Result<String, String> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    let level = |w: &str| LEVELS.contains(&w.trim().to_ascii_lowercase().as_str());
+    let mut out = Vec::new();
+    for d in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let ok = match d.split_once('=') {
+            Some((target, l)) => {
+                !target.trim().is_empty()
+                    && target
+                        .trim()
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '-')
+                    && level(l)
+            }
+            None => level(d),
+        };
+        if !ok {
+            return Err(format!(
+                "log level '{d}': expected error, warn, info, debug, trace or off, or target=level"
+            ));
+        }
+        out.push(d.to_ascii_lowercase());
+    }
+    if out.is_empty() {
+        return Err("empty log level".into());
+    }
+    Ok(out.join(","))
 }
 
 /// Default control socket path.
@@ -877,6 +914,13 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
                 format!("[server] log_format '{x}': expected \"text\" or \"json\""),
             ));
         }
+    };
+    let log_level = match &s.log_level {
+        Some(l) => Some(
+            log_filter(l.get_ref())
+                .map_err(|e| src.error(Some(l.span()), format!("[server] {e}")))?,
+        ),
+        None => None,
     };
     let workers = s
         .workers
@@ -1293,6 +1337,7 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET)),
         log_format,
+        log_level,
         dhcp,
         warnings,
     })

@@ -86,11 +86,19 @@ pub fn stats_json(stats: &Stats) -> serde_json::Value {
         .iter()
         .map(|r| (r.name().to_string(), stats.drops(*r).into()))
         .collect();
+    let naks: serde_json::Map<String, serde_json::Value> = bootstorm_dhcp::NakReason::ALL
+        .iter()
+        .map(|r| (r.name().to_string(), stats.naks[r.index()].into()))
+        .collect();
     serde_json::json!({
         "received": by_type(&stats.rx),
         "sent": by_type(&stats.tx),
         "dropped": dropped,
+        "naks": naks,
         "options_dropped": stats.options_dropped,
+        "bad_options": stats.bad_options,
+        "offers_reclaimed": stats.offers_reclaimed,
+        "no_boot_rule": stats.no_boot_rule,
     })
 }
 

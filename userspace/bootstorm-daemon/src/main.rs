@@ -170,6 +170,11 @@ struct ServeArgs {
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
+    /// Log level: error, warn, info (default), debug (every dropped request, every offer) or
+    /// trace; or per target, e.g. "info,bootstorm::drop=debug". Overrides BOOTSTORM_LOG and
+    /// [server] log_level.
+    #[arg(long)]
+    log_level: Option<String>,
     /// DHCP receive coalescing: under load a worker waits this long between batches (default
     /// 1ms, at most 10ms; 0 answers every datagram at once).
     #[arg(long)]
@@ -262,17 +267,43 @@ fn out(text: &str) -> anyhow::Result<()> {
     }
 }
 
-fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BOOTSTORM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// The log filter: `--log-level`, else `BOOTSTORM_LOG`, else `[server] log_level`, else info.
+/// Each is checked: a typo is an error that names it, not a silent log.
+fn log_level(flag: Option<&str>, file: Option<&str>) -> anyhow::Result<String> {
+    if let Some(f) = flag {
+        return config::log_filter(f).map_err(|e| anyhow::anyhow!("--log-level: {e}"));
+    }
+    if let Ok(v) = std::env::var("BOOTSTORM_LOG") {
+        return config::log_filter(&v).map_err(|e| anyhow::anyhow!("BOOTSTORM_LOG={v}: {e}"));
+    }
+    Ok(file.unwrap_or("info").to_string())
+}
+
+/// Changes the log filter of the running process (SIGHUP with a new `[server] log_level`).
+type LogReload = Box<dyn Fn(&str) -> anyhow::Result<()>>;
+
+fn init_logs(format: LogFormat, level: &str) -> LogReload {
     use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::new(level);
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(bootstorm_daemon::logbuf::Stderr)
         .with_ansi(std::io::stderr().is_terminal());
+    macro_rules! install {
+        ($b:expr) => {{
+            let b = $b.with_filter_reloading();
+            let handle = b.reload_handle();
+            b.init();
+            Box::new(move |l: &str| {
+                handle
+                    .reload(tracing_subscriber::EnvFilter::new(l))
+                    .map_err(|e| anyhow::anyhow!("changing the log level: {e}"))
+            })
+        }};
+    }
     match format {
-        LogFormat::Json => b.json().flatten_event(true).init(),
-        LogFormat::Text => b.init(),
+        LogFormat::Json => install!(b.json().flatten_event(true)),
+        LogFormat::Text => install!(b),
     }
 }
 
@@ -329,7 +360,8 @@ fn settings_for(a: &ServeArgs) -> anyhow::Result<Settings> {
 fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
     let mut settings = settings_for(&a)?;
     settings.repair_journal = a.repair_journal;
-    init_logs(settings.log_format);
+    let level = log_level(a.log_level.as_deref(), settings.log_level.as_deref())?;
+    let _reload_logs = init_logs(settings.log_format, &level);
     for w in &settings.warnings {
         tracing::warn!("{w}");
     }
@@ -435,7 +467,13 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
         .run_for
         .map(|d| Instant::now() + Duration::from_millis(d.0.as_millis()));
     let mut last_sweep = Instant::now();
+    let mut drops = serve::DropSummary::default();
+    let mut last_summary = Instant::now();
     while !shutdown.load(Ordering::Relaxed) {
+        if last_summary.elapsed() >= serve::DropSummary::INTERVAL {
+            drops.log(&running.total_stats());
+            last_summary = Instant::now();
+        }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             tracing::info!("--for elapsed, stopping");
             break;

@@ -347,7 +347,12 @@ fn worker(
                 tx.commit(reply.len, dst, ifindex, src);
             }
             if let Some(ev) = outcome.event {
-                log_event(id, now, &ev);
+                log_event(id, now, &ev, &server);
+            }
+            if let Some(r) = outcome.dropped
+                && r != bootstorm_dhcp::DropReason::NoReplyExpected
+            {
+                log_drop(id, r, outcome.who.as_ref(), info.src);
             }
             if tx.is_full() {
                 flush(id, &sock, &mut tx, journal.as_deref(), &pool);
@@ -480,10 +485,46 @@ impl std::fmt::Display for Hw<'_> {
     }
 }
 
-fn log_event(worker: usize, now: bootstorm_time::Instant, ev: &Event) {
+/// One line per dropped request, at debug level (`--log-level debug`): who, and why. At info,
+/// [`DropSummary`] says once a minute how many went per reason.
+fn log_drop(
+    worker: usize,
+    reason: bootstorm_dhcp::DropReason,
+    who: Option<&bootstorm_dhcp::Who>,
+    src: SocketAddrV4,
+) {
+    match who {
+        Some(w) => tracing::debug!(target: "bootstorm::drop", worker, reason = reason.name(),
+            mac = %Hw(w.hwaddr()), xid = %format_args!("{:#010x}", w.xid),
+            giaddr = %w.giaddr.unwrap_or(Ipv4Addr::UNSPECIFIED), %src, "dropped"),
+        None => {
+            tracing::debug!(target: "bootstorm::drop", worker, reason = reason.name(), %src, "dropped")
+        }
+    }
+}
+
+fn log_event(worker: usize, now: bootstorm_time::Instant, ev: &Event, server: &Server) {
     let lease_secs = ev.expires.map(|e| e.saturating_since(now).as_secs());
+    // What gave the client its boot file: the rule's name (or the reservation), and the file.
+    let cfg = server.config();
+    let (rule, file) = match ev.boot {
+        Some(bootstorm_dhcp::BootFrom::Rule(i)) => cfg
+            .boot_rules
+            .get(usize::from(i))
+            .map_or(("?", ""), |r| (r.name.as_str(), r.boot.file.as_str())),
+        Some(bootstorm_dhcp::BootFrom::Reservation(i)) => (
+            "reservation",
+            cfg.reservations
+                .get(usize::from(i))
+                .and_then(|r| r.boot.as_ref())
+                .map_or("", |b| b.file.as_str()),
+        ),
+        None if ev.no_boot_rule => ("none matched", ""),
+        None => ("", ""),
+    };
+    let nak_reason = ev.nak.map(|n| n.text()).unwrap_or("");
     // An OFFER only holds an address for a moment; what an operator follows is bind, NAK,
-    // release, decline and inform. Offers are there at debug level (BOOTSTORM_LOG=debug).
+    // release, decline and inform. Offers are there at debug level (--log-level debug).
     macro_rules! lease_line {
         ($level:ident) => {
             tracing::$level!(
@@ -495,6 +536,10 @@ fn log_event(worker: usize, now: bootstorm_time::Instant, ev: &Event) {
                 xid = %format_args!("{:#010x}", ev.xid),
                 subnet = ev.subnet,
                 lease_secs,
+                rule,
+                file,
+                reason = nak_reason,
+                reclaimed = ev.reclaimed,
                 "lease"
             )
         };
@@ -502,6 +547,48 @@ fn log_event(worker: usize, now: bootstorm_time::Instant, ev: &Event) {
     match ev.kind {
         EventKind::Offer => lease_line!(debug),
         _ => lease_line!(info),
+    }
+    if ev.no_boot_rule && ev.kind == EventKind::Offer {
+        tracing::debug!(target: "bootstorm::drop", worker, reason = "no_boot_rule",
+            mac = %Hw(ev.hwaddr()), xid = %format_args!("{:#010x}", ev.xid),
+            "boot firmware matched no boot rule: offered an address without a boot file");
+    }
+}
+
+/// Once a minute, at info level, one line per reason of what went unanswered (and NAKs by
+/// reason, offers without a boot file): counts since the last line, from the workers' totals.
+#[derive(Default)]
+pub struct DropSummary {
+    last: Stats,
+}
+
+impl DropSummary {
+    /// How often it speaks.
+    pub const INTERVAL: Duration = Duration::from_secs(60);
+
+    /// Logs what changed since the last call.
+    pub fn log(&mut self, now: &Stats) {
+        use bootstorm_dhcp::{DropReason, NakReason};
+        for r in DropReason::ALL {
+            let n = now.drops(r) - self.last.drops(r);
+            if n > 0 && r != DropReason::NoReplyExpected {
+                tracing::info!(target: "bootstorm::drop", reason = r.name(), count = n,
+                    "requests dropped in the last minute (--log-level debug shows each)");
+            }
+        }
+        for r in NakReason::ALL {
+            let n = now.naks[r.index()] - self.last.naks[r.index()];
+            if n > 0 {
+                tracing::info!(target: "bootstorm::drop", reason = r.name(), count = n, text = r.text(),
+                    "NAKs sent in the last minute");
+            }
+        }
+        let n = now.no_boot_rule - self.last.no_boot_rule;
+        if n > 0 {
+            tracing::info!(target: "bootstorm::drop", reason = "no_boot_rule", count = n,
+                "boot firmware offered no boot file in the last minute: no [[boot]] rule matched");
+        }
+        self.last = now.clone();
     }
 }
 
@@ -524,6 +611,64 @@ mod tests {
         assert_eq!(c.pause(bootstorm_net::BATCH, Duration::ZERO), None);
         // Off.
         assert_eq!(Coalesce(Duration::ZERO).pause(3, Duration::ZERO), None);
+    }
+
+    /// A writer for a test subscriber: everything into one shared buffer.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Issue 12.15: at info, one line per drop reason per minute with its count (and NAKs by
+    /// reason, and boot firmware that matched no rule); reasons without drops say nothing.
+    #[test]
+    fn drop_summary_speaks_once_per_reason_with_counts() {
+        use bootstorm_dhcp::{DropReason, NakReason};
+        let cap = Captured::default();
+        let w = cap.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(move || w.clone())
+            .with_ansi(false)
+            .finish();
+        let mut sum = DropSummary::default();
+        let mut st = Stats::default();
+        st.dropped[DropReason::ALL
+            .iter()
+            .position(|r| *r == DropReason::PoolExhausted)
+            .unwrap()] = 7;
+        st.dropped[DropReason::ALL
+            .iter()
+            .position(|r| *r == DropReason::NoReplyExpected)
+            .unwrap()] = 3;
+        st.naks[NakReason::NotItsAddress.index()] = 2;
+        st.no_boot_rule = 4;
+        tracing::subscriber::with_default(sub, || {
+            sum.log(&st);
+            sum.log(&st); // nothing new: nothing said
+        });
+        let text = String::from_utf8(cap.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[0].contains("reason=\"pool_exhausted\"") && lines[0].contains("count=7"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("not_its_address") && lines[1].contains("count=2"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("no_boot_rule") && lines[2].contains("count=4"),
+            "{text}"
+        );
     }
 
     #[test]

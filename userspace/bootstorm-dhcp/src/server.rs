@@ -111,6 +111,35 @@ pub enum NakReason {
 }
 
 impl NakReason {
+    /// Every reason, in a fixed order (for counters).
+    pub const ALL: [NakReason; 7] = [
+        NakReason::WrongNetwork,
+        NakReason::NotItsAddress,
+        NakReason::Taken,
+        NakReason::Reserved,
+        NakReason::NotInPool,
+        NakReason::OtherServer,
+        NakReason::Exhausted,
+    ];
+
+    /// Snake-case name for logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            NakReason::WrongNetwork => "wrong_network",
+            NakReason::NotItsAddress => "not_its_address",
+            NakReason::Taken => "taken",
+            NakReason::Reserved => "reserved",
+            NakReason::NotInPool => "not_in_pool",
+            NakReason::OtherServer => "other_server",
+            NakReason::Exhausted => "exhausted",
+        }
+    }
+
+    /// Position in [`NakReason::ALL`].
+    pub fn index(self) -> usize {
+        NakReason::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+
     /// The text sent in option 56 and logged.
     pub fn text(self) -> &'static str {
         match self {
@@ -146,6 +175,40 @@ pub struct Event {
     pub nak: Option<NakReason>,
     /// For an offer: the address was taken from another client's unconfirmed offer.
     pub reclaimed: bool,
+    /// Where the boot file in the reply came from, if it carries one.
+    pub boot: Option<BootFrom>,
+    /// The client is boot firmware (PXE or HTTP boot) but no boot rule or reservation gave it
+    /// a boot file: it gets an address and nothing to boot.
+    pub no_boot_rule: bool,
+}
+
+/// What chose a reply's boot file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootFrom {
+    /// The boot rule at this index of [`ServerConfig::boot_rules`].
+    Rule(u16),
+    /// The reservation at this index of [`ServerConfig::reservations`].
+    Reservation(u16),
+}
+
+/// Who sent a datagram that was dropped, when it parsed that far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Who {
+    /// chaddr (first `hlen` bytes meaningful).
+    pub hwaddr: [u8; 16],
+    /// hlen.
+    pub hlen: u8,
+    /// Transaction id.
+    pub xid: u32,
+    /// giaddr, if relayed.
+    pub giaddr: Option<Ipv4Addr>,
+}
+
+impl Who {
+    /// The hardware address.
+    pub fn hwaddr(&self) -> &[u8] {
+        &self.hwaddr[..usize::from(self.hlen).min(16)]
+    }
 }
 
 impl Event {
@@ -164,6 +227,8 @@ pub struct Outcome {
     pub event: Option<Event>,
     /// Why nothing was sent, if the message was dropped.
     pub dropped: Option<DropReason>,
+    /// For a drop: who sent the message (if its header was readable), for the log.
+    pub who: Option<Who>,
 }
 
 impl Outcome {
@@ -225,6 +290,10 @@ struct Ctx<'s, 'r, 'a> {
     reservation: Option<&'s Reservation>,
     boot: Option<&'s Boot>,
     rule: Option<&'s BootRule>,
+    rule_index: Option<u16>,
+    reservation_index: Option<u16>,
+    /// PXE or HTTP boot firmware (vendor class or option 93): expects a boot file.
+    firmware: bool,
     mac: [u8; 6],
 }
 
@@ -389,12 +458,30 @@ impl Server {
         out: &mut [u8],
         stats: &mut Stats,
     ) -> Outcome {
-        let outcome = self.handle_inner(now, meta, input, out, stats);
+        let mut outcome = self.handle_inner(now, meta, input, out, stats);
         if let Some(r) = outcome.dropped {
             stats.count_drop(r);
+            // Only on the drop path: who it was, from the fixed header, for the log line.
+            if let Ok(p) = Packet::new_checked(input) {
+                let mut hwaddr = [0u8; 16];
+                hwaddr.copy_from_slice(p.chaddr_raw());
+                let g = p.giaddr();
+                outcome.who = Some(Who {
+                    hwaddr,
+                    hlen: p.hlen(),
+                    xid: p.xid(),
+                    giaddr: (!g.is_unspecified()).then_some(g),
+                });
+            }
         }
         if let Some(reply) = &outcome.reply {
             stats.count_tx(reply.message_type);
+        }
+        if let Some(ev) = &outcome.event {
+            if let Some(why) = ev.nak {
+                stats.naks[why.index()] += 1;
+            }
+            stats.no_boot_rule += u64::from(ev.no_boot_rule && ev.kind == EventKind::Offer);
         }
         outcome
     }
@@ -450,14 +537,28 @@ impl Server {
         }
         let reservation = self.reservation_for(&req, &mac, subnet);
         let reserved = reservation.is_some();
-        let rule = self
+        let rule_index = self
             .cfg
             .boot_rules
             .iter()
-            .find(|r| self.matches(&r.matcher, &req, subnet_id, reserved));
+            .position(|r| self.matches(&r.matcher, &req, subnet_id, reserved));
+        let rule = rule_index.map(|i| &self.cfg.boot_rules[i]);
         let boot = reservation
             .and_then(|r| r.boot.as_ref())
             .or(rule.map(|r| &r.boot));
+        let vendor = req.vendor_class.unwrap_or(&[]);
+        let firmware = vendor.starts_with(PXE_CLIENT)
+            || vendor.starts_with(HTTP_CLIENT)
+            || req.client_arch.is_some();
+        let reservation_index = reservation.map(|r| {
+            let i = self
+                .cfg
+                .reservations
+                .iter()
+                .position(|x| std::ptr::eq(x, r))
+                .unwrap_or(0);
+            u16::try_from(i).unwrap_or(u16::MAX)
+        });
         let ctx = Ctx {
             req: &req,
             subnet_id,
@@ -466,6 +567,9 @@ impl Server {
             reservation,
             boot,
             rule,
+            rule_index: rule_index.map(|i| u16::try_from(i).unwrap_or(u16::MAX)),
+            reservation_index,
+            firmware,
             mac,
         };
         let client = Client {
@@ -500,6 +604,12 @@ impl Server {
             subnet: ctx.subnet_id,
             nak: None,
             reclaimed: b.is_some_and(|b| b.reclaimed),
+            boot: if ctx.reservation.and_then(|r| r.boot.as_ref()).is_some() {
+                ctx.reservation_index.map(BootFrom::Reservation)
+            } else {
+                ctx.rule_index.map(BootFrom::Rule)
+            },
+            no_boot_rule: ctx.boot.is_none() && ctx.firmware,
         }
     }
 

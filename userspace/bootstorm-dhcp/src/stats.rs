@@ -91,6 +91,10 @@ pub struct Stats {
     pub bad_options: u64,
     /// Offers that took the oldest unconfirmed offer of another client (the pool was full).
     pub offers_reclaimed: u64,
+    /// NAKs sent, by reason, in the order of [`crate::NakReason::ALL`].
+    pub naks: [u64; 7],
+    /// Offers to boot firmware that no boot rule or reservation gave a boot file.
+    pub no_boot_rule: u64,
 }
 
 impl Stats {
@@ -135,5 +139,9 @@ impl Stats {
         self.options_dropped += o.options_dropped;
         self.bad_options += o.bad_options;
         self.offers_reclaimed += o.offers_reclaimed;
+        for (a, b) in self.naks.iter_mut().zip(o.naks) {
+            *a += b;
+        }
+        self.no_boot_rule += o.no_boot_rule;
     }
 }

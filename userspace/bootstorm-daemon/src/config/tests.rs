@@ -343,3 +343,29 @@ fn boot_files_alone_need_no_subnet() {
     assert!(e.starts_with("bootstorm.toml:4:"), "{e}");
     assert!(e.contains("DHCP is off"), "{e}");
 }
+
+/// Issue 12.15: a typo in a log level (BOOTSTORM_LOG=dbug silenced every line) is refused.
+#[test]
+fn log_levels_are_checked() {
+    assert_eq!(log_filter("debug").unwrap(), "debug");
+    assert_eq!(
+        log_filter("info, bootstorm::drop=DEBUG").unwrap(),
+        "info,bootstorm::drop=debug"
+    );
+    for bad in [
+        "dbug",
+        "",
+        "info,bootstorm::drop=loud",
+        "=debug",
+        "a b=info",
+    ] {
+        assert!(log_filter(bad).is_err(), "{bad:?}");
+    }
+    let text = GOOD.replace("workers = 2", "workers = 2\nlog_level = \"verbose\"");
+    let e = check(&text).unwrap_err();
+    assert!(
+        e.starts_with(&format!("bootstorm.toml:{}:", line_of(&text, "log_level"))),
+        "{e}"
+    );
+    assert!(e.contains("'verbose'"), "{e}");
+}
