@@ -470,3 +470,151 @@ fn drops_naks_and_boot_rules_are_logged() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("BOOTSTORM_LOG=dbug"), "{err}");
 }
+
+/// A config for the reload test: `pool_end` addresses, a boot file, and extra lines.
+fn reload_config(
+    port: u16,
+    sock: &std::path::Path,
+    pool_end: u8,
+    file: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+[server]
+address = "127.0.0.1"
+port = {port}
+control_socket = "{}"
+
+[[subnet]]
+network = "198.18.1.0/24"
+server_id = "198.18.1.0"
+pools = ["198.18.1.1-198.18.1.{pool_end}"]
+
+[[boot]]
+file = "{file}"
+{extra}
+"#,
+        sock.display()
+    )
+}
+
+/// Regression (issue 12.13): SIGHUP (what `systemctl reload` and logrotate send) killed the
+/// server (exit 129, control socket left behind). It re-reads the config now: pools, boot
+/// rules and reservations change without dropping a lease; a refused config keeps the running
+/// one and says why; what cannot change live (the port) is named.
+#[test]
+fn sighup_reloads_the_config_and_keeps_every_lease() {
+    use bootstorm_wire::dhcp::{MessageType, opt};
+    let dir = TempDir::new();
+    let sock = dir.join("c.sock");
+    let log = dir.join("server.log");
+    let config = dir.join("bootstorm.toml");
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(&config, reload_config(port, &sock, 2, "a.efi", "")).unwrap();
+    let mut cmd = Command::new(bin("bootstorm"));
+    cmd.args(["serve", "--for", "120s", "--config"])
+        .arg(&config)
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut server = bootstorm_tests::Proc::spawn("bootstorm", &mut cmd);
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(bootstorm_tests::wait_until(Duration::from_secs(10), || {
+        text().contains("ready")
+    }));
+    let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let to = ("127.0.0.1", port);
+    let ask = |m: &crate::msg::Msg| {
+        let mut buf = [0u8; 1500];
+        c.send_to(&m.bytes(), to).unwrap();
+        c.recv_from(&mut buf)
+            .ok()
+            .map(|(k, _)| crate::msg::parse(&buf[..k]))
+    };
+    let dora = |n: u8| {
+        let o = ask(&crate::msg::Msg::new(MessageType::Discover, n)).expect("OFFER");
+        let a = ask(&crate::msg::Msg {
+            requested: Some(o.yiaddr),
+            server_id: o.server_id,
+            ..crate::msg::Msg::new(MessageType::Request, n)
+        })
+        .expect("ACK");
+        assert_eq!(a.mt, MessageType::Ack, "client {n}");
+        a
+    };
+    let first = dora(1);
+    assert_eq!(first.file, b"a.efi");
+    let second = dora(2);
+    // The pool is full: a third client gets nothing.
+    assert!(ask(&crate::msg::Msg::new(MessageType::Discover, 3)).is_none());
+    let reloads = || text().matches("config reloaded").count();
+    // A bigger pool, another boot file, a reservation: applied on SIGHUP.
+    let extra = "[[reservation]]\nmac = \"52:54:00:be:ef:04\"\naddress = \"198.18.1.40\"\n";
+    std::fs::write(&config, reload_config(port, &sock, 20, "b.efi", extra)).unwrap();
+    server.signal("HUP");
+    assert!(
+        bootstorm_tests::wait_until(Duration::from_secs(10), || reloads() == 1),
+        "{}",
+        text()
+    );
+    // Both leases survived: a client rebooting (INIT-REBOOT: its address in option 50) is
+    // ACKed with it; without its record the server would stay silent (RFC 2131 4.3.2), and a
+    // moved address would be NAKed. (A renewal from ciaddr would be answered at ciaddr:68,
+    // which is not this loopback socket.)
+    for (n, had) in [(1u8, &first), (2, &second)] {
+        let renew = ask(&crate::msg::Msg {
+            requested: Some(had.yiaddr),
+            ..crate::msg::Msg::new(MessageType::Request, n)
+        })
+        .expect("ACK to a reboot after the reload");
+        assert_eq!(
+            (renew.mt, renew.yiaddr),
+            (MessageType::Ack, had.yiaddr),
+            "client {n}"
+        );
+    }
+    let third = dora(3);
+    assert_eq!(third.file, b"b.efi", "the new boot rule");
+    assert_eq!(
+        dora(4).yiaddr,
+        "198.18.1.40".parse::<std::net::Ipv4Addr>().unwrap()
+    );
+    // A broken config is refused with file, line and reason; the running one stays.
+    std::fs::write(&config, "[[subnet]]\nnetwork = \"nonsense\"\n").unwrap();
+    server.signal("HUP");
+    assert!(
+        bootstorm_tests::wait_until(Duration::from_secs(10), || text()
+            .contains("config refused")),
+        "{}",
+        text()
+    );
+    let refused = text();
+    let line = refused
+        .lines()
+        .find(|l| l.contains("config refused"))
+        .unwrap();
+    assert!(line.contains("bootstorm.toml:2"), "{line}");
+    assert_eq!(dora(5).file, b"b.efi", "still serving the last good config");
+    // A change that needs a restart is named, and the rest applies.
+    std::fs::write(&config, reload_config(port + 1, &sock, 20, "c.efi", extra)).unwrap();
+    server.signal("HUP");
+    assert!(
+        bootstorm_tests::wait_until(Duration::from_secs(10), || reloads() == 2),
+        "{}",
+        text()
+    );
+    assert!(text().contains("only a restart applies it"), "{}", text());
+    assert!(text().contains("[server] address/port"), "{}", text());
+    let o = ask(&crate::msg::Msg::new(MessageType::Discover, 6)).expect("still on the old port");
+    assert_eq!(o.option(opt::MESSAGE_TYPE), Some(&[2u8][..]));
+    assert_eq!(o.file, b"c.efi");
+    // Still a clean stop afterwards.
+    server.signal("TERM");
+    let st = server.wait(Duration::from_secs(10)).expect("exits");
+    assert!(st.success(), "{st:?}");
+    assert!(!sock.exists(), "control socket removed");
+}

@@ -112,7 +112,7 @@ impl Control {
     /// Binds `path` (replacing a stale socket file) and answers requests until `shutdown`.
     pub fn start(
         path: &Path,
-        server: Arc<Server>,
+        server: Arc<crate::serve::ServerCell>,
         clock: Clock,
         stats: impl Fn() -> serde_json::Value + Send + 'static,
         shutdown: Arc<AtomicBool>,
@@ -137,7 +137,7 @@ impl Control {
                 while !shutdown.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((conn, _)) => {
-                            let _ = answer(conn, &server, &clock, &stats);
+                            let _ = answer(conn, &server.get(), &clock, &stats);
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                             std::thread::sleep(Duration::from_millis(50))

@@ -361,7 +361,7 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
     let mut settings = settings_for(&a)?;
     settings.repair_journal = a.repair_journal;
     let level = log_level(a.log_level.as_deref(), settings.log_level.as_deref())?;
-    let _reload_logs = init_logs(settings.log_format, &level);
+    let reload_logs = init_logs(settings.log_format, &level);
     for w in &settings.warnings {
         tracing::warn!("{w}");
     }
@@ -369,6 +369,10 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, shutdown.clone()).context("installing signal handlers")?;
     }
+    // SIGHUP (systemctl reload, logrotate) re-reads the config instead of killing the server.
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+        .context("installing signal handlers")?;
     let running = serve::start(&settings)?;
     // Every TFTP transfer has a socket of its own (its TID) and every HTTP client a connection:
     // a storm needs far more descriptors than the usual soft limit of 1,024.
@@ -403,9 +407,9 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
                 }
             }
             {
-                let (server, clock) = (running.server().clone(), running.clock());
+                let (cell, clock) = (running.server_cell(), running.clock());
                 let mac_of: tftpd::MacLookup = Arc::new(move |ip| {
-                    server
+                    cell.get()
                         .leases()
                         .hwaddr_of(clock.now(), ip)
                         .map(|m| m.to_vec())
@@ -450,7 +454,7 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
         };
         Control::start(
             &settings.control_socket,
-            running.server().clone(),
+            running.server_cell(),
             running.clock(),
             stats,
             shutdown.clone(),
@@ -470,6 +474,9 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
     let mut drops = serve::DropSummary::default();
     let mut last_summary = Instant::now();
     while !shutdown.load(Ordering::Relaxed) {
+        if hup.swap(false, Ordering::Relaxed) {
+            reload(&a, &running, &reload_logs);
+        }
         if last_summary.elapsed() >= serve::DropSummary::INTERVAL {
             drops.log(&running.total_stats());
             last_summary = Instant::now();
@@ -513,6 +520,52 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!(stats = %control::stats_json(&total), "stopped");
     Ok(())
+}
+
+/// SIGHUP: re-reads the config file, validates it, and applies what can change live; a refused
+/// config changes nothing and says why.
+fn reload(a: &ServeArgs, running: &serve::Running, reload_logs: &LogReload) {
+    let Some(path) = &a.config else {
+        tracing::warn!("SIGHUP: quick mode has no config file to re-read; nothing changed");
+        return;
+    };
+    tracing::info!(config = %path.display(), "SIGHUP: re-reading the config");
+    let new = match settings_for(a) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("config refused, the running config stays: {e:#}");
+            return;
+        }
+    };
+    for w in &new.warnings {
+        tracing::warn!("{w}");
+    }
+    match running.reload(&new) {
+        Ok(r) => {
+            match log_level(a.log_level.as_deref(), new.log_level.as_deref())
+                .and_then(|l| reload_logs(&l).map(|()| l))
+            {
+                Ok(l) => tracing::info!(level = %l, "log level"),
+                Err(e) => tracing::error!("log level unchanged: {e:#}"),
+            }
+            for name in &r.need_restart {
+                tracing::warn!(
+                    setting = name,
+                    "changed in the config, but only a restart applies it; kept as it was"
+                );
+            }
+            tracing::info!(
+                records = r.records,
+                bound = r.bound,
+                conflicts = r.conflicts,
+                subnets = new.dhcp.subnets.len(),
+                reservations = new.dhcp.reservations.len(),
+                boot_rules = new.dhcp.boot_rules.len(),
+                "config reloaded"
+            );
+        }
+        Err(e) => tracing::error!("config refused, the running config stays: {e:#}"),
+    }
 }
 
 /// Descriptors kept for everything but TFTP transfers and HTTP connections: the DHCP sockets,

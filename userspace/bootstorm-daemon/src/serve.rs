@@ -44,9 +44,40 @@ impl WorkerStats {
     }
 }
 
+/// The DHCP core the workers serve with, replaceable while they run (a reload). Workers take
+/// the current one per batch (a read lock, uncontended but for a reload); a reload takes the
+/// write lock while it moves every lease over, so no change is made to the old table after it
+/// was copied.
+pub struct ServerCell(std::sync::RwLock<Arc<Server>>);
+
+impl ServerCell {
+    /// The current core.
+    pub fn get(&self) -> Arc<Server> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+}
+
+/// What a reload did.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    /// Leases and other client records carried over to the new table.
+    pub records: usize,
+    /// Bound leases among them.
+    pub bound: usize,
+    /// Records the new configuration cannot hold (their address became another client's
+    /// reservation); those clients are NAKed at their next renewal.
+    pub conflicts: usize,
+    /// Settings that changed in the file but only take effect at a restart.
+    pub need_restart: Vec<&'static str>,
+}
+
 /// A running server.
 pub struct Running {
-    server: Arc<Server>,
+    cell: Arc<ServerCell>,
+    settings: Mutex<Settings>,
     shutdown: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
     stats: WorkerStats,
@@ -68,9 +99,75 @@ impl Running {
         self.local
     }
 
-    /// The core.
-    pub fn server(&self) -> &Arc<Server> {
-        &self.server
+    /// The core serving now.
+    pub fn server(&self) -> Arc<Server> {
+        self.cell.get()
+    }
+
+    /// The handle through which the current core is found (for threads that outlive a reload).
+    pub fn server_cell(&self) -> Arc<ServerCell> {
+        self.cell.clone()
+    }
+
+    /// Applies a new configuration without a restart: the DHCP core (subnets, pools,
+    /// reservations, boot rules, classes, options, timers) is rebuilt from `new` and every
+    /// client record moves to its table, so no lease is dropped. What a running server cannot
+    /// change (addresses, ports, interfaces, workers, TFTP, HTTP, the lease directory) is kept
+    /// as it was and named in the result. An invalid core (overlapping pools) is refused and
+    /// changes nothing.
+    pub fn reload(&self, new: &Settings) -> anyhow::Result<Reloaded> {
+        let mut current = self
+            .settings
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?;
+        if new.dhcp_enabled != current.dhcp_enabled {
+            anyhow::bail!(
+                "turning DHCP on or off (adding the first or removing the last [[subnet]]) needs a restart"
+            );
+        }
+        let mut r = Reloaded {
+            need_restart: restart_only_changes(&current, new),
+            ..Reloaded::default()
+        };
+        let fresh = Arc::new(Server::new(new.dhcp.clone()).context("building the lease table")?);
+        let mut cell = self
+            .cell
+            .0
+            .write()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let now = self.clock.now();
+        for l in cell.leases().leases(now) {
+            r.records += 1;
+            let bound = l.state == bootstorm_lease::LeaseState::Bound;
+            let quarantine =
+                (l.state == bootstorm_lease::LeaseState::Declined).then_some(l.expires);
+            let (ip, mac) = (l.addr, fmt_hw(&l.hwaddr));
+            match fresh.leases().restore(now, l, quarantine) {
+                Ok(()) => r.bound += usize::from(bound),
+                Err(e) => {
+                    r.conflicts += 1;
+                    tracing::warn!(%ip, %mac, error = %e, "lease not carried over by the reload: the client is NAKed at its next renewal");
+                }
+            }
+        }
+        if let Some(j) = &self.journal {
+            fresh.leases().set_sink(j.clone());
+        }
+        *cell = fresh;
+        drop(cell);
+        // Keep what cannot change live; take the rest.
+        let mut kept = new.clone();
+        kept.listen = current.listen;
+        kept.interfaces = current.interfaces.clone();
+        kept.workers = current.workers;
+        kept.rx_coalesce = current.rx_coalesce;
+        kept.control_socket = current.control_socket.clone();
+        kept.tftp = current.tftp.clone();
+        kept.http = current.http.clone();
+        kept.leases = current.leases.clone();
+        kept.dhcp_enabled = current.dhcp_enabled;
+        *current = kept;
+        Ok(r)
     }
 
     /// The clock the workers use.
@@ -106,12 +203,44 @@ impl Running {
     }
 }
 
+/// Names of the settings that differ between `a` and `b` and need a restart to change.
+fn restart_only_changes(a: &Settings, b: &Settings) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    let mut check = |same: bool, name: &'static str| {
+        if !same {
+            v.push(name);
+        }
+    };
+    check(a.listen == b.listen, "[server] address/port");
+    check(a.interfaces == b.interfaces, "[server] interfaces");
+    check(a.workers == b.workers, "[server] workers");
+    check(a.rx_coalesce == b.rx_coalesce, "[server] rx_coalesce");
+    check(
+        a.control_socket == b.control_socket,
+        "[server] control_socket",
+    );
+    check(a.log_format == b.log_format, "[server] log_format");
+    check(
+        a.dhcp_enabled == b.dhcp_enabled,
+        "DHCP on/off ([[subnet]] present or not)",
+    );
+    check(a.dhcp.shards == b.dhcp.shards, "[server] shards");
+    check(format!("{:?}", a.tftp) == format!("{:?}", b.tftp), "[tftp]");
+    check(format!("{:?}", a.http) == format!("{:?}", b.http), "[http]");
+    check(
+        format!("{:?}", a.leases) == format!("{:?}", b.leases),
+        "[leases]",
+    );
+    v
+}
+
 /// Binds the sockets and starts the workers.
 pub fn start(settings: &Settings) -> anyhow::Result<Running> {
     let server = Arc::new(Server::new(settings.dhcp.clone()).context("building the lease table")?);
+    let cell = Arc::new(ServerCell(std::sync::RwLock::new(server.clone())));
     let clock = Clock::new();
     let journal = match &settings.leases {
-        Some(l) => Some(open_journal(l, settings.repair_journal, &server, clock)?),
+        Some(l) => Some(open_journal(l, settings.repair_journal, &cell, clock)?),
         None => {
             tracing::warn!("no [leases] dir: leases live in memory only and are lost on restart");
             None
@@ -175,7 +304,7 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
     for (id, sock) in sockets.into_iter().enumerate() {
         let shared = Arc::new(Mutex::new(Stats::default()));
         stats.push(shared.clone());
-        let (server, shutdown, hints) = (server.clone(), shutdown.clone(), hints.clone());
+        let (cell, shutdown, hints) = (cell.clone(), shutdown.clone(), hints.clone());
         let journal = journal.clone();
         // Workers of one interface share broadcasts by shard; index within the group.
         let group = Group {
@@ -187,7 +316,7 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
             .name(format!("dhcp-worker-{id}"))
             .spawn(move || {
                 worker(
-                    id, group, sock, server, clock, shutdown, hints, shared, journal, coalesce,
+                    id, group, sock, cell, clock, shutdown, hints, shared, journal, coalesce,
                 )
             })
             .context("spawning a worker")?;
@@ -197,7 +326,8 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         tracing::info!(listen = %local, workers = workers.len(), subnets = settings.dhcp.subnets.len(), "serving DHCP on the socket path");
     }
     Ok(Running {
-        server,
+        cell,
+        settings: Mutex::new(settings.clone()),
         shutdown,
         workers,
         stats: WorkerStats(stats),
@@ -213,9 +343,10 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
 fn open_journal(
     l: &bootstorm_journal::Settings,
     repair: bool,
-    server: &Arc<Server>,
+    cell: &Arc<ServerCell>,
     clock: Clock,
 ) -> anyhow::Result<(Arc<Journal>, DirLock)> {
+    let server = cell.get();
     std::fs::create_dir_all(&l.dir)
         .with_context(|| format!("creating the lease directory {}", l.dir.display()))?;
     let lock = bootstorm_journal::lock_dir(&l.dir)?;
@@ -230,14 +361,15 @@ fn open_journal(
             records_lost = r.records_lost, segments_set_aside = r.segments_set_aside.len(),
             "journal was repaired: what follows the damage was set aside as *.damaged");
     }
-    let source_server = server.clone();
+    // Snapshots list the table serving now (a reload replaces it).
+    let source = cell.clone();
     let journal = Arc::new(
         Journal::start(
             l,
             wall,
             replayed.next_segment,
             &replayed.records,
-            Box::new(move || source_server.leases().leases(clock.now())),
+            Box::new(move || source.get().leases().leases(clock.now())),
         )
         .with_context(|| format!("starting the lease journal in {}", l.dir.display()))?,
     );
@@ -278,7 +410,7 @@ fn worker(
     id: usize,
     group: Group,
     sock: UdpSocket4,
-    server: Arc<Server>,
+    cell: Arc<ServerCell>,
     clock: Clock,
     shutdown: Arc<AtomicBool>,
     hints: Arc<HashMap<u32, u32>>,
@@ -314,6 +446,8 @@ fn worker(
             continue;
         }
         let now = clock.now();
+        // The core for this batch: a reload between batches takes effect at the next one.
+        let server = cell.get();
         for i in 0..n {
             let (data, info) = rx.get(i);
             if info.is_broadcast() && broadcast_owner(data, group.size) != group.index {
