@@ -186,6 +186,46 @@ mod rfc2131 {
         srv.stop();
     }
 
+    /// Issue 12.1: about 1,000 DISCOVERs from random MACs (never a REQUEST) held every address of
+    /// a /24 for `offer_hold` (30 s), and a real client got no OFFER at all (`pool_exhausted`).
+    /// Offers are soft holds now: the real client is offered an address and binds it.
+    #[test]
+    fn rfc2131_4_3_1_a_discover_flood_leaves_a_real_client_its_lease() {
+        let srv = loopback_server(2, 254);
+        let c = Client::new(&srv);
+        // The flood: 1,000 DISCOVERs, each from its own MAC; replies are read and thrown away.
+        let flood = UdpSocket::bind("127.0.0.1:0").unwrap();
+        flood.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 1500];
+        for k in 0..1000u32 {
+            let mut d = Msg::new(MessageType::Discover, 0);
+            d.mac = [0x02, 0xf1, 0, (k >> 16) as u8, (k >> 8) as u8, k as u8];
+            d.xid = 0x7000_0000 | k;
+            flood.send_to(&d.bytes(), c.to).unwrap();
+            while flood.recv_from(&mut buf).is_ok() {}
+        }
+        // Every DISCOVER of the flood was taken in before the real client asks.
+        assert!(bootstorm_tests::wait_until(Duration::from_secs(10), || {
+            srv.total_stats().received(MessageType::Discover) == 1000
+        }));
+        let o = c
+            .ask(&Msg::new(MessageType::Discover, 1))
+            .expect("an OFFER despite the flood");
+        assert_eq!(o.mt, MessageType::Offer);
+        let a = c
+            .ask(&Msg {
+                requested: Some(o.yiaddr),
+                server_id: o.server_id,
+                ..Msg::new(MessageType::Request, 1)
+            })
+            .expect("ACK");
+        assert_eq!(a.mt, MessageType::Ack);
+        let st = srv.total_stats();
+        assert!(st.offers_reclaimed >= 1000 - 254, "{}", st.offers_reclaimed);
+        assert_eq!(st.drops(bootstorm_dhcp::DropReason::PoolExhausted), 0);
+        srv.stop();
+    }
+
     /// Issue 12.6: RFC 2131 4.1 (option overload, optional options dropped first): with option 57
     /// = 576, a long client id and a long relay option 82, no reply was sent at all.
     #[test]

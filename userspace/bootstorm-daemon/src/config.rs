@@ -409,7 +409,7 @@ pub struct HttpSection {
     pub send_timeout: Option<Dur>,
     /// Connections at once (16384, capped by the open-file budget).
     pub max_connections: Option<usize>,
-    /// Connections at once from one client address (32).
+    /// Connections at once from one client address (256).
     pub max_connections_per_client: Option<usize>,
 }
 

@@ -56,8 +56,10 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default `[http] send_timeout`.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `[http] max_connections_per_client`: a firmware fetches a few files one after
-/// another; even a host that boots many VMs behind one address rarely holds 32 at once.
-pub const DEFAULT_MAX_PER_CLIENT: usize = 32;
+/// another, so a real machine holds one or two; 256 leaves room for a hypervisor booting many
+/// VMs behind one address (and for the load generator's tests of 100 machines at once), while
+/// one address still cannot hold more than 256 of the 16,384.
+pub const DEFAULT_MAX_PER_CLIENT: usize = 256;
 /// Default `[http] max_connections`, before the open-file budget caps it.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 

@@ -150,6 +150,8 @@ root = "{dir}/root"
 
 [http]
 port = {HTTP_PORT}
+# Every simulated machine fetches from the load generator's one address.
+max_connections_per_client = 1000000
 "#,
         dir = dir.display()
     )
