@@ -422,3 +422,31 @@ max_connections_per_client = 100000
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(!text.contains("Too many open files"), "{text}");
 }
+
+/// Issue 12.8: a client that asks for a file and then reads nothing holds its connection (and
+/// the response's progress) only until the send timeout.
+#[test]
+fn a_client_that_stops_reading_is_dropped_after_the_send_timeout() {
+    use std::io::Write;
+    let root = TempDir::new();
+    std::fs::write(root.join("big"), content(64 << 20)).unwrap();
+    let srv = start_with(root.path(), |s| s.send_timeout = Duration::from_secs(1));
+    let port = srv.local_addr().port();
+    let mut c = raw(port);
+    c.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let s = srv.stats().clone();
+    assert!(bootstorm_tests::wait_until(Duration::from_secs(10), || {
+        s.requests.load(std::sync::atomic::Ordering::Relaxed) == 1
+    }));
+    // The socket buffers fill within moments; a second later the server gives up.
+    assert!(
+        bootstorm_tests::wait_until(Duration::from_secs(20), || {
+            s.open.load(std::sync::atomic::Ordering::Relaxed) == 0
+        }),
+        "a stalled client still holds its connection"
+    );
+    assert_eq!(s.timed_out.load(std::sync::atomic::Ordering::Relaxed), 1);
+    drop(c);
+    srv.stop();
+}
