@@ -134,6 +134,7 @@ impl Control {
         let thread = std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
+                let mut last_warning: Option<std::time::Instant> = None;
                 while !shutdown.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((conn, _)) => {
@@ -143,7 +144,12 @@ impl Control {
                             std::thread::sleep(Duration::from_millis(50))
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, "control socket accept failed");
+                            // Once a minute at most (out of descriptors, it used to say so
+                            // every 50 ms).
+                            if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                                tracing::warn!(error = %e, "control socket accept failed");
+                                last_warning = Some(std::time::Instant::now());
+                            }
                             std::thread::sleep(Duration::from_millis(50));
                         }
                     }
