@@ -253,6 +253,76 @@ impl Drop for Proc {
     }
 }
 
+/// A loopback port the kernel has just given out and taken back (UDP or TCP), for a server
+/// started with a fixed port; bound and released at once, so it is free unless another
+/// process takes it in between (ephemeral ports are handed out in turn, so that is rare).
+pub fn free_port(tcp: bool) -> u16 {
+    if tcp {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap()
+    } else {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map(|a| a.port())
+            .unwrap()
+    }
+}
+
+/// Fetches `name` from a TFTP server on 127.0.0.1:`port` with tftp-hpa (binary mode) into
+/// `out`; asserts that it succeeds and returns the bytes.
+pub fn tftp_get(port: u16, name: &str, out: &Path) -> Vec<u8> {
+    let o = output_within(
+        Command::new(tool("tftp", "tftp-hpa"))
+            .args([
+                "127.0.0.1",
+                &port.to_string(),
+                "-m",
+                "binary",
+                "-c",
+                "get",
+                name,
+            ])
+            .arg(out),
+        Duration::from_secs(30),
+    );
+    assert!(
+        o.status.success(),
+        "tftp get {name}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::read(out).unwrap()
+}
+
+/// `curl -sS -f URL`; asserts that it succeeds and returns the body.
+pub fn curl_get(url: &str) -> Vec<u8> {
+    let o = output_within(
+        Command::new(tool("curl", "curl")).args(["-sS", "-f", url]),
+        Duration::from_secs(30),
+    );
+    assert!(
+        o.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
+}
+
+/// Spawns `cmd` (a `bootstorm serve`) with its stderr into `log`, and waits until it logs
+/// "ready" (bounded: 10 s); panics with the log if it does not.
+pub fn spawn_ready(cmd: &mut Command, log: &Path) -> Proc {
+    cmd.stderr(std::fs::File::create(log).unwrap());
+    let p = Proc::spawn("bootstorm", cmd);
+    let text = || std::fs::read_to_string(log).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(10), || text().contains("ready")),
+        "bootstorm did not start: {}",
+        text()
+    );
+    p
+}
+
 /// Two namespaces joined by a veth pair, as in TESTING.md: the server side has 198.18.0.1/16.
 /// Removed (both namespaces, which removes the veth) on drop.
 pub struct Lab {

@@ -139,64 +139,31 @@ fn sigterm_and_sigint_stop_the_server_cleanly() {
 
 #[test]
 fn serve_with_tftp_root_serves_files_and_reports_them() {
-    let tftp = bootstorm_tests::tool("tftp", "tftp-hpa");
     let dir = TempDir::new();
     let root = dir.join("root");
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("ipxe.efi"), b"not really ipxe").unwrap();
     // A free port for TFTP (the kernel's choice, released just before the server binds it).
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = bootstorm_tests::free_port(false);
+    let http_port = bootstorm_tests::free_port(true);
     let sock = dir.join("c.sock");
     let log = dir.join("server.log");
     let mut cmd = loopback_serve(&sock, "60s");
     cmd.args(["--http-port", &http_port.to_string()]);
     cmd.arg("--tftp-root")
         .arg(&root)
-        .args(["--tftp-port", &port.to_string()])
-        .stderr(std::fs::File::create(&log).unwrap());
-    let _server = bootstorm_tests::Proc::spawn("bootstorm", &mut cmd);
-    assert!(bootstorm_tests::wait_until(Duration::from_secs(10), || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("ready")
-    }));
+        .args(["--tftp-port", &port.to_string()]);
+    let _server = bootstorm_tests::spawn_ready(&mut cmd, &log);
     let out = dir.join("got");
-    let o = output_within(
-        Command::new(&tftp)
-            .args([
-                "127.0.0.1",
-                &port.to_string(),
-                "-m",
-                "binary",
-                "-c",
-                "get",
-                "ipxe.efi",
-            ])
-            .arg(&out),
-        Duration::from_secs(20),
+    assert_eq!(
+        bootstorm_tests::tftp_get(port, "ipxe.efi", &out),
+        b"not really ipxe"
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(std::fs::read(&out).unwrap(), b"not really ipxe");
     // The same root over HTTP.
-    let o = output_within(
-        Command::new(bootstorm_tests::tool("curl", "curl")).args([
-            "-sS",
-            "-f",
-            &format!("http://127.0.0.1:{http_port}/ipxe.efi"),
-        ]),
-        Duration::from_secs(20),
+    assert_eq!(
+        bootstorm_tests::curl_get(&format!("http://127.0.0.1:{http_port}/ipxe.efi")),
+        b"not really ipxe"
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(o.stdout, b"not really ipxe");
     let stats = || {
         let o = output_within(
             Command::new(bin("bootstorm"))
@@ -220,11 +187,7 @@ fn leases_into_a_closed_pipe_end_quietly() {
     let dir = TempDir::new();
     let sock = dir.join("c.sock");
     let log = dir.join("server.log");
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = bootstorm_tests::free_port(false);
     let mut cmd = Command::new(bin("bootstorm"));
     cmd.args([
         "serve",
@@ -240,14 +203,8 @@ fn leases_into_a_closed_pipe_end_quietly() {
         "60s",
         "--control-socket",
     ])
-    .arg(&sock)
-    .stderr(std::fs::File::create(&log).unwrap());
-    let _server = bootstorm_tests::Proc::spawn("bootstorm", &mut cmd);
-    assert!(bootstorm_tests::wait_until(Duration::from_secs(10), || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("ready")
-    }));
+    .arg(&sock);
+    let _server = bootstorm_tests::spawn_ready(&mut cmd, &log);
     // 600 leases: the table and the export are both far larger than a pipe's 64 KiB.
     let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -288,21 +245,12 @@ fn leases_into_a_closed_pipe_end_quietly() {
 /// socket is opened on the DHCP port.
 #[test]
 fn tftp_and_http_alone_serve_without_dhcp() {
-    let tftp = bootstorm_tests::tool("tftp", "tftp-hpa");
     let dir = TempDir::new();
     let root = dir.join("root");
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("undionly.kpxe"), b"pxe loader").unwrap();
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = bootstorm_tests::free_port(false);
+    let http_port = bootstorm_tests::free_port(true);
     let sock = dir.join("c.sock");
     let log = dir.join("server.log");
     let mut cmd = Command::new(bin("bootstorm"));
@@ -312,37 +260,17 @@ fn tftp_and_http_alone_serve_without_dhcp() {
         .args(["--tftp-port", &port.to_string()])
         .args(["--http-port", &http_port.to_string()])
         .arg("--control-socket")
-        .arg(&sock)
-        .stderr(std::fs::File::create(&log).unwrap());
-    let _server = bootstorm_tests::Proc::spawn("bootstorm", &mut cmd);
-    assert!(
-        bootstorm_tests::wait_until(Duration::from_secs(10), || {
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("ready")
-        }),
-        "{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+        .arg(&sock);
+    let _server = bootstorm_tests::spawn_ready(&mut cmd, &log);
     let out = dir.join("got");
-    let o = output_within(
-        Command::new(&tftp)
-            .args(["127.0.0.1", &port.to_string(), "-m", "binary", "-c", "get"])
-            .args(["undionly.kpxe"])
-            .arg(&out),
-        Duration::from_secs(20),
+    assert_eq!(
+        bootstorm_tests::tftp_get(port, "undionly.kpxe", &out),
+        b"pxe loader"
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(std::fs::read(&out).unwrap(), b"pxe loader");
-    let o = output_within(
-        Command::new(bootstorm_tests::tool("curl", "curl")).args([
-            "-sS",
-            "-f",
-            &format!("http://127.0.0.1:{http_port}/undionly.kpxe"),
-        ]),
-        Duration::from_secs(20),
+    assert_eq!(
+        bootstorm_tests::curl_get(&format!("http://127.0.0.1:{http_port}/undionly.kpxe")),
+        b"pxe loader"
     );
-    assert_eq!(o.stdout, b"pxe loader");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("DHCP is off"), "{text}");
     if bootstorm_tests::is_root() {
@@ -360,11 +288,7 @@ fn drops_naks_and_boot_rules_are_logged() {
     let dir = TempDir::new();
     let sock = dir.join("c.sock");
     let log = dir.join("server.log");
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = bootstorm_tests::free_port(false);
     let mut cmd = Command::new(bin("bootstorm"));
     cmd.args([
         "serve",
@@ -385,14 +309,8 @@ fn drops_naks_and_boot_rules_are_logged() {
         "--control-socket",
     ])
     .arg(&sock)
-    .env_remove("BOOTSTORM_LOG")
-    .stderr(std::fs::File::create(&log).unwrap());
-    let _server = bootstorm_tests::Proc::spawn("bootstorm", &mut cmd);
-    assert!(bootstorm_tests::wait_until(Duration::from_secs(10), || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("ready")
-    }));
+    .env_remove("BOOTSTORM_LOG");
+    let _server = bootstorm_tests::spawn_ready(&mut cmd, &log);
     use bootstorm_wire::dhcp::{MessageType, opt};
     let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -510,21 +428,13 @@ fn sighup_reloads_the_config_and_keeps_every_lease() {
     let sock = dir.join("c.sock");
     let log = dir.join("server.log");
     let config = dir.join("bootstorm.toml");
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = bootstorm_tests::free_port(false);
     std::fs::write(&config, reload_config(port, &sock, 2, "a.efi", "")).unwrap();
     let mut cmd = Command::new(bin("bootstorm"));
     cmd.args(["serve", "--for", "120s", "--config"])
-        .arg(&config)
-        .stderr(std::fs::File::create(&log).unwrap());
-    let mut server = bootstorm_tests::Proc::spawn("bootstorm", &mut cmd);
+        .arg(&config);
+    let mut server = bootstorm_tests::spawn_ready(&mut cmd, &log);
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(bootstorm_tests::wait_until(Duration::from_secs(10), || {
-        text().contains("ready")
-    }));
     let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let to = ("127.0.0.1", port);

@@ -145,16 +145,7 @@ mod rfc2131 {
     fn rfc2131_4_3_2_init_reboot_for_another_address_is_nakked() {
         let srv = loopback_server(2, 4);
         let c = Client::new(&srv);
-        let offer = c.ask(&Msg::new(MessageType::Discover, 1)).expect("OFFER");
-        let sid = offer.server_id;
-        let ack = c
-            .ask(&Msg {
-                requested: Some(offer.yiaddr),
-                server_id: sid,
-                ..Msg::new(MessageType::Request, 1)
-            })
-            .expect("ACK");
-        assert_eq!(ack.mt, MessageType::Ack);
+        c.dora(1);
         for last in 2..=4 {
             let other = Ipv4Addr::new(198, 18, 1, last);
             let nak = c
@@ -171,15 +162,7 @@ mod rfc2131 {
         }
         // Three other clients still get the other three addresses.
         for n in 2..=4 {
-            let o = c.ask(&Msg::new(MessageType::Discover, n)).expect("OFFER");
-            let a = c
-                .ask(&Msg {
-                    requested: Some(o.yiaddr),
-                    server_id: o.server_id,
-                    ..Msg::new(MessageType::Request, n)
-                })
-                .expect("ACK");
-            assert_eq!(a.mt, MessageType::Ack, "client {n}");
+            c.dora(n);
         }
         let now = srv.clock().now();
         assert!(srv.server().leases().unnamed(now).is_empty());

@@ -162,9 +162,8 @@ fn acknowledged_leases_survive_sigkill_five_times() {
 /// made before and one made after a reload both come back after a restart.
 #[test]
 fn leases_made_after_a_reload_are_journaled_too() {
-    use crate::msg::{Client, Msg};
+    use crate::msg::Client;
     use bootstorm_daemon::{config, serve};
-    use bootstorm_wire::dhcp::MessageType;
     let dir = bootstorm_tests::TempDir::new();
     let text = |end: u8| {
         format!(
@@ -173,19 +172,7 @@ fn leases_made_after_a_reload_are_journaled_too() {
         )
     };
     let settings = |end: u8| config::parse(std::path::Path::new("r.toml"), &text(end)).unwrap();
-    let dora = |srv: &serve::Running, n: u8| {
-        let c = Client::new(srv);
-        let o = c.ask(&Msg::new(MessageType::Discover, n)).expect("OFFER");
-        let a = c
-            .ask(&Msg {
-                requested: Some(o.yiaddr),
-                server_id: o.server_id,
-                ..Msg::new(MessageType::Request, n)
-            })
-            .expect("ACK");
-        assert_eq!(a.mt, MessageType::Ack);
-        a.yiaddr
-    };
+    let dora = |srv: &serve::Running, n: u8| Client::new(srv).dora(n).yiaddr;
     let srv = serve::start(&settings(1)).unwrap();
     let a = dora(&srv, 1);
     let r = srv.reload(&settings(5)).unwrap();

@@ -302,27 +302,14 @@ fn rfc9112_3_2_http11_without_host_is_400() {
 /// socket keep working, and the idle connections go after the header timeout.
 #[test]
 fn idle_http_connections_cannot_starve_tftp_or_the_control_socket() {
-    let tftp = tool("tftp", "tftp-hpa");
     let dir = TempDir::new();
     let root = dir.join("root");
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("ipxe.efi"), content(20_000)).unwrap();
-    let free = |tcp: bool| {
-        if tcp {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        } else {
-            std::net::UdpSocket::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        }
-    };
-    let (tftp_port, http_port) = (free(false), free(true));
+    let (tftp_port, http_port) = (
+        bootstorm_tests::free_port(false),
+        bootstorm_tests::free_port(true),
+    );
     let sock = dir.join("c.sock");
     let config = dir.join("bootstorm.toml");
     std::fs::write(
@@ -360,14 +347,8 @@ max_connections_per_client = 100000
         config.display()
     );
     let mut cmd = Command::new("bash");
-    cmd.args(["-c", &script])
-        .stderr(std::fs::File::create(&log).unwrap());
-    let _server = bootstorm_tests::Proc::spawn("bootstorm", &mut cmd);
-    assert!(bootstorm_tests::wait_until(Duration::from_secs(10), || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("ready")
-    }));
+    cmd.args(["-c", &script]);
+    let _server = bootstorm_tests::spawn_ready(&mut cmd, &log);
     // 1,000 idle connections: more than all 1,200 - 256 = 944 descriptors the server has left,
     // and far more than HTTP's share of them (236). This process needs room for them too.
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
@@ -396,22 +377,10 @@ max_connections_per_client = 100000
     assert!(stats()["http"]["open"].as_u64().unwrap() <= 236);
     // TFTP still serves, byte-exact.
     let out = dir.join("got");
-    let o = output_within(
-        Command::new(&tftp)
-            .args([
-                "127.0.0.1",
-                &tftp_port.to_string(),
-                "-m",
-                "binary",
-                "-c",
-                "get",
-                "ipxe.efi",
-            ])
-            .arg(&out),
-        Duration::from_secs(30),
+    assert_eq!(
+        bootstorm_tests::tftp_get(tftp_port, "ipxe.efi", &out),
+        content(20_000)
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(std::fs::read(&out).unwrap(), content(20_000));
     // The idle ones are closed after the header timeout; HTTP serves again.
     assert!(bootstorm_tests::wait_until(Duration::from_secs(20), || {
         stats()["http"]["open"].as_u64() == Some(0)

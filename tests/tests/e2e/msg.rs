@@ -140,4 +140,21 @@ impl Client {
         self.send(m);
         self.recv()
     }
+
+    /// DISCOVER, then REQUEST the offered address from the server that offered it, as test
+    /// client `n`; asserts the ACK and returns it.
+    pub fn dora(&self, n: u8) -> ReplyInfo {
+        let o = self
+            .ask(&Msg::new(MessageType::Discover, n))
+            .unwrap_or_else(|| panic!("no OFFER for client {n}"));
+        let a = self
+            .ask(&Msg {
+                requested: Some(o.yiaddr),
+                server_id: o.server_id,
+                ..Msg::new(MessageType::Request, n)
+            })
+            .unwrap_or_else(|| panic!("no ACK for client {n}"));
+        assert_eq!(a.mt, MessageType::Ack, "client {n}");
+        a
+    }
 }

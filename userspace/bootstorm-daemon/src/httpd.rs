@@ -349,8 +349,17 @@ struct SendTimeout {
 }
 
 impl SendTimeout {
-    /// Polls the stall timer after a write that made no progress.
-    fn stalled(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    /// Passes a write's result on: progress clears the stall timer; no progress (Pending) starts
+    /// it, or ends the connection with `TimedOut` once it has run out.
+    fn after<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if r.is_ready() {
+            self.stalled = None;
+            return r;
+        }
         let timeout = self.timeout;
         let t = self
             .stalled
@@ -381,13 +390,8 @@ impl tokio::io::AsyncWrite for SendTimeout {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Ready(r) => {
-                self.stalled = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending => self.stalled(cx).map(|r| r.map(|()| 0)),
-        }
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.after(cx, r)
     }
 
     // Vectored writes pass through: without them hyper flattens every response into its own
@@ -397,13 +401,8 @@ impl tokio::io::AsyncWrite for SendTimeout {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(r) => {
-                self.stalled = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending => self.stalled(cx).map(|r| r.map(|()| 0)),
-        }
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.after(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -411,13 +410,8 @@ impl tokio::io::AsyncWrite for SendTimeout {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match Pin::new(&mut self.inner).poll_flush(cx) {
-            Poll::Ready(r) => {
-                self.stalled = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending => self.stalled(cx),
-        }
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.after(cx, r)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
