@@ -537,6 +537,25 @@ impl Server {
         }
         let reservation = self.reservation_for(&req, &mac, subnet);
         let reserved = reservation.is_some();
+        // A reserved address belongs to the reservation, so a reserved client has one record
+        // whatever it sends: the reservation's client id, else htype + its MAC. (Firmware and the
+        // OS of one machine, one with option 61 and one without, both matched by MAC, made two
+        // records holding one address; the fuzzer found it.)
+        let mut reskey = Key {
+            buf: [0; 17],
+            len: 0,
+        };
+        let key: &[u8] = match reservation {
+            Some(r) => match &r.client_id {
+                Some(id) => id,
+                None => {
+                    reskey.buf[0] = req.htype;
+                    reskey.buf[1..7].copy_from_slice(&mac);
+                    &reskey.buf[..7]
+                }
+            },
+            None => key,
+        };
         let rule_index = self
             .cfg
             .boot_rules

@@ -1336,3 +1336,42 @@ fn a_flooding_relay_is_rate_limited_and_others_are_served() {
     );
     assert_eq!(o.reply.map(|r| r.message_type), Some(MessageType::Ack));
 }
+
+/// Regression (found by the `dhcp_server` fuzz target): one machine matched by a MAC
+/// reservation, once with a client id (option 61) and once without (firmware and OS), made two
+/// records that both held the reserved address. The reservation's client is one record.
+#[test]
+fn a_reserved_machine_is_one_client_with_or_without_option_61() {
+    let mut cfg = pxe_config();
+    cfg.reservations.push(Reservation {
+        hwaddr: Some(mac(7)),
+        client_id: None,
+        addr: ip(1, 50),
+        hostname: None,
+        options: OptionSet::new(),
+        boot: None,
+    });
+    let srv = Server::new(cfg).unwrap();
+    let with_id = Req {
+        client_id: Some(vec![0, 9, 9, 9]),
+        ..Req::new(MessageType::Discover, 7)
+    };
+    assert_eq!(send(&srv, t(0), &meta(), &with_id).yiaddr(), ip(1, 50));
+    assert_eq!(dora(&srv, t(1), 7).yiaddr(), ip(1, 50));
+    let holding: Vec<_> = srv
+        .leases()
+        .leases(t(1))
+        .into_iter()
+        .filter(|l| {
+            l.addr == ip(1, 50)
+                && matches!(
+                    l.state,
+                    bootstorm_lease::LeaseState::Offered | bootstorm_lease::LeaseState::Bound
+                )
+        })
+        .collect();
+    assert_eq!(holding.len(), 1, "{holding:?}");
+    // The client id is still echoed (RFC 6842).
+    let s = send(&srv, t(2), &meta(), &with_id);
+    assert_eq!(s.option(opt::CLIENT_ID).unwrap(), [0, 9, 9, 9]);
+}

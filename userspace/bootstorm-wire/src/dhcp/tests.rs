@@ -421,6 +421,59 @@ proptest! {
         }
     }
 
+    /// RFC 3396: a client id and a request list cut into pieces of any sizes, interleaved with
+    /// other options, parse back whole; any bytes at all never panic `parse_with`, whatever the
+    /// scratch (none, small, enough).
+    #[test]
+    fn rfc3396_pieces_of_any_size_are_joined(
+        id in proptest::collection::vec(any::<u8>(), 2..600),
+        prl in proptest::collection::vec(1u8..=254, 1..300),
+        cuts in proptest::collection::vec(1usize..=255, 1..40),
+    ) {
+        let mut opts = Vec::new();
+        let mut pieces = |code: u8, data: &[u8], opts: &mut Vec<u8>| {
+            let mut at = 0;
+            let mut k = 0;
+            while at < data.len() {
+                let n = cuts[k % cuts.len()].min(data.len() - at);
+                opts.push(code);
+                opts.push(n as u8);
+                opts.extend_from_slice(&data[at..at + n]);
+                at += n;
+                k += 1;
+                // Something else between the pieces (a fixed-size option: never joined).
+                opts.extend_from_slice(&[51, 4, 0, 0, 0, 60]);
+            }
+        };
+        pieces(61, &id, &mut opts);
+        pieces(55, &prl, &mut opts);
+        let buf = with_options(&[&opts]);
+        let p = Packet::new_checked(&buf[..]).unwrap();
+        let mut scratch = [0u8; SCRATCH_LEN];
+        let r = Repr::parse_with(&p, &mut scratch).unwrap();
+        prop_assert_eq!(r.client_id, Some(&id[..]));
+        prop_assert_eq!(r.parameter_request_list, Some(&prl[..]));
+        prop_assert_eq!(r.lease_time, Some(60));
+        // Too little scratch for both: whatever fits is joined, the rest counts its first piece.
+        // (A first piece shorter than 2 bytes is then a bad client id: an error, not a panic.)
+        let mut small = [0u8; 100];
+        let first = cuts[0].min(id.len());
+        match Repr::parse_with(&p, &mut small) {
+            Ok(r) => prop_assert!(r.client_id == Some(&id[..]) || r.client_id == Some(&id[..first])),
+            Err(e) => prop_assert!(first < 2, "{e:?}"),
+        }
+    }
+
+    #[test]
+    fn parse_with_any_bytes_never_panics(opts in proptest::collection::vec(any::<u8>(), 0..1200), scratch_len in 0usize..1600) {
+        let mut buf = ipxe_discover();
+        buf.truncate(HEADER_LEN);
+        buf.extend_from_slice(&opts);
+        let p = Packet::new_checked(&buf[..]).unwrap();
+        let mut scratch = vec![0u8; scratch_len];
+        let _ = Repr::parse_with(&p, &mut scratch);
+    }
+
     #[test]
     fn any_options_after_a_valid_header_never_panic(opts in proptest::collection::vec(any::<u8>(), 0..400), hlen in 0u8..=16) {
         let mut buf = ipxe_discover();
