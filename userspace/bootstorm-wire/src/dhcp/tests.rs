@@ -431,7 +431,7 @@ proptest! {
         cuts in proptest::collection::vec(1usize..=255, 1..40),
     ) {
         let mut opts = Vec::new();
-        let mut pieces = |code: u8, data: &[u8], opts: &mut Vec<u8>| {
+        let pieces = |code: u8, data: &[u8], opts: &mut Vec<u8>| {
             let mut at = 0;
             let mut k = 0;
             while at < data.len() {
