@@ -178,6 +178,11 @@ fn serve_with_tftp_root_serves_files_and_reports_them() {
         "{}",
         stats()
     );
+    // Issue 13: one file cache for TFTP and HTTP from one root: the file was read from disk
+    // once for both.
+    let s = stats();
+    assert_eq!(s["files"]["shared"], true, "{s}");
+    assert_eq!(s["files"]["reads"], 1, "{s}");
 }
 
 /// Regression (issue 12.14): `bootstorm leases | head` (and `leases export | head`) panicked on

@@ -3,6 +3,10 @@
 //! request. Nothing outside the root is ever opened: names come normalised by
 //! `bootstorm_tftp::normalize` (no `..`), and the resolved path, symlinks followed, must still be
 //! inside the root and be a regular file (no directories, devices or FIFOs).
+//!
+//! TFTP and HTTP serving one root share one cache (`main` builds it once): a file read for one
+//! is there for the other, and there is one copy in memory. Each service keeps its own size
+//! limit ([`FileCache::get_within`]).
 
 use bootstorm_tftp::{PathError, normalize, to_netascii};
 use std::collections::HashMap;
@@ -49,6 +53,8 @@ pub struct FileCache {
     root: PathBuf,
     max_size: u64,
     entries: Mutex<HashMap<String, Entry>>,
+    /// Files read from disk (a first request or a change), for the counters.
+    reads: std::sync::atomic::AtomicU64,
 }
 
 impl FileCache {
@@ -65,7 +71,19 @@ impl FileCache {
             root,
             max_size,
             entries: Mutex::new(HashMap::new()),
+            reads: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Files read from disk so far, and files held now.
+    pub fn counters(&self) -> (u64, usize) {
+        let held = self.entries.lock().map_or(0, |e| e.len());
+        (self.reads.load(std::sync::atomic::Ordering::Relaxed), held)
+    }
+
+    /// The largest file this cache serves to anyone.
+    pub fn max_size(&self) -> u64 {
+        self.max_size
     }
 
     /// The root, canonical.
@@ -83,6 +101,16 @@ impl FileCache {
 
     /// The contents of `name` (as a client sent it), in netascii form if asked.
     pub fn get(&self, name: &[u8], netascii: bool) -> Result<Arc<[u8]>, FileError> {
+        self.get_within(name, netascii, self.max_size)
+    }
+
+    /// [`FileCache::get`] for a service whose own limit is `limit` bytes (at most the cache's).
+    pub fn get_within(
+        &self,
+        name: &[u8],
+        netascii: bool,
+        limit: u64,
+    ) -> Result<Arc<[u8]>, FileError> {
         let rel = normalize(name).map_err(FileError::BadName)?;
         let path = self.root.join(&rel);
         let real = path.canonicalize().map_err(|_| FileError::NotFound)?;
@@ -93,7 +121,7 @@ impl FileCache {
         if !meta.is_file() {
             return Err(FileError::NotAFile);
         }
-        if meta.len() > self.max_size {
+        if meta.len() > self.max_size.min(limit) {
             return Err(FileError::TooLarge(meta.len()));
         }
         let stamp = (meta.len(), meta.mtime(), meta.mtime_nsec(), meta.ino());
@@ -104,6 +132,8 @@ impl FileCache {
                 // Read outside no lock would be nicer for huge files; boot files are small and
                 // reads are rare (once per change), so the simple way wins here.
                 let bytes = std::fs::read(&real).map_err(|_| FileError::NotFound)?;
+                self.reads
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let e = Entry {
                     octet: bytes.into(),
                     netascii: None,
@@ -140,6 +170,23 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(d.join("root/efi")).unwrap();
         d
+    }
+
+    /// One cache shared by TFTP and HTTP: one read from disk for both, each with its own limit.
+    #[test]
+    fn a_shared_cache_reads_once_and_keeps_each_services_limit() {
+        let d = dir();
+        std::fs::write(d.join("root/f.bin"), vec![7u8; 2000]).unwrap();
+        let c = FileCache::new(&d.join("root"), 4000).unwrap();
+        assert_eq!(
+            c.get_within(b"f.bin", false, 1000),
+            Err(FileError::TooLarge(2000))
+        );
+        let a = c.get_within(b"f.bin", false, 3000).unwrap();
+        let b = c.get_within(b"f.bin", false, 1 << 30).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(c.counters(), (1, 1));
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

@@ -194,8 +194,15 @@ pub fn parse_range(value: &str, len: usize) -> RangeAsk {
     RangeAsk::Part(start, end)
 }
 
+/// What the handler serves from: the (maybe shared) cache and HTTP's own size limit.
+#[derive(Clone)]
+struct Files {
+    cache: Arc<FileCache>,
+    limit: u64,
+}
+
 async fn serve_file(
-    State(cache): State<Arc<FileCache>>,
+    State(files): State<Files>,
     method: Method,
     version: Version,
     uri: Uri,
@@ -215,7 +222,7 @@ async fn serve_file(
             .into_response();
     }
     let path = percent_encoding::percent_decode_str(uri.path()).collect::<Vec<u8>>();
-    let data = match cache.get(&path, false) {
+    let data = match files.cache.get_within(&path, false, files.limit) {
         Ok(d) => d,
         Err(e) => {
             let status = match e {
@@ -426,6 +433,17 @@ pub fn start(s: &HttpSettings, shutdown: Arc<AtomicBool>) -> anyhow::Result<Http
         FileCache::new(&s.root, s.max_file_size)
             .with_context(|| format!("HTTP root {}", s.root.display()))?,
     );
+    start_shared(s, cache, shutdown)
+}
+
+/// [`start`] with a file cache shared with another service (TFTP from the same root); files
+/// over `s.max_file_size` are refused here whatever the cache allows.
+pub fn start_shared(
+    s: &HttpSettings,
+    cache: Arc<FileCache>,
+    shutdown: Arc<AtomicBool>,
+) -> anyhow::Result<HttpRunning> {
+    use anyhow::Context;
     let std_listener = listen(s.listen).with_context(|| format!("binding HTTP {}", s.listen))?;
     let local = match std_listener.local_addr()? {
         std::net::SocketAddr::V4(a) => a,
@@ -436,7 +454,10 @@ pub fn start(s: &HttpSettings, shutdown: Arc<AtomicBool>) -> anyhow::Result<Http
         .thread_name("http")
         .enable_all()
         .build()?;
-    let app = Router::new().fallback(serve_file).with_state(cache);
+    let app = Router::new().fallback(serve_file).with_state(Files {
+        cache,
+        limit: s.max_file_size,
+    });
     let stats = Arc::new(HttpStats::default());
     let (flag, settings, stats2) = (shutdown.clone(), s.clone(), stats.clone());
     let thread = std::thread::Builder::new()

@@ -379,6 +379,8 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
     let nofile = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
     let (http_settings, tftp_budget) =
         fd_budget(nofile, settings.http.clone(), settings.tftp.is_some());
+    // TFTP and HTTP from one root read each file once and hold one copy: one cache for both.
+    let shared_cache = shared_file_cache(settings.tftp.as_ref(), http_settings.as_ref())?;
     let tftp = match &settings.tftp {
         Some(t) => {
             let mut t = t.clone();
@@ -414,18 +416,25 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
                         .hwaddr_of(clock.now(), ip)
                         .map(|m| m.to_vec())
                 });
-                Some(tftpd::start(
-                    &t,
-                    running.clock(),
-                    shutdown.clone(),
-                    Some(mac_of),
-                )?)
+                Some(match &shared_cache {
+                    Some(c) => tftpd::start_shared(
+                        &t,
+                        c.clone(),
+                        running.clock(),
+                        shutdown.clone(),
+                        Some(mac_of),
+                    )?,
+                    None => tftpd::start(&t, running.clock(), shutdown.clone(), Some(mac_of))?,
+                })
             }
         }
         None => None,
     };
     let http = match &http_settings {
-        Some(h) => Some(httpd::start(h, shutdown.clone())?),
+        Some(h) => Some(match &shared_cache {
+            Some(c) => httpd::start_shared(h, c.clone(), shutdown.clone())?,
+            None => httpd::start(h, shutdown.clone())?,
+        }),
         None => None,
     };
     let control = {
@@ -440,6 +449,10 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
             }
             if let Some(h) = &http_stats {
                 v["http"] = httpd::stats_json(h);
+            }
+            if let Some(c) = &shared_cache {
+                let (reads, held) = c.counters();
+                v["files"] = serde_json::json!({ "shared": true, "reads": reads, "held": held });
             }
             if let Some(j) = &journal {
                 let s = j.stats();
@@ -566,6 +579,28 @@ fn reload(a: &ServeArgs, running: &serve::Running, reload_logs: &LogReload) {
         }
         Err(e) => tracing::error!("config refused, the running config stays: {e:#}"),
     }
+}
+
+/// One file cache for TFTP and HTTP when both serve the same root (canonical paths), with the
+/// larger of their size limits; each service still applies its own.
+fn shared_file_cache(
+    tftp: Option<&tftpd::TftpSettings>,
+    http: Option<&httpd::HttpSettings>,
+) -> anyhow::Result<Option<Arc<bootstorm_daemon::files::FileCache>>> {
+    let (Some(t), Some(h)) = (tftp, http) else {
+        return Ok(None);
+    };
+    let same = match (t.root.canonicalize(), h.root.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if !same {
+        return Ok(None);
+    }
+    let cache =
+        bootstorm_daemon::files::FileCache::new(&t.root, t.max_file_size.max(h.max_file_size))
+            .with_context(|| format!("boot file root {}", t.root.display()))?;
+    Ok(Some(Arc::new(cache)))
 }
 
 /// Descriptors kept for everything but TFTP transfers and HTTP connections: the DHCP sockets,

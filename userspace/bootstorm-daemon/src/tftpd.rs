@@ -350,6 +350,18 @@ pub fn start(
         FileCache::new(&s.root, s.max_file_size)
             .with_context(|| format!("TFTP root {}", s.root.display()))?,
     );
+    start_shared(s, cache, clock, shutdown, mac_of)
+}
+
+/// [`start`] with a file cache shared with another service (HTTP from the same root); files
+/// over `s.max_file_size` are refused here whatever the cache allows.
+pub fn start_shared(
+    s: &TftpSettings,
+    cache: Arc<FileCache>,
+    clock: Clock,
+    shutdown: Arc<AtomicBool>,
+    mac_of: Option<MacLookup>,
+) -> anyhow::Result<TftpRunning> {
     // The batched socket: a 4 MiB receive buffer holds a boot storm's worth of requests, and
     // IP_PKTINFO tells which local address each was sent to, so its transfer answers from it.
     let listener = UdpSocket4::bind(&SocketOptions {
@@ -662,7 +674,15 @@ fn accept(
         });
         (job, params)
     } else {
-        let data = match lookup(cache, s.unique_root, peer, mac_of, filename, mode) {
+        let data = match lookup(
+            cache,
+            s.max_file_size,
+            s.unique_root,
+            peer,
+            mac_of,
+            filename,
+            mode,
+        ) {
             Ok(d) => d,
             Err(e) => {
                 let code = match e {
@@ -720,6 +740,7 @@ fn accept(
 /// the file, else from the root.
 fn lookup(
     cache: &FileCache,
+    limit: u64,
     unique: Option<UniqueRoot>,
     peer: SocketAddr,
     mac_of: Option<&MacLookup>,
@@ -736,12 +757,12 @@ fn lookup(
         let mut own = dir.into_bytes();
         own.push(b'/');
         own.extend_from_slice(filename);
-        match cache.get(&own, netascii) {
+        match cache.get_within(&own, netascii, limit) {
             Err(FileError::NotFound) => {}
             other => return other,
         }
     }
-    cache.get(filename, netascii)
+    cache.get_within(filename, netascii, limit)
 }
 
 const WAKER: Token = Token(usize::MAX);
