@@ -9,6 +9,7 @@ mod course;
 mod durable;
 mod http;
 mod lab;
+mod layers;
 mod loadgen;
 mod migrate;
 mod msg;
