@@ -9,7 +9,6 @@ pub mod config;
 pub mod control;
 pub mod files;
 pub mod httpd;
-pub mod lab;
 pub mod leasefile;
 pub mod leaseio;
 pub mod logbuf;

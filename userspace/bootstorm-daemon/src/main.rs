@@ -49,7 +49,12 @@ enum Cmd {
     /// The demo: build a two-namespace lab here, serve a sample boot file, run a storm of
     /// simulated machines against it with the load generator, print the report, and remove
     /// everything it made (also on Ctrl-C). Needs root.
-    Lab(LabArgs),
+    #[command(disable_help_flag = true)]
+    Lab {
+        /// Arguments for `bootstorm-lab` (`bootstorm lab --help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Print a running server's counters as JSON.
     Stats {
         /// Config file of the server (to find its control socket).
@@ -96,38 +101,6 @@ enum LeasesAction {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-}
-
-#[derive(clap::Args)]
-struct LabArgs {
-    /// Machines in the storm.
-    #[arg(long, default_value_t = 300)]
-    clients: usize,
-    /// Their profile: pxe-bios, uefi-x64, uefi-arm64, uefi-http, ipxe.
-    #[arg(long, default_value = "uefi-x64")]
-    profile: String,
-    /// When they power on: storm, ramp:SECONDS, poisson:PER_SECOND.
-    #[arg(long, default_value = "storm")]
-    arrival: bootstorm_loadgen::engine::Arrival,
-    /// Size of the sample boot file, in KiB.
-    #[arg(long, default_value_t = 1024)]
-    boot_file_kib: usize,
-    /// Stop after the boot file: no chainload to iPXE (by default each machine then does iPXE's
-    /// DHCP and fetches its script over HTTP).
-    #[arg(long)]
-    no_chainload: bool,
-    /// Bound on the storm, in seconds.
-    #[arg(long, default_value_t = 120)]
-    limit: u64,
-    /// Also write the HTML report (latency plots, completions over time) here.
-    #[arg(long)]
-    html: Option<PathBuf>,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
-    /// Server worker threads.
-    #[arg(long, default_value_t = 2)]
-    workers: usize,
 }
 
 /// What `leases export` writes.
@@ -214,34 +187,7 @@ fn main() -> ExitCode {
                 }),
             ..
         } => import_cmd(&config, format, &files, dry_run),
-        Cmd::Lab(a) => {
-            let stop = Arc::new(AtomicBool::new(false));
-            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-                if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
-                    eprintln!("bootstorm: installing signal handlers: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
-            let opts = bootstorm_daemon::lab::LabOptions {
-                clients: a.clients,
-                profile: a.profile,
-                arrival: a.arrival,
-                boot_file_size: a.boot_file_kib * 1024,
-                chainload: !a.no_chainload,
-                limit: Duration::from_secs(a.limit),
-                html: a.html,
-                json: a.json,
-                workers: a.workers,
-            };
-            return match bootstorm_daemon::lab::run(&opts, stop) {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::from(1),
-                Err(e) => {
-                    eprintln!("bootstorm: lab: {e:#}");
-                    ExitCode::from(2)
-                }
-            };
-        }
+        Cmd::Lab { args } => lab_cmd(&args),
         Cmd::Stats { config, socket } => socket_path(config, socket).and_then(|p| {
             out(&control::request(&p, "stats")
                 .with_context(|| format!("asking {}", p.display()))?)
@@ -254,6 +200,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `bootstorm lab`: runs the demo, a program of its own (`bootstorm-lab`, next to this binary),
+/// so the server binary does not carry the load generator. The lab takes this process's place
+/// (`exec`: same PID, same signals), and starts this `bootstorm` as its server.
+fn lab_cmd(args: &[std::ffi::OsString]) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let me = std::env::current_exe().context("finding this bootstorm binary")?;
+    let lab = me.with_file_name("bootstorm-lab");
+    if !lab.exists() {
+        bail!(
+            "bootstorm lab needs {} (cargo build --release builds it beside bootstorm)",
+            lab.display()
+        );
+    }
+    let e = std::process::Command::new(&lab)
+        .args(args)
+        .env("BOOTSTORM_BIN", &me)
+        .exec();
+    Err(anyhow::Error::from(e).context(format!("running {}", lab.display())))
 }
 
 /// Writes `text` to standard output. A reader that went away (`bootstorm leases | head`) is not

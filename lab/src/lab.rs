@@ -7,6 +7,8 @@
 //!
 //! The namespaces and the link are made with iproute2 (`ip`), as an operator would by hand; the
 //! load generator runs in this process, on a thread moved into the client namespace (`setns`).
+//! A program of its own (`bootstorm lab` execs it), so the production `bootstorm` binary does
+//! not depend on the load generator.
 
 use anyhow::{Context, bail};
 use bootstorm_loadgen::body::Expect;
@@ -19,6 +21,20 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+/// The `bootstorm` to serve with: the one that started this lab (`BOOTSTORM_BIN`), else the one
+/// next to this binary.
+fn bootstorm_binary() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("BOOTSTORM_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let me = std::env::current_exe().context("finding this binary")?;
+    let b = me.with_file_name("bootstorm");
+    if !b.exists() {
+        bail!("no bootstorm binary next to {}", me.display());
+    }
+    Ok(b)
+}
 
 /// What the lab runs.
 #[derive(Clone, Debug)]
@@ -238,7 +254,7 @@ pub fn run(opts: &LabOptions, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
     std::fs::write(&cfg_path, config_text(&dir, &sif, opts.workers))?;
     let log_path = dir.join("bootstorm.log");
     let log = std::fs::File::create(&log_path)?;
-    let exe = std::env::current_exe().context("finding this bootstorm binary")?;
+    let exe = bootstorm_binary()?;
     let mut server = Command::new("ip");
     server
         .args(["netns", "exec", &s])
@@ -266,7 +282,7 @@ pub fn run(opts: &LabOptions, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
     let sock = dir.join("control.sock");
     let t = Instant::now();
     loop {
-        if crate::control::request(&sock, "stats").is_ok() {
+        if bootstorm_daemon::control::request(&sock, "stats").is_ok() {
             break;
         }
         if let Some(Ok(Some(st))) = lab.server.as_mut().map(Child::try_wait) {
@@ -345,7 +361,7 @@ pub fn run(opts: &LabOptions, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
             "arrival": lg.arrival, "boot_file_bytes": boot.len() }),
     );
     report.output(opts.html.as_deref(), opts.json)?;
-    if let Ok(stats) = crate::control::request(&sock, "stats")
+    if let Ok(stats) = bootstorm_daemon::control::request(&sock, "stats")
         && let Ok(v) = serde_json::from_str::<serde_json::Value>(&stats)
         && !opts.json
     {
@@ -375,7 +391,7 @@ mod tests {
         std::fs::create_dir_all(dir.join("root")).unwrap();
         let path = dir.join("b.toml");
         std::fs::write(&path, config_text(&dir, "veth0", 2)).unwrap();
-        let r = crate::config::load(&path);
+        let r = bootstorm_daemon::config::load(&path);
         std::fs::remove_dir_all(&dir).unwrap();
         let s = r.unwrap();
         assert!(s.http.is_some() && s.tftp.is_some());
