@@ -103,7 +103,10 @@ fn violations(deps: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
     ));
     // The production binary never carries its own test tools: the lab (which runs the load
     // generator) is a program of its own that `bootstorm lab` execs.
-    rules.push(("bootstorm-daemon", vec!["bootstorm-loadgen", "bootstorm-lab"]));
+    rules.push((
+        "bootstorm-daemon",
+        vec!["bootstorm-loadgen", "bootstorm-lab"],
+    ));
     let mut v = Vec::new();
     for (pkg, forbidden) in rules {
         let Some(have) = deps.get(pkg) else {
