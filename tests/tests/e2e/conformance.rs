@@ -440,3 +440,66 @@ mod rfc2347 {
         assert_eq!(s.refused.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 }
+
+mod sessions {
+    use super::*;
+
+    /// Issue 13 (boot sessions): a per-MAC TFTP root is found from the DHCP lease of the
+    /// client's address through the boot-session registry the workers feed, not from the
+    /// kernel's neighbour table: here the DHCP client's chaddr (02:aa:00:00:00:01) is not the
+    /// MAC its TFTP request arrives from (the veth's), and the chaddr's directory is served.
+    #[test]
+    fn per_mac_roots_follow_the_dhcp_lease_not_the_neighbour_table() {
+        if !need_root("per_mac_roots_follow_the_dhcp_lease_not_the_neighbour_table") {
+            return;
+        }
+        let lab = Lab::new();
+        lab.add_client_address("198.18.0.2/16");
+        let dir = TempDir::new();
+        let root = dir.join("root");
+        std::fs::create_dir_all(root.join("02-aa-00-00-00-01")).unwrap();
+        std::fs::write(root.join("boot.ipxe"), b"shared").unwrap();
+        std::fs::write(root.join("02-aa-00-00-00-01/boot.ipxe"), b"mine").unwrap();
+        let config = format!(
+            "{LAB}\n[tftp]\nroot = \"{}\"\nunique_root = \"mac\"\n",
+            root.display()
+        );
+        let _srv = ServerProc::start(&lab, &dir, &config);
+        // DHCP as 02:aa:00:00:00:01 through a relay socket (giaddr 198.18.0.2), so the lease is
+        // 198.18.1.x for that chaddr.
+        let relay = lab.client_udp("198.18.0.2:67");
+        let mut d = Msg::new(MessageType::Discover, 1);
+        d.mac = [0x02, 0xaa, 0, 0, 0, 1];
+        let giaddr = |mut b: Vec<u8>| {
+            b[24..28].copy_from_slice(&[198, 18, 0, 2]);
+            b
+        };
+        relay.send_to(&giaddr(d.bytes()), "198.18.0.1:67").unwrap();
+        let o = replies_within(&relay, d.xid, Duration::from_millis(2000));
+        assert_eq!(o.len(), 1, "OFFER");
+        let r = Msg {
+            mt: MessageType::Request.into(),
+            requested: Some(o[0].yiaddr),
+            server_id: o[0].server_id,
+            ..d.clone()
+        };
+        relay.send_to(&giaddr(r.bytes()), "198.18.0.1:67").unwrap();
+        let a = replies_within(&relay, r.xid, Duration::from_millis(2000));
+        assert_eq!(a.len(), 1, "ACK");
+        let leased = a[0].yiaddr;
+        // The client takes its address and asks for boot.ipxe from it.
+        lab.add_client_address(&format!("{leased}/16"));
+        let c = lab.client_udp(&format!("{leased}:0"));
+        c.send_to(b"\x00\x01boot.ipxe\x00octet\x00", "198.18.0.1:69")
+            .unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 1500];
+        let (n, _) = c.recv_from(&mut buf).expect("DATA");
+        assert_eq!(&buf[..2], &[0, 3], "DATA: {:?}", &buf[..n]);
+        assert_eq!(
+            &buf[4..n],
+            b"mine",
+            "the lease's MAC directory, not the veth's"
+        );
+    }
+}

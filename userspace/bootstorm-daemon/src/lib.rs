@@ -14,4 +14,5 @@ pub mod leaseio;
 pub mod logbuf;
 pub mod quick;
 pub mod serve;
+pub mod sessions;
 pub mod tftpd;

@@ -375,13 +375,10 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
                 }
             }
             {
-                let (cell, clock) = (running.server_cell(), running.clock());
-                let mac_of: tftpd::MacLookup = Arc::new(move |ip| {
-                    cell.get()
-                        .leases()
-                        .hwaddr_of(clock.now(), ip)
-                        .map(|m| m.to_vec())
-                });
+                // Who holds an address: the boot-session registry the DHCP workers feed.
+                let (sessions, clock) = (running.sessions(), running.clock());
+                let mac_of: tftpd::MacLookup =
+                    Arc::new(move |ip| sessions.mac_of(clock.now(), ip).map(|m| m.to_vec()));
                 Some(match &shared_cache {
                     Some(c) => tftpd::start_shared(
                         &t,
@@ -469,10 +466,14 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
             // Collected first and logged after: the sweep's callback runs under a shard lock.
             let mut expired = Vec::new();
             let now = running.clock().now();
-            running.server().leases().sweep(now, |l| {
-                expired.push((l.addr, serve::fmt_hw(&l.hwaddr), l.subnet))
-            });
-            for (ip, mac, subnet) in expired {
+            running
+                .server()
+                .leases()
+                .sweep(now, |l| expired.push((l.addr, l.hwaddr.clone(), l.subnet)));
+            let sessions = running.sessions();
+            for (ip, hw, subnet) in expired {
+                sessions.forget(ip, &hw);
+                let mac = serve::fmt_hw(&hw);
                 tracing::info!(target: "bootstorm::lease", event = "expire", %ip, %mac, subnet, "lease");
             }
             last_sweep = Instant::now();

@@ -77,6 +77,7 @@ pub struct Reloaded {
 /// A running server.
 pub struct Running {
     cell: Arc<ServerCell>,
+    sessions: Arc<crate::sessions::Sessions>,
     settings: Mutex<Settings>,
     shutdown: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
@@ -102,6 +103,11 @@ impl Running {
     /// The core serving now.
     pub fn server(&self) -> Arc<Server> {
         self.cell.get()
+    }
+
+    /// The boot-session registry (who holds which address), fed by the workers.
+    pub fn sessions(&self) -> Arc<crate::sessions::Sessions> {
+        self.sessions.clone()
     }
 
     /// The handle through which the current core is found (for threads that outlive a reload).
@@ -239,6 +245,7 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
     let server = Arc::new(Server::new(settings.dhcp.clone()).context("building the lease table")?);
     let cell = Arc::new(ServerCell(std::sync::RwLock::new(server.clone())));
     let clock = Clock::new();
+    let sessions = Arc::new(crate::sessions::Sessions::new());
     let journal = match &settings.leases {
         Some(l) => Some(open_journal(l, settings.repair_journal, &cell, clock)?),
         None => {
@@ -247,6 +254,13 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         }
     };
     let (journal, dir_lock) = journal.unzip();
+    // Leases kept from before (the journal's) are sessions already.
+    let now = clock.now();
+    for l in server.leases().leases(now) {
+        if l.state == bootstorm_lease::LeaseState::Bound {
+            sessions.restore(l.addr, &l.hwaddr, l.expires);
+        }
+    }
     let shutdown = Arc::new(AtomicBool::new(false));
     // Receiving interface -> the subnet served directly on it.
     let mut hints = HashMap::new();
@@ -305,6 +319,7 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         let shared = Arc::new(Mutex::new(Stats::default()));
         stats.push(shared.clone());
         let (cell, shutdown, hints) = (cell.clone(), shutdown.clone(), hints.clone());
+        let sessions = sessions.clone();
         let journal = journal.clone();
         // Workers of one interface share broadcasts by shard; index within the group.
         let group = Group {
@@ -315,9 +330,19 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         let w = std::thread::Builder::new()
             .name(format!("dhcp-worker-{id}"))
             .spawn(move || {
-                worker(
-                    id, group, sock, cell, clock, shutdown, hints, shared, journal, coalesce,
-                )
+                worker(Worker {
+                    id,
+                    group,
+                    sock,
+                    cell,
+                    sessions,
+                    clock,
+                    shutdown,
+                    hints,
+                    shared,
+                    journal,
+                    coalesce,
+                })
             })
             .context("spawning a worker")?;
         workers.push(w);
@@ -327,6 +352,7 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
     }
     Ok(Running {
         cell,
+        sessions,
         settings: Mutex::new(settings.clone()),
         shutdown,
         workers,
@@ -405,19 +431,35 @@ fn broadcast_owner(datagram: &[u8], size: usize) -> usize {
     (h % size as u64) as usize
 }
 
-#[allow(clippy::too_many_arguments)]
-fn worker(
+/// What a DHCP worker thread owns and shares.
+struct Worker {
     id: usize,
     group: Group,
     sock: UdpSocket4,
     cell: Arc<ServerCell>,
+    sessions: Arc<crate::sessions::Sessions>,
     clock: Clock,
     shutdown: Arc<AtomicBool>,
     hints: Arc<HashMap<u32, u32>>,
     shared: Arc<Mutex<Stats>>,
     journal: Option<Arc<Journal>>,
     coalesce: Coalesce,
-) {
+}
+
+fn worker(w: Worker) {
+    let Worker {
+        id,
+        group,
+        sock,
+        cell,
+        sessions,
+        clock,
+        shutdown,
+        hints,
+        shared,
+        journal,
+        coalesce,
+    } = w;
     let sock = Arc::new(sock);
     let pool = Arc::new(BatchPool::default());
     let mut rx = RecvBatch::default();
@@ -481,6 +523,7 @@ fn worker(
                 tx.commit(reply.len, dst, ifindex, src);
             }
             if let Some(ev) = outcome.event {
+                sessions.seen(&ev);
                 log_event(id, now, &ev, &server);
             }
             if let Some(r) = outcome.dropped

@@ -1,0 +1,157 @@
+//! The boot-session registry: which machine holds which address now, as the DHCP workers saw it
+//! happen (each offer, bind, release, decline and expiry). TFTP and HTTP ask it who a request
+//! comes from (per-MAC roots), instead of walking every shard of the lease table; later issues
+//! add each machine's boot phases to its session.
+//!
+//! Memory is bounded by the address space served: one entry per address (an offer or lease
+//! replaces the one before it), and addresses come only from the configured pools and
+//! reservations.
+
+use bootstorm_dhcp::{Event, EventKind};
+use bootstorm_time::Instant;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+
+/// What is known of the machine at one address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// Its hardware address.
+    pub mac: Box<[u8]>,
+    /// Until when it holds the address (the offer's hold, or the lease's end).
+    pub until: Instant,
+    /// Bound (true) or only offered.
+    pub bound: bool,
+}
+
+/// The registry. Shared by the DHCP workers (who write), TFTP and HTTP (who read).
+#[derive(Debug, Default)]
+pub struct Sessions {
+    by_addr: Mutex<HashMap<Ipv4Addr, Session>>,
+}
+
+impl Sessions {
+    /// An empty registry.
+    pub fn new() -> Sessions {
+        Sessions::default()
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Ipv4Addr, Session>> {
+        self.by_addr.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records what a DHCP event says: an offer or a bind gives the address to the event's
+    /// client; a release, decline or withdrawn offer ends that client's hold on it.
+    pub fn seen(&self, ev: &Event) {
+        match ev.kind {
+            EventKind::Offer | EventKind::Bind => {
+                let Some(until) = ev.expires else { return };
+                self.map().insert(
+                    ev.addr,
+                    Session {
+                        mac: ev.hwaddr().into(),
+                        until,
+                        bound: ev.kind == EventKind::Bind,
+                    },
+                );
+            }
+            EventKind::Release | EventKind::Decline | EventKind::OfferWithdrawn => {
+                self.forget(ev.addr, ev.hwaddr())
+            }
+            EventKind::Nak | EventKind::Inform => {}
+        }
+    }
+
+    /// Puts back a lease known before this process ran (the journal's), or after a reload.
+    pub fn restore(&self, addr: Ipv4Addr, mac: &[u8], until: Instant) {
+        self.map().insert(
+            addr,
+            Session {
+                mac: mac.into(),
+                until,
+                bound: true,
+            },
+        );
+    }
+
+    /// Ends `mac`'s hold on `addr` (a lease that expired, was released or declined).
+    pub fn forget(&self, addr: Ipv4Addr, mac: &[u8]) {
+        let mut m = self.map();
+        if m.get(&addr).is_some_and(|s| &*s.mac == mac) {
+            m.remove(&addr);
+        }
+    }
+
+    /// The hardware address of the machine holding `addr` at `now`, if any.
+    pub fn mac_of(&self, now: Instant, addr: Ipv4Addr) -> Option<Box<[u8]>> {
+        self.map()
+            .get(&addr)
+            .filter(|s| s.until > now)
+            .map(|s| s.mac.clone())
+    }
+
+    /// Sessions held now (for the counters).
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    /// True if none is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bootstorm_time::Duration;
+
+    fn ev(kind: EventKind, last: u8, mac: u8, until: Option<u64>) -> Event {
+        let mut hwaddr = [0u8; 16];
+        hwaddr[..6].copy_from_slice(&[0x52, 0x54, 0, 0, 0, mac]);
+        Event {
+            kind,
+            addr: Ipv4Addr::new(198, 18, 1, last),
+            expires: until.map(Instant::from_secs),
+            hwaddr,
+            hlen: 6,
+            xid: 1,
+            subnet: 0,
+            nak: None,
+            reclaimed: false,
+            boot: None,
+            no_boot_rule: false,
+        }
+    }
+
+    #[test]
+    fn the_current_holder_of_an_address_is_named() {
+        let s = Sessions::new();
+        let ip = Ipv4Addr::new(198, 18, 1, 5);
+        let t = Instant::from_secs;
+        assert_eq!(s.mac_of(t(0), ip), None);
+        s.seen(&ev(EventKind::Offer, 5, 1, Some(30)));
+        assert_eq!(
+            s.mac_of(t(1), ip).as_deref(),
+            Some(&[0x52, 0x54, 0, 0, 0, 1][..])
+        );
+        // The offer lapses.
+        assert_eq!(s.mac_of(t(30), ip), None);
+        // Another machine takes the address (a reclaimed offer); then binds.
+        s.seen(&ev(EventKind::Offer, 5, 2, Some(40)));
+        s.seen(&ev(EventKind::Bind, 5, 2, Some(3600)));
+        assert_eq!(s.mac_of(t(100), ip).unwrap()[5], 2);
+        // The first machine's late release does not end the second's lease.
+        s.seen(&ev(EventKind::Release, 5, 1, None));
+        assert_eq!(s.mac_of(t(100), ip).unwrap()[5], 2);
+        s.seen(&ev(EventKind::Release, 5, 2, None));
+        assert_eq!(s.mac_of(t(100), ip), None);
+        assert!(s.is_empty());
+        // Restored from before a restart.
+        s.restore(ip, &[1, 2, 3, 4, 5, 6], t(0) + Duration::from_secs(60));
+        assert_eq!(
+            s.mac_of(t(10), ip).as_deref(),
+            Some(&[1, 2, 3, 4, 5, 6][..])
+        );
+    }
+}
