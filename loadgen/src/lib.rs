@@ -6,6 +6,7 @@
 //! protocol itself, and a load generator must control every byte and timer. The [`engine`]
 //! drives them in relay mode: each worker thread is a DHCP relay agent with its own address
 //! (giaddr), so no privilege is needed and replies come back by unicast, as in a datacenter.
+#![forbid(unsafe_code)]
 
 pub mod body;
 pub mod dhcp;

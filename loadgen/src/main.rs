@@ -1,4 +1,5 @@
 //! The `bootstorm-loadgen` command line.
+#![forbid(unsafe_code)]
 
 use anyhow::Context;
 use bootstorm_loadgen::engine::{self, Arrival, Config, Progress, Ticker};

@@ -4,6 +4,7 @@
 //!
 //! What it deliberately is not: protocol logic (the cores decide every reply) or I/O primitives
 //! (`bootstorm-net`). It wires them together and owns threads, signals and logs.
+#![forbid(unsafe_code)]
 
 pub mod config;
 pub mod control;

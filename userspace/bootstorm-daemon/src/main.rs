@@ -1,4 +1,5 @@
 //! `bootstorm`: the command line.
+#![forbid(unsafe_code)]
 
 use anyhow::{Context, bail};
 use bootstorm_daemon::config::{self, Dur, LogFormat, Settings};

@@ -25,6 +25,7 @@
 //!
 //! What it deliberately is not: a database. There are no reads at run time; the table in memory
 //! is the truth while running, and the journal only rebuilds it at start-up.
+#![forbid(unsafe_code)]
 
 pub mod journal;
 pub mod record;
