@@ -290,8 +290,8 @@ struct Ctx<'s, 'r, 'a> {
     reservation: Option<&'s Reservation>,
     boot: Option<&'s Boot>,
     rule: Option<&'s BootRule>,
-    rule_index: Option<u16>,
-    reservation_index: Option<u16>,
+    /// What chose `boot`.
+    boot_from: Option<BootFrom>,
     /// PXE or HTTP boot firmware (vendor class or option 93): expects a boot file.
     firmware: bool,
     mac: [u8; 6],
@@ -390,7 +390,7 @@ impl Server {
         req: &Repr<'_>,
         mac: &[u8; 6],
         subnet: &Subnet,
-    ) -> Option<&Reservation> {
+    ) -> Option<(usize, &Reservation)> {
         let by_id = req.client_id.and_then(|id| self.by_client_id.get(id));
         let by_mac = || {
             if req.hlen == 6 {
@@ -399,9 +399,9 @@ impl Server {
                 None
             }
         };
-        let i = by_id.or_else(by_mac)?;
-        let r = &self.cfg.reservations[*i];
-        subnet.contains(r.addr).then_some(r)
+        let i = *by_id.or_else(by_mac)?;
+        let r = &self.cfg.reservations[i];
+        subnet.contains(r.addr).then_some((i, r))
     }
 
     fn matches(&self, m: &Match, ctx_req: &Repr<'_>, subnet_id: u32, reserved: bool) -> bool {
@@ -478,9 +478,6 @@ impl Server {
             stats.count_tx(reply.message_type);
         }
         if let Some(ev) = &outcome.event {
-            if let Some(why) = ev.nak {
-                stats.naks[why.index()] += 1;
-            }
             stats.no_boot_rule += u64::from(ev.no_boot_rule && ev.kind == EventKind::Offer);
         }
         outcome
@@ -535,7 +532,8 @@ impl Server {
         if req.hlen == 6 {
             mac.copy_from_slice(&req.chaddr[..6]);
         }
-        let reservation = self.reservation_for(&req, &mac, subnet);
+        let found = self.reservation_for(&req, &mac, subnet);
+        let reservation = found.map(|(_, r)| r);
         let reserved = reservation.is_some();
         // A reserved address belongs to the reservation, so a reserved client has one record
         // whatever it sends: the reservation's client id, else htype + its MAC. (Firmware and the
@@ -562,22 +560,21 @@ impl Server {
             .iter()
             .position(|r| self.matches(&r.matcher, &req, subnet_id, reserved));
         let rule = rule_index.map(|i| &self.cfg.boot_rules[i]);
-        let boot = reservation
-            .and_then(|r| r.boot.as_ref())
-            .or(rule.map(|r| &r.boot));
+        let index = |i: usize| u16::try_from(i).unwrap_or(u16::MAX);
+        // The boot file: the reservation's if it has one, else the first matching rule's.
+        let (boot, boot_from) = match found {
+            Some((i, r)) if r.boot.is_some() => {
+                (r.boot.as_ref(), Some(BootFrom::Reservation(index(i))))
+            }
+            _ => (
+                rule.map(|r| &r.boot),
+                rule_index.map(|i| BootFrom::Rule(index(i))),
+            ),
+        };
         let vendor = req.vendor_class.unwrap_or(&[]);
         let firmware = vendor.starts_with(PXE_CLIENT)
             || vendor.starts_with(HTTP_CLIENT)
             || req.client_arch.is_some();
-        let reservation_index = reservation.map(|r| {
-            let i = self
-                .cfg
-                .reservations
-                .iter()
-                .position(|x| std::ptr::eq(x, r))
-                .unwrap_or(0);
-            u16::try_from(i).unwrap_or(u16::MAX)
-        });
         let ctx = Ctx {
             req: &req,
             subnet_id,
@@ -586,8 +583,7 @@ impl Server {
             reservation,
             boot,
             rule,
-            rule_index: rule_index.map(|i| u16::try_from(i).unwrap_or(u16::MAX)),
-            reservation_index,
+            boot_from,
             firmware,
             mac,
         };
@@ -623,11 +619,7 @@ impl Server {
             subnet: ctx.subnet_id,
             nak: None,
             reclaimed: b.is_some_and(|b| b.reclaimed),
-            boot: if ctx.reservation.and_then(|r| r.boot.as_ref()).is_some() {
-                ctx.reservation_index.map(BootFrom::Reservation)
-            } else {
-                ctx.rule_index.map(BootFrom::Rule)
-            },
+            boot: ctx.boot_from,
             no_boot_rule: ctx.boot.is_none() && ctx.firmware,
         }
     }
@@ -678,6 +670,7 @@ impl Server {
             MessageType::Offer,
             binding.addr,
             Some(self.lease_time(ctx, now, None)),
+            None,
             out,
             stats,
         );
@@ -719,11 +712,10 @@ impl Server {
         let nak = |stats: &mut Stats, out: &mut [u8], addr: Ipv4Addr, why: NakReason| {
             self.nak(meta, ctx, why, addr, out, stats)
         };
-        // The address the client holds now (bound, not expired), if any.
-        let bound_at = || {
-            self.table
-                .binding_of(now, ctx.key)
-                .filter(|b| b.state == bootstorm_lease::LeaseState::Bound)
+        // The client's record now, and the address it holds bound (not expired), if any.
+        let record = || self.table.binding_of(now, ctx.key);
+        let bound_at = |b: Option<Binding>| {
+            b.filter(|b| b.state == bootstorm_lease::LeaseState::Bound)
                 .map(|b| b.addr)
         };
         let addr;
@@ -751,13 +743,13 @@ impl Server {
             addr = a;
         } else if let Some(ci) = req.ciaddr {
             // RENEWING (unicast) or REBINDING (broadcast): ciaddr is the address to extend.
-            let holds = bound_at();
-            if holds.is_some_and(|h| h != ci) {
+            let b = record();
+            if bound_at(b).is_some_and(|h| h != ci) {
                 // RFC 2131 4.3.2: the client's lease is another address; it may not move by
                 // renewing one it does not hold.
                 return nak(stats, out, ci, NakReason::NotItsAddress);
             }
-            let known = holds == Some(ci);
+            let known = b.is_some_and(|b| b.addr == ci);
             if !known && !self.cfg.authoritative && ctx.reservation.is_none() {
                 return Outcome::drop(DropReason::NoRecord);
             }
@@ -768,13 +760,14 @@ impl Server {
                 // RFC 2131 4.3.2: on the wrong network, NAK.
                 return nak(stats, out, r, NakReason::WrongNetwork);
             }
-            if bound_at().is_some_and(|h| h != r) {
+            let b = record();
+            if bound_at(b).is_some_and(|h| h != r) {
                 // RFC 2131 4.3.2: "DHCPNAK if the requested IP address is incorrect". The
                 // client has a lease on another address: it keeps that one (its next DISCOVER
                 // is offered it again), and the table never holds an address no record names.
                 return nak(stats, out, r, NakReason::NotItsAddress);
             }
-            let known = self.table.binding_of(now, ctx.key).is_some();
+            let known = b.is_some();
             if !known && !self.cfg.authoritative && ctx.reservation.is_none() {
                 // RFC 2131 4.3.2: no record of this client: remain silent.
                 return Outcome::drop(DropReason::NoRecord);
@@ -808,7 +801,16 @@ impl Server {
             }
         };
         let granted = self.lease_time(ctx, now, Some(binding.expires));
-        let mut o = self.reply(meta, ctx, MessageType::Ack, addr, Some(granted), out, stats);
+        let mut o = self.reply(
+            meta,
+            ctx,
+            MessageType::Ack,
+            addr,
+            Some(granted),
+            None,
+            out,
+            stats,
+        );
         if o.reply.is_some() {
             o.event = Some(self.event(ctx, EventKind::Bind, Some(binding), addr));
         }
@@ -861,6 +863,7 @@ impl Server {
             MessageType::Ack,
             Ipv4Addr::UNSPECIFIED,
             None,
+            None,
             out,
             stats,
         );
@@ -908,21 +911,6 @@ impl Server {
         }
     }
 
-    /// Builds an OFFER, ACK or NAK into `out`.
-    #[allow(clippy::too_many_arguments)]
-    fn reply(
-        &self,
-        meta: &RxMeta,
-        ctx: &Ctx<'_, '_, '_>,
-        mt: MessageType,
-        yiaddr: Ipv4Addr,
-        lease: Option<Duration>,
-        out: &mut [u8],
-        stats: &mut Stats,
-    ) -> Outcome {
-        self.reply_why(meta, ctx, mt, yiaddr, lease, None, out, stats)
-    }
-
     /// A NAK saying why.
     fn nak(
         &self,
@@ -933,7 +921,7 @@ impl Server {
         out: &mut [u8],
         stats: &mut Stats,
     ) -> Outcome {
-        let mut o = self.reply_why(
+        let mut o = self.reply(
             meta,
             ctx,
             MessageType::Nak,
@@ -943,14 +931,18 @@ impl Server {
             out,
             stats,
         );
+        if o.reply.is_some() {
+            stats.naks[why.index()] += 1;
+        }
         let mut ev = self.event(ctx, EventKind::Nak, None, addr);
         ev.nak = Some(why);
         o.event = Some(ev);
         o
     }
 
+    /// Builds an OFFER, ACK or NAK (saying `why`) into `out`.
     #[allow(clippy::too_many_arguments)]
-    fn reply_why(
+    fn reply(
         &self,
         meta: &RxMeta,
         ctx: &Ctx<'_, '_, '_>,
@@ -1030,12 +1022,8 @@ impl Server {
         // Optional options that do not fit spill into `file` and `sname` where those are free
         // (option overload, RFC 2131 4.1). Never for PXE or HTTP boot firmware: some ROMs read
         // those fields literally and do not know option 52.
-        let vendor = req.vendor_class.unwrap_or(&[]);
-        let firmware = vendor.starts_with(PXE_CLIENT)
-            || vendor.starts_with(HTTP_CLIENT)
-            || req.client_arch.is_some();
-        let file_free = !firmware && boot.is_none_or(|b| b.file.len() >= 128);
-        let sname_free = !firmware && boot.is_none_or(|b| b.server_name.is_none());
+        let file_free = !ctx.firmware && boot.is_none_or(|b| b.file.len() >= 128);
+        let sname_free = !ctx.firmware && boot.is_none_or(|b| b.server_name.is_none());
         let mut w = OverloadWriter::new(
             p.into_inner(),
             max - HEADER_LEN - reserve,

@@ -1375,3 +1375,20 @@ fn a_reserved_machine_is_one_client_with_or_without_option_61() {
     let s = send(&srv, t(2), &meta(), &with_id);
     assert_eq!(s.option(opt::CLIENT_ID).unwrap(), [0, 9, 9, 9]);
 }
+
+/// A client whose lease just expired and that renews it (RENEWING/REBINDING, ciaddr set) is
+/// still known by its record and gets the address back while nobody else took it; only a lease
+/// held on another address makes such a renewal a NAK.
+#[test]
+fn renewing_a_just_expired_lease_is_acked_while_the_address_is_free() {
+    let srv = small_pool(4);
+    let a = dora(&srv, t(0), 1).yiaddr();
+    let r = Req {
+        ciaddr: Some(a),
+        ..Req::new(MessageType::Request, 1)
+    };
+    // The lease (1h) has run out.
+    let s = send(&srv, t(3700), &meta(), &r);
+    assert_eq!(s.mt(), Some(MessageType::Ack));
+    assert_eq!(s.yiaddr(), a);
+}
