@@ -530,30 +530,21 @@ impl LeaseTable {
     /// it is released (reported to the sink as a release, so a restart does not bring back an
     /// address the running table let go). Called under the client's shard lock.
     fn leave(&self, now: Instant, shard: &mut Shard, key: &[u8], prev: Ipv4Addr, tag: u32) {
-        let Some(l) = shard.clients.get_mut(key).filter(|l| l.addr == prev) else {
+        // A reserved address is outside the allocator: nothing to give back.
+        let Some(l) = shard
+            .clients
+            .get_mut(key)
+            .filter(|l| l.addr == prev && !l.reserved)
+        else {
             return;
         };
-        if l.reserved {
-            return; // a reserved address is outside the allocator: nothing to give back
-        }
-        let Some((pool, i)) = self.slot_of(prev) else {
-            return;
-        };
-        loop {
-            let w = pool.load(i);
-            if w.tag() != tag || !matches!(w.state(), state::OFFERED | state::BOUND) {
-                return;
-            }
-            let bound = w.state() == state::BOUND && w.held(now_secs(now));
-            if pool.cas(i, w, Word::new(state::FREE, 0, 0)) {
-                pool.mark_freed();
-                if bound {
-                    l.state = LeaseState::Released;
-                    l.expires = now;
-                    self.notify(shard, key, Change::Release);
-                }
-                return;
-            }
+        if let Some(w) = self.give_back(prev, tag)
+            && w.state() == state::BOUND
+            && w.held(now_secs(now))
+        {
+            l.state = LeaseState::Released;
+            l.expires = now;
+            self.notify(shard, key, Change::Release);
         }
     }
 
@@ -672,30 +663,18 @@ impl LeaseTable {
         }
     }
 
-    fn give_back_offer(&self, addr: Ipv4Addr, tag: u32) {
-        if let Some((pool, i)) = self.slot_of(addr) {
+    /// Frees `addr` if the client with `tag` holds it, offered or bound; returns the slot word
+    /// it freed.
+    fn give_back(&self, addr: Ipv4Addr, tag: u32) -> Option<Word> {
+        let (pool, i) = self.slot_of(addr)?;
+        loop {
             let w = pool.load(i);
-            if w.state() == state::OFFERED
-                && w.tag() == tag
-                && pool.cas(i, w, Word::new(state::FREE, 0, 0))
-            {
-                pool.mark_freed();
+            if w.tag() != tag || !matches!(w.state(), state::OFFERED | state::BOUND) {
+                return None;
             }
-        }
-    }
-
-    /// Frees `addr` if the client with `tag` holds it, offered or bound.
-    fn give_back(&self, addr: Ipv4Addr, tag: u32) {
-        if let Some((pool, i)) = self.slot_of(addr) {
-            loop {
-                let w = pool.load(i);
-                if w.tag() != tag || !matches!(w.state(), state::OFFERED | state::BOUND) {
-                    return;
-                }
-                if pool.cas(i, w, Word::new(state::FREE, 0, 0)) {
-                    pool.mark_freed();
-                    return;
-                }
+            if pool.cas(i, w, Word::new(state::FREE, 0, 0)) {
+                pool.mark_freed();
+                return Some(w);
             }
         }
     }
@@ -849,7 +828,7 @@ impl LeaseTable {
         if let Some(prev) = previous.filter(|p| *p != addr) {
             // The record moves to `addr`; the Bind below names the new address, so the release
             // of the old one need not be journaled on its own (replay keeps the latest record).
-            self.give_back(prev, tag);
+            let _ = self.give_back(prev, tag);
         }
         let expires = Instant::from_millis(until * 1000);
         let b = Self::record(
@@ -979,7 +958,7 @@ impl LeaseTable {
         let l = shard.clients.get_mut(key)?;
         let addr = l.addr;
         if !l.reserved && !lost {
-            self.give_back_offer(addr, tag);
+            let _ = self.give_back(addr, tag);
         }
         l.state = LeaseState::Expired;
         l.expires = now;
