@@ -36,7 +36,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// TFTP settings.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TftpSettings {
     /// Listen address (port 69 by default).
     pub listen: SocketAddrV4,
@@ -59,7 +59,7 @@ pub struct TftpSettings {
 }
 
 /// Where uploads go.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UploadSettings {
     /// Directory for uploaded files (subdirectories must exist already).
     pub dir: PathBuf,

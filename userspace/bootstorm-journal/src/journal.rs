@@ -46,7 +46,7 @@ impl std::str::FromStr for Durability {
 }
 
 /// Journal settings.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// Directory of segments and snapshots.
     pub dir: PathBuf,
