@@ -4,6 +4,7 @@
 use anyhow::{Context, bail};
 use bootstorm_daemon::config::{self, Dur, LogFormat, Settings};
 use bootstorm_daemon::control::{self, Control, LeaseJson};
+use bootstorm_daemon::files::FileCache;
 use bootstorm_daemon::quick::{self, QuickFlags, ServerFlags};
 use bootstorm_daemon::{httpd, leasefile, leaseio, serve, tftpd};
 use clap::{Parser, Subcommand};
@@ -347,7 +348,11 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
     let (http_settings, tftp_budget) =
         fd_budget(nofile, settings.http.clone(), settings.tftp.is_some());
     // TFTP and HTTP from one root read each file once and hold one copy: one cache for both.
-    let shared_cache = shared_file_cache(settings.tftp.as_ref(), http_settings.as_ref())?;
+    let (tftp_cache, http_cache) = file_caches(settings.tftp.as_ref(), http_settings.as_ref())?;
+    let shared_cache = match (&tftp_cache, &http_cache) {
+        (Some(a), Some(b)) if Arc::ptr_eq(a, b) => Some(a.clone()),
+        _ => None,
+    };
     let tftp = match &settings.tftp {
         Some(t) => {
             let mut t = t.clone();
@@ -380,25 +385,23 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
                 let (sessions, clock) = (running.sessions(), running.clock());
                 let mac_of: tftpd::MacLookup =
                     Arc::new(move |ip| sessions.mac_of(clock.now(), ip).map(|m| m.to_vec()));
-                Some(match &shared_cache {
-                    Some(c) => tftpd::start_shared(
-                        &t,
-                        c.clone(),
-                        running.clock(),
-                        shutdown.clone(),
-                        Some(mac_of),
-                    )?,
-                    None => tftpd::start(&t, running.clock(), shutdown.clone(), Some(mac_of))?,
-                })
+                let cache = tftp_cache.clone().context("a TFTP file cache")?;
+                Some(tftpd::start_shared(
+                    &t,
+                    cache,
+                    running.clock(),
+                    shutdown.clone(),
+                    Some(mac_of),
+                )?)
             }
         }
         None => None,
     };
     let http = match &http_settings {
-        Some(h) => Some(match &shared_cache {
-            Some(c) => httpd::start_shared(h, c.clone(), shutdown.clone())?,
-            None => httpd::start(h, shutdown.clone())?,
-        }),
+        Some(h) => {
+            let cache = http_cache.clone().context("an HTTP file cache")?;
+            Some(httpd::start_shared(h, cache, shutdown.clone())?)
+        }
         None => None,
     };
     let control = {
@@ -549,26 +552,32 @@ fn reload(a: &ServeArgs, running: &serve::Running, reload_logs: &LogReload) {
     }
 }
 
-/// One file cache for TFTP and HTTP when both serve the same root (canonical paths), with the
-/// larger of their size limits; each service still applies its own.
-fn shared_file_cache(
+/// The file caches of TFTP and HTTP: one for both when they serve the same root (canonical
+/// paths), with the larger of their size limits (each service still applies its own).
+type Caches = (Option<Arc<FileCache>>, Option<Arc<FileCache>>);
+
+fn file_caches(
     tftp: Option<&tftpd::TftpSettings>,
     http: Option<&httpd::HttpSettings>,
-) -> anyhow::Result<Option<Arc<bootstorm_daemon::files::FileCache>>> {
-    let (Some(t), Some(h)) = (tftp, http) else {
-        return Ok(None);
+) -> anyhow::Result<Caches> {
+    let cache = |root: &std::path::Path, max: u64, what: &str| {
+        FileCache::new(root, max)
+            .map(Arc::new)
+            .with_context(|| format!("{what} root {}", root.display()))
     };
-    let same = match (t.root.canonicalize(), h.root.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    if !same {
-        return Ok(None);
-    }
-    let cache =
-        bootstorm_daemon::files::FileCache::new(&t.root, t.max_file_size.max(h.max_file_size))
-            .with_context(|| format!("boot file root {}", t.root.display()))?;
-    Ok(Some(Arc::new(cache)))
+    let same = |a: &std::path::Path, b: &std::path::Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+    Ok(match (tftp, http) {
+        (Some(t), Some(h)) if same(&t.root, &h.root) => {
+            let c = cache(&t.root, t.max_file_size.max(h.max_file_size), "TFTP/HTTP")?;
+            (Some(c.clone()), Some(c))
+        }
+        (t, h) => (
+            t.map(|t| cache(&t.root, t.max_file_size, "TFTP"))
+                .transpose()?,
+            h.map(|h| cache(&h.root, h.max_file_size, "HTTP"))
+                .transpose()?,
+        ),
+    })
 }
 
 /// Descriptors kept for everything but TFTP transfers and HTTP connections: the DHCP sockets,
