@@ -1,23 +1,28 @@
 //! The run: worker threads, each a DHCP relay agent with its own address, driving its share of
 //! the simulated machines through DHCP and the boot file download (TFTP or HTTP), and, when
 //! asked, the second round an iPXE chainload makes (iPXE's DHCP, then its script or kernel), with
-//! mio over the relay's socket and one socket per download, a deadline heap with one entry per
-//! machine, batched receives (`recvmmsg`) on the relay socket and UDP GRO on the downloads.
-//! In L2 mode ([`crate::l2`]) one worker drives every machine through one raw socket on an
-//! interface instead: DHCP broadcast from 0.0.0.0:68, TFTP from each machine's leased address.
+//! mio over the relay's packet queue and one socket per download, a deadline heap with one entry
+//! per machine, batched receives (`recvmmsg`) on the relay socket and UDP GRO on the downloads.
+//! In L2 mode one worker drives every machine through the frame driver (`bootstorm_io::frame`,
+//! one raw socket on an interface) instead: DHCP broadcast from 0.0.0.0:68 with each machine's
+//! MAC, TFTP from each machine's leased address, ARP answered for the addresses they claim. The
+//! DHCP traffic of both modes goes through the packet-queue seam the server's workers use.
 
 use crate::body::Expect;
 use crate::dhcp;
 use crate::http;
-use crate::l2::{Incoming, Link};
 use crate::profile::{Fetch, Profile};
 use crate::report::{Outcome, Phase, WorkerResult};
 use crate::tftp::{self, Action, Download};
-use bootstorm_net::{GroBuf, RecvBatch, SendBatch, SocketOptions, UdpSocket4};
+use anyhow::Context;
+use bootstorm_io::frame::FrameLink;
+use bootstorm_io::udp::{UdpRx, UdpTx};
+use bootstorm_io::{RxQueue, TxMeta, TxQueue};
+use bootstorm_net::{GroBuf, SendBatch, SocketOptions, UdpSocket4};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
@@ -306,12 +311,37 @@ impl Drop for Ticker {
 
 const DHCP_TOKEN: Token = Token(usize::MAX);
 
-/// How a worker reaches the server.
-enum Net {
-    /// As a relay agent: a UDP socket on port 67 of the relay address.
-    Relay(UdpSocket4),
-    /// On the wire: raw frames on an interface.
-    L2(Box<Link>),
+/// How a worker reaches the server: packet queues (`bootstorm-io`), a UDP socket on port 67 of
+/// the relay address (relay mode) or raw frames on an interface (L2 mode), the same seam the
+/// server's workers use.
+struct Net {
+    rx: Option<Box<dyn RxQueue>>,
+    tx: Box<dyn TxQueue>,
+    /// L2 mode: the link, on which the machines claim their leased addresses.
+    link: Option<FrameLink>,
+    /// L2 mode: claimed address -> the machine holding it.
+    claimed: HashMap<Ipv4Addr, usize>,
+}
+
+impl Net {
+    fn push(&mut self, payload: &[u8], to: &TxMeta) {
+        if !self.tx.push(payload, to) {
+            let _ = self.tx.flush();
+            let _ = self.tx.push(payload, to);
+        }
+    }
+
+    /// L2 mode: a datagram from machine `mac` at `src` to `dst`.
+    fn send_udp(&mut self, mac: [u8; 6], src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) {
+        let to = TxMeta {
+            src: *src.ip(),
+            sport: src.port(),
+            l2_src: Some(mac),
+            ..TxMeta::to(dst)
+        };
+        self.push(payload, &to);
+        let _ = self.tx.flush();
+    }
 }
 
 struct Worker<'a> {
@@ -349,9 +379,15 @@ pub fn run_worker(
     let workers = cfg.workers();
     let (relay, net) = match &cfg.interface {
         Some(ifname) => {
-            let link = Link::open(ifname)
+            let (rx, tx, link) = bootstorm_io::frame::open(ifname)
                 .map_err(|e| anyhow::anyhow!("opening a raw socket on {ifname}: {e}"))?;
-            (Ipv4Addr::UNSPECIFIED, Net::L2(Box::new(link)))
+            let net = Net {
+                rx: Some(Box::new(rx)),
+                tx: Box::new(tx),
+                link: Some(link),
+                claimed: HashMap::new(),
+            };
+            (Ipv4Addr::UNSPECIFIED, net)
         }
         None => {
             let relay = cfg.relays[w];
@@ -362,15 +398,22 @@ pub fn run_worker(
                 recv_timeout: Duration::ZERO,
             })
             .map_err(|e| anyhow::anyhow!("binding the relay address {relay}:67: {e}"))?;
-            sock.set_nonblocking(true)?;
-            (relay, Net::Relay(sock))
+            let sock = Arc::new(sock);
+            let net = Net {
+                rx: Some(Box::new(UdpRx::new(sock.clone(), true)?)),
+                tx: Box::new(UdpTx::new(sock)),
+                link: None,
+                claimed: HashMap::new(),
+            };
+            (relay, net)
         }
     };
     let poll = Poll::new()?;
-    let fd = match &net {
-        Net::Relay(s) => s.as_raw_fd(),
-        Net::L2(l) => l.as_raw_fd(),
-    };
+    let fd = net
+        .rx
+        .as_ref()
+        .and_then(|r| r.raw_fd())
+        .context("the DHCP queue has no descriptor to poll")?;
     poll.registry()
         .register(&mut SourceFd(&fd), DHCP_TOKEN, Interest::READABLE)?;
     let mut machines: Vec<Machine> = (w..cfg.clients)
@@ -441,25 +484,21 @@ impl Worker<'_> {
         if len == 0 {
             return;
         }
-        match &mut self.net {
-            Net::Relay(sock) => {
-                let dst = SocketAddrV4::new(self.cfg.server, self.cfg.server_port);
-                self.tx.next_buf()[..len].copy_from_slice(&self.buf[..len]);
-                self.tx.commit(len, dst, 0, Ipv4Addr::UNSPECIFIED);
-                if self.tx.is_full() {
-                    let _ = sock.send_batch(&mut self.tx);
-                }
+        let to = if self.net.link.is_some() {
+            // On the wire, as firmware: a broadcast from 0.0.0.0:68 with the machine's MAC.
+            TxMeta {
+                sport: 68,
+                l2_src: Some(self.machines[k].dhcp.mac()),
+                ..TxMeta::to(SocketAddrV4::new(Ipv4Addr::BROADCAST, 67))
             }
-            Net::L2(link) => link.send_dhcp(self.machines[k].dhcp.mac(), &self.buf[..len]),
-        }
+        } else {
+            TxMeta::to(SocketAddrV4::new(self.cfg.server, self.cfg.server_port))
+        };
+        self.net.push(&self.buf[..len], &to);
     }
 
     fn flush_dhcp(&mut self) {
-        if let Net::Relay(sock) = &self.net
-            && !self.tx.is_empty()
-        {
-            let _ = sock.send_batch(&mut self.tx);
-        }
+        let _ = self.net.tx.flush();
     }
 
     /// Machine `k`'s download is over: its socket or connection is closed.
@@ -473,10 +512,11 @@ impl Worker<'_> {
     /// its leased address (L2 mode: no more ARP answers for it).
     fn release(&mut self, k: usize) {
         self.end_fetch(k);
-        if let Net::L2(link) = &mut self.net
+        if let Some(link) = &self.net.link
             && let Some(l) = self.machines[k].dhcp.lease()
         {
-            link.unbind(l.addr);
+            link.release(l.addr);
+            self.net.claimed.remove(&l.addr);
         }
     }
 
@@ -563,7 +603,7 @@ impl Worker<'_> {
         } else {
             Expect::default()
         };
-        let l2 = matches!(self.net, Net::L2(_));
+        let l2 = self.net.link.is_some();
         let fetcher = if p.fetch == Fetch::Http || http::is_url(&file) {
             if l2 {
                 Err("http: not in L2 mode (no TCP stack here)")
@@ -635,10 +675,11 @@ impl Worker<'_> {
         let server = SocketAddrV4::new(next_server, self.cfg.tftp_port);
         let mut dl = Download::new(file, server, p, expect);
         let a = dl.start(now, p, &mut self.buf);
-        if let Net::L2(link) = &mut self.net {
-            link.bind(k, mac, addr);
+        if let Some(link) = &self.net.link {
+            link.claim(addr, mac);
+            self.net.claimed.insert(addr, k);
             if let Action::Send(to, n) = a {
-                link.send_udp(mac, local, to, &self.buf[..n]);
+                self.net.send_udp(mac, local, to, &self.buf[..n]);
             }
         }
         Fetcher::TftpL2(dl, local)
@@ -661,24 +702,52 @@ impl Worker<'_> {
         Ok(Fetcher::Http { get, conn, sent: 0 })
     }
 
-    fn on_dhcp_readable(&mut self, rx: &mut RecvBatch) {
-        if matches!(self.net, Net::L2(_)) {
-            return self.on_link_readable();
-        }
-        loop {
-            let Net::Relay(sock) = &self.net else {
-                return;
-            };
-            let n = sock.recv_batch(rx).unwrap_or(0);
+    /// The DHCP queue is readable: DHCP replies, and in L2 mode the machines' TFTP datagrams.
+    fn on_dhcp_readable(&mut self) {
+        // Taken out while its datagrams are handled (they borrow it), put back after.
+        let Some(mut rx) = self.net.rx.take() else {
+            return;
+        };
+        while let Ok(n) = rx.recv(Duration::ZERO) {
             if n == 0 {
                 break;
             }
             let now = self.now();
             for i in 0..n {
-                self.on_dhcp_reply(now, rx.get(i).0);
+                let (data, meta) = rx.get(i);
+                if self.net.link.is_none() || meta.dst.port() == 68 {
+                    self.on_dhcp_reply(now, data);
+                } else if let Some(&k) = self.net.claimed.get(meta.dst.ip()) {
+                    self.on_machine_datagram(k, now, meta.src, meta.dst.port(), data);
+                }
             }
         }
+        self.net.rx = Some(rx);
         self.flush_dhcp();
+    }
+
+    /// L2 mode: a datagram for machine `k`'s TFTP download, sent to its port `to_port`.
+    fn on_machine_datagram(
+        &mut self,
+        k: usize,
+        now: u64,
+        from: SocketAddrV4,
+        to_port: u16,
+        data: &[u8],
+    ) {
+        let Worker {
+            machines, buf, net, ..
+        } = self;
+        let m = &mut machines[k];
+        let mac = m.dhcp.mac();
+        if let Some(Fetcher::TftpL2(dl, local)) = m.fetch.as_mut()
+            && local.port() == to_port
+        {
+            if let Action::Send(to, n) = dl.on_packet(now, from, data, buf) {
+                net.send_udp(mac, *local, to, &buf[..n]);
+            }
+            self.after_fetch(k);
+        }
     }
 
     /// A DHCP reply: to the machine its xid names, if it is waiting for one.
@@ -703,46 +772,6 @@ impl Worker<'_> {
             self.start_fetch(k, now);
         } else {
             self.schedule(k);
-        }
-    }
-
-    /// L2 mode: frames came in.
-    fn on_link_readable(&mut self) {
-        loop {
-            let Net::L2(link) = &mut self.net else {
-                return;
-            };
-            let got = link.receive();
-            if got.is_empty() {
-                return;
-            }
-            let now = self.now();
-            for inc in got {
-                match inc {
-                    Incoming::Dhcp(d) => self.on_dhcp_reply(now, &d),
-                    Incoming::Udp {
-                        k,
-                        from,
-                        to_port,
-                        data,
-                    } => {
-                        let Worker {
-                            machines, buf, net, ..
-                        } = self;
-                        let m = &mut machines[k];
-                        let mac = m.dhcp.mac();
-                        if let (Some(Fetcher::TftpL2(dl, local)), Net::L2(link)) =
-                            (m.fetch.as_mut(), net)
-                            && local.port() == to_port
-                        {
-                            if let Action::Send(to, n) = dl.on_packet(now, from, &data, buf) {
-                                link.send_udp(mac, *local, to, &buf[..n]);
-                            }
-                            self.after_fetch(k);
-                        }
-                    }
-                }
-            }
         }
     }
 
@@ -859,8 +888,8 @@ impl Worker<'_> {
                         send_one(sock, tx, buf, a);
                     }
                     Some(Fetcher::TftpL2(dl, local)) => {
-                        if let (Action::Send(to, n), Net::L2(link)) = (dl.on_timer(now, buf), net) {
-                            link.send_udp(mac, *local, to, &buf[..n]);
+                        if let Action::Send(to, n) = dl.on_timer(now, buf) {
+                            net.send_udp(mac, *local, to, &buf[..n]);
                         }
                     }
                     Some(Fetcher::Http { get, .. }) => get.on_timer(now),
@@ -876,7 +905,6 @@ impl Worker<'_> {
 
     fn run(&mut self) -> anyhow::Result<()> {
         let mut events = Events::with_capacity(1024);
-        let mut rx = RecvBatch::default();
         let mut next = 0usize;
         let limit = self.cfg.limit.as_micros() as u64;
         while self.active > 0 {
@@ -931,7 +959,7 @@ impl Worker<'_> {
             }
             for ev in events.iter() {
                 match ev.token() {
-                    DHCP_TOKEN => self.on_dhcp_readable(&mut rx),
+                    DHCP_TOKEN => self.on_dhcp_readable(),
                     Token(k) => self.on_fetch_event(k, ev.is_writable()),
                 }
             }

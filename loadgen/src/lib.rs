@@ -12,7 +12,6 @@ pub mod body;
 pub mod dhcp;
 pub mod engine;
 pub mod http;
-pub mod l2;
 pub mod profile;
 pub mod report;
 pub mod tftp;

@@ -56,6 +56,7 @@ fn violations(deps: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
         "axum",
         "hyper",
         "bootstorm-net",
+        "bootstorm-io",
         "bootstorm-journal",
         "bootstorm-daemon",
         "bootstorm-loadgen",
@@ -86,9 +87,27 @@ fn violations(deps: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
             "tokio",
         ],
     ));
+    // The packet queues carry datagrams for any protocol: no protocol core, no journal.
+    rules.push((
+        "bootstorm-io",
+        vec![
+            "bootstorm-dhcp",
+            "bootstorm-tftp",
+            "bootstorm-lease",
+            "bootstorm-journal",
+            "bootstorm-daemon",
+            "tokio",
+        ],
+    ));
     rules.push((
         "bootstorm-journal",
-        vec!["bootstorm-net", "bootstorm-dhcp", "libc", "tokio"],
+        vec![
+            "bootstorm-net",
+            "bootstorm-io",
+            "bootstorm-dhcp",
+            "libc",
+            "tokio",
+        ],
     ));
     // The load generator drives any server: it never links bootstorm's server code.
     rules.push((

@@ -411,6 +411,11 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
         let journal = running.journal().cloned();
         let stats = move || {
             let mut v = control::stats_json(&workers.total());
+            let io = workers.io_total();
+            v["dhcp_io"] = serde_json::json!({
+                "handed_off": io.handed_off, "handoff_full": io.handoff_full,
+                "held": io.held, "withheld": io.withheld, "send_failed": io.send_failed,
+            });
             if let Some(t) = &tftp_stats {
                 v["tftp"] = tftpd::stats_json(t);
             }

@@ -1,44 +1,56 @@
-//! The runtime: one socket per worker on the DHCP port (SO_REUSEPORT), each drained by its own
-//! thread in batches, all sharing one [`Server`] core and its lease table.
+//! The DHCP service on the socket path: one socket per worker on the DHCP port (SO_REUSEPORT),
+//! each a packet queue ([`bootstorm_io::udp`]) drained by its own thread running
+//! [`crate::dhcp_worker`], all sharing one [`Server`] core and its lease table; and what the
+//! running service offers (stats, reload, stop).
 
 use crate::config::Settings;
-use crate::logbuf;
+use crate::dhcp_worker::{self, Commits, Inbox, IoStats, Published};
 use anyhow::Context;
-use bootstorm_dhcp::{Destination, Event, EventKind, RxMeta, Server, Stats};
-use bootstorm_journal::{DirLock, Failed, Journal, WallClock};
-use bootstorm_net::{RecvBatch, SendBatch, SocketOptions, UdpSocket4, interface_index};
+use bootstorm_dhcp::{Server, Stats};
+use bootstorm_io::RxQueue;
+use bootstorm_io::udp::{UdpRx, UdpTx};
+use bootstorm_journal::{DirLock, Journal, WallClock};
+use bootstorm_net::{SocketOptions, UdpSocket4, interface_index};
 use bootstorm_time::Clock;
-use bootstorm_wire::dhcp::CLIENT_PORT;
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// How long a worker blocks in a receive before it looks at the shutdown flag: shutdown takes
-/// at most this long, and idle workers wake ten times a second, which costs nothing measurable.
-const RECV_TIMEOUT: Duration = Duration::from_millis(100);
-
 /// The counters each worker publishes after every batch; cheap to clone, so the control socket
 /// can read them while the server runs.
 #[derive(Clone, Default)]
-pub struct WorkerStats(Vec<Arc<Mutex<Stats>>>);
+pub struct WorkerStats(Vec<Arc<Mutex<Published>>>);
 
 impl WorkerStats {
-    /// A snapshot of each worker's counters.
-    pub fn per_worker(&self) -> Vec<Stats> {
+    fn snapshot(&self) -> Vec<Published> {
         self.0
             .iter()
             .map(|s| s.lock().map(|g| g.clone()).unwrap_or_default())
             .collect()
     }
 
-    /// All workers' counters added up.
+    /// A snapshot of each worker's DHCP counters.
+    pub fn per_worker(&self) -> Vec<Stats> {
+        self.snapshot().into_iter().map(|p| p.core).collect()
+    }
+
+    /// All workers' DHCP counters added up.
     pub fn total(&self) -> Stats {
         let mut t = Stats::default();
         for s in self.per_worker() {
             t.add(&s);
+        }
+        t
+    }
+
+    /// All workers' I/O counters added up (hand-offs, replies held for the journal).
+    pub fn io_total(&self) -> IoStats {
+        let mut t = IoStats::default();
+        for p in self.snapshot() {
+            t.add(&p.io);
         }
         t
     }
@@ -51,6 +63,11 @@ impl WorkerStats {
 pub struct ServerCell(std::sync::RwLock<Arc<Server>>);
 
 impl ServerCell {
+    /// A cell serving `server`.
+    pub fn new(server: Arc<Server>) -> ServerCell {
+        ServerCell(std::sync::RwLock::new(server))
+    }
+
     /// The current core.
     pub fn get(&self) -> Arc<Server> {
         match self.0.read() {
@@ -275,15 +292,16 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
     } else {
         settings.interfaces.iter().cloned().map(Some).collect()
     };
-    let mut sockets = Vec::new();
+    let mut groups = Vec::new();
     let mut port = settings.listen.port();
     for iface in &ifaces {
+        let mut group = Vec::new();
         for _ in 0..settings.workers {
             let opts = SocketOptions {
                 bind: SocketAddrV4::new(*settings.listen.ip(), port),
                 interface: iface.clone(),
                 reuse_port: true,
-                recv_timeout: RECV_TIMEOUT,
+                recv_timeout: dhcp_worker::RECV_TIMEOUT,
             };
             let sock = UdpSocket4::bind(&opts).with_context(|| {
                 format!(
@@ -298,43 +316,49 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
             })?;
             // Port 0 asks the kernel for one; the other workers then share the port it chose.
             port = sock.local_addr()?.port();
-            sockets.push(sock);
+            let sock = Arc::new(sock);
+            // Every socket of the group receives every broadcast: the first takes them (and
+            // passes each to its client's owner), the others drop their copies.
+            let takes_broadcasts = group.is_empty();
+            let rx = UdpRx::new(sock.clone(), takes_broadcasts).context("a DHCP receive queue")?;
+            group.push((rx, UdpTx::new(sock)));
         }
+        groups.push(group);
     }
     let local = SocketAddrV4::new(*settings.listen.ip(), port);
     let mut workers = Vec::new();
     let mut stats = Vec::new();
-    for (id, sock) in sockets.into_iter().enumerate() {
-        let shared = Arc::new(Mutex::new(Stats::default()));
-        stats.push(shared.clone());
-        let (cell, shutdown, hints) = (cell.clone(), shutdown.clone(), hints.clone());
-        let sessions = sessions.clone();
-        let journal = journal.clone();
-        // Workers of one interface share broadcasts by shard; index within the group.
-        let group = Group {
-            index: id % settings.workers,
-            size: settings.workers,
-        };
-        let coalesce = Coalesce(settings.rx_coalesce);
-        let w = std::thread::Builder::new()
-            .name(format!("dhcp-worker-{id}"))
-            .spawn(move || {
-                worker(Worker {
-                    id,
-                    group,
-                    sock,
-                    cell,
-                    sessions,
-                    clock,
-                    shutdown,
-                    hints,
-                    shared,
-                    journal,
-                    coalesce,
-                })
-            })
-            .context("spawning a worker")?;
-        workers.push(w);
+    let commits: Option<Arc<dyn Commits>> = journal.clone().map(|j| j as Arc<dyn Commits>);
+    let now: Arc<dyn Fn() -> bootstorm_time::Instant + Send + Sync> = Arc::new(move || clock.now());
+    for queues in groups {
+        let inboxes: dhcp_worker::Group = queues
+            .iter()
+            .map(|(rx, _)| Inbox::new(rx.doorbell()))
+            .collect();
+        for (index, (rx, tx)) in queues.into_iter().enumerate() {
+            let id = workers.len();
+            let published = Arc::new(Mutex::new(Published::default()));
+            stats.push(published.clone());
+            let w = dhcp_worker::Worker {
+                id,
+                index,
+                group: inboxes.clone(),
+                tx,
+                cell: cell.clone(),
+                sessions: sessions.clone(),
+                now: now.clone(),
+                shutdown: shutdown.clone(),
+                hints: hints.clone(),
+                published,
+                commits: commits.clone(),
+                coalesce: settings.rx_coalesce,
+            };
+            let t = std::thread::Builder::new()
+                .name(format!("dhcp-worker-{id}"))
+                .spawn(move || dhcp_worker::run(w, rx))
+                .context("spawning a worker")?;
+            workers.push(t);
+        }
     }
     if settings.dhcp_enabled {
         tracing::info!(listen = %local, workers = workers.len(), subnets = settings.dhcp.subnets.len(), "serving DHCP on the socket path");
@@ -392,245 +416,6 @@ fn open_journal(
     Ok((journal, lock))
 }
 
-/// A worker's place among the workers sharing one port on one interface.
-#[derive(Clone, Copy, Debug)]
-struct Group {
-    index: usize,
-    size: usize,
-}
-
-/// Which worker of a group serves a broadcast datagram. Linux delivers a broadcast to every
-/// socket of a SO_REUSEPORT group, so without this every worker would answer it. Sharding by
-/// chaddr keeps one client's retransmissions on one worker and spreads a broadcast storm (which
-/// the kernel cannot spread: every DISCOVER comes from 0.0.0.0:68) over all of them.
-fn broadcast_owner(datagram: &[u8], size: usize) -> usize {
-    if size <= 1 {
-        return 0;
-    }
-    // chaddr is bytes 28..44 of a DHCP message; anything shorter is malformed and goes to worker
-    // 0, which counts the drop once.
-    let Some(chaddr) = datagram.get(28..44) else {
-        return 0;
-    };
-    // FNV-1a: a few nanoseconds, and good enough to spread MACs that differ in any byte.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in chaddr {
-        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % size as u64) as usize
-}
-
-/// What a DHCP worker thread owns and shares.
-struct Worker {
-    id: usize,
-    group: Group,
-    sock: UdpSocket4,
-    cell: Arc<ServerCell>,
-    sessions: Arc<crate::sessions::Sessions>,
-    clock: Clock,
-    shutdown: Arc<AtomicBool>,
-    hints: Arc<HashMap<u32, u32>>,
-    shared: Arc<Mutex<Stats>>,
-    journal: Option<Arc<Journal>>,
-    coalesce: Coalesce,
-}
-
-fn worker(w: Worker) {
-    let Worker {
-        id,
-        group,
-        sock,
-        cell,
-        sessions,
-        clock,
-        shutdown,
-        hints,
-        shared,
-        journal,
-        coalesce,
-    } = w;
-    let sock = Arc::new(sock);
-    let pool = Arc::new(BatchPool::default());
-    let mut rx = RecvBatch::default();
-    let mut tx = SendBatch::default();
-    let mut stats = Stats::default();
-    logbuf::buffer_this_thread();
-    let mut last_flush = std::time::Instant::now();
-    while !shutdown.load(Ordering::Relaxed) {
-        if last_flush.elapsed() >= logbuf::FLUSH_INTERVAL {
-            logbuf::flush_thread();
-            last_flush = std::time::Instant::now();
-        }
-        let receive_began = std::time::Instant::now();
-        let n = match sock.recv_batch(&mut rx) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!(worker = id, error = %e, "receive failed");
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-        };
-        if n == 0 {
-            // Idle: a good moment to write the log lines out.
-            logbuf::flush_thread();
-            last_flush = std::time::Instant::now();
-            continue;
-        }
-        let now = clock.now();
-        // The core for this batch: a reload between batches takes effect at the next one.
-        let server = cell.get();
-        for i in 0..n {
-            let (data, info) = rx.get(i);
-            if info.is_broadcast() && broadcast_owner(data, group.size) != group.index {
-                continue; // another worker of the group serves this client
-            }
-            let meta = RxMeta {
-                src: info.src,
-                subnet_hint: hints.get(&info.ifindex).copied(),
-                ifindex: info.ifindex,
-            };
-            let outcome = server.handle(now, &meta, data, tx.next_buf(), &mut stats);
-            if let Some(reply) = outcome.reply {
-                let (dst, ifindex, src) = match reply.dest {
-                    // A socket cannot address a frame to a MAC, so link unicast becomes broadcast,
-                    // out of the interface the request came in on, from the address it was sent to
-                    // (or the interface's own if it was a broadcast).
-                    Destination::Broadcast | Destination::Link { .. } => {
-                        let src = if info.is_broadcast() || info.dst.is_unspecified() {
-                            Ipv4Addr::UNSPECIFIED
-                        } else {
-                            info.dst
-                        };
-                        (
-                            SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT),
-                            info.ifindex,
-                            src,
-                        )
-                    }
-                    Destination::Unicast(a) => (a, 0, Ipv4Addr::UNSPECIFIED),
-                };
-                tx.commit(reply.len, dst, ifindex, src);
-            }
-            if let Some(ev) = outcome.event {
-                sessions.seen(&ev);
-                log_event(id, now, &ev, &server);
-            }
-            if let Some(r) = outcome.dropped
-                && r != bootstorm_dhcp::DropReason::NoReplyExpected
-            {
-                log_drop(id, r, outcome.who.as_ref(), info.src);
-            }
-            if tx.is_full() {
-                flush(id, &sock, &mut tx, journal.as_deref(), &pool);
-            }
-        }
-        flush(id, &sock, &mut tx, journal.as_deref(), &pool);
-        if let Ok(mut g) = shared.lock() {
-            g.clone_from(&stats);
-        }
-        if let Some(pause) = coalesce.pause(n, receive_began.elapsed()) {
-            std::thread::sleep(pause);
-        }
-    }
-    if let Ok(mut g) = shared.lock() {
-        g.clone_from(&stats);
-    }
-    logbuf::flush_thread();
-}
-
-/// Receive coalescing (`[server] rx_coalesce`, see [`crate::config::DEFAULT_RX_COALESCE_MS`]).
-#[derive(Clone, Copy, Debug)]
-struct Coalesce(Duration);
-
-impl Coalesce {
-    /// After serving a batch of `n` datagrams whose receive waited `waited` for the first: how
-    /// long to let the next batch gather. Only while datagrams come faster than the interval
-    /// (the receive hardly waited), so an isolated request is never held back, and never after a
-    /// full batch (more are queued already).
-    fn pause(self, n: usize, waited: Duration) -> Option<Duration> {
-        (!self.0.is_zero() && n > 0 && n < bootstorm_net::BATCH && waited < self.0)
-            .then_some(self.0)
-    }
-}
-
-/// Send batches handed to the journal and given back once sent; at most [`BatchPool::MAX`] are
-/// out at a time (beyond that the worker waits for the sync itself, which bounds memory if the
-/// disk stalls).
-#[derive(Default)]
-struct BatchPool {
-    free: Mutex<Vec<SendBatch>>,
-    out: std::sync::atomic::AtomicUsize,
-}
-
-impl BatchPool {
-    const MAX: usize = 32;
-}
-
-fn send(id: usize, sock: &UdpSocket4, tx: &mut SendBatch) {
-    if tx.is_empty() {
-        return;
-    }
-    match sock.send_batch(tx) {
-        Ok(r) if r.failed > 0 => {
-            tracing::warn!(worker = id, failed = r.failed, error = ?r.last_error, "some replies could not be sent");
-        }
-        Ok(_) => {}
-        Err(e) => tracing::error!(worker = id, error = %e, "send failed"),
-    }
-    tx.clear();
-}
-
-/// Sends `tx` if the journal kept what it announces, else drops it; empties it either way.
-fn deliver(id: usize, sock: &UdpSocket4, tx: &mut SendBatch, durable: Result<(), Failed>) {
-    match durable {
-        Ok(()) => send(id, sock, tx),
-        Err(e) => {
-            tracing::error!(worker = id, dropped = tx.len(), error = %e, "replies withheld");
-            tx.clear();
-        }
-    }
-}
-
-/// Sends the queued replies once the journal holds every lease change they announce (RFC 2131
-/// 4.3.1: commit before the ACK). While a sync is under way the batch is handed to the journal,
-/// whose writer sends it right after the sync, and the worker goes on receiving: it never sleeps
-/// through a sync. If the journal failed, nothing is sent: a client without an ACK asks again,
-/// a client with an ACK the server forgets is a duplicate address.
-fn flush(
-    id: usize,
-    sock: &Arc<UdpSocket4>,
-    tx: &mut SendBatch,
-    journal: Option<&Journal>,
-    pool: &Arc<BatchPool>,
-) {
-    let Some(j) = journal.filter(|j| j.this_thread_has_pending()) else {
-        return send(id, sock, tx);
-    };
-    if tx.is_empty() {
-        // Nothing announces these records (a RELEASE, a DECLINE): no need to wait for them.
-        return j.after_this_thread(Box::new(|_| {}));
-    }
-    if pool.out.load(Ordering::Acquire) >= BatchPool::MAX {
-        return deliver(id, sock, tx, j.wait_for_this_thread());
-    }
-    let spare = pool
-        .free
-        .lock()
-        .ok()
-        .and_then(|mut f| f.pop())
-        .unwrap_or_default();
-    let mut batch = std::mem::replace(tx, spare);
-    pool.out.fetch_add(1, Ordering::AcqRel);
-    let (sock, pool) = (sock.clone(), pool.clone());
-    j.after_this_thread(Box::new(move |r| {
-        deliver(id, &sock, &mut batch, r);
-        if let Ok(mut f) = pool.free.lock() {
-            f.push(batch);
-        }
-        pool.out.fetch_sub(1, Ordering::AcqRel);
-    }));
-}
-
 /// Formats a hardware address as colon-separated hex.
 pub fn fmt_hw(hw: &[u8]) -> String {
     Hw(hw).to_string()
@@ -648,76 +433,6 @@ impl std::fmt::Display for Hw<'_> {
             write!(f, "{b:02x}")?;
         }
         Ok(())
-    }
-}
-
-/// One line per dropped request, at debug level (`--log-level debug`): who, and why. At info,
-/// [`DropSummary`] says once a minute how many went per reason.
-fn log_drop(
-    worker: usize,
-    reason: bootstorm_dhcp::DropReason,
-    who: Option<&bootstorm_dhcp::Who>,
-    src: SocketAddrV4,
-) {
-    match who {
-        Some(w) => tracing::debug!(target: "bootstorm::drop", worker, reason = reason.name(),
-            mac = %Hw(w.hwaddr()), xid = %format_args!("{:#010x}", w.xid),
-            giaddr = %w.giaddr.unwrap_or(Ipv4Addr::UNSPECIFIED), %src, "dropped"),
-        None => {
-            tracing::debug!(target: "bootstorm::drop", worker, reason = reason.name(), %src, "dropped")
-        }
-    }
-}
-
-fn log_event(worker: usize, now: bootstorm_time::Instant, ev: &Event, server: &Server) {
-    let lease_secs = ev.expires.map(|e| e.saturating_since(now).as_secs());
-    // What gave the client its boot file: the rule's name (or the reservation), and the file.
-    let cfg = server.config();
-    let (rule, file) = match ev.boot {
-        Some(bootstorm_dhcp::BootFrom::Rule(i)) => cfg
-            .boot_rules
-            .get(usize::from(i))
-            .map_or(("?", ""), |r| (r.name.as_str(), r.boot.file.as_str())),
-        Some(bootstorm_dhcp::BootFrom::Reservation(i)) => (
-            "reservation",
-            cfg.reservations
-                .get(usize::from(i))
-                .and_then(|r| r.boot.as_ref())
-                .map_or("", |b| b.file.as_str()),
-        ),
-        None if ev.no_boot_rule => ("none matched", ""),
-        None => ("", ""),
-    };
-    let nak_reason = ev.nak.map(|n| n.text()).unwrap_or("");
-    // An OFFER only holds an address for a moment; what an operator follows is bind, NAK,
-    // release, decline and inform. Offers are there at debug level (--log-level debug).
-    macro_rules! lease_line {
-        ($level:ident) => {
-            tracing::$level!(
-                target: "bootstorm::lease",
-                worker,
-                event = ev.kind.name(),
-                ip = %ev.addr,
-                mac = %Hw(ev.hwaddr()),
-                xid = %format_args!("{:#010x}", ev.xid),
-                subnet = ev.subnet,
-                lease_secs,
-                rule,
-                file,
-                reason = nak_reason,
-                reclaimed = ev.reclaimed,
-                "lease"
-            )
-        };
-    }
-    match ev.kind {
-        EventKind::Offer => lease_line!(debug),
-        _ => lease_line!(info),
-    }
-    if ev.no_boot_rule && ev.kind == EventKind::Offer {
-        tracing::debug!(target: "bootstorm::drop", worker, reason = "no_boot_rule",
-            mac = %Hw(ev.hwaddr()), xid = %format_args!("{:#010x}", ev.xid),
-            "boot firmware matched no boot rule: offered an address without a boot file");
     }
 }
 
@@ -761,23 +476,6 @@ impl DropSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn coalescing_pauses_only_under_load() {
-        let ms = Duration::from_millis;
-        let c = Coalesce(ms(1));
-        // Datagrams arrive faster than the interval: let the next batch gather.
-        assert_eq!(c.pause(3, Duration::from_micros(200)), Some(ms(1)));
-        assert_eq!(c.pause(1, Duration::ZERO), Some(ms(1)));
-        // The receive waited longer than the interval: traffic is sparse, answer at once.
-        assert_eq!(c.pause(1, ms(1)), None);
-        assert_eq!(c.pause(1, ms(80)), None);
-        // Nothing received (timeout), or a full batch: more may be queued, read on.
-        assert_eq!(c.pause(0, Duration::ZERO), None);
-        assert_eq!(c.pause(bootstorm_net::BATCH, Duration::ZERO), None);
-        // Off.
-        assert_eq!(Coalesce(Duration::ZERO).pause(3, Duration::ZERO), None);
-    }
 
     /// A writer for a test subscriber: everything into one shared buffer.
     #[derive(Clone, Default)]
@@ -835,20 +533,5 @@ mod tests {
             lines[2].contains("no_boot_rule") && lines[2].contains("count=4"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn broadcasts_are_shared_out_by_chaddr() {
-        let mut counts = [0usize; 4];
-        for n in 0..4000u32 {
-            let mut d = [0u8; 300];
-            d[28..34].copy_from_slice(&[0x52, 0x54, 0, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
-            let o = broadcast_owner(&d, 4);
-            assert_eq!(o, broadcast_owner(&d, 4), "stable");
-            counts[o] += 1;
-        }
-        assert!(counts.iter().all(|c| *c > 800), "{counts:?}");
-        assert_eq!(broadcast_owner(&[1, 2, 3], 4), 0);
-        assert_eq!(broadcast_owner(&[0; 300], 1), 0);
     }
 }

@@ -17,6 +17,7 @@
 pub mod admission;
 pub mod config;
 mod server;
+pub mod shard;
 mod stats;
 
 pub use admission::{AdmissionConfig, Rate};

@@ -229,6 +229,10 @@ pub struct Outcome {
     pub dropped: Option<DropReason>,
     /// For a drop: who sent the message (if its header was readable), for the log.
     pub who: Option<Who>,
+    /// The lease sink's sequence number the reply depends on (RFC 2131 4.3.1: the server
+    /// commits a binding to persistent storage before it sends the DHCPACK): the I/O loop holds
+    /// the reply until the sink (the journal) reports this sequence durable. 0: send at once.
+    pub commit: u64,
 }
 
 impl Outcome {
@@ -678,6 +682,7 @@ impl Server {
             stats.offers_reclaimed += u64::from(binding.reclaimed);
             o.event = Some(self.event(ctx, EventKind::Offer, Some(binding), binding.addr));
         }
+        o.commit = binding.commit;
         o
     }
 
@@ -814,6 +819,7 @@ impl Server {
         if o.reply.is_some() {
             o.event = Some(self.event(ctx, EventKind::Bind, Some(binding), addr));
         }
+        o.commit = binding.commit;
         o
     }
 
@@ -831,6 +837,7 @@ impl Server {
             .decline(now, ctx.key, addr, self.cfg.decline_quarantine);
         let mut o = Outcome::drop(DropReason::NoReplyExpected);
         o.event = b.map(|b| self.event(ctx, EventKind::Decline, Some(b), addr));
+        o.commit = b.map_or(0, |b| b.commit);
         o
     }
 
@@ -846,6 +853,7 @@ impl Server {
         let b = self.table.release(now, ctx.key, addr);
         let mut o = Outcome::drop(DropReason::NoReplyExpected);
         o.event = b.map(|_| self.event(ctx, EventKind::Release, None, addr));
+        o.commit = b.map_or(0, |b| b.commit);
         o
     }
 

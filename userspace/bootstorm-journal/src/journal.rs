@@ -9,8 +9,6 @@ use crate::replay::{
     FILE_HEADER_LEN, SEGMENT_MAGIC, SNAPSHOT_MAGIC, list, segment_name, snapshot_name,
 };
 use bootstorm_lease::{Change, Lease, LeaseSink, LeaseState};
-use std::cell::Cell;
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -109,21 +107,18 @@ struct Shared {
     clock: WallClock,
     durability: Durability,
     stats: JournalStats,
-    /// Work waiting for its record to be durable, in sequence order (see [`Journal::after`]).
-    waiting: Mutex<VecDeque<(u64, AfterDurable)>>,
+    /// Told of every advance of the durable sequence (see [`Journal::on_durable`]).
+    listeners: Mutex<Vec<Listener>>,
     /// The writer has stopped: nothing more becomes durable.
     closed: AtomicBool,
     commit_delay: Duration,
 }
 
-/// Work to run once a record is durable: the replies that announce it. Gets `Err` if the
-/// journal failed first (then the replies must not go out).
-pub type AfterDurable = Box<dyn FnOnce(Result<(), Failed>) + Send>;
-
-thread_local! {
-    /// The last sequence number this thread appended and has not waited for.
-    static LAST_SEQ: Cell<u64> = const { Cell::new(0) };
-}
+/// A doorbell the writer rings after each sync with the sequence now durable, or with
+/// [`u64::MAX`] when nothing more will become durable (the journal failed or was shut down;
+/// [`Journal::durable`] then says which). It runs on the writer's thread between syncs, so it
+/// must be quick: compare, and wake whoever waits (an I/O worker holding replies).
+pub type Listener = Box<dyn Fn(u64) + Send + Sync>;
 
 /// With durability "none": how often the writer writes what piled up, and how much wakes it early.
 const BACKGROUND_FLUSH: Duration = Duration::from_millis(10);
@@ -142,8 +137,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Where snapshots come from: every client record, now (the lease table's listing).
 pub type SnapshotSource = Box<dyn Fn() -> Vec<Lease> + Send>;
 
-/// The journal. Install it as the lease table's [`LeaseSink`]; before sending replies, a worker
-/// calls [`Journal::wait_for_this_thread`].
+/// The journal. Install it as the lease table's [`LeaseSink`]: each change it is told of gets a
+/// sequence number (the table hands it back to the DHCP core, which puts it in its outcome), and
+/// a worker holds a reply until [`Journal::durable`] covers the reply's sequence, woken by a
+/// [`Listener`] it registered. The journal never sends anything itself.
 pub struct Journal {
     shared: Arc<Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -181,7 +178,7 @@ impl Journal {
             clock,
             durability: settings.durability,
             stats: JournalStats::default(),
-            waiting: Mutex::new(VecDeque::new()),
+            listeners: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
             commit_delay: settings.commit_delay,
         });
@@ -219,7 +216,7 @@ impl Journal {
         &self.shared.stats
     }
 
-    /// Appends a record; returns its sequence number (also remembered for this thread).
+    /// Appends a record; returns its sequence number.
     pub fn append(&self, r: &Record) -> u64 {
         let mut p = lock(&self.shared.pending);
         let before = p.buf.len();
@@ -244,7 +241,6 @@ impl Journal {
             self.shared.work.notify_one();
         }
         self.shared.stats.records.fetch_add(1, Ordering::Relaxed);
-        LAST_SEQ.with(|c| c.set(seq));
         seq
     }
 
@@ -255,11 +251,13 @@ impl Journal {
             return Ok(());
         }
         loop {
-            if s.failed_flag.load(Ordering::Acquire) {
-                return Err(Failed(lock(&s.failed).clone().unwrap_or_default()));
-            }
-            if s.durable_fast.load(Ordering::Acquire) >= seq {
+            // Closed read first: once the writer closed, the durable sequence is final.
+            let closed = s.closed.load(Ordering::Acquire);
+            if self.durable()? >= seq {
                 return Ok(());
+            }
+            if closed {
+                return Err(Failed(SHUT_DOWN.into()));
             }
             let d = lock(&s.durable);
             if *d >= seq || s.failed_flag.load(Ordering::Acquire) {
@@ -270,47 +268,37 @@ impl Journal {
         }
     }
 
-    /// Waits for every record this thread appended since its last wait.
-    pub fn wait_for_this_thread(&self) -> Result<(), Failed> {
-        let seq = LAST_SEQ.with(|c| c.replace(0));
-        self.wait(seq)
-    }
-
-    /// True if this thread appended records it has not yet waited for (or handed to
-    /// [`Journal::after_this_thread`]) and the durability level makes them wait.
-    pub fn this_thread_has_pending(&self) -> bool {
-        self.shared.durability != Durability::None && LAST_SEQ.with(Cell::get) != 0
-    }
-
-    /// Runs `f` once every record this thread appended so far is durable: on the writer's
-    /// thread, right after the sync that covers it, in sequence order; or here and now if that
-    /// already happened (or if nothing waits). So a worker hands its replies over and goes on
-    /// receiving instead of sleeping through the sync.
-    pub fn after_this_thread(&self, f: AfterDurable) {
-        let seq = LAST_SEQ.with(|c| c.replace(0));
-        self.after(seq, f);
-    }
-
-    /// Runs `f` once record `seq` is durable (see [`Journal::after_this_thread`]).
-    pub fn after(&self, seq: u64, f: AfterDurable) {
+    /// The highest sequence number durable to the configured level (every sequence with
+    /// durability "none"), or why no more will become durable: the journal failed (its records
+    /// may be lost: nothing announcing them may go out) or was shut down.
+    pub fn durable(&self) -> Result<u64, Failed> {
         let s = &self.shared;
-        if s.durability == Durability::None || seq == 0 {
-            return f(Ok(()));
+        if s.failed_flag.load(Ordering::Acquire) {
+            return Err(Failed(lock(&s.failed).clone().unwrap_or_default()));
         }
-        let mut w = lock(&s.waiting);
-        // Checked under the lock the writer drains under, after it publishes: no work is left
-        // behind by a sync that finished just now.
-        let now = if s.failed_flag.load(Ordering::Acquire) {
-            Err(Failed(lock(&s.failed).clone().unwrap_or_default()))
-        } else if s.durable_fast.load(Ordering::Acquire) >= seq {
-            Ok(())
-        } else if s.closed.load(Ordering::Acquire) {
-            Err(Failed(SHUT_DOWN.into()))
-        } else {
-            return w.push_back((seq, f));
-        };
-        drop(w);
-        f(now);
+        if s.durability == Durability::None {
+            return Ok(u64::MAX);
+        }
+        let closed = s.closed.load(Ordering::Acquire);
+        let d = s.durable_fast.load(Ordering::SeqCst);
+        if closed && d < lock(&s.pending).last_seq {
+            return Err(Failed(SHUT_DOWN.into()));
+        }
+        Ok(d)
+    }
+
+    /// Registers `f`, called after every sync with the durable sequence, and with [`u64::MAX`]
+    /// once the journal fails or stops (see [`Listener`]). A worker that holds replies arms its
+    /// own flag, checks [`Journal::durable`] again, then sleeps until `f` wakes it: the writer
+    /// publishes the durable sequence before it calls the listeners, so no wake-up is lost.
+    pub fn on_durable(&self, f: Listener) {
+        let s = &self.shared;
+        let mut l = lock(&s.listeners);
+        let gone = s.failed_flag.load(Ordering::Acquire) || s.closed.load(Ordering::Acquire);
+        l.push(f);
+        if gone && let Some(f) = l.last() {
+            f(u64::MAX);
+        }
     }
 
     /// Writes out what is pending, syncs it and stops the threads.
@@ -368,7 +356,7 @@ pub fn snapshot_records(clock: &WallClock, leases: &[Lease]) -> Vec<Record> {
 }
 
 impl LeaseSink for Journal {
-    fn changed(&self, change: Change, lease: &Lease) {
+    fn changed(&self, change: Change, lease: &Lease) -> u64 {
         let (kind, until) = match change {
             Change::Bind => (Kind::Bind, None),
             Change::Release => (Kind::Release, None),
@@ -376,7 +364,13 @@ impl LeaseSink for Journal {
             Change::Expire => (Kind::Expire, None),
         };
         let r = record_of(&self.shared.clock, kind, lease, until);
-        self.append(&r);
+        let seq = self.append(&r);
+        // With durability "none" nothing waits for the record.
+        if self.shared.durability == Durability::None {
+            0
+        } else {
+            seq
+        }
     }
 }
 
@@ -439,33 +433,13 @@ fn fail(shared: &Shared, why: String) {
         let _d = lock(&shared.durable);
         shared.durable_cv.notify_all();
     }
-    refuse_waiting(shared, &why, false);
+    tell_listeners(shared, u64::MAX);
 }
 
-/// Runs every piece of waiting work with `Err(why)` (its records will never be durable); with
-/// `close`, marks the journal closed under the same lock, so later work is refused at once.
-fn refuse_waiting(shared: &Shared, why: &str, close: bool) {
-    let all: Vec<_> = {
-        let mut w = lock(&shared.waiting);
-        if close {
-            shared.closed.store(true, Ordering::Release);
-        }
-        w.drain(..).collect()
-    };
-    for (_, f) in all {
-        f(Err(Failed(why.to_string())));
-    }
-}
-
-/// Runs the work waiting for records up to `durable` (after the writer published it).
-fn run_waiting(shared: &Shared, durable: u64) {
-    let ready: Vec<AfterDurable> = {
-        let mut w = lock(&shared.waiting);
-        let n = w.iter().take_while(|(seq, _)| *seq <= durable).count();
-        w.drain(..n).map(|(_, f)| f).collect()
-    };
-    for f in ready {
-        f(Ok(()));
+/// Rings every listener with `durable` (after it was published).
+fn tell_listeners(shared: &Shared, durable: u64) {
+    for f in lock(&shared.listeners).iter() {
+        f(durable);
     }
 }
 
@@ -522,10 +496,10 @@ fn writer(
                     {
                         let mut d = lock(&shared.durable);
                         *d = last;
-                        shared.durable_fast.store(last, Ordering::Release);
+                        shared.durable_fast.store(last, Ordering::SeqCst);
                         shared.durable_cv.notify_all();
                     }
-                    run_waiting(&shared, last);
+                    tell_listeners(&shared, last);
                 }
                 // A failed write or sync may have lost data the kernel had accepted (and a later
                 // sync would not report it again): stop acknowledging rather than guess.
@@ -554,8 +528,9 @@ fn writer(
             }
         }
     }
-    // Whatever still waits (appended after the last write) will never be durable now.
-    refuse_waiting(&shared, SHUT_DOWN, true);
+    // Whatever was appended after the last write will never be durable now.
+    shared.closed.store(true, Ordering::Release);
+    tell_listeners(&shared, u64::MAX);
 }
 
 /// The writer's wait for work: marked in `pending` so appends know to notify.

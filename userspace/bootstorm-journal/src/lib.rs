@@ -10,11 +10,14 @@
 //!   per client.
 //! - **Group commit** ([`Journal`]): worker threads append frames to one buffer under a short lock
 //!   (the journal is the lease table's [`bootstorm_lease::LeaseSink`], called where the change
-//!   happens); a writer thread swaps the buffer out, writes it and calls fdatasync once for all
-//!   of it, then sends the replies the workers handed over for those records
-//!   ([`Journal::after_this_thread`]): the ACKs leave only then, and the workers never sleep
-//!   through a sync, they go on receiving. Under load a sync covers hundreds of leases. `durability = "write"` skips the sync (survives a crash of the process,
-//!   not of the machine); `"none"` does not wait at all.
+//!   happens) and get a sequence number back, which the lease table and the DHCP core pass on
+//!   to the worker with the reply (`Outcome::commit`); a writer thread swaps the buffer out,
+//!   writes it, calls fdatasync once for all of it, publishes the durable sequence
+//!   ([`Journal::durable`]) and rings the workers' doorbells ([`Journal::on_durable`]). Each
+//!   worker sends the replies it held for those records from its own thread: the ACKs leave only
+//!   then, the workers never sleep through a sync, and the journal never touches a socket.
+//!   Under load a sync covers hundreds of leases. `durability = "write"` skips the sync
+//!   (survives a crash of the process, not of the machine); `"none"` does not wait at all.
 //! - **Segments and snapshots**: records go to `journal-N.log`; past a size limit the writer
 //!   starts segment N+1 and a compactor thread writes `snapshot-(N+1).snap` (temporary file,
 //!   fsync, rename) from the live table, then deletes what it covers. Service never stops.
@@ -32,7 +35,7 @@ pub mod record;
 pub mod replay;
 
 pub use journal::{
-    Durability, Failed, Journal, JournalStats, Settings, SnapshotSource, record_of,
+    Durability, Failed, Journal, JournalStats, Listener, Settings, SnapshotSource, record_of,
     snapshot_records,
 };
 pub use record::{Kind, Record};

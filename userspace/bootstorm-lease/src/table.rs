@@ -177,6 +177,10 @@ pub struct Binding {
     /// True if the pool had no free address and this offer took the oldest offer another client
     /// never confirmed (a soft hold, RFC 2131 4.3.1 leaves it to the server).
     pub reclaimed: bool,
+    /// The sink's sequence number of the last persistent change this call made (see
+    /// [`LeaseSink::changed`]); 0 if it made none, or the sink needs nobody to wait. A reply
+    /// that announces this binding must not leave before the sink holds that change.
+    pub commit: u64,
 }
 
 impl Lease {
@@ -189,6 +193,7 @@ impl Lease {
             subnet: self.subnet,
             reserved: self.reserved,
             reclaimed: false,
+            commit: 0,
         }
     }
 }
@@ -305,11 +310,17 @@ pub enum Change {
 }
 
 /// Receives every persistent change, in order per client: called under the client's shard lock,
-/// right after the change, on the thread that made it (so a durable journal can tell that thread
-/// which record its reply must wait for). Must not call back into the table.
+/// right after the change. Must not call back into the table.
+///
+/// This is the durability contract between the table and whoever keeps its changes (the lease
+/// journal): the sink answers each change with a sequence number, the table hands it back in
+/// the [`Binding`] of the call that made the change (`commit`), the DHCP core puts it in its
+/// outcome, and the I/O loop holds the reply until the sink says that sequence is durable.
+/// Nothing is passed behind the caller's back (no thread-local state).
 pub trait LeaseSink: Send + Sync {
-    /// `lease` is the client's record after the change.
-    fn changed(&self, change: Change, lease: &Lease);
+    /// `lease` is the client's record after the change. Returns the sequence number a reply
+    /// announcing the change must wait for (increasing per sink), or 0 if none need wait.
+    fn changed(&self, change: Change, lease: &Lease) -> u64;
 }
 
 /// Why a record could not be restored.
@@ -407,10 +418,12 @@ impl LeaseTable {
         self.sink.set(sink).is_ok()
     }
 
-    fn notify(&self, shard: &Shard, key: &[u8], change: Change) {
+    /// Reports a change to the sink; returns the sequence number its announcement waits for.
+    fn notify(&self, shard: &Shard, key: &[u8], change: Change) -> u64 {
         if let (Some(sink), Some(l)) = (self.sink.get(), shard.clients.get(key)) {
-            sink.changed(change, l);
+            return sink.changed(change, l);
         }
+        0
     }
 
     /// Puts back a record kept from before a restart (journal replay, import): a bound lease that
@@ -499,10 +512,11 @@ impl LeaseTable {
             Some(a) => (a, false),
             None => self.allocate(now, subnet, tag, until)?,
         };
+        let mut commit = 0;
         if let Some(prev) = previous.filter(|p| *p != addr) {
             // The client moves on (another subnet, or its address was taken while it was away):
             // its old address goes back, so the table never holds an address no record names.
-            self.leave(now, &mut shard, client.key, prev, tag);
+            commit = self.leave(now, &mut shard, client.key, prev, tag);
         }
         let bound_already = self
             .slot_of(addr)
@@ -523,20 +537,22 @@ impl LeaseTable {
         };
         let mut b = Self::record(&mut shard, client, addr, state, expires, subnet, false);
         b.reclaimed = reclaimed;
+        b.commit = commit;
         Ok(b)
     }
 
     /// The client's record moves away from `prev`: an offer of it is given back, and a lease on
     /// it is released (reported to the sink as a release, so a restart does not bring back an
     /// address the running table let go). Called under the client's shard lock.
-    fn leave(&self, now: Instant, shard: &mut Shard, key: &[u8], prev: Ipv4Addr, tag: u32) {
+    /// Returns the sink's sequence number of the release (0 if none was reported).
+    fn leave(&self, now: Instant, shard: &mut Shard, key: &[u8], prev: Ipv4Addr, tag: u32) -> u64 {
         // A reserved address is outside the allocator: nothing to give back.
         let Some(l) = shard
             .clients
             .get_mut(key)
             .filter(|l| l.addr == prev && !l.reserved)
         else {
-            return;
+            return 0;
         };
         if let Some(w) = self.give_back(prev, tag)
             && w.state() == state::BOUND
@@ -544,8 +560,9 @@ impl LeaseTable {
         {
             l.state = LeaseState::Released;
             l.expires = now;
-            self.notify(shard, key, Change::Release);
+            return self.notify(shard, key, Change::Release);
         }
+        0
     }
 
     /// Records an offer of a reserved address (the allocator never hands these out).
@@ -566,12 +583,13 @@ impl LeaseTable {
         {
             return l.binding();
         }
+        let mut commit = 0;
         if let Some(prev) = shard.clients.get(client.key).map(|l| l.addr)
             && prev != addr
         {
-            self.leave(now, &mut shard, client.key, prev, tag_of(hash));
+            commit = self.leave(now, &mut shard, client.key, prev, tag_of(hash));
         }
-        Self::record(
+        let mut b = Self::record(
             &mut shard,
             client,
             addr,
@@ -579,7 +597,9 @@ impl LeaseTable {
             now + hold,
             subnet,
             true,
-        )
+        );
+        b.commit = commit;
+        b
     }
 
     fn record(
@@ -831,7 +851,7 @@ impl LeaseTable {
             let _ = self.give_back(prev, tag);
         }
         let expires = Instant::from_millis(until * 1000);
-        let b = Self::record(
+        let mut b = Self::record(
             &mut shard,
             client,
             addr,
@@ -840,7 +860,7 @@ impl LeaseTable {
             pool.subnet,
             false,
         );
-        self.notify(&shard, client.key, Change::Bind);
+        b.commit = self.notify(&shard, client.key, Change::Bind);
         Ok(b)
     }
 
@@ -858,10 +878,11 @@ impl LeaseTable {
         if let Some(prev) = shard.clients.get(client.key).map(|l| l.addr)
             && prev != addr
         {
-            self.leave(now, &mut shard, client.key, prev, tag_of(hash));
+            // The Bind below comes later from the same sink: its sequence covers this release.
+            let _ = self.leave(now, &mut shard, client.key, prev, tag_of(hash));
         }
         let expires = Instant::from_millis(secs_after(now, lease) * 1000);
-        let b = Self::record(
+        let mut b = Self::record(
             &mut shard,
             client,
             addr,
@@ -870,7 +891,7 @@ impl LeaseTable {
             subnet,
             true,
         );
-        self.notify(&shard, client.key, Change::Bind);
+        b.commit = self.notify(&shard, client.key, Change::Bind);
         b
     }
 
@@ -898,8 +919,8 @@ impl LeaseTable {
         }
         l.state = LeaseState::Released;
         l.expires = now;
-        let b = l.binding();
-        self.notify(&shard, key, Change::Release);
+        let mut b = l.binding();
+        b.commit = self.notify(&shard, key, Change::Release);
         Some(b)
     }
 
@@ -938,8 +959,8 @@ impl LeaseTable {
         let until = Instant::from_millis(secs_after(now, quarantine) * 1000);
         l.state = LeaseState::Declined;
         l.expires = until;
-        let b = l.binding();
-        self.notify(&shard, key, Change::Decline { until });
+        let mut b = l.binding();
+        b.commit = self.notify(&shard, key, Change::Decline { until });
         Some(b)
     }
 
@@ -1038,7 +1059,8 @@ impl LeaseTable {
                     changed += 1;
                     on_expired(l);
                     if let Some(sink) = self.sink.get() {
-                        sink.changed(Change::Expire, l);
+                        // Nothing is announced to anyone: nobody waits for it.
+                        let _ = sink.changed(Change::Expire, l);
                     }
                 }
             }

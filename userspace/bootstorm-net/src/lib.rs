@@ -13,6 +13,7 @@
 //! handler (it knows nothing of DHCP) or an async runtime (workers block with a timeout).
 
 pub mod packet;
+pub mod wake;
 
 use std::ffi::CString;
 use std::io;
@@ -258,6 +259,35 @@ impl UdpSocket4 {
         Ok(UdpSocket4 { fd })
     }
 
+    /// Has the kernel drop every datagram that came in a link-layer broadcast or multicast frame
+    /// before it reaches this socket (a classic BPF socket filter on the frame's packet type), so
+    /// the socket neither queues nor wakes for it. For all but one socket of a `SO_REUSEPORT`
+    /// group: Linux hands every broadcast to every socket of the group.
+    pub fn drop_link_broadcasts(&self) -> io::Result<()> {
+        // ld [SKF_AD_OFF + SKF_AD_PKTTYPE]; jeq PACKET_BROADCAST -> drop; jeq PACKET_MULTICAST
+        // -> drop; ret all; drop: ret 0.
+        const SKF_AD_PKTTYPE: u32 = (-0x1000i32) as u32 + 4;
+        let insn = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+        let prog = [
+            insn(0x20, 0, 0, SKF_AD_PKTTYPE), // BPF_LD | BPF_W | BPF_ABS
+            insn(0x15, 2, 0, libc::PACKET_BROADCAST as u32), // BPF_JMP | BPF_JEQ | BPF_K
+            insn(0x15, 1, 0, libc::PACKET_MULTICAST as u32), // BPF_JMP | BPF_JEQ | BPF_K
+            insn(0x06, 0, 0, u32::MAX),       // BPF_RET | BPF_K: keep
+            insn(0x06, 0, 0, 0),              // BPF_RET | BPF_K: drop
+        ];
+        let fprog = libc::sock_fprog {
+            len: prog.len() as u16,
+            filter: prog.as_ptr().cast_mut(),
+        };
+        // The kernel copies the program during the call; `prog` outlives it.
+        setsockopt(
+            self.fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            &fprog,
+        )
+    }
+
     /// Switches non-blocking mode: a receive with nothing queued returns 0 at once (for
     /// callers that poll many sockets, such as the load generator).
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
@@ -292,6 +322,17 @@ impl UdpSocket4 {
     /// Receives up to [`BATCH`] datagrams into `batch`, blocking until at least one arrives or the
     /// receive timeout passes (then returns 0).
     pub fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        self.recv_batch_flags(batch, libc::MSG_WAITFORONE)
+    }
+
+    /// Like [`UdpSocket4::recv_batch`], but returns 0 at once if nothing is queued, while the
+    /// socket stays blocking for sends (a full send buffer then waits instead of dropping a
+    /// reply).
+    pub fn recv_batch_nowait(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        self.recv_batch_flags(batch, libc::MSG_DONTWAIT)
+    }
+
+    fn recv_batch_flags(&self, batch: &mut RecvBatch, flags: libc::c_int) -> io::Result<usize> {
         batch.len = 0;
         // SAFETY: all-zero is a valid value for these plain C structs.
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
@@ -316,7 +357,7 @@ impl UdpSocket4 {
                 self.fd.as_raw_fd(),
                 hdrs.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_WAITFORONE,
+                flags,
                 std::ptr::null_mut(),
             )
         };

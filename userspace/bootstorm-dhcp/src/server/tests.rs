@@ -1,5 +1,6 @@
 use super::*;
 use crate::config::{Route, encode_ips, encode_routes};
+use bootstorm_lease::Change;
 use bootstorm_wire::dhcp::{DhcpOption, MAGIC_COOKIE, c_str};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -1391,4 +1392,67 @@ fn renewing_a_just_expired_lease_is_acked_while_the_address_is_free() {
     let s = send(&srv, t(3700), &meta(), &r);
     assert_eq!(s.mt(), Some(MessageType::Ack));
     assert_eq!(s.yiaddr(), a);
+}
+
+/// What a fake journal saw: the last number, and each change with its client's MAC and number.
+type Journaled = (u64, Vec<(Change, Vec<u8>, u64)>);
+
+/// A fake journal: numbers each change, remembers which client's Bind got which number.
+#[derive(Default)]
+struct FakeSink {
+    seq: std::sync::Mutex<Journaled>,
+}
+
+impl bootstorm_lease::LeaseSink for FakeSink {
+    fn changed(&self, change: Change, lease: &bootstorm_lease::Lease) -> u64 {
+        let mut g = self.seq.lock().unwrap();
+        g.0 += 1;
+        let n = g.0;
+        g.1.push((change, lease.hwaddr.to_vec(), n));
+        n
+    }
+}
+
+/// Issue 13, durability in the core's contract: every ACK names a journal sequence at least
+/// that of the Bind it announces (so an I/O loop that waits for it commits before the ACK,
+/// RFC 2131 4.3.1); an OFFER that changed nothing persistent waits for nothing; a client that
+/// moves releases its old lease and its OFFER waits for that release.
+#[test]
+fn every_ack_names_the_journal_sequence_of_its_bind() {
+    let srv = Server::new(pxe_config()).unwrap();
+    let sink = std::sync::Arc::new(FakeSink::default());
+    srv.leases().set_sink(sink.clone());
+    for n in 1..=20u8 {
+        let offer = send(&srv, t(10), &meta(), &Req::new(MessageType::Discover, n));
+        assert_eq!(offer.outcome.commit, 0, "an offer keeps nothing");
+        let ack = dora(&srv, t(10), n);
+        assert_eq!(ack.mt(), Some(MessageType::Ack));
+        let g = sink.seq.lock().unwrap();
+        let bind =
+            g.1.iter()
+                .rev()
+                .find(|(c, hw, _)| *c == Change::Bind && hw[..] == mac(n))
+                .map(|x| x.2)
+                .expect("the bind was journaled");
+        assert!(
+            ack.outcome.commit >= bind,
+            "ACK {} < bind {bind}",
+            ack.outcome.commit
+        );
+        assert_eq!(ack.outcome.commit, g.0, "nothing later was journaled");
+    }
+    // A renewal is a new Bind: its ACK waits for the new record, not the old one.
+    let before = sink.seq.lock().unwrap().0;
+    let ack = dora(&srv, t(20), 3);
+    assert_eq!(ack.mt(), Some(MessageType::Ack));
+    assert!(ack.outcome.commit > before);
+    // A RELEASE sends nothing but names its record.
+    let rel = Req {
+        ciaddr: Some(ack.yiaddr()),
+        server_id: Some(SERVER),
+        ..Req::new(MessageType::Release, 3)
+    };
+    let r = send(&srv, t(21), &meta(), &rel);
+    assert!(r.outcome.reply.is_none());
+    assert_eq!(r.outcome.commit, sink.seq.lock().unwrap().0);
 }

@@ -62,7 +62,7 @@ fn journal_round_trips_and_later_records_win() {
     j.append(&rec(Kind::Bind, 3, 10, LeaseState::Bound));
     let s = j.append(&rec(Kind::Bind, 2, 12, LeaseState::Bound));
     j.wait(s).unwrap();
-    assert!(j.wait_for_this_thread().is_ok());
+    assert!(j.durable().unwrap() >= s);
     drop(j);
     let r = replay(&dir, false).unwrap();
     assert_eq!(r.read, 5);
@@ -269,52 +269,66 @@ fn a_lease_directory_has_one_owner_at_a_time() {
 }
 
 #[test]
-fn work_after_a_record_runs_once_it_is_on_disk_and_in_order() {
-    let dir = tmp("after");
+fn listeners_hear_each_durable_sequence_once_it_is_on_disk_and_in_order() {
+    let dir = tmp("listen");
     let j = std::sync::Arc::new(start(&dir, 1, &[], 1 << 20));
-    let (tx, rx) = std::sync::mpsc::channel::<(usize, u64, usize)>();
+    let (tx, rx) = std::sync::mpsc::channel::<(u64, usize)>();
+    let tx = std::sync::Mutex::new(tx);
+    let listen_dir = dir.clone();
+    j.on_durable(Box::new(move |d| {
+        // The records up to `d` are in the file by now: count what is readable.
+        let on_disk = if d == u64::MAX {
+            0
+        } else {
+            let b = std::fs::read(listen_dir.join(segment_name(1))).unwrap();
+            frames(&b[FILE_HEADER_LEN..]).0.len()
+        };
+        let _ = tx.lock().unwrap().send((d, on_disk));
+    }));
     let threads: Vec<_> = (0..2)
-        .map(|t| {
-            let (j, tx, dir) = (j.clone(), tx.clone(), dir.clone());
+        .map(|_| {
+            let j = j.clone();
             std::thread::spawn(move || {
+                let mut last = 0;
                 for n in 0..50u8 {
                     let seq = j.append(&rec(Kind::Bind, n, n, LeaseState::Bound));
-                    assert!(j.this_thread_has_pending());
-                    let (tx, dir) = (tx.clone(), dir.clone());
-                    j.after_this_thread(Box::new(move |r| {
-                        r.unwrap();
-                        // The record is in the file by now: count what is readable.
-                        let b = std::fs::read(dir.join(segment_name(1))).unwrap();
-                        let on_disk = frames(&b[FILE_HEADER_LEN..]).0.len();
-                        tx.send((t, seq, on_disk)).unwrap();
-                    }));
-                    assert!(!j.this_thread_has_pending());
+                    assert!(seq > last, "sequence numbers increase per thread");
+                    last = seq;
                 }
+                last
             })
         })
         .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
-    drop(tx);
-    let mut last = [0u64; 2];
-    let mut count = 0;
-    while let Ok((t, seq, on_disk)) = rx.recv_timeout(std::time::Duration::from_secs(10)) {
-        assert!(on_disk as u64 >= seq, "ran before record {seq} was written");
-        assert!(seq > last[t], "thread {t}: {seq} after {}", last[t]);
-        last[t] = seq;
-        count += 1;
-        if count == 100 {
+    let lasts: Vec<u64> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let want = lasts.into_iter().max().unwrap();
+    assert_eq!(want, 100);
+    let mut prev = 0;
+    loop {
+        let (d, on_disk) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the journal reports progress");
+        assert!(d > prev, "durable went from {prev} to {d}");
+        assert!(
+            on_disk as u64 >= d,
+            "reported {d} durable with {on_disk} on disk"
+        );
+        assert!(j.durable().unwrap() >= d);
+        prev = d;
+        if d == want {
             break;
         }
     }
-    assert_eq!(count, 100, "every piece of work ran");
     j.shutdown();
-    // After the writer stopped, work for a record that can no longer be written is refused.
+    // Stopped: the listener hears that nothing more will come, and a record appended now is
+    // never reported durable (waiting for it is refused, not a hang).
+    assert_eq!(
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .map(|x| x.0),
+        Ok(u64::MAX)
+    );
     let seq = j.append(&rec(Kind::Bind, 99, 99, LeaseState::Bound));
-    let (tx, rx) = std::sync::mpsc::channel();
-    j.after(seq, Box::new(move |r| tx.send(r.is_err()).unwrap()));
-    assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(5)), Ok(true));
+    assert!(j.durable().is_err());
+    assert!(j.wait(seq).is_err());
     let _ = std::fs::remove_dir_all(&dir);
 }
 

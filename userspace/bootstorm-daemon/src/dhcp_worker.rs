@@ -1,0 +1,557 @@
+//! The DHCP worker: one loop, generic over the packet queues ([`bootstorm_io`]), that the daemon
+//! runs on sockets and the tests run on in-memory queues.
+//!
+//! Per batch a worker
+//! 1. sends the replies it held that the journal has made durable since (in the order they were
+//!    built: a reply that waits holds back every later one of this worker);
+//! 2. serves what other workers handed it (see below);
+//! 3. receives a batch: each broadcast whose client another worker owns
+//!    ([`bootstorm_dhcp::shard::owner`]) goes to that worker's hand-off queue (a bounded
+//!    lock-free `ArrayQueue`, and the owner's doorbell if it sleeps); the rest it serves (a
+//!    unicast comes from one source, the client or its relay, which the kernel or the NIC always
+//!    hashes to the same queue);
+//! 4. sends what it built, except replies whose outcome names a journal sequence not yet durable
+//!    (RFC 2131 4.3.1, commit before ACK): those wait in its own queue until the journal rings
+//!    its doorbell. The journal never sends anything and knows nothing of sockets.
+//!
+//! With the socket driver only one socket of a `SO_REUSEPORT` group takes broadcasts, so each
+//! datagram reaches exactly one worker first; on a multi-queue NIC every DISCOVER from
+//! 0.0.0.0:68 lands on one queue. Both then share the same rule, taken from the parsed packet.
+
+use crate::logbuf;
+use crate::serve::{Hw, ServerCell};
+use crate::sessions::Sessions;
+use bootstorm_dhcp::{Destination, Event, EventKind, Server, Stats};
+use bootstorm_io::{Doorbell, MAX_DATAGRAM, RxMeta, RxQueue, TxMeta, TxQueue};
+use bootstorm_journal::{Failed, Journal, Listener};
+use bootstorm_time::Instant;
+use bootstorm_wire::dhcp::CLIENT_PORT;
+use crossbeam_queue::ArrayQueue;
+use std::collections::{HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a worker waits for a batch before it looks at the shutdown flag: shutdown takes
+/// at most this long, and idle workers wake ten times a second, which costs nothing measurable.
+pub const RECV_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Datagrams a hand-off queue holds: a burst of a few thousand DISCOVERs passed on while the
+/// owner is busy. Beyond that the owner is overloaded and the datagram is dropped (counted).
+pub const HANDOFF_CAPACITY: usize = 4096;
+
+/// Replies a worker holds for the journal at most; beyond that it waits for the sync itself
+/// (so memory stays bounded if the disk stalls).
+pub const MAX_HELD: usize = 1024;
+
+/// What a worker needs of the journal: how far it is durable, a doorbell when that advances,
+/// and a blocking wait. The lease journal is one; a test's fake journal is another.
+pub trait Commits: Send + Sync {
+    /// The highest durable sequence, or why no more will become durable.
+    fn durable(&self) -> Result<u64, Failed>;
+    /// Calls `f` with the durable sequence after each advance ([`u64::MAX`] when no more will).
+    fn on_durable(&self, f: Listener);
+    /// Blocks until `seq` is durable.
+    fn wait(&self, seq: u64) -> Result<(), Failed>;
+}
+
+impl Commits for Journal {
+    fn durable(&self) -> Result<u64, Failed> {
+        Journal::durable(self)
+    }
+    fn on_durable(&self, f: Listener) {
+        Journal::on_durable(self, f)
+    }
+    fn wait(&self, seq: u64) -> Result<(), Failed> {
+        Journal::wait(self, seq)
+    }
+}
+
+/// The worker's own counters (the DHCP core counts the protocol in [`Stats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IoStats {
+    /// Datagrams passed to the worker that owns their client.
+    pub handed_off: u64,
+    /// Datagrams dropped because the owner's hand-off queue was full (it is overloaded).
+    pub handoff_full: u64,
+    /// Replies held until the journal made their lease changes durable.
+    pub held: u64,
+    /// Replies never sent because the journal failed before they became durable.
+    pub withheld: u64,
+    /// Replies the transmit queue refused.
+    pub send_failed: u64,
+}
+
+impl IoStats {
+    /// Adds another worker's counters to these.
+    pub fn add(&mut self, o: &IoStats) {
+        self.handed_off += o.handed_off;
+        self.handoff_full += o.handoff_full;
+        self.held += o.held;
+        self.withheld += o.withheld;
+        self.send_failed += o.send_failed;
+    }
+}
+
+/// A worker's counters as published after every batch.
+#[derive(Clone, Debug, Default)]
+pub struct Published {
+    /// The DHCP core's.
+    pub core: Stats,
+    /// The I/O loop's.
+    pub io: IoStats,
+}
+
+/// A datagram handed from the worker that received it to the one that owns its client.
+struct Handed {
+    data: Vec<u8>,
+    meta: RxMeta,
+}
+
+/// A worker's hand-off queue and how to wake it.
+pub struct Inbox {
+    queue: ArrayQueue<Handed>,
+    /// Datagrams pushed since the owner last looked: the pusher that finds it 0 rings.
+    pending: AtomicUsize,
+    bell: Doorbell,
+}
+
+impl Inbox {
+    /// An inbox for the worker whose receive queue gave `bell`.
+    pub fn new(bell: Doorbell) -> Arc<Inbox> {
+        Arc::new(Inbox {
+            queue: ArrayQueue::new(HANDOFF_CAPACITY),
+            pending: AtomicUsize::new(0),
+            bell,
+        })
+    }
+
+    fn push(&self, h: Handed) -> bool {
+        if self.queue.push(h).is_err() {
+            return false;
+        }
+        if self.pending.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.bell.ring();
+        }
+        true
+    }
+}
+
+/// The workers that share one set of clients (one interface): their inboxes, by index.
+pub type Group = Arc<[Arc<Inbox>]>;
+
+/// Everything a worker owns and shares, but its receive queue (given to [`run`] beside it, so
+/// the loop borrows it on its own and serves a received datagram in place).
+pub struct Worker<T> {
+    /// For log lines.
+    pub id: usize,
+    /// Its place in `group`.
+    pub index: usize,
+    /// The workers serving the same clients.
+    pub group: Group,
+    /// Its transmit queue.
+    pub tx: T,
+    /// The DHCP core (replaced by a reload).
+    pub cell: Arc<ServerCell>,
+    /// The boot-session registry.
+    pub sessions: Arc<Sessions>,
+    /// The time now (a real clock, or a test's).
+    pub now: Arc<dyn Fn() -> Instant + Send + Sync>,
+    /// Set to stop.
+    pub shutdown: Arc<AtomicBool>,
+    /// Receiving interface -> the subnet served directly on it.
+    pub hints: Arc<HashMap<u32, u32>>,
+    /// Where its counters are published.
+    pub published: Arc<Mutex<Published>>,
+    /// The journal, if leases are kept.
+    pub commits: Option<Arc<dyn Commits>>,
+    /// Receive coalescing (`[server] rx_coalesce`).
+    pub coalesce: Duration,
+}
+
+/// A reply waiting for the journal.
+struct HeldReply {
+    seq: u64,
+    data: Vec<u8>,
+    meta: TxMeta,
+}
+
+/// The loop's state: the worker without its receive queue (which the loop borrows on its own,
+/// so a received datagram is served in place), and what it keeps between batches.
+struct Loop<T> {
+    w: Worker<T>,
+    stats: Stats,
+    io: IoStats,
+    held: VecDeque<HeldReply>,
+    spare: Vec<Vec<u8>>,
+    /// The sequence the journal's doorbell should ring for (0: none).
+    wants: Arc<AtomicU64>,
+    out: Box<[u8; MAX_DATAGRAM]>,
+}
+
+/// Runs a worker on receive queue `rx` until its shutdown flag is set; then sends what it still
+/// holds once durable.
+pub fn run<R: RxQueue, T: TxQueue>(w: Worker<T>, mut rx: R) {
+    let wants = Arc::new(AtomicU64::new(0));
+    if let Some(c) = &w.commits {
+        let (wants, bell) = (wants.clone(), rx.doorbell());
+        c.on_durable(Box::new(move |durable| {
+            let want = wants.load(Ordering::SeqCst);
+            if want != 0
+                && durable >= want
+                && wants
+                    .compare_exchange(want, 0, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                bell.ring();
+            }
+        }));
+    }
+    let mut l = Loop {
+        w,
+        stats: Stats::default(),
+        io: IoStats::default(),
+        held: VecDeque::new(),
+        spare: Vec::new(),
+        wants,
+        out: Box::new([0; MAX_DATAGRAM]),
+    };
+    l.run(&mut rx);
+}
+
+impl<T: TxQueue> Loop<T> {
+    fn run<R: RxQueue>(&mut self, rx: &mut R) {
+        logbuf::buffer_this_thread();
+        let mut last_flush = std::time::Instant::now();
+        let inbox = self.w.group[self.w.index].clone();
+        while !self.w.shutdown.load(Ordering::Relaxed) {
+            if last_flush.elapsed() >= logbuf::FLUSH_INTERVAL {
+                logbuf::flush_thread();
+                last_flush = std::time::Instant::now();
+            }
+            self.release();
+            let server = self.w.cell.get();
+            let now = (self.w.now)();
+            // What other workers passed on: this worker owns those clients.
+            inbox.pending.store(0, Ordering::Release);
+            let mut handed = 0;
+            while handed < HANDOFF_CAPACITY
+                && let Some(h) = inbox.queue.pop()
+            {
+                self.serve(&server, now, &h.data, &h.meta);
+                handed += 1;
+            }
+            self.flush();
+            // Before a wait, so what was just done (hand-offs, held replies sent or withheld)
+            // is visible while the worker sleeps.
+            self.publish();
+            let timeout = if !inbox.queue.is_empty() {
+                Duration::ZERO
+            } else {
+                self.arm()
+            };
+            let receive_began = std::time::Instant::now();
+            let got = rx.recv(timeout);
+            // Awake now: the journal need not ring (the next loop looks for itself).
+            self.wants.store(0, Ordering::SeqCst);
+            let n = match got {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(worker = self.w.id, error = %e, "receive failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            if n == 0 {
+                if handed == 0 {
+                    // Idle: a good moment to write the log lines out.
+                    logbuf::flush_thread();
+                    last_flush = std::time::Instant::now();
+                }
+                continue;
+            }
+            // The core for this batch: a reload between batches takes effect at the next one.
+            let server = self.w.cell.get();
+            let now = (self.w.now)();
+            let size = self.w.group.len();
+            for i in 0..n {
+                let (data, meta) = rx.get(i);
+                // A broadcast reached this worker only (one socket of a group takes them, an
+                // RSS queue gets them all): its client's owner serves it. A unicast comes from
+                // one source (the client at its address, or its relay) to whichever queue the
+                // kernel or NIC hashes that source to, always the same: it is served here.
+                let owner = if meta.broadcast {
+                    bootstorm_dhcp::shard::owner(data, size)
+                } else {
+                    self.w.index
+                };
+                if owner != self.w.index {
+                    let h = Handed {
+                        data: data.to_vec(),
+                        meta: *meta,
+                    };
+                    if self.w.group[owner].push(h) {
+                        self.io.handed_off += 1;
+                    } else {
+                        self.io.handoff_full += 1;
+                    }
+                    continue;
+                }
+                self.serve(&server, now, data, meta);
+            }
+            self.flush();
+            self.publish();
+            if let Some(pause) = coalesce_pause(self.w.coalesce, n, receive_began.elapsed()) {
+                std::thread::sleep(pause);
+            }
+        }
+        self.drain_held();
+        self.publish();
+        logbuf::flush_thread();
+    }
+
+    /// Serves one datagram: the reply goes to the transmit queue, or waits for the journal.
+    fn serve(&mut self, server: &Server, now: Instant, data: &[u8], meta: &RxMeta) {
+        let dmeta = bootstorm_dhcp::RxMeta {
+            src: meta.src,
+            subnet_hint: self.w.hints.get(&meta.ifindex).copied(),
+            ifindex: meta.ifindex,
+        };
+        let outcome = server.handle(now, &dmeta, data, &mut self.out[..], &mut self.stats);
+        if let Some(reply) = outcome.reply {
+            let to = tx_meta(reply.dest, meta);
+            let len = reply.len.min(MAX_DATAGRAM);
+            if outcome.commit > 0 || !self.held.is_empty() {
+                self.hold(outcome.commit, len, to);
+            } else {
+                self.push(len, &to);
+            }
+        }
+        if let Some(ev) = outcome.event {
+            self.w.sessions.seen(&ev);
+            log_event(self.w.id, now, &ev, server);
+        }
+        if let Some(r) = outcome.dropped
+            && r != bootstorm_dhcp::DropReason::NoReplyExpected
+        {
+            log_drop(self.w.id, r, outcome.who.as_ref(), meta.src);
+        }
+    }
+
+    /// Queues the reply in `out` for sending now.
+    fn push(&mut self, len: usize, to: &TxMeta) {
+        if !self.w.tx.push(&self.out[..len], to) {
+            self.flush();
+            if !self.w.tx.push(&self.out[..len], to) {
+                self.io.send_failed += 1;
+            }
+        }
+    }
+
+    /// Keeps the reply in `out` until `seq` is durable (and every reply held before it is sent).
+    fn hold(&mut self, seq: u64, len: usize, to: TxMeta) {
+        let seq = seq.max(self.held.back().map_or(0, |h| h.seq));
+        let mut data = self.spare.pop().unwrap_or_default();
+        data.clear();
+        data.extend_from_slice(&self.out[..len]);
+        self.held.push_back(HeldReply {
+            seq,
+            data,
+            meta: to,
+        });
+        self.io.held += 1;
+        if self.held.len() >= MAX_HELD {
+            // The disk is slower than the clients: wait for it here rather than grow.
+            self.flush();
+            if let (Some(c), Some(back)) = (&self.w.commits, self.held.back()) {
+                let _ = c.wait(back.seq);
+            }
+            self.release();
+        }
+    }
+
+    /// Sends the held replies the journal made durable; drops them all if it failed.
+    fn release(&mut self) {
+        let Some(front) = self.held.front().map(|h| h.seq) else {
+            return;
+        };
+        let durable = match self.w.commits.as_ref().map(|c| c.durable()) {
+            None => u64::MAX,
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                tracing::error!(worker = self.w.id, dropped = self.held.len(), error = %e, "replies withheld");
+                self.io.withheld += self.held.len() as u64;
+                self.spare.extend(self.held.drain(..).map(|h| h.data));
+                return;
+            }
+        };
+        if front > durable {
+            return;
+        }
+        while let Some(h) = self.held.front() {
+            if h.seq > durable {
+                break;
+            }
+            let h = self.held.pop_front().expect("front exists");
+            if !self.w.tx.push(&h.data, &h.meta) {
+                self.flush();
+                if !self.w.tx.push(&h.data, &h.meta) {
+                    self.io.send_failed += 1;
+                }
+            }
+            self.spare.push(h.data);
+        }
+        self.flush();
+    }
+
+    /// Asks the journal's doorbell for the oldest held reply; returns how long to wait.
+    fn arm(&mut self) -> Duration {
+        let Some(front) = self.held.front().map(|h| h.seq) else {
+            return RECV_TIMEOUT;
+        };
+        self.wants.store(front, Ordering::SeqCst);
+        // Checked after arming: a sync that finished just before is not missed.
+        match self.w.commits.as_ref().map(|c| c.durable()) {
+            Some(Ok(d)) if d < front => RECV_TIMEOUT,
+            _ => {
+                self.wants.store(0, Ordering::SeqCst);
+                Duration::ZERO
+            }
+        }
+    }
+
+    /// At shutdown: what is held goes out once durable (or is dropped if it never will be).
+    fn drain_held(&mut self) {
+        if let (Some(c), Some(back)) = (&self.w.commits, self.held.back()) {
+            let _ = c.wait(back.seq);
+        }
+        self.release();
+    }
+
+    fn flush(&mut self) {
+        if self.w.tx.is_empty() {
+            return;
+        }
+        match self.w.tx.flush() {
+            Ok(r) if r.failed > 0 => {
+                self.io.send_failed += r.failed as u64;
+                tracing::warn!(worker = self.w.id, failed = r.failed, error = ?r.last_error, "some replies could not be sent");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(worker = self.w.id, error = %e, "send failed"),
+        }
+    }
+
+    fn publish(&self) {
+        if let Ok(mut g) = self.w.published.lock() {
+            g.core.clone_from(&self.stats);
+            g.io.clone_from(&self.io);
+        }
+    }
+}
+
+/// Where a reply goes, as the transmit queue takes it: a broadcast or link unicast leaves the
+/// interface the request came in on, from the address it was sent to (the interface's own if
+/// it was a broadcast).
+fn tx_meta(dest: Destination, rx: &RxMeta) -> TxMeta {
+    match dest {
+        Destination::Unicast(a) => TxMeta::to(a),
+        Destination::Broadcast | Destination::Link { .. } => TxMeta {
+            dst: match dest {
+                Destination::Link { addr, .. } => SocketAddrV4::new(addr, CLIENT_PORT),
+                _ => SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT),
+            },
+            src: rx.local,
+            ifindex: rx.ifindex,
+            l2_dst: match dest {
+                Destination::Link { hwaddr, .. } => Some(hwaddr),
+                _ => None,
+            },
+            ..TxMeta::to(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
+        },
+    }
+}
+
+/// Receive coalescing (`[server] rx_coalesce`, see [`crate::config::DEFAULT_RX_COALESCE_MS`]):
+/// after serving a batch of `n` datagrams whose receive waited `waited` for the first, how long
+/// to let the next batch gather. Only while datagrams come faster than the interval (the
+/// receive hardly waited), so an isolated request is never held back, and never after a full
+/// batch (more are queued already).
+pub fn coalesce_pause(interval: Duration, n: usize, waited: Duration) -> Option<Duration> {
+    (!interval.is_zero() && n > 0 && n < bootstorm_io::BATCH && waited < interval)
+        .then_some(interval)
+}
+
+/// One line per dropped request, at debug level (`--log-level debug`): who, and why. At info,
+/// [`crate::serve::DropSummary`] says once a minute how many went per reason.
+fn log_drop(
+    worker: usize,
+    reason: bootstorm_dhcp::DropReason,
+    who: Option<&bootstorm_dhcp::Who>,
+    src: SocketAddrV4,
+) {
+    match who {
+        Some(w) => tracing::debug!(target: "bootstorm::drop", worker, reason = reason.name(),
+            mac = %Hw(w.hwaddr()), xid = %format_args!("{:#010x}", w.xid),
+            giaddr = %w.giaddr.unwrap_or(Ipv4Addr::UNSPECIFIED), %src, "dropped"),
+        None => {
+            tracing::debug!(target: "bootstorm::drop", worker, reason = reason.name(), %src, "dropped")
+        }
+    }
+}
+
+fn log_event(worker: usize, now: Instant, ev: &Event, server: &Server) {
+    let lease_secs = ev.expires.map(|e| e.saturating_since(now).as_secs());
+    // What gave the client its boot file: the rule's name (or the reservation), and the file.
+    let cfg = server.config();
+    let (rule, file) = match ev.boot {
+        Some(bootstorm_dhcp::BootFrom::Rule(i)) => cfg
+            .boot_rules
+            .get(usize::from(i))
+            .map_or(("?", ""), |r| (r.name.as_str(), r.boot.file.as_str())),
+        Some(bootstorm_dhcp::BootFrom::Reservation(i)) => (
+            "reservation",
+            cfg.reservations
+                .get(usize::from(i))
+                .and_then(|r| r.boot.as_ref())
+                .map_or("", |b| b.file.as_str()),
+        ),
+        None if ev.no_boot_rule => ("none matched", ""),
+        None => ("", ""),
+    };
+    let nak_reason = ev.nak.map(|n| n.text()).unwrap_or("");
+    // An OFFER only holds an address for a moment; what an operator follows is bind, NAK,
+    // release, decline and inform. Offers are there at debug level (--log-level debug).
+    macro_rules! lease_line {
+        ($level:ident) => {
+            tracing::$level!(
+                target: "bootstorm::lease",
+                worker,
+                event = ev.kind.name(),
+                ip = %ev.addr,
+                mac = %Hw(ev.hwaddr()),
+                xid = %format_args!("{:#010x}", ev.xid),
+                subnet = ev.subnet,
+                lease_secs,
+                rule,
+                file,
+                reason = nak_reason,
+                reclaimed = ev.reclaimed,
+                "lease"
+            )
+        };
+    }
+    match ev.kind {
+        EventKind::Offer => lease_line!(debug),
+        _ => lease_line!(info),
+    }
+    if ev.no_boot_rule && ev.kind == EventKind::Offer {
+        tracing::debug!(target: "bootstorm::drop", worker, reason = "no_boot_rule",
+            mac = %Hw(ev.hwaddr()), xid = %format_args!("{:#010x}", ev.xid),
+            "boot firmware matched no boot rule: offered an address without a boot file");
+    }
+}
+
+#[cfg(test)]
+mod tests;
