@@ -433,6 +433,8 @@ impl<T: TxQueue> Loop<T> {
         if self.w.tx.is_empty() {
             return;
         }
+        // Counters first: whoever sees a reply sees the counters that include it.
+        self.publish();
         match self.w.tx.flush() {
             Ok(r) if r.failed > 0 => {
                 self.io.send_failed += r.failed as u64;

@@ -262,7 +262,9 @@ impl UdpSocket4 {
     /// Has the kernel drop every datagram that came in a link-layer broadcast or multicast frame
     /// before it reaches this socket (a classic BPF socket filter on the frame's packet type), so
     /// the socket neither queues nor wakes for it. For all but one socket of a `SO_REUSEPORT`
-    /// group: Linux hands every broadcast to every socket of the group.
+    /// group: Linux hands every broadcast to every socket of the group. A datagram to one of our
+    /// addresses in a link broadcast frame (no DHCP client or relay sends one) is dropped too if
+    /// the kernel's hash picks this socket for it.
     pub fn drop_link_broadcasts(&self) -> io::Result<()> {
         // ld [SKF_AD_OFF + SKF_AD_PKTTYPE]; jeq PACKET_BROADCAST -> drop; jeq PACKET_MULTICAST
         // -> drop; ret all; drop: ret 0.
