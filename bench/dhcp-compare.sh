@@ -31,6 +31,10 @@ RATES=${RATES:-"250 500 1000 2000 4000 6000 8000 10000 12000"}
 FIXED_RATES=${FIXED_RATES:-"250 2000"}
 FIXED_SECS=${FIXED_SECS:-10}
 SERVERS=${SERVERS:-"bootstorm kea dnsmasq"}
+# perfdhcp sends to this address as a relay would (giaddr = its own); PERF_TARGET= (empty) has it
+# broadcast from 0.0.0.0:68 as clients on the link do (bootstorm and dnsmasq; Kea in UDP socket
+# mode answers relayed traffic only).
+PERF_TARGET=${PERF_TARGET-198.18.0.1}
 REF=${SERVERS%% *}  # ratios are against the first
 export PATH="$PATH:/usr/sbin:/sbin"
 [ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)"; exit 1; }
@@ -99,7 +103,7 @@ cpu_ns() { cat /proc/"$SERVER_PID"/task/*/schedstat 2>/dev/null | awk '{s+=$1} E
 # perfdhcp at rate $1 for $2 seconds; prints "achieved_rate ack_drops_pct offer_drops_pct acks naks".
 perf() {
   local out
-  out=$(ip netns exec "$C" perfdhcp -4 -l "$CIF" -r "$1" -R 1000000 -p "$2" 198.18.0.1 2>&1 || true)
+  out=$(ip netns exec "$C" perfdhcp -4 -l "$CIF" -r "$1" -R 1000000 -p "$2" $PERF_TARGET 2>&1 || true)
   echo "$out" > "$T/perf.last"
   awk '
     /^Rate:/ {rate=$2}
