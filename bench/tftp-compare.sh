@@ -8,7 +8,10 @@
 #
 #   1. one client fetching a 32 MiB file at blksize 1468 with windowsize 1, 16 and 64: MB/s;
 #   2. 200 clients at once fetching a 1 MiB file (blksize 1468, windowsize 16): total seconds
-#      and failures.
+#      and failures;
+#   3. lockstep with curl (bootstorm and tftpd-hpa): 32 MiB at blksize 1468 and 512, and 50
+#      clients fetching 1 MiB at once, medians of 3. LOCKSTEP_ONLY=1 runs only this, twice,
+#      interleaved.
 # dnsmasq runs with --tftp-max=1000 (its default of 50 concurrent transfers would refuse most
 # of the 200) and DNS off; tftpd-hpa with -L (foreground) and its defaults.
 #
@@ -58,6 +61,65 @@ lg() { # clients file window size
     echo "0 0 all"
 }
 
+# Lockstep, as every legacy PXE ROM and much UEFI firmware fetches: curl (one block per ACK, no
+# windowsize), 3 runs each, the median: a 32 MiB file at blksize 1468 and at 512 (MB/s), and
+# LOCKSTEP_CLIENTS (50) curls fetching the 1 MiB file at once (s until the last is done).
+LOCKSTEP_CLIENTS=${LOCKSTEP_CLIENTS:-50}
+curl_get() { # file blksize out
+  timeout 120 ip netns exec "$C" curl -s --tftp-blksize "$2" -o "$3" "tftp://198.18.0.1/$1"
+}
+median3() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
+declare -A LOCK
+lockstep() { # server
+  local srv=$1 bs runs s e
+  for bs in 1468 512; do
+    runs=()
+    for _ in 1 2 3; do
+      rm -f "$T/out/big"
+      s=$(date +%s.%N)
+      if curl_get big.bin "$bs" "$T/out/big" && cmp -s "$T/root/big.bin" "$T/out/big"; then
+        e=$(date +%s.%N)
+        runs+=("$(awk -v s="$s" -v e="$e" 'BEGIN {printf "%.1f", 32*1.048576/(e-s)}')")
+      else
+        runs+=(0)
+      fi
+    done
+    LOCK[$srv,$bs]=$(median3 "${runs[@]}")
+  done
+  runs=()
+  for _ in 1 2 3; do
+    rm -f "$T"/out/l.*
+    local pids=() fails=0
+    s=$(date +%s.%N)
+    for i in $(seq 1 "$LOCKSTEP_CLIENTS"); do curl_get one.bin 1468 "$T/out/l.$i" & pids+=($!); done
+    wait "${pids[@]}" || true
+    e=$(date +%s.%N)
+    for i in $(seq 1 "$LOCKSTEP_CLIENTS"); do cmp -s "$T/root/one.bin" "$T/out/l.$i" || fails=$((fails + 1)); done
+    if [ "$fails" = 0 ]; then runs+=("$(awk -v s="$s" -v e="$e" 'BEGIN {printf "%.2f", e-s}')"); else runs+=(999); fi
+  done
+  LOCK[$srv,many]=$(median3 "${runs[@]}")
+  echo "$srv lockstep (curl): blksize 1468 ${LOCK[$srv,1468]} MB/s, 512 ${LOCK[$srv,512]} MB/s, $LOCKSTEP_CLIENTS x 1 MiB ${LOCK[$srv,many]} s"
+}
+if [ -n "${LOCKSTEP_ONLY:-}" ]; then
+  # Interleaved, twice: bootstorm, tftpd-hpa, bootstorm, tftpd-hpa.
+  for round in 1 2; do
+    for srv in bootstorm tftpd-hpa; do
+      start_server $srv; lockstep $srv; stop_server
+      for k in 1468 512 many; do LOCK[$srv,$k,$round]=${LOCK[$srv,$k]}; done
+    done
+  done
+  echo
+  echo "kernel $(uname -r), $(nproc) cores, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%F)"
+  echo "| server | round | curl lockstep 32 MiB blksize 1468 (MB/s) | blksize 512 (MB/s) | $LOCKSTEP_CLIENTS x 1 MiB at once (s) |"
+  echo "| --- | --- | --- | --- | --- |"
+  for round in 1 2; do
+    for srv in bootstorm tftpd-hpa; do
+      echo "| $srv | $round | ${LOCK[$srv,1468,$round]} | ${LOCK[$srv,512,$round]} | ${LOCK[$srv,many,$round]} |"
+    done
+  done
+  exit 0
+fi
+
 declare -A MBS TOTAL FAIL
 for srv in bootstorm tftpd-hpa dnsmasq; do
   start_server $srv
@@ -91,6 +153,7 @@ for srv in bootstorm tftpd-hpa dnsmasq; do
   read -r _ secs failed < <(lg "$CLIENTS" one.bin 16 $((1 << 20)))
   TOTAL[loadgen,$srv]=$secs; FAIL[loadgen,$srv]=$failed
   echo "$srv $CLIENTS x 1 MiB: atftp ${TOTAL[atftp,$srv]} s, $fails failed; loadgen $secs s, $failed failed"
+  [ "$srv" = dnsmasq ] || lockstep "$srv"
   stop_server
 done
 
@@ -102,4 +165,10 @@ for cl in atftp loadgen; do
   for srv in bootstorm tftpd-hpa dnsmasq; do
     echo "| $srv | $cl | ${MBS[$cl,$srv,1]} | ${MBS[$cl,$srv,16]} | ${MBS[$cl,$srv,64]} | ${TOTAL[$cl,$srv]} | ${FAIL[$cl,$srv]} |"
   done
+done
+echo
+echo "| server | curl lockstep 32 MiB blksize 1468 (MB/s) | blksize 512 (MB/s) | $LOCKSTEP_CLIENTS x 1 MiB at once (s) |"
+echo "| --- | --- | --- | --- |"
+for srv in bootstorm tftpd-hpa; do
+  echo "| $srv | ${LOCK[$srv,1468]} | ${LOCK[$srv,512]} | ${LOCK[$srv,many]} |"
 done

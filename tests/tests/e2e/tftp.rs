@@ -56,6 +56,7 @@ impl Server {
             port_range: None,
             upload: None,
             unique_root: None,
+            busy_poll: std::time::Duration::from_micros(100),
         };
         tweak(&mut settings);
         let running = tftpd::start(

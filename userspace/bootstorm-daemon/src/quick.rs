@@ -70,6 +70,10 @@ pub struct QuickFlags {
     /// Look in root/<client IP>/ or root/<client MAC>/ first: "ip" or "mac".
     #[arg(long)]
     pub tftp_unique_root: Option<String>,
+    /// How long a TFTP worker with transfers running polls before it sleeps ("100us" default,
+    /// at most "1ms"; "0" turns it off).
+    #[arg(long)]
+    pub tftp_busy_poll: Option<crate::config::Micros>,
     /// Serve this directory over HTTP (default with --http-port: the TFTP root).
     #[arg(long)]
     pub http_root: Option<PathBuf>,
@@ -253,12 +257,14 @@ pub fn settings(q: &QuickFlags, s: &ServerFlags) -> Result<Settings, ConfigError
         || q.tftp_port.is_some()
         || q.tftp_upload_dir.is_some()
         || q.tftp_unique_root.is_some()
+        || q.tftp_busy_poll.is_some()
     {
         file.tftp = Some(spanned(TftpSection {
             root: q.tftp_root.clone(),
             port: q.tftp_port,
             upload_dir: q.tftp_upload_dir.clone(),
             unique_root: q.tftp_unique_root.clone(),
+            busy_poll: q.tftp_busy_poll,
             ..TftpSection::default()
         }));
     }

@@ -56,6 +56,8 @@ pub struct TftpSettings {
     pub upload: Option<UploadSettings>,
     /// Per-client subdirectories of the root, looked up first.
     pub unique_root: Option<UniqueRoot>,
+    /// How long a worker with transfers running polls before it sleeps (0: never polls).
+    pub busy_poll: Duration,
 }
 
 /// Where uploads go.
@@ -383,12 +385,18 @@ pub fn start_shared(
         let (tx, rx) = channel::<NewTransfer>();
         queues.push((tx, waker.clone()));
         wakers.push(waker);
-        let (stats, shutdown, limits, active) =
-            (stats.clone(), shutdown.clone(), s.limits, active.clone());
+        let shared = WorkerShared {
+            clock,
+            shutdown: shutdown.clone(),
+            stats: stats.clone(),
+            limits: s.limits,
+            active: active.clone(),
+            busy_poll: s.busy_poll,
+        };
         threads.push(
             std::thread::Builder::new()
                 .name(format!("tftp-worker-{id}"))
-                .spawn(move || worker(poll, rx, clock, shutdown, stats, limits, active))?,
+                .spawn(move || worker(poll, rx, shared))?,
         );
     }
     let (stats2, shutdown2, settings) = (stats.clone(), shutdown.clone(), s.clone());
@@ -767,6 +775,22 @@ fn lookup(
 
 const WAKER: Token = Token(usize::MAX);
 
+/// Polls without sleeping for up to `limit`; true if events came. Between polls it yields, so
+/// a client (or anything else) that shares this core runs at once rather than waiting for the
+/// poll to end.
+fn busy_wait(poll: &mut Poll, events: &mut Events, limit: Duration) -> bool {
+    let until = std::time::Instant::now() + limit;
+    loop {
+        if poll.poll(events, Some(Duration::ZERO)).is_ok() && !events.is_empty() {
+            return true;
+        }
+        if std::time::Instant::now() >= until {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+}
+
 struct Slot {
     socket: MioUdp,
     transfer: Job,
@@ -779,15 +803,25 @@ struct Slot {
     scheduled: Option<Instant>,
 }
 
-fn worker(
-    mut poll: Poll,
-    rx: Receiver<NewTransfer>,
+/// What a TFTP worker thread shares with the others.
+struct WorkerShared {
     clock: Clock,
     shutdown: Arc<AtomicBool>,
     stats: Arc<TftpStats>,
     limits: Limits,
     active: Active,
-) {
+    busy_poll: Duration,
+}
+
+fn worker(mut poll: Poll, rx: Receiver<NewTransfer>, shared: WorkerShared) {
+    let WorkerShared {
+        clock,
+        shutdown,
+        stats,
+        limits,
+        active,
+        busy_poll,
+    } = shared;
     logbuf::buffer_this_thread();
     let mut events = Events::with_capacity(1024);
     let mut slots: Vec<Option<Slot>> = Vec::new();
@@ -809,7 +843,14 @@ fn worker(
                 Duration::from_millis(d.saturating_since(now).as_millis())
             })
             .min(Duration::from_millis(100));
-        if poll.poll(&mut events, Some(wait)).is_err() {
+        // Transfers running: their clients' next ACKs are probably microseconds away. Poll for
+        // them a while (busy_poll) before sleeping, so a lockstep transfer pays no wake-up per
+        // block; never past the next deadline.
+        let running = slots.len() - free.len();
+        let got = running > 0
+            && !busy_poll.is_zero()
+            && busy_wait(&mut poll, &mut events, busy_poll.min(wait));
+        if !got && poll.poll(&mut events, Some(wait)).is_err() {
             continue;
         }
         let now = clock.now();

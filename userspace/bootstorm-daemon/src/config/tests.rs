@@ -369,3 +369,38 @@ fn log_levels_are_checked() {
     );
     assert!(e.contains("'verbose'"), "{e}");
 }
+
+/// `[tftp] busy_poll`: microseconds or milliseconds, "0" or 0 for off, at most 1ms; default
+/// 100us.
+#[test]
+fn tftp_busy_poll_is_checked() {
+    let root = std::env::temp_dir();
+    let with = |extra: &str| {
+        check(&format!(
+            "{GOOD}\n[tftp]\nroot = \"{}\"\n{extra}\n",
+            root.display()
+        ))
+    };
+    let bp = |extra: &str| with(extra).map(|s| s.tftp.unwrap().busy_poll);
+    use std::time::Duration as D;
+    assert_eq!(bp(""), Ok(DEFAULT_TFTP_BUSY_POLL));
+    assert_eq!(DEFAULT_TFTP_BUSY_POLL, D::from_micros(100));
+    assert_eq!(bp("busy_poll = \"250us\""), Ok(D::from_micros(250)));
+    assert_eq!(bp("busy_poll = \"1ms\""), Ok(D::from_millis(1)));
+    assert_eq!(bp("busy_poll = \"0\""), Ok(D::ZERO));
+    assert_eq!(bp("busy_poll = 0"), Ok(D::ZERO));
+    let e = with("busy_poll = \"2ms\"").unwrap_err();
+    assert!(e.contains("at most 1ms"), "{e}");
+    let text = format!(
+        "{GOOD}\n[tftp]\nroot = \"{}\"\nbusy_poll = \"2ms\"\n",
+        root.display()
+    );
+    assert!(
+        e.contains(&format!("bootstorm.toml:{}", line_of(&text, "[tftp]"))),
+        "{e}"
+    );
+    let e = with("busy_poll = 5").unwrap_err();
+    assert!(e.contains("give a unit"), "{e}");
+    let e = with("busy_poll = \"fast\"").unwrap_err();
+    assert!(e.contains("microseconds"), "{e}");
+}
