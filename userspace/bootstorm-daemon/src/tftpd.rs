@@ -19,13 +19,16 @@ use crate::files::{FileCache, FileError};
 use crate::logbuf;
 use anyhow::Context;
 use bootstorm_net::{RecvBatch, SocketOptions, UdpSocket4};
-use bootstorm_tftp::{Limits, ReadTransfer, State, WriteTransfer, negotiate};
+use bootstorm_tftp::Limits;
+use bootstorm_tftp::State;
+use bootstorm_tftp::server::{
+    Accepted, Config, Counters, Finished, Host, Refusal, Server, Source, TransferId, UploadSink,
+};
 use bootstorm_time::{Clock, Instant};
 use bootstorm_wire::tftp::{DATA_HEADER_LEN as DATA_HEADER, ErrorCode, Mode, Repr};
 use mio::net::UdpSocket as MioUdp;
 use mio::{Events, Interest, Poll, Token, Waker};
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
@@ -147,40 +150,8 @@ fn bind_transfer_socket(
     ))
 }
 
-/// Counters, shared by the listener and the workers.
-#[derive(Debug, Default)]
-pub struct TftpStats {
-    /// Read requests accepted.
-    pub started: AtomicU64,
-    /// Transfers completed.
-    pub completed: AtomicU64,
-    /// Transfers abandoned (timeout or client error).
-    pub failed: AtomicU64,
-    /// Requests answered with an ERROR (not found, refused, malformed).
-    pub refused: AtomicU64,
-    /// DATA packets sent, and of those retransmitted.
-    pub data_sent: AtomicU64,
-    /// See `data_sent`.
-    pub data_resent: AtomicU64,
-    /// Transfers running now.
-    pub active: AtomicU64,
-    /// Repeated requests from a client whose transfer already runs (its OACK or first block was
-    /// lost; the transfer's own retransmission answers it).
-    pub duplicates: AtomicU64,
-    /// Requests left unanswered because `max_transfers` were running (the client asks again).
-    pub deferred: AtomicU64,
-    /// Datagrams from a wrong TID (not the transfer's client) answered with ERROR 5.
-    pub wrong_tid: AtomicU64,
-    /// Request options left out of the OACK because their value was invalid (RFC 2347).
-    pub bad_options: AtomicU64,
-    /// Uploads stored, and their bytes.
-    pub uploaded: AtomicU64,
-    /// See `uploaded`.
-    pub upload_bytes: AtomicU64,
-}
-
-/// Clients with a transfer running, so a repeated request does not start a second one.
-type Active = Arc<std::sync::Mutex<std::collections::HashSet<SocketAddr>>>;
+/// Counters, shared by every worker's TFTP core (and read by the control socket).
+pub type TftpStats = Counters;
 
 /// A running TFTP server.
 pub struct TftpRunning {
@@ -214,131 +185,6 @@ impl TftpRunning {
     }
 }
 
-/// A transfer in either direction.
-enum Job {
-    Read(ReadTransfer),
-    Write(Upload),
-}
-
-/// An upload and the file it goes to.
-struct Upload {
-    t: WriteTransfer,
-    file: Option<std::fs::File>,
-    tmp: PathBuf,
-    dest: PathBuf,
-    overwrite: bool,
-    committed: bool,
-}
-
-impl Upload {
-    /// Writes what arrived; moves the file into place once it is whole; removes it once the
-    /// transfer failed (before the ERROR leaves, so a client never sees a half file after it).
-    fn store(&mut self) {
-        self.write_and_commit();
-        if matches!(self.t.state(), State::Failed(_)) && !self.committed && self.file.is_some() {
-            self.file = None;
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
-
-    fn write_and_commit(&mut self) {
-        if !self.t.pending().is_empty() {
-            let ok = self
-                .file
-                .as_mut()
-                .is_some_and(|f| f.write_all(self.t.pending()).is_ok());
-            self.t.clear_pending();
-            if !ok {
-                tracing::warn!(file = %self.tmp.display(), "cannot write an upload");
-                self.t.abort(ErrorCode::DiskFull, "cannot write the file");
-                return;
-            }
-        }
-        if self.t.is_complete() && !self.committed {
-            self.file = None; // closed
-            let placed = if self.overwrite {
-                std::fs::rename(&self.tmp, &self.dest)
-            } else {
-                // link() never replaces: a file created meanwhile is not overwritten.
-                std::fs::hard_link(&self.tmp, &self.dest)
-                    .and_then(|()| std::fs::remove_file(&self.tmp))
-            };
-            match placed {
-                Ok(()) => self.committed = true,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    self.t.abort(ErrorCode::FileExists, "file already exists")
-                }
-                Err(e) => {
-                    tracing::warn!(file = %self.dest.display(), error = %e, "cannot store an upload");
-                    self.t
-                        .abort(ErrorCode::AccessViolation, "cannot store the file");
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Upload {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
-}
-
-impl Job {
-    fn handle(&mut self, now: Instant, packet: Repr<'_>) {
-        match (self, packet) {
-            (Job::Read(t), Repr::Ack { block }) => t.handle_ack(now, block),
-            (Job::Write(u), Repr::Data { block, data }) => u.t.handle_data(now, block, data),
-            (Job::Read(t), Repr::Error { code, .. }) => t.handle_error(code),
-            (Job::Write(u), Repr::Error { code, .. }) => u.t.handle_error(code),
-            _ => {}
-        }
-    }
-
-    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        match self {
-            Job::Read(t) => t.poll_transmit(now, buf),
-            Job::Write(u) => {
-                u.store();
-                u.t.poll_transmit(now, buf)
-            }
-        }
-    }
-
-    fn state(&self) -> State {
-        match self {
-            Job::Read(t) => t.state(),
-            Job::Write(u) => u.t.state(),
-        }
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        match self {
-            Job::Read(t) => t.poll_timeout(),
-            Job::Write(u) => u.t.poll_timeout(),
-        }
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        match self {
-            Job::Read(t) => t.handle_timeout(now),
-            Job::Write(u) => u.t.handle_timeout(now),
-        }
-    }
-}
-
-struct NewTransfer {
-    socket: MioUdp,
-    transfer: Job,
-    peer: SocketAddr,
-    file: String,
-    started: Instant,
-    /// Segment size if the socket sends windows segmented (UDP GSO); 0 if not.
-    gso: u16,
-}
-
 /// Binds the listener and starts the threads. `shutdown` stops them too.
 /// `mac_of` resolves client addresses to MACs for `unique_root = "mac"` (the DHCP lease table);
 /// the kernel's neighbour table is asked when it has no answer.
@@ -353,6 +199,13 @@ pub fn start(
             .with_context(|| format!("TFTP root {}", s.root.display()))?,
     );
     start_shared(s, cache, clock, shutdown, mac_of)
+}
+
+/// A request datagram passed from the listener to the worker that owns its client.
+struct Request {
+    datagram: Vec<u8>,
+    peer: SocketAddrV4,
+    local: Ipv4Addr,
 }
 
 /// [`start`] with a file cache shared with another service (HTTP from the same root); files
@@ -375,48 +228,53 @@ pub fn start_shared(
     .with_context(|| format!("binding TFTP {}", s.listen))?;
     let local = listener.local_addr()?;
     let stats = Arc::new(TftpStats::default());
-    let active: Active = Arc::default();
+    let upload_seq = Arc::new(AtomicU64::new(0));
     let mut threads = Vec::new();
     let mut queues = Vec::new();
     let mut wakers = Vec::new();
     for id in 0..s.workers.max(1) {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let (tx, rx) = channel::<NewTransfer>();
+        let (tx, rx) = channel::<Request>();
         queues.push((tx, waker.clone()));
         wakers.push(waker);
-        let shared = WorkerShared {
+        let core = Server::new(
+            Config {
+                limits: s.limits,
+                max_transfers: s.max_transfers,
+            },
+            stats.clone(),
+        );
+        let host = FileHost {
+            cache: cache.clone(),
+            max_file_size: s.max_file_size,
+            unique_root: s.unique_root,
+            mac_of: mac_of.clone(),
+            upload: s.upload.clone(),
+            upload_seq: upload_seq.clone(),
+        };
+        let w = Worker {
+            poll,
+            requests: rx,
+            core,
+            host,
             clock,
             shutdown: shutdown.clone(),
-            stats: stats.clone(),
-            limits: s.limits,
-            active: active.clone(),
             busy_poll: s.busy_poll,
+            port_range: s.port_range,
+            max_blksize: s.limits.max_blksize,
         };
         threads.push(
             std::thread::Builder::new()
                 .name(format!("tftp-worker-{id}"))
-                .spawn(move || worker(poll, rx, shared))?,
+                .spawn(move || w.run())?,
         );
     }
-    let (stats2, shutdown2, settings) = (stats.clone(), shutdown.clone(), s.clone());
+    let (shutdown2, listen_ip) = (shutdown.clone(), *s.listen.ip());
     threads.push(
         std::thread::Builder::new()
             .name("tftp-listener".into())
-            .spawn(move || {
-                Listener {
-                    sock: listener,
-                    s: settings,
-                    cache,
-                    queues,
-                    clock,
-                    shutdown: shutdown2,
-                    stats: stats2,
-                    active,
-                    mac_of,
-                }
-                .run()
-            })?,
+            .spawn(move || listen(listener, listen_ip, queues, shutdown2))?,
     );
     tracing::info!(listen = %local, root = %s.root.display(), workers = s.workers, "serving TFTP");
     Ok(TftpRunning {
@@ -429,97 +287,203 @@ pub fn start_shared(
 }
 
 /// Sends an ERROR from a fresh port (a new TID, as RFC 1350 has servers answer requests).
-fn send_error(bind_ip: std::net::Ipv4Addr, to: SocketAddr, code: ErrorCode, msg: &str) {
-    let mut buf = [0u8; 600];
-    let Ok(n) = (Repr::Error {
-        code,
-        message: msg.as_bytes(),
-    })
-    .emit(&mut buf) else {
-        return;
-    };
+fn send_fresh(bind_ip: Ipv4Addr, to: SocketAddrV4, bytes: &[u8]) {
     if let Ok(s) = UdpSocket::bind(SocketAddrV4::new(bind_ip, 0)) {
-        let _ = s.send_to(&buf[..n], to);
+        let _ = s.send_to(bytes, to);
     }
 }
 
-/// The listener thread's state.
-struct Listener {
+/// The listener thread: takes requests on the TFTP port in batches and passes each to the
+/// worker that owns its client (by its address and port), so one client's repeated requests
+/// meet the transfer they repeat.
+fn listen(
     sock: UdpSocket4,
-    s: TftpSettings,
-    cache: Arc<FileCache>,
-    queues: Vec<(Sender<NewTransfer>, Arc<Waker>)>,
-    clock: Clock,
+    listen_ip: Ipv4Addr,
+    queues: Vec<(Sender<Request>, Arc<Waker>)>,
     shutdown: Arc<AtomicBool>,
-    stats: Arc<TftpStats>,
-    active: Active,
-    mac_of: Option<MacLookup>,
-}
-
-impl Listener {
-    fn run(self) {
-        let Listener {
-            sock,
-            s,
-            cache,
-            queues,
-            clock,
-            shutdown,
-            stats,
-            active,
-            mac_of,
-        } = self;
-        let mut batch = RecvBatch::default();
-        let mut next_worker = 0usize;
-        let mut port_cursor = 0u32;
-        let ctx = AcceptCtx {
-            s: &s,
-            cache: &cache,
-            clock,
-            stats: &stats,
-            mac_of: mac_of.as_ref(),
-            upload_seq: std::cell::Cell::new(0),
-        };
-        while !shutdown.load(Ordering::Relaxed) {
-            let n = sock.recv_batch(&mut batch).unwrap_or(0);
-            for i in 0..n {
-                let (datagram, info) = batch.get(i);
-                // Answer from the address the request was sent to (the listen address if that was a
-                // broadcast or unknown).
-                let local_ip = if info.dst.is_unspecified() || info.is_broadcast() {
-                    *s.listen.ip()
-                } else {
-                    info.dst
-                };
-                let peer = SocketAddr::V4(info.src);
-                if active.lock().is_ok_and(|a| a.contains(&peer)) {
-                    stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                if let Some(t) = accept(datagram, peer, local_ip, &ctx, &mut port_cursor) {
-                    if let Ok(mut a) = active.lock() {
-                        a.insert(peer);
-                    }
-                    let (tx, waker) = &queues[next_worker % queues.len()];
-                    next_worker += 1;
-                    if tx.send(t).is_ok() {
-                        let _ = waker.wake();
-                    }
-                }
+) {
+    let mut batch = RecvBatch::default();
+    let mut woken = vec![false; queues.len()];
+    while !shutdown.load(Ordering::Relaxed) {
+        let n = sock.recv_batch(&mut batch).unwrap_or(0);
+        woken.iter_mut().for_each(|w| *w = false);
+        for i in 0..n {
+            let (datagram, info) = batch.get(i);
+            // Answer from the address the request was sent to (the listen address if that was
+            // a broadcast or unknown).
+            let local = if info.dst.is_unspecified() || info.is_broadcast() {
+                listen_ip
+            } else {
+                info.dst
+            };
+            let k = owner(info.src, queues.len());
+            let r = Request {
+                datagram: datagram.to_vec(),
+                peer: info.src,
+                local,
+            };
+            if queues[k].0.send(r).is_ok() {
+                woken[k] = true;
+            }
+        }
+        for (k, w) in woken.iter().enumerate() {
+            if *w {
+                let _ = queues[k].1.wake();
             }
         }
     }
 }
 
-/// What the listener shares with [`accept`].
-struct AcceptCtx<'a> {
-    s: &'a TftpSettings,
-    cache: &'a FileCache,
-    clock: Clock,
-    stats: &'a TftpStats,
-    mac_of: Option<&'a MacLookup>,
-    /// Makes temporary upload names unique.
-    upload_seq: std::cell::Cell<u64>,
+/// The worker of `n` that owns client `peer`.
+fn owner(peer: SocketAddrV4, n: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in peer
+        .ip()
+        .octets()
+        .into_iter()
+        .chain(peer.port().to_be_bytes())
+    {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % n.max(1) as u64) as usize
+}
+
+/// The file source and upload storage the TFTP core asks for.
+struct FileHost {
+    cache: Arc<FileCache>,
+    max_file_size: u64,
+    unique_root: Option<UniqueRoot>,
+    mac_of: Option<MacLookup>,
+    upload: Option<UploadSettings>,
+    /// Makes temporary upload names unique across workers.
+    upload_seq: Arc<AtomicU64>,
+}
+
+impl Host for FileHost {
+    fn read_file(
+        &mut self,
+        client: SocketAddrV4,
+        name: &[u8],
+        netascii: bool,
+    ) -> Result<Arc<[u8]>, Refusal> {
+        let mode = if netascii {
+            Mode::Netascii
+        } else {
+            Mode::Octet
+        };
+        lookup(
+            &self.cache,
+            self.max_file_size,
+            self.unique_root,
+            SocketAddr::V4(client),
+            self.mac_of.as_ref(),
+            name,
+            mode,
+        )
+        .map_err(|e| {
+            let code = match e {
+                FileError::NotFound | FileError::NotAFile => ErrorCode::FileNotFound,
+                FileError::TooLarge(_) => ErrorCode::NotDefined,
+                FileError::BadName(_) | FileError::OutsideRoot => ErrorCode::AccessViolation,
+            };
+            Refusal::new(code, format!("{}: {e}", String::from_utf8_lossy(name)))
+        })
+    }
+
+    fn open_upload(
+        &mut self,
+        _client: SocketAddrV4,
+        name: &[u8],
+        size: Option<u64>,
+    ) -> Result<(Box<dyn UploadSink>, u64), Refusal> {
+        let Some(up) = &self.upload else {
+            return Err(Refusal::new(
+                ErrorCode::AccessViolation,
+                "uploads are not enabled",
+            ));
+        };
+        let shown = String::from_utf8_lossy(name);
+        // RFC 2349: a WRQ's tsize states the size; refuse what will not fit before any data.
+        if size.is_some_and(|n| n > up.max_size) {
+            return Err(Refusal::new(
+                ErrorCode::DiskFull,
+                format!("{shown}: over the upload size limit"),
+            ));
+        }
+        let seq = self.upload_seq.fetch_add(1, Ordering::Relaxed);
+        let (file, tmp, dest) =
+            open_upload(up, name, seq).map_err(|(code, msg)| Refusal::new(code, msg))?;
+        let sink = FileSink {
+            file: Some(file),
+            tmp,
+            dest,
+            overwrite: up.overwrite,
+            committed: false,
+        };
+        Ok((Box::new(sink), up.max_size))
+    }
+}
+
+/// An upload's temporary file and where it goes once whole.
+struct FileSink {
+    file: Option<std::fs::File>,
+    tmp: PathBuf,
+    dest: PathBuf,
+    overwrite: bool,
+    committed: bool,
+}
+
+impl UploadSink for FileSink {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Refusal> {
+        let ok = self
+            .file
+            .as_mut()
+            .is_some_and(|f| f.write_all(bytes).is_ok());
+        if !ok {
+            tracing::warn!(file = %self.tmp.display(), "cannot write an upload");
+            return Err(Refusal::new(ErrorCode::DiskFull, "cannot write the file"));
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), Refusal> {
+        self.file = None; // closed
+        let placed = if self.overwrite {
+            std::fs::rename(&self.tmp, &self.dest)
+        } else {
+            // link() never replaces: a file created meanwhile is not overwritten.
+            std::fs::hard_link(&self.tmp, &self.dest).and_then(|()| std::fs::remove_file(&self.tmp))
+        };
+        match placed {
+            Ok(()) => {
+                self.committed = true;
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(Refusal::new(ErrorCode::FileExists, "file already exists"))
+            }
+            Err(e) => {
+                tracing::warn!(file = %self.dest.display(), error = %e, "cannot store an upload");
+                Err(Refusal::new(
+                    ErrorCode::AccessViolation,
+                    "cannot store the file",
+                ))
+            }
+        }
+    }
+
+    fn discard(&mut self) {
+        self.file = None;
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+impl Drop for FileSink {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// Opens the temporary file for an upload of `name` into `up.dir`; the ERROR to send if not.
@@ -588,162 +552,6 @@ fn open_upload(
     Ok((file, tmp, dest))
 }
 
-/// Handles one datagram on the listener: a transfer to start, or an ERROR already sent, or
-/// nothing (not a request).
-fn accept(
-    datagram: &[u8],
-    peer: SocketAddr,
-    ip: std::net::Ipv4Addr,
-    ctx: &AcceptCtx<'_>,
-    port_cursor: &mut u32,
-) -> Option<NewTransfer> {
-    let AcceptCtx {
-        s,
-        cache,
-        clock,
-        stats,
-        mac_of,
-        ..
-    } = *ctx;
-    let refuse = |code: ErrorCode, msg: &str| {
-        stats.refused.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(target: "bootstorm::tftp", event = "refused", client = %peer, reason = msg);
-        send_error(ip, peer, code, msg);
-    };
-    let (write, filename, mode, options) = match Repr::parse(datagram) {
-        Ok(Repr::Request {
-            write,
-            filename,
-            mode,
-            options,
-            ignored,
-        }) => {
-            if ignored > 0 {
-                // RFC 2347: an option the server does not accept is left out of the OACK; the
-                // transfer runs with the default, and the client boots.
-                stats
-                    .bad_options
-                    .fetch_add(u64::from(ignored), Ordering::Relaxed);
-                tracing::debug!(target: "bootstorm::tftp", event = "options-ignored", client = %peer, count = ignored);
-            }
-            (write, filename, mode, options)
-        }
-        Ok(_) => return None, // DATA/ACK/ERROR to port 69 belong to no transfer: dropped
-        Err(e) => {
-            // Only requests get an answer; anything else on port 69 is dropped.
-            if datagram.len() >= 2
-                && matches!(u16::from_be_bytes([datagram[0], datagram[1]]), 1 | 2)
-            {
-                refuse(ErrorCode::IllegalOperation, &format!("bad request: {e}"));
-            }
-            return None;
-        }
-    };
-    let name = String::from_utf8_lossy(filename).into_owned();
-    if stats.active.load(Ordering::Relaxed) as usize >= s.max_transfers {
-        // Full: no ERROR, which would end the client's boot; silence, so it sends its request
-        // again after its timeout and gets a transfer once one has ended (a storm spreads out
-        // instead of failing).
-        stats.deferred.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(target: "bootstorm::tftp", event = "deferred", client = %peer, file = %name);
-        return None;
-    }
-    let (job, params) = if write {
-        let Some(up) = &s.upload else {
-            refuse(ErrorCode::AccessViolation, "uploads are not enabled");
-            return None;
-        };
-        // RFC 2349: a WRQ's tsize states the size; refuse what will not fit before any data.
-        if options.tsize.is_some_and(|n| n > up.max_size) {
-            refuse(
-                ErrorCode::DiskFull,
-                &format!("{name}: over the upload size limit"),
-            );
-            return None;
-        }
-        let seq = ctx.upload_seq.get();
-        ctx.upload_seq.set(seq + 1);
-        let (file, tmp, dest) = match open_upload(up, filename, seq) {
-            Ok(x) => x,
-            Err((code, msg)) => {
-                refuse(code, &msg);
-                return None;
-            }
-        };
-        let params = negotiate(&options, options.tsize.unwrap_or(0), &s.limits);
-        let t = WriteTransfer::new(params, mode == Mode::Netascii, up.max_size, &s.limits);
-        let job = Job::Write(Upload {
-            t,
-            file: Some(file),
-            tmp,
-            dest,
-            overwrite: up.overwrite,
-            committed: false,
-        });
-        (job, params)
-    } else {
-        let data = match lookup(
-            cache,
-            s.max_file_size,
-            s.unique_root,
-            peer,
-            mac_of,
-            filename,
-            mode,
-        ) {
-            Ok(d) => d,
-            Err(e) => {
-                let code = match e {
-                    FileError::NotFound | FileError::NotAFile => ErrorCode::FileNotFound,
-                    FileError::TooLarge(_) => ErrorCode::NotDefined,
-                    FileError::BadName(_) | FileError::OutsideRoot => ErrorCode::AccessViolation,
-                };
-                refuse(code, &format!("{name}: {e}"));
-                return None;
-            }
-        };
-        let params = negotiate(&options, data.len() as u64, &s.limits);
-        (
-            Job::Read(ReadTransfer::new(data, params, &s.limits)),
-            params,
-        )
-    };
-    // Windows of full blocks leave as one segmented send each (UDP GSO) when blocks are big
-    // enough that no OACK or ERROR could be mistaken for more than one segment.
-    let want_gso = matches!(job, Job::Read(_)) && params.windowsize > 1 && params.blksize >= 508;
-    // Not connected: a connected socket would let the kernel drop a stranger's datagram with no
-    // word, where RFC 1350 4 wants it answered with ERROR 5.
-    let socket = match bind_transfer_socket(ip, s.port_range, port_cursor).and_then(|u| {
-        u.set_nonblocking(true)?;
-        let gso = if want_gso
-            && bootstorm_net::set_udp_segment(&u, params.blksize + DATA_HEADER as u16).is_ok()
-        {
-            params.blksize + DATA_HEADER as u16
-        } else {
-            0
-        };
-        Ok((MioUdp::from_std(u), gso))
-    }) {
-        Ok(x) => x,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot open a transfer socket");
-            refuse(ErrorCode::NotDefined, "server out of sockets");
-            return None;
-        }
-    };
-    let (socket, gso) = socket;
-    stats.started.fetch_add(1, Ordering::Relaxed);
-    stats.active.fetch_add(1, Ordering::Relaxed);
-    Some(NewTransfer {
-        socket,
-        gso,
-        transfer: job,
-        peer,
-        file: name,
-        started: clock.now(),
-    })
-}
-
 /// A file for a read request: from the client's own subdirectory if there is one and it holds
 /// the file, else from the root.
 fn lookup(
@@ -791,268 +599,261 @@ fn busy_wait(poll: &mut Poll, events: &mut Events, limit: Duration) -> bool {
     }
 }
 
+/// A transfer's own port (its TID).
 struct Slot {
     socket: MioUdp,
-    transfer: Job,
-    /// See [`NewTransfer::gso`].
+    /// Segment size if the socket sends windows segmented (UDP GSO); 0 if not.
     gso: u16,
-    peer: SocketAddr,
-    file: String,
-    started: Instant,
-    /// The deadline this transfer has in the heap, if any.
-    scheduled: Option<Instant>,
 }
 
-/// What a TFTP worker thread shares with the others.
-struct WorkerShared {
+/// A TFTP worker thread: its core, its transfers' sockets, the file source.
+struct Worker {
+    poll: Poll,
+    requests: Receiver<Request>,
+    core: Server,
+    host: FileHost,
     clock: Clock,
     shutdown: Arc<AtomicBool>,
-    stats: Arc<TftpStats>,
-    limits: Limits,
-    active: Active,
     busy_poll: Duration,
+    port_range: Option<(u16, u16)>,
+    max_blksize: u16,
 }
 
-fn worker(mut poll: Poll, rx: Receiver<NewTransfer>, shared: WorkerShared) {
-    let WorkerShared {
-        clock,
-        shutdown,
-        stats,
-        limits,
-        active,
-        busy_poll,
-    } = shared;
-    logbuf::buffer_this_thread();
-    let mut events = Events::with_capacity(1024);
-    let mut slots: Vec<Option<Slot>> = Vec::new();
-    let mut free: Vec<usize> = Vec::new();
-    let mut heap: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
-    // Room for a segmented send of full blocks plus one packet more (the largest the limits
-    // allow), so a window is written in place packet after packet.
-    let mut buf = vec![0u8; bootstorm_net::GSO_MAX_BYTES + usize::from(limits.max_blksize) + 4];
-    // Room for the largest DATA packet an upload may send.
-    let mut rbuf = vec![0u8; usize::from(limits.max_blksize) + 4];
-    let mut last_flush = std::time::Instant::now();
-    // Transfers with something to do this round; reused, so a wakeup allocates nothing.
-    let mut touched: Vec<usize> = Vec::new();
-    while !shutdown.load(Ordering::Relaxed) {
-        let now = clock.now();
-        let wait = heap
-            .peek()
-            .map_or(Duration::from_millis(100), |Reverse((d, _))| {
-                Duration::from_millis(d.saturating_since(now).as_millis())
-            })
-            .min(Duration::from_millis(100));
-        // Transfers running: their clients' next ACKs are probably microseconds away. Poll for
-        // them a while (busy_poll) before sleeping, so a lockstep transfer pays no wake-up per
-        // block; never past the next deadline.
-        let running = slots.len() - free.len();
-        let got = running > 0
-            && !busy_poll.is_zero()
-            && busy_wait(&mut poll, &mut events, busy_poll.min(wait));
-        if !got && poll.poll(&mut events, Some(wait)).is_err() {
-            continue;
-        }
-        let now = clock.now();
-        touched.clear();
-        for ev in events.iter() {
-            if ev.token() == WAKER {
-                while let Ok(t) = rx.try_recv() {
-                    let idx = free.pop().unwrap_or_else(|| {
-                        slots.push(None);
-                        slots.len() - 1
-                    });
-                    let mut slot = Slot {
-                        socket: t.socket,
-                        transfer: t.transfer,
-                        peer: t.peer,
-                        file: t.file,
-                        started: t.started,
-                        scheduled: None,
-                        gso: t.gso,
-                    };
-                    if poll
-                        .registry()
-                        .register(&mut slot.socket, Token(idx), Interest::READABLE)
-                        .is_err()
-                    {
-                        stats.active.fetch_sub(1, Ordering::Relaxed);
-                        if let Ok(mut a) = active.lock() {
-                            a.remove(&slot.peer);
-                        }
-                        free.push(idx);
-                        continue;
-                    }
-                    slots[idx] = Some(slot);
-                    touched.push(idx);
-                }
+impl Worker {
+    fn run(mut self) {
+        logbuf::buffer_this_thread();
+        let mut events = Events::with_capacity(1024);
+        let mut slots: HashMap<TransferId, Slot> = HashMap::new();
+        // Room for a segmented send of full blocks plus one packet more (the largest the
+        // limits allow), so a window is written in place packet after packet.
+        let mut buf = vec![0u8; bootstorm_net::GSO_MAX_BYTES + usize::from(self.max_blksize) + 4];
+        // Room for the largest DATA packet an upload may send.
+        let mut rbuf = vec![0u8; usize::from(self.max_blksize) + 4];
+        let mut port_cursor = 0u32;
+        let mut last_flush = std::time::Instant::now();
+        while !self.shutdown.load(Ordering::Relaxed) {
+            let now = self.clock.now();
+            let wait = self
+                .core
+                .poll_timeout()
+                .map_or(Duration::from_millis(100), |d| {
+                    Duration::from_millis(d.saturating_since(now).as_millis())
+                })
+                .min(Duration::from_millis(100));
+            // Transfers running: their clients' next ACKs are probably microseconds away.
+            // Poll for them a while (busy_poll) before sleeping, so a lockstep transfer pays
+            // no wake-up per block; never past the next deadline.
+            let got = !self.core.is_empty()
+                && !self.busy_poll.is_zero()
+                && busy_wait(&mut self.poll, &mut events, self.busy_poll.min(wait));
+            if !got && self.poll.poll(&mut events, Some(wait)).is_err() {
                 continue;
             }
-            let idx = ev.token().0;
-            let Some(slot) = slots.get_mut(idx).and_then(Option::as_mut) else {
-                continue;
+            let now = self.clock.now();
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    while let Ok(r) = self.requests.try_recv() {
+                        self.request(now, r, &mut slots, &mut port_cursor);
+                    }
+                    continue;
+                }
+                let id = TransferId(ev.token().0 as u32);
+                let Some(slot) = slots.get(&id) else {
+                    continue;
+                };
+                // Drain the socket: ACKs move the window, an ERROR ends the transfer.
+                loop {
+                    match slot.socket.recv_from(&mut rbuf) {
+                        Ok((n, SocketAddr::V4(from))) => {
+                            self.core.handle_datagram(now, id, from, &rbuf[..n])
+                        }
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(_) => break, // ICMP port unreachable and the like: timeouts decide
+                    }
+                }
+            }
+            self.core.handle_timeout(now);
+            transmit(&mut self.core, &mut slots, now, &mut buf);
+            while let Some(f) = self.core.poll_event() {
+                if let Some(mut slot) = slots.remove(&f.id) {
+                    let _ = self.poll.registry().deregister(&mut slot.socket);
+                }
+                log_finished(&f, now);
+            }
+            if last_flush.elapsed() >= logbuf::FLUSH_INTERVAL || events.is_empty() {
+                logbuf::flush_thread();
+                last_flush = std::time::Instant::now();
+            }
+        }
+        logbuf::flush_thread();
+    }
+
+    /// A request the listener passed on: the core decides; an accepted transfer gets its port.
+    fn request(
+        &mut self,
+        now: Instant,
+        r: Request,
+        slots: &mut HashMap<TransferId, Slot>,
+        port_cursor: &mut u32,
+    ) {
+        let Accepted::Transfer {
+            id,
+            local,
+            params,
+            read,
+        } = self
+            .core
+            .handle_request(now, r.peer, r.local, &r.datagram, &mut self.host)
+        else {
+            return;
+        };
+        // Windows of full blocks leave as one segmented send each (UDP GSO) when blocks are big
+        // enough that no OACK or ERROR could be mistaken for more than one segment.
+        let want_gso = read && params.windowsize > 1 && params.blksize >= 508;
+        // Not connected: a connected socket would let the kernel drop a stranger's datagram
+        // with no word, where RFC 1350 4 wants it answered with ERROR 5.
+        let opened = bind_transfer_socket(local, self.port_range, port_cursor).and_then(|u| {
+            u.set_nonblocking(true)?;
+            let seg = params.blksize + DATA_HEADER as u16;
+            let gso = if want_gso && bootstorm_net::set_udp_segment(&u, seg).is_ok() {
+                seg
+            } else {
+                0
             };
-            // Drain the socket: ACKs move the window, an ERROR ends the transfer.
-            loop {
-                match slot.socket.recv_from(&mut rbuf) {
-                    Ok((n, from)) if from != slot.peer => {
-                        // RFC 1350 4: a packet from a wrong TID gets ERROR 5, "without
-                        // disturbing the source of the transfer". An ERROR is never answered.
-                        let is_error = rbuf[..n].starts_with(&[0, 5]);
-                        if !is_error {
-                            stats.wrong_tid.fetch_add(1, Ordering::Relaxed);
-                            wrong_tid(&slot.socket, from);
-                        }
-                    }
-                    Ok((n, _)) => {
-                        if let Ok(p) = Repr::parse(&rbuf[..n]) {
-                            slot.transfer.handle(now, p);
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(_) => break, // ICMP port unreachable and the like: timeouts decide
-                }
+            let mut socket = MioUdp::from_std(u);
+            self.poll
+                .registry()
+                .register(&mut socket, Token(id.0 as usize), Interest::READABLE)?;
+            Ok((socket, gso))
+        });
+        match opened {
+            Ok((socket, gso)) => {
+                slots.insert(id, Slot { socket, gso });
             }
-            touched.push(idx);
-        }
-        // Deadlines that have passed.
-        while let Some(Reverse((d, idx))) = heap.peek().copied() {
-            if d > now {
-                break;
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open a transfer socket");
+                self.core.abandon(
+                    id,
+                    local,
+                    &Refusal::new(ErrorCode::NotDefined, "server out of sockets"),
+                );
             }
-            heap.pop();
-            if let Some(slot) = slots.get_mut(idx).and_then(Option::as_mut)
-                && slot.scheduled == Some(d)
-            {
-                slot.scheduled = None;
-                slot.transfer.handle_timeout(now);
-                touched.push(idx);
-            }
-        }
-        for &idx in &touched {
-            let Some(slot) = slots.get_mut(idx).and_then(Option::as_mut) else {
-                continue;
-            };
-            transmit(slot, now, &mut buf);
-            let state = slot.transfer.state();
-            if state != State::Running {
-                let slot = slots[idx].take().expect("slot present");
-                if let Ok(mut a) = active.lock() {
-                    a.remove(&slot.peer);
-                }
-                finish(slot, state, now, &stats, &mut poll);
-                free.push(idx);
-                continue;
-            }
-            if let Some(d) = slot.transfer.poll_timeout() {
-                // One heap entry per transfer: only an earlier deadline needs a new entry. When a
-                // deadline moved later, the old entry pops first, finds nothing due, clears
-                // `scheduled` and marks the transfer touched, which re-arms it here.
-                if slot.scheduled.is_none_or(|s| d < s) {
-                    slot.scheduled = Some(d);
-                    heap.push(Reverse((d, idx)));
-                }
-            }
-        }
-        if last_flush.elapsed() >= logbuf::FLUSH_INTERVAL || events.is_empty() {
-            logbuf::flush_thread();
-            last_flush = std::time::Instant::now();
         }
     }
-    logbuf::flush_thread();
 }
 
-/// Sends everything the transfer has due. With GSO on, consecutive full-size packets are written
-/// one after another into `buf` and leave in one send (split by the kernel); any shorter packet
-/// (the last block, an OACK, an ERROR) ends the run. A full socket buffer loses packets like the
-/// network would, and the retransmission timer recovers them.
-fn transmit(slot: &mut Slot, now: Instant, buf: &mut [u8]) {
-    let seg = usize::from(slot.gso);
+/// Sends everything the core has due. With GSO on for a transfer, its consecutive full-size
+/// packets are written one after another into `buf` and leave in one send (split by the
+/// kernel); any shorter packet (the last block, an OACK, an ERROR) or another transfer's
+/// packet ends the run. A full socket buffer loses packets like the network would, and the
+/// retransmission timer recovers them.
+fn transmit(
+    core: &mut Server,
+    slots: &mut HashMap<TransferId, Slot>,
+    now: Instant,
+    buf: &mut [u8],
+) {
+    // The run being gathered: its transfer, bytes and packets so far.
+    let mut run: Option<(TransferId, SocketAddrV4)> = None;
     let (mut len, mut count) = (0usize, 0usize);
-    while let Some(n) = slot.transfer.poll_transmit(now, &mut buf[len..]) {
-        if seg == 0 {
-            let _ = slot.socket.send_to(&buf[..n], slot.peer);
+    while let Some(t) = core.poll_transmit(now, &mut buf[len..]) {
+        let id = match t.from {
+            Source::Fresh(local) => {
+                log_refusal(t.to, &buf[len..len + t.len]);
+                send_fresh(local, t.to, &buf[len..len + t.len]);
+                continue;
+            }
+            Source::Transfer(id) => id,
+        };
+        let Some(slot) = slots.get_mut(&id) else {
             continue;
+        };
+        let seg = usize::from(slot.gso);
+        let joins = run == Some((id, t.to)) && seg > 0 && t.len == seg;
+        if !joins {
+            // Another transfer or packet kind: what was gathered goes first.
+            if let Some((rid, rto)) = run.take()
+                && let Some(rs) = slots.get_mut(&rid)
+            {
+                send_segmented(rs, rto, &buf[..len]);
+            }
+            if len > 0 {
+                buf.copy_within(len..len + t.len, 0);
+            }
+            (len, count) = (0, 0);
+            let Some(slot) = slots.get_mut(&id) else {
+                continue;
+            };
+            if seg == 0 || t.len != seg {
+                // Not part of a segmented run: on its own.
+                let _ = slot.socket.send_to(&buf[..t.len], SocketAddr::V4(t.to));
+                continue;
+            }
+            run = Some((id, t.to));
         }
-        len += n;
+        len += t.len;
         count += 1;
-        if n != seg
-            || len + seg > bootstorm_net::GSO_MAX_BYTES
-            || count == bootstorm_net::GSO_MAX_SEGMENTS
-        {
-            send_segmented(slot, &buf[..len]);
+        if len + seg > bootstorm_net::GSO_MAX_BYTES || count == bootstorm_net::GSO_MAX_SEGMENTS {
+            if let Some(rs) = slots.get_mut(&id) {
+                send_segmented(rs, t.to, &buf[..len]);
+            }
+            run = None;
             (len, count) = (0, 0);
         }
     }
-    if len > 0 {
-        send_segmented(slot, &buf[..len]);
+    if let Some((rid, rto)) = run
+        && len > 0
+        && let Some(rs) = slots.get_mut(&rid)
+    {
+        send_segmented(rs, rto, &buf[..len]);
     }
 }
 
 /// One segmented send; if the device cannot segment (EIO: no checksum offload), GSO goes off
 /// for this transfer and the packets leave one by one.
-fn send_segmented(slot: &mut Slot, bytes: &[u8]) {
-    let seg = usize::from(slot.gso);
-    match slot.socket.send_to(bytes, slot.peer) {
+fn send_segmented(slot: &mut Slot, to: SocketAddrV4, bytes: &[u8]) {
+    let seg = usize::from(slot.gso).max(1);
+    match slot.socket.send_to(bytes, SocketAddr::V4(to)) {
         Err(e) if bytes.len() > seg && bootstorm_net::gso_unsupported(&e) => {
-            tracing::debug!(client = %slot.peer, "UDP segmentation refused; sending per datagram");
+            tracing::debug!(client = %to, "UDP segmentation refused; sending per datagram");
             slot.gso = 0;
             let _ = bootstorm_net::set_udp_segment(&slot.socket, 0);
             for p in bytes.chunks(seg) {
-                let _ = slot.socket.send_to(p, slot.peer);
+                let _ = slot.socket.send_to(p, SocketAddr::V4(to));
             }
         }
         _ => {}
     }
 }
 
-/// ERROR 5 to a stranger, from the transfer's own port (its TID).
-fn wrong_tid(socket: &MioUdp, to: SocketAddr) {
-    let mut buf = [0u8; 64];
-    if let Ok(n) = (Repr::Error {
-        code: ErrorCode::UnknownTid,
-        message: b"unknown transfer ID",
-    })
-    .emit(&mut buf)
-    {
-        let _ = socket.send_to(&buf[..n], to);
+/// The log line of a refusal (an ERROR answering a request), read back from the datagram.
+fn log_refusal(client: SocketAddrV4, bytes: &[u8]) {
+    if let Ok(Repr::Error { message, .. }) = Repr::parse(bytes) {
+        let reason = String::from_utf8_lossy(message);
+        tracing::info!(target: "bootstorm::tftp", event = "refused", client = %client, reason = %reason);
     }
 }
 
-fn finish(mut slot: Slot, state: State, now: Instant, stats: &TftpStats, poll: &mut Poll) {
-    let _ = poll.registry().deregister(&mut slot.socket);
-    stats.active.fetch_sub(1, Ordering::Relaxed);
-    let millis = now.saturating_since(slot.started).as_millis();
-    let (peer, file) = (&slot.peer, &slot.file);
-    match (&slot.transfer, state) {
-        (Job::Read(t), _) => {
-            let (sent, resent) = t.counters();
-            stats.data_sent.fetch_add(sent, Ordering::Relaxed);
-            stats.data_resent.fetch_add(resent, Ordering::Relaxed);
-            let p = t.params();
-            if let State::Failed(f) = state {
-                stats.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(target: "bootstorm::tftp", event = "failed", client = %peer, file = %file,
-                    reason = ?f, bytes = t.bytes_acked(), millis, "transfer");
-            } else {
-                stats.completed.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(target: "bootstorm::tftp", event = "done", client = %peer, file = %file,
-                    bytes = t.bytes_acked(), blksize = p.blksize, windowsize = p.windowsize, millis, resent, "transfer");
-            }
+fn log_finished(f: &Finished, now: Instant) {
+    let millis = now.saturating_since(f.started).as_millis();
+    let (peer, file, p) = (&f.peer, &f.file, &f.params);
+    match (f.read, f.state) {
+        (true, State::Failed(reason)) => {
+            tracing::info!(target: "bootstorm::tftp", event = "failed", client = %peer, file = %file,
+                reason = ?reason, bytes = f.bytes, millis, "transfer");
         }
-        (Job::Write(u), _) if u.committed => {
-            // Stored: a client error while dallying changes nothing.
-            stats.completed.fetch_add(1, Ordering::Relaxed);
-            stats.uploaded.fetch_add(1, Ordering::Relaxed);
-            stats.upload_bytes.fetch_add(u.t.size(), Ordering::Relaxed);
-            let p = u.t.params();
+        (true, _) => {
+            tracing::info!(target: "bootstorm::tftp", event = "done", client = %peer, file = %file,
+                bytes = f.bytes, blksize = p.blksize, windowsize = p.windowsize, millis, resent = f.resent, "transfer");
+        }
+        (false, _) if f.stored => {
             tracing::info!(target: "bootstorm::tftp", event = "uploaded", client = %peer, file = %file,
-                path = %u.dest.display(), bytes = u.t.size(), blksize = p.blksize, windowsize = p.windowsize, millis, "transfer");
+                bytes = f.bytes, blksize = p.blksize, windowsize = p.windowsize, millis, "transfer");
         }
-        (Job::Write(u), _) => {
-            stats.failed.fetch_add(1, Ordering::Relaxed);
+        (false, state) => {
             tracing::info!(target: "bootstorm::tftp", event = "upload-failed", client = %peer, file = %file,
-                reason = ?state, bytes = u.t.size(), millis, "transfer");
+                reason = ?state, bytes = f.bytes, millis, "transfer");
         }
     }
 }

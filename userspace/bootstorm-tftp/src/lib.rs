@@ -12,11 +12,18 @@
 //! - [`WriteTransfer`] receives an upload (WRQ) into memory a window at a time; the daemon drains
 //!   it into a file and commits the file before the final ACK leaves.
 //! - [`normalize`] maps a requested file name to a path inside the root, or refuses it.
+//! - [`server::Server`] is the server core of one worker: request policy (errors, option
+//!   checks, duplicates, deferral when full) and every transfer with one timer structure
+//!   ([`timers::Timers`]), driven by `handle_request` / `handle_datagram` / `poll_transmit` /
+//!   `poll_timeout` / `handle_timeout` / `poll_event`; files and upload storage come from its
+//!   `Host`.
 //!
-//! What it deliberately is not: a server loop or a file cache (the daemon owns those).
+//! What it deliberately is not: a socket loop or a file cache (the daemon owns those).
 #![forbid(unsafe_code)]
 
 mod path;
+pub mod server;
+pub mod timers;
 mod transfer;
 mod write;
 
