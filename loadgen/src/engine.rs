@@ -19,10 +19,10 @@ use bootstorm_io::frame::FrameLink;
 use bootstorm_io::udp::{UdpRx, UdpTx};
 use bootstorm_io::{RxQueue, TxMeta, TxQueue};
 use bootstorm_net::{GroBuf, SendBatch, SocketOptions, UdpSocket4};
+use bootstorm_time::Timers;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
@@ -232,8 +232,6 @@ struct Machine {
     /// Boots started over so far, and when the next one starts.
     attempts: u32,
     retry_at: u64,
-    /// The deadline the heap holds for this machine, if any.
-    scheduled: Option<u64>,
 }
 
 impl Machine {
@@ -354,7 +352,8 @@ struct Worker<'a> {
     poll: Poll,
     net: Net,
     machines: Vec<Machine>,
-    heap: BinaryHeap<Reverse<(u64, usize)>>,
+    /// Each machine's next deadline (microseconds since the epoch).
+    timers: Timers<u64, usize>,
     tx: SendBatch,
     gro: GroBuf,
     buf: Vec<u8>,
@@ -428,7 +427,6 @@ pub fn run_worker(
             mark: 0,
             attempts: 0,
             retry_at: 0,
-            scheduled: None,
         })
         .collect();
     machines.sort_by_key(|m| m.arrive);
@@ -444,7 +442,7 @@ pub fn run_worker(
         epoch,
         poll,
         net,
-        heap: BinaryHeap::new(),
+        timers: Timers::default(),
         tx: SendBatch::default(),
         gro: GroBuf::default(),
         buf: vec![0u8; 2048],
@@ -470,12 +468,8 @@ impl Worker<'_> {
     }
 
     fn schedule(&mut self, k: usize) {
-        let m = &mut self.machines[k];
-        if let Some(d) = m.deadline()
-            && m.scheduled.is_none_or(|s| d < s)
-        {
-            m.scheduled = Some(d);
-            self.heap.push(Reverse((d, k)));
+        if let Some(d) = self.machines[k].deadline() {
+            self.timers.schedule(k, d);
         }
     }
 
@@ -931,19 +925,13 @@ impl Worker<'_> {
                 }
             }
             self.flush_dhcp();
-            while let Some(&Reverse((d, k))) = self.heap.peek() {
-                if d > now {
-                    break;
-                }
-                self.heap.pop();
-                self.machines[k].scheduled = None;
-                // Puts the machine's next deadline (moved later, or a retransmission's) back
-                // on the heap.
+            while let Some(k) = self.timers.expired(now) {
+                // Puts the machine's next deadline (moved later, or a retransmission's) back.
                 self.on_timer(k, now);
             }
             self.flush_dhcp();
             let wake = [
-                self.heap.peek().map(|r| r.0.0),
+                self.timers.next(),
                 self.machines.get(next).map(|m| m.arrive),
                 Some(limit),
             ]

@@ -14,7 +14,7 @@
 //! - [`normalize`] maps a requested file name to a path inside the root, or refuses it.
 //! - [`server::Server`] is the server core of one worker: request policy (errors, option
 //!   checks, duplicates, deferral when full) and every transfer with one timer structure
-//!   ([`timers::Timers`]), driven by `handle_request` / `handle_datagram` / `poll_transmit` /
+//!   (`bootstorm_time::Timers`), driven by `handle_request` / `handle_datagram` / `poll_transmit` /
 //!   `poll_timeout` / `handle_timeout` / `poll_event`; files and upload storage come from its
 //!   `Host`.
 //!
@@ -23,7 +23,6 @@
 
 mod path;
 pub mod server;
-pub mod timers;
 mod transfer;
 mod write;
 

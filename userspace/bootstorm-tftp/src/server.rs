@@ -20,9 +20,8 @@
 //! How a TID is realised (a UDP socket per transfer today, a port on an AF_XDP queue later) is
 //! the I/O's business; the core only names transfers.
 
-use crate::timers::Timers;
 use crate::{Failure, Limits, Negotiated, ReadTransfer, State, WriteTransfer, negotiate};
-use bootstorm_time::Instant;
+use bootstorm_time::{Instant, Timers};
 use bootstorm_wire::tftp::{ErrorCode, Mode, Repr};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddrV4;

@@ -6,7 +6,13 @@
 //! microseconds of real time. This crate deliberately knows nothing of wall-clock time, time zones
 //! or leap seconds: leases are durations measured from start-up, and the lease journal (a later
 //! layer) translates them to wall-clock time where it must persist them.
+//!
+//! [`Timers`] is the one deadline structure of a worker driving many state machines (the TFTP
+//! server core's transfers, the load generator's machines): one heap entry per key.
 #![forbid(unsafe_code)]
+
+mod timers;
+pub use timers::Timers;
 
 use core::fmt;
 use core::ops::{Add, Sub};
