@@ -556,4 +556,4 @@ fn log_event(worker: usize, now: Instant, ev: &Event, server: &Server) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -124,7 +124,13 @@ impl MemTx {
         } else {
             meta.src
         };
-        let src = SocketAddrV4::new(src_ip, self.me.port);
+        // Like a frame driver, it honours a datagram's own source port.
+        let sport = if meta.sport == 0 {
+            self.me.port
+        } else {
+            meta.sport
+        };
+        let src = SocketAddrV4::new(src_ip, sport);
         let broadcast = meta.dst.ip().is_broadcast() && meta.l2_dst.is_none();
         let rx = RxMeta {
             src,

@@ -7,7 +7,7 @@ use bootstorm_wire::dhcp::{MAGIC_COOKIE, MessageType, Packet, Repr};
 use std::path::Path;
 use std::time::Instant as StdInstant;
 
-const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub(crate) const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const IFINDEX: u32 = 7;
 /// Bounds every wait for something the worker must do.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -29,7 +29,17 @@ fn mac(n: u16) -> [u8; 6] {
 }
 
 /// A client message: `mt` from client `n`, unicast replies wanted (broadcast flag clear).
-fn message(mt: MessageType, n: u16, requested: Option<Ipv4Addr>) -> Vec<u8> {
+pub(crate) fn message(mt: MessageType, n: u16, requested: Option<Ipv4Addr>) -> Vec<u8> {
+    message_with(mt, n, requested, &[])
+}
+
+/// [`message`] with more options (code, value) before the end.
+pub(crate) fn message_with(
+    mt: MessageType,
+    n: u16,
+    requested: Option<Ipv4Addr>,
+    extra: &[(u8, &[u8])],
+) -> Vec<u8> {
     let mut b = vec![0u8; 240];
     b[0] = 1;
     b[1] = 1;
@@ -44,20 +54,29 @@ fn message(mt: MessageType, n: u16, requested: Option<Ipv4Addr>) -> Vec<u8> {
         b.extend_from_slice(&[54, 4]);
         b.extend_from_slice(&SERVER.octets());
     }
+    for (code, value) in extra {
+        b.push(*code);
+        b.push(value.len() as u8);
+        b.extend_from_slice(value);
+    }
     b.push(255);
     b
 }
 
 /// A reply as the client saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Got {
-    mt: MessageType,
-    client: u16,
-    yiaddr: Ipv4Addr,
-    meta: RxMeta,
+pub(crate) struct Got {
+    pub(crate) mt: MessageType,
+    pub(crate) client: u16,
+    pub(crate) yiaddr: Ipv4Addr,
+    pub(crate) meta: RxMeta,
+    /// The boot file (`file`) and next server (`siaddr`).
+    pub(crate) file: String,
+    pub(crate) siaddr: Ipv4Addr,
 }
 
-struct Net {
+/// The DHCP workers on one side of an in-memory wire, a client queue on the other.
+pub(crate) struct Net {
     client_rx: MemRx,
     client_tx: MemTx,
     published: Vec<Arc<Mutex<Published>>>,
@@ -67,7 +86,11 @@ struct Net {
 
 impl Net {
     /// `workers` workers on a server with that many queues, and one client queue.
-    fn start(workers: usize, commits: Option<Arc<dyn Commits>>, srv: Arc<Server>) -> Net {
+    pub(crate) fn start(
+        workers: usize,
+        commits: Option<Arc<dyn Commits>>,
+        srv: Arc<Server>,
+    ) -> Net {
         let (server_side, mut client_side) = mem::wire(
             Side {
                 addr: SERVER,
@@ -122,7 +145,7 @@ impl Net {
         }
     }
 
-    fn send(&mut self, datagrams: &[Vec<u8>]) {
+    pub(crate) fn send(&mut self, datagrams: &[Vec<u8>]) {
         let bcast = TxMeta::to(SocketAddrV4::new(Ipv4Addr::BROADCAST, 67));
         for d in datagrams {
             if !self.client_tx.push(d, &bcast) {
@@ -134,7 +157,7 @@ impl Net {
     }
 
     /// Replies until `n` arrived (or the patience ran out).
-    fn replies(&mut self, n: usize) -> Vec<Got> {
+    pub(crate) fn replies(&mut self, n: usize) -> Vec<Got> {
         let mut got = Vec::new();
         let began = StdInstant::now();
         while got.len() < n && began.elapsed() < PATIENCE {
@@ -148,6 +171,8 @@ impl Net {
                     client: u16::from_be_bytes([r.chaddr()[4], r.chaddr()[5]]),
                     yiaddr: r.yiaddr.unwrap_or(Ipv4Addr::UNSPECIFIED),
                     meta: *meta,
+                    file: String::from_utf8_lossy(bootstorm_wire::dhcp::c_str(r.file)).into_owned(),
+                    siaddr: r.siaddr.unwrap_or(Ipv4Addr::UNSPECIFIED),
                 });
             }
         }
@@ -178,7 +203,7 @@ impl Net {
         }
     }
 
-    fn stop(self) -> Published {
+    pub(crate) fn stop(self) -> Published {
         self.shutdown.store(true, Ordering::SeqCst);
         for t in self.threads {
             t.join().unwrap();
