@@ -3,7 +3,7 @@
 //! from a line of the file, with one lease per address.
 #![no_main]
 
-use bootstorm_daemon::leasefile::{Format, parse};
+use bootstorm_leasefile::{Format, parse};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

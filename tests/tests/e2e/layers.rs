@@ -120,6 +120,11 @@ fn violations(deps: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
             "bootstorm-daemon",
         ],
     ));
+    // Lease files are formats: no command line, no runtime, no sockets (the fuzz target links
+    // them without the daemon).
+    let mut leasefile: Vec<&str> = IO.to_vec();
+    leasefile.extend(["clap", "bootstorm-dhcp", "bootstorm-tftp", "bootstorm-io"]);
+    rules.push(("bootstorm-leasefile", leasefile));
     // The production binary never carries its own test tools: the lab (which runs the load
     // generator) is a program of its own that `bootstorm lab` execs.
     rules.push((

@@ -4,7 +4,6 @@
 use crate::serve::fmt_hw;
 use bootstorm_dhcp::{DropReason, Server, Stats};
 use bootstorm_time::Clock;
-use serde::Serialize;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -13,32 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// One lease as the control socket reports it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct LeaseJson {
-    /// Address.
-    pub ip: String,
-    /// MAC (chaddr).
-    pub mac: String,
-    /// Client key: option 61 or htype+chaddr, hex.
-    pub client_id: String,
-    /// offered, bound, released, expired, declined.
-    pub state: String,
-    /// When the lease ends or ended (a declined address: when its quarantine ends), in seconds
-    /// since the UNIX epoch.
-    pub expires: u64,
-    /// Seconds until then (0 if it has passed).
-    #[serde(default)]
-    pub expires_in: u64,
-    /// Host name the client sent.
-    pub hostname: Option<String>,
-    /// Subnet, as network/prefix.
-    #[serde(default)]
-    pub subnet: String,
-    /// From a reservation.
-    #[serde(default)]
-    pub reserved: bool,
-}
+pub use bootstorm_leasefile::LeaseJson;
 
 /// Every lease of `server` at the clock's now.
 pub fn leases_json(server: &Server, clock: &Clock) -> Vec<LeaseJson> {

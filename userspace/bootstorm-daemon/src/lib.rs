@@ -11,7 +11,8 @@ pub mod control;
 pub mod dhcp_worker;
 pub mod files;
 pub mod httpd;
-pub mod leasefile;
+/// Lease files in and out (a crate of its own: bootstorm-leasefile).
+pub use bootstorm_leasefile as leasefile;
 pub mod leaseio;
 pub mod logbuf;
 pub mod quick;

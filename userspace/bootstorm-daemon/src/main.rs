@@ -94,7 +94,7 @@ enum LeasesAction {
         #[arg(long)]
         config: PathBuf,
         /// Format of the files: json, csv, kea (kea-leases4.csv) or dnsmasq.
-        #[arg(long)]
+        #[arg(long, value_parser = parse_format)]
         format: leasefile::Format,
         /// Check and report, write nothing.
         #[arg(long)]
@@ -103,6 +103,11 @@ enum LeasesAction {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+/// `--format` of `leases import`.
+fn parse_format(s: &str) -> Result<leasefile::Format, String> {
+    s.parse()
 }
 
 /// What `leases export` writes.

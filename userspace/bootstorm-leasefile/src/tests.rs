@@ -1,6 +1,14 @@
 use super::*;
 use proptest::prelude::*;
 
+/// A hardware address as colon-separated hex, as the daemon prints it.
+fn hex_colons(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 const KEA_HEADER: &str = "address,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,hostname,state,user_context";
 
 fn mac(n: u8) -> Vec<u8> {
@@ -139,8 +147,8 @@ fn dnsmasq_leases_file() {
 fn lease(ip: u8, n: u8, state: &str, host: Option<&str>, reserved: bool) -> LeaseJson {
     LeaseJson {
         ip: format!("198.18.1.{ip}"),
-        mac: crate::serve::fmt_hw(&mac(n)),
-        client_id: crate::serve::fmt_hw(&[&[1u8][..], &mac(n)].concat()),
+        mac: hex_colons(&mac(n)),
+        client_id: hex_colons(&[&[1u8][..], &mac(n)].concat()),
         state: state.into(),
         expires: 1_900_000_000 + u64::from(n),
         expires_in: 60,

@@ -1,0 +1,279 @@
+//! The daemon as services: [`Daemon::start`] turns validated [`Settings`] into running DHCP,
+//! TFTP, HTTP and control services, as `bootstorm serve` runs them and as tests start them.
+//!
+//! Each service implements [`Service`]: it has a name, hands out the source of its section of
+//! `bootstorm stats` (a closure over its shared counters, which the control socket calls from
+//! its own thread), and stops the same way (threads joined, sockets closed). The daemon shares
+//! the open-file limit out (256 descriptors kept for DHCP, the journal and the control socket;
+//! HTTP at most a quarter of the rest beside TFTP), gives TFTP and HTTP one file cache when they
+//! serve one root, and hands TFTP the boot-session registry the DHCP workers feed (per-MAC
+//! roots). A later service (iSCSI) is one more [`Service`].
+
+use crate::config::Settings;
+use crate::control::{self, Control};
+use crate::files::FileCache;
+use crate::httpd::{self, HttpRunning, HttpSettings};
+use crate::serve::{self, Running};
+use crate::tftpd::{self, TftpRunning, TftpSettings};
+use anyhow::Context;
+use std::net::SocketAddrV4;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// A service's section of `bootstorm stats`, callable from any thread.
+pub type StatsSource = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// What every service of the daemon offers.
+pub trait Service: Send {
+    /// Its name (and its key in `bootstorm stats`, but for DHCP's, which is the top level).
+    fn name(&self) -> &'static str;
+    /// The source of its stats; `None` for a service without counters (the control socket).
+    fn stats(&self) -> Option<StatsSource>;
+    /// Stops it: threads joined, sockets closed.
+    fn stop(self: Box<Self>);
+}
+
+impl Service for Running {
+    fn name(&self) -> &'static str {
+        "dhcp"
+    }
+
+    fn stats(&self) -> Option<StatsSource> {
+        let workers = self.stats_handle();
+        let journal = self.journal().cloned();
+        Some(Arc::new(move || {
+            let mut v = control::stats_json(&workers.total());
+            let io = workers.io_total();
+            v["dhcp_io"] = serde_json::json!({
+                "handed_off": io.handed_off, "handoff_full": io.handoff_full,
+                "held": io.held, "withheld": io.withheld, "send_failed": io.send_failed,
+            });
+            if let Some(j) = &journal {
+                let s = j.stats();
+                let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+                v["journal"] = serde_json::json!({
+                    "records": g(&s.records), "writes": g(&s.writes), "syncs": g(&s.syncs),
+                    "bytes": g(&s.bytes), "snapshots": g(&s.snapshots), "segments": g(&s.segments),
+                });
+            }
+            v
+        }))
+    }
+
+    fn stop(self: Box<Self>) {
+        let _ = Running::stop(*self);
+    }
+}
+
+impl Service for TftpRunning {
+    fn name(&self) -> &'static str {
+        "tftp"
+    }
+
+    fn stats(&self) -> Option<StatsSource> {
+        let s = self.stats().clone();
+        Some(Arc::new(move || tftpd::stats_json(&s)))
+    }
+
+    fn stop(self: Box<Self>) {
+        TftpRunning::stop(*self);
+    }
+}
+
+impl Service for HttpRunning {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn stats(&self) -> Option<StatsSource> {
+        let s = self.stats().clone();
+        Some(Arc::new(move || httpd::stats_json(&s)))
+    }
+
+    fn stop(self: Box<Self>) {
+        HttpRunning::stop(*self);
+    }
+}
+
+impl Service for Control {
+    fn name(&self) -> &'static str {
+        "control"
+    }
+
+    fn stats(&self) -> Option<StatsSource> {
+        None
+    }
+
+    fn stop(self: Box<Self>) {
+        drop(self);
+    }
+}
+
+/// The running daemon.
+pub struct Daemon {
+    dhcp: Running,
+    /// TFTP, HTTP and the control socket, in the order they started.
+    services: Vec<Box<dyn Service>>,
+    stats: StatsSource,
+    tftp_local: Option<SocketAddrV4>,
+    http_local: Option<SocketAddrV4>,
+}
+
+impl Daemon {
+    /// Starts every service `settings` ask for; `shutdown` stops them too (set by signals).
+    pub fn start(settings: &Settings, shutdown: Arc<AtomicBool>) -> anyhow::Result<Daemon> {
+        let dhcp = serve::start(settings)?;
+        // Every TFTP transfer has a socket of its own (its TID) and every HTTP client a
+        // connection: a storm needs far more descriptors than the usual soft limit of 1,024.
+        let nofile = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+        let (http_settings, tftp_budget) =
+            fd_budget(nofile, settings.http.clone(), settings.tftp.is_some());
+        // TFTP and HTTP from one root read each file once and hold one copy: one cache for both.
+        let (tftp_cache, http_cache) = file_caches(settings.tftp.as_ref(), http_settings.as_ref())?;
+        let shared_cache = match (&tftp_cache, &http_cache) {
+            (Some(a), Some(b)) if Arc::ptr_eq(a, b) => Some(a.clone()),
+            _ => None,
+        };
+        let mut services: Vec<Box<dyn Service>> = Vec::new();
+        let mut sections: Vec<(&'static str, StatsSource)> = Vec::new();
+        let (mut tftp_local, mut http_local) = (None, None);
+        if let Some(t) = &settings.tftp {
+            let t = tftp_limits(t, tftp_budget, nofile, &settings.interfaces);
+            // Who holds an address: the boot-session registry the DHCP workers feed.
+            let (sessions, clock) = (dhcp.sessions(), dhcp.clock());
+            let mac_of: tftpd::MacLookup =
+                Arc::new(move |ip| sessions.mac_of(clock.now(), ip).map(|m| m.to_vec()));
+            let cache = tftp_cache.clone().context("a TFTP file cache")?;
+            let tftp =
+                tftpd::start_shared(&t, cache, dhcp.clock(), shutdown.clone(), Some(mac_of))?;
+            tftp_local = Some(tftp.local_addr());
+            services.push(Box::new(tftp));
+        }
+        if let Some(h) = &http_settings {
+            let cache = http_cache.clone().context("an HTTP file cache")?;
+            let http = httpd::start_shared(h, cache, shutdown.clone())?;
+            http_local = Some(http.local_addr());
+            services.push(Box::new(http));
+        }
+        for s in &services {
+            if let Some(src) = s.stats() {
+                sections.push((s.name(), src));
+            }
+        }
+        let top = Service::stats(&dhcp).context("DHCP stats")?;
+        let stats: StatsSource = Arc::new(move || {
+            let mut v = top();
+            for (name, src) in &sections {
+                v[*name] = src();
+            }
+            if let Some(c) = &shared_cache {
+                let (reads, held) = c.counters();
+                v["files"] = serde_json::json!({ "shared": true, "reads": reads, "held": held });
+            }
+            v
+        });
+        let for_control = stats.clone();
+        let control = Control::start(
+            &settings.control_socket,
+            dhcp.server_cell(),
+            dhcp.clock(),
+            move || for_control(),
+            shutdown,
+        )
+        .with_context(|| {
+            format!(
+                "opening control socket {}",
+                settings.control_socket.display()
+            )
+        })?;
+        services.push(Box::new(control));
+        Ok(Daemon {
+            dhcp,
+            services,
+            stats,
+            tftp_local,
+            http_local,
+        })
+    }
+
+    /// The DHCP service (reload, sessions, its counters).
+    pub fn dhcp(&self) -> &Running {
+        &self.dhcp
+    }
+
+    /// The TFTP listener's address, if TFTP runs.
+    pub fn tftp_addr(&self) -> Option<SocketAddrV4> {
+        self.tftp_local
+    }
+
+    /// The HTTP listener's address, if HTTP runs.
+    pub fn http_addr(&self) -> Option<SocketAddrV4> {
+        self.http_local
+    }
+
+    /// What `bootstorm stats` answers now.
+    pub fn stats_json(&self) -> serde_json::Value {
+        (self.stats)()
+    }
+
+    /// Lapsed leases leave the table, the registry forgets them, and the log says so (the
+    /// daemon's main loop calls this every few seconds).
+    pub fn sweep(&self) {
+        // Collected first and logged after: the sweep's callback runs under a shard lock.
+        let mut expired = Vec::new();
+        let now = self.dhcp.clock().now();
+        self.dhcp
+            .server()
+            .leases()
+            .sweep(now, |l| expired.push((l.addr, l.hwaddr.clone(), l.subnet)));
+        let sessions = self.dhcp.sessions();
+        for (ip, hw, subnet) in expired {
+            sessions.forget(ip, &hw);
+            let mac = serve::fmt_hw(&hw);
+            tracing::info!(target: "bootstorm::lease", event = "expire", %ip, %mac, subnet, "lease");
+        }
+    }
+
+    /// Stops every service (the control socket first, DHCP and its journal last); returns each
+    /// DHCP worker's final counters.
+    pub fn stop(self) -> Vec<bootstorm_dhcp::Stats> {
+        for s in self.services.into_iter().rev() {
+            s.stop();
+        }
+        self.dhcp.stop()
+    }
+}
+
+/// TFTP settings as this machine allows: transfers capped by the descriptors left, blocks by
+/// the MTU of a single interface (RFC 2348: blocks must fit the path MTU).
+fn tftp_limits(
+    t: &TftpSettings,
+    budget: usize,
+    nofile: u64,
+    interfaces: &[String],
+) -> TftpSettings {
+    let mut t = t.clone();
+    if t.max_transfers > budget {
+        tracing::warn!(
+            max_transfers = t.max_transfers,
+            open_file_limit = nofile,
+            "the open-file limit caps concurrent TFTP transfers at {}; raise it (ulimit -n, LimitNOFILE=) for more",
+            budget.max(1)
+        );
+        t.max_transfers = budget.max(1);
+    }
+    if let [ifname] = interfaces
+        && let Some(mtu) = std::fs::read_to_string(format!("/sys/class/net/{ifname}/mtu"))
+            .ok()
+            .and_then(|m| m.trim().parse::<u32>().ok())
+    {
+        let cap = u16::try_from(mtu.saturating_sub(32))
+            .unwrap_or(u16::MAX)
+            .max(512);
+        if cap < t.limits.max_blksize {
+            tracing::info!(interface = %ifname, mtu, max_blksize = cap, "TFTP block size capped by the interface MTU");
+            t.limits.max_blksize = cap;
+        }
+    }
+    t
+}
