@@ -15,5 +15,6 @@ mod migrate;
 mod msg;
 mod perfdhcp;
 mod pxe;
+mod services;
 mod tftp;
 mod tftp_upload;

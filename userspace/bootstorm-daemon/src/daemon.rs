@@ -117,6 +117,7 @@ pub struct Daemon {
     stats: StatsSource,
     tftp_local: Option<SocketAddrV4>,
     http_local: Option<SocketAddrV4>,
+    shutdown: Arc<AtomicBool>,
 }
 
 impl Daemon {
@@ -178,7 +179,7 @@ impl Daemon {
             dhcp.server_cell(),
             dhcp.clock(),
             move || for_control(),
-            shutdown,
+            shutdown.clone(),
         )
         .with_context(|| {
             format!(
@@ -193,6 +194,7 @@ impl Daemon {
             stats,
             tftp_local,
             http_local,
+            shutdown,
         })
     }
 
@@ -237,6 +239,8 @@ impl Daemon {
     /// Stops every service (the control socket first, DHCP and its journal last); returns each
     /// DHCP worker's final counters.
     pub fn stop(self) -> Vec<bootstorm_dhcp::Stats> {
+        // The flag every service's threads watch (signals set it too).
+        self.shutdown.store(true, Ordering::SeqCst);
         for s in self.services.into_iter().rev() {
             s.stop();
         }
@@ -276,4 +280,64 @@ fn tftp_limits(
         }
     }
     t
+}
+
+/// The file caches of TFTP and HTTP: one for both when they serve the same root (canonical
+/// paths), with the larger of their size limits (each service still applies its own).
+pub type Caches = (Option<Arc<FileCache>>, Option<Arc<FileCache>>);
+
+pub fn file_caches(
+    tftp: Option<&TftpSettings>,
+    http: Option<&HttpSettings>,
+) -> anyhow::Result<Caches> {
+    let cache = |root: &std::path::Path, max: u64, what: &str| {
+        FileCache::new(root, max)
+            .map(Arc::new)
+            .with_context(|| format!("{what} root {}", root.display()))
+    };
+    let same = |a: &std::path::Path, b: &std::path::Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+    Ok(match (tftp, http) {
+        (Some(t), Some(h)) if same(&t.root, &h.root) => {
+            let c = cache(&t.root, t.max_file_size.max(h.max_file_size), "TFTP/HTTP")?;
+            (Some(c.clone()), Some(c))
+        }
+        (t, h) => (
+            t.map(|t| cache(&t.root, t.max_file_size, "TFTP"))
+                .transpose()?,
+            h.map(|h| cache(&h.root, h.max_file_size, "HTTP"))
+                .transpose()?,
+        ),
+    })
+}
+
+/// Descriptors kept for everything but TFTP transfers and HTTP connections: the DHCP sockets,
+/// the journal, the control socket and its clients, logs, the file cache's reads.
+pub const RESERVED_FDS: u64 = 256;
+
+/// Shares the open-file limit out: `RESERVED_FDS` stay free whatever clients do; HTTP gets at
+/// most a quarter of the rest when TFTP runs too (a TFTP transfer is a boot in progress, an HTTP
+/// connection may be idle), TFTP what HTTP does not take. Returns the HTTP settings with their
+/// cap and TFTP's budget.
+pub fn fd_budget(
+    nofile: u64,
+    http: Option<HttpSettings>,
+    tftp: bool,
+) -> (Option<HttpSettings>, usize) {
+    let budget = usize::try_from(nofile.saturating_sub(RESERVED_FDS))
+        .unwrap_or(usize::MAX)
+        .max(2);
+    let Some(mut h) = http else {
+        return (None, budget);
+    };
+    let share = if tftp { budget / 4 } else { budget }.max(1);
+    if h.max_connections > share {
+        tracing::info!(
+            max_connections = h.max_connections,
+            open_file_limit = nofile,
+            "the open-file limit caps HTTP connections at {share}; raise it (ulimit -n, LimitNOFILE=) for more"
+        );
+        h.max_connections = share;
+    }
+    let rest = budget.saturating_sub(h.max_connections).max(1);
+    (Some(h), rest)
 }

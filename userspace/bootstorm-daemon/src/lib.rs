@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod dhcp_worker;
 pub mod files;
 pub mod httpd;

@@ -3,10 +3,10 @@
 
 use anyhow::{Context, bail};
 use bootstorm_daemon::config::{self, Dur, LogFormat, Settings};
-use bootstorm_daemon::control::{self, Control, LeaseJson};
-use bootstorm_daemon::files::FileCache;
+use bootstorm_daemon::control::{self, LeaseJson};
+use bootstorm_daemon::daemon::Daemon;
 use bootstorm_daemon::quick::{self, QuickFlags, ServerFlags};
-use bootstorm_daemon::{httpd, leasefile, leaseio, serve, tftpd};
+use bootstorm_daemon::{leasefile, leaseio, serve};
 use clap::{Parser, Subcommand};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -346,116 +346,7 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
         .context("installing signal handlers")?;
-    let running = serve::start(&settings)?;
-    // Every TFTP transfer has a socket of its own (its TID) and every HTTP client a connection:
-    // a storm needs far more descriptors than the usual soft limit of 1,024.
-    let nofile = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
-    let (http_settings, tftp_budget) =
-        fd_budget(nofile, settings.http.clone(), settings.tftp.is_some());
-    // TFTP and HTTP from one root read each file once and hold one copy: one cache for both.
-    let (tftp_cache, http_cache) = file_caches(settings.tftp.as_ref(), http_settings.as_ref())?;
-    let shared_cache = match (&tftp_cache, &http_cache) {
-        (Some(a), Some(b)) if Arc::ptr_eq(a, b) => Some(a.clone()),
-        _ => None,
-    };
-    let tftp = match &settings.tftp {
-        Some(t) => {
-            let mut t = t.clone();
-            let budget = tftp_budget;
-            if t.max_transfers > budget {
-                tracing::warn!(
-                    max_transfers = t.max_transfers,
-                    open_file_limit = nofile,
-                    "the open-file limit caps concurrent TFTP transfers at {}; raise it (ulimit -n, LimitNOFILE=) for more",
-                    budget.max(1)
-                );
-                t.max_transfers = budget.max(1);
-            }
-            // RFC 2348: blocks must fit the path MTU; on one interface that is its MTU.
-            if let [ifname] = &settings.interfaces[..]
-                && let Some(mtu) = std::fs::read_to_string(format!("/sys/class/net/{ifname}/mtu"))
-                    .ok()
-                    .and_then(|m| m.trim().parse::<u32>().ok())
-            {
-                let cap = u16::try_from(mtu.saturating_sub(32))
-                    .unwrap_or(u16::MAX)
-                    .max(512);
-                if cap < t.limits.max_blksize {
-                    tracing::info!(interface = %ifname, mtu, max_blksize = cap, "TFTP block size capped by the interface MTU");
-                    t.limits.max_blksize = cap;
-                }
-            }
-            {
-                // Who holds an address: the boot-session registry the DHCP workers feed.
-                let (sessions, clock) = (running.sessions(), running.clock());
-                let mac_of: tftpd::MacLookup =
-                    Arc::new(move |ip| sessions.mac_of(clock.now(), ip).map(|m| m.to_vec()));
-                let cache = tftp_cache.clone().context("a TFTP file cache")?;
-                Some(tftpd::start_shared(
-                    &t,
-                    cache,
-                    running.clock(),
-                    shutdown.clone(),
-                    Some(mac_of),
-                )?)
-            }
-        }
-        None => None,
-    };
-    let http = match &http_settings {
-        Some(h) => {
-            let cache = http_cache.clone().context("an HTTP file cache")?;
-            Some(httpd::start_shared(h, cache, shutdown.clone())?)
-        }
-        None => None,
-    };
-    let control = {
-        let workers = running.stats_handle();
-        let tftp_stats = tftp.as_ref().map(|t| t.stats().clone());
-        let http_stats = http.as_ref().map(|h| h.stats().clone());
-        let journal = running.journal().cloned();
-        let stats = move || {
-            let mut v = control::stats_json(&workers.total());
-            let io = workers.io_total();
-            v["dhcp_io"] = serde_json::json!({
-                "handed_off": io.handed_off, "handoff_full": io.handoff_full,
-                "held": io.held, "withheld": io.withheld, "send_failed": io.send_failed,
-            });
-            if let Some(t) = &tftp_stats {
-                v["tftp"] = tftpd::stats_json(t);
-            }
-            if let Some(h) = &http_stats {
-                v["http"] = httpd::stats_json(h);
-            }
-            if let Some(c) = &shared_cache {
-                let (reads, held) = c.counters();
-                v["files"] = serde_json::json!({ "shared": true, "reads": reads, "held": held });
-            }
-            if let Some(j) = &journal {
-                let s = j.stats();
-                let g =
-                    |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-                v["journal"] = serde_json::json!({
-                    "records": g(&s.records), "writes": g(&s.writes), "syncs": g(&s.syncs),
-                    "bytes": g(&s.bytes), "snapshots": g(&s.snapshots), "segments": g(&s.segments),
-                });
-            }
-            v
-        };
-        Control::start(
-            &settings.control_socket,
-            running.server_cell(),
-            running.clock(),
-            stats,
-            shutdown.clone(),
-        )
-        .with_context(|| {
-            format!(
-                "opening control socket {}",
-                settings.control_socket.display()
-            )
-        })?
-    };
+    let daemon = Daemon::start(&settings, shutdown.clone())?;
     tracing::info!(control = %settings.control_socket.display(), "ready");
     let deadline = a
         .run_for
@@ -465,10 +356,10 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
     let mut last_summary = Instant::now();
     while !shutdown.load(Ordering::Relaxed) {
         if hup.swap(false, Ordering::Relaxed) {
-            reload(&a, &running, &reload_logs);
+            reload(&a, daemon.dhcp(), &reload_logs);
         }
         if last_summary.elapsed() >= serve::DropSummary::INTERVAL {
-            drops.log(&running.total_stats());
+            drops.log(&daemon.dhcp().total_stats());
             last_summary = Instant::now();
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -477,31 +368,12 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
         if last_sweep.elapsed() >= Duration::from_secs(10) {
-            // Collected first and logged after: the sweep's callback runs under a shard lock.
-            let mut expired = Vec::new();
-            let now = running.clock().now();
-            running
-                .server()
-                .leases()
-                .sweep(now, |l| expired.push((l.addr, l.hwaddr.clone(), l.subnet)));
-            let sessions = running.sessions();
-            for (ip, hw, subnet) in expired {
-                sessions.forget(ip, &hw);
-                let mac = serve::fmt_hw(&hw);
-                tracing::info!(target: "bootstorm::lease", event = "expire", %ip, %mac, subnet, "lease");
-            }
+            daemon.sweep();
             last_sweep = Instant::now();
         }
     }
     shutdown.store(true, Ordering::SeqCst);
-    drop(control);
-    if let Some(t) = tftp {
-        t.stop();
-    }
-    if let Some(h) = http {
-        h.stop();
-    }
-    let per_worker = running.stop();
+    let per_worker = daemon.stop();
     let mut total = bootstorm_dhcp::Stats::default();
     for (i, s) in per_worker.iter().enumerate() {
         tracing::info!(
@@ -560,66 +432,6 @@ fn reload(a: &ServeArgs, running: &serve::Running, reload_logs: &LogReload) {
         }
         Err(e) => tracing::error!("config refused, the running config stays: {e:#}"),
     }
-}
-
-/// The file caches of TFTP and HTTP: one for both when they serve the same root (canonical
-/// paths), with the larger of their size limits (each service still applies its own).
-type Caches = (Option<Arc<FileCache>>, Option<Arc<FileCache>>);
-
-fn file_caches(
-    tftp: Option<&tftpd::TftpSettings>,
-    http: Option<&httpd::HttpSettings>,
-) -> anyhow::Result<Caches> {
-    let cache = |root: &std::path::Path, max: u64, what: &str| {
-        FileCache::new(root, max)
-            .map(Arc::new)
-            .with_context(|| format!("{what} root {}", root.display()))
-    };
-    let same = |a: &std::path::Path, b: &std::path::Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
-    Ok(match (tftp, http) {
-        (Some(t), Some(h)) if same(&t.root, &h.root) => {
-            let c = cache(&t.root, t.max_file_size.max(h.max_file_size), "TFTP/HTTP")?;
-            (Some(c.clone()), Some(c))
-        }
-        (t, h) => (
-            t.map(|t| cache(&t.root, t.max_file_size, "TFTP"))
-                .transpose()?,
-            h.map(|h| cache(&h.root, h.max_file_size, "HTTP"))
-                .transpose()?,
-        ),
-    })
-}
-
-/// Descriptors kept for everything but TFTP transfers and HTTP connections: the DHCP sockets,
-/// the journal, the control socket and its clients, logs, the file cache's reads.
-const RESERVED_FDS: u64 = 256;
-
-/// Shares the open-file limit out: `RESERVED_FDS` stay free whatever clients do; HTTP gets at
-/// most a quarter of the rest when TFTP runs too (a TFTP transfer is a boot in progress, an HTTP
-/// connection may be idle), TFTP what HTTP does not take. Returns the HTTP settings with their
-/// cap and TFTP's budget.
-fn fd_budget(
-    nofile: u64,
-    http: Option<httpd::HttpSettings>,
-    tftp: bool,
-) -> (Option<httpd::HttpSettings>, usize) {
-    let budget = usize::try_from(nofile.saturating_sub(RESERVED_FDS))
-        .unwrap_or(usize::MAX)
-        .max(2);
-    let Some(mut h) = http else {
-        return (None, budget);
-    };
-    let share = if tftp { budget / 4 } else { budget }.max(1);
-    if h.max_connections > share {
-        tracing::info!(
-            max_connections = h.max_connections,
-            open_file_limit = nofile,
-            "the open-file limit caps HTTP connections at {share}; raise it (ulimit -n, LimitNOFILE=) for more"
-        );
-        h.max_connections = share;
-    }
-    let rest = budget.saturating_sub(h.max_connections).max(1);
-    (Some(h), rest)
 }
 
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
