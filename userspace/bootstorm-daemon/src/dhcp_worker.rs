@@ -231,18 +231,20 @@ impl<T: TxQueue> Loop<T> {
                 last_flush = std::time::Instant::now();
             }
             self.release();
-            let server = self.w.cell.get();
-            let now = (self.w.now)();
             // What other workers passed on: this worker owns those clients.
             inbox.pending.store(0, Ordering::Release);
             let mut handed = 0;
-            while handed < HANDOFF_CAPACITY
-                && let Some(h) = inbox.queue.pop()
-            {
-                self.serve(&server, now, &h.data, &h.meta);
-                handed += 1;
+            if !inbox.queue.is_empty() {
+                let server = self.w.cell.get();
+                let now = (self.w.now)();
+                while handed < HANDOFF_CAPACITY
+                    && let Some(h) = inbox.queue.pop()
+                {
+                    self.serve(&server, now, &h.data, &h.meta);
+                    handed += 1;
+                }
+                self.flush();
             }
-            self.flush();
             // Before a wait, so what was just done (hand-offs, held replies sent or withheld)
             // is visible while the worker sleeps.
             self.publish();
@@ -306,7 +308,8 @@ impl<T: TxQueue> Loop<T> {
                 std::thread::sleep(pause);
             }
         }
-        self.drain_held();
+        // At shutdown: what is held goes out once durable (or is dropped if it never will be).
+        self.wait_for_held();
         self.publish();
         logbuf::flush_thread();
     }
@@ -364,18 +367,23 @@ impl<T: TxQueue> Loop<T> {
         if self.held.len() >= MAX_HELD {
             // The disk is slower than the clients: wait for it here rather than grow.
             self.flush();
-            if let (Some(c), Some(back)) = (&self.w.commits, self.held.back()) {
-                let _ = c.wait(back.seq);
-            }
-            self.release();
+            self.wait_for_held();
         }
+    }
+
+    /// Waits until everything held is durable (or will never be), then sends it (or drops it).
+    fn wait_for_held(&mut self) {
+        if let (Some(c), Some(back)) = (&self.w.commits, self.held.back()) {
+            let _ = c.wait(back.seq);
+        }
+        self.release();
     }
 
     /// Sends the held replies the journal made durable; drops them all if it failed.
     fn release(&mut self) {
-        let Some(front) = self.held.front().map(|h| h.seq) else {
+        if self.held.is_empty() {
             return;
-        };
+        }
         let durable = match self.w.commits.as_ref().map(|c| c.durable()) {
             None => u64::MAX,
             Some(Ok(d)) => d,
@@ -386,9 +394,6 @@ impl<T: TxQueue> Loop<T> {
                 return;
             }
         };
-        if front > durable {
-            return;
-        }
         while let Some(h) = self.held.front() {
             if h.seq > durable {
                 break;
@@ -421,14 +426,6 @@ impl<T: TxQueue> Loop<T> {
         }
     }
 
-    /// At shutdown: what is held goes out once durable (or is dropped if it never will be).
-    fn drain_held(&mut self) {
-        if let (Some(c), Some(back)) = (&self.w.commits, self.held.back()) {
-            let _ = c.wait(back.seq);
-        }
-        self.release();
-    }
-
     fn flush(&mut self) {
         if self.w.tx.is_empty() {
             return;
@@ -457,21 +454,16 @@ impl<T: TxQueue> Loop<T> {
 /// interface the request came in on, from the address it was sent to (the interface's own if
 /// it was a broadcast).
 fn tx_meta(dest: Destination, rx: &RxMeta) -> TxMeta {
-    match dest {
-        Destination::Unicast(a) => TxMeta::to(a),
-        Destination::Broadcast | Destination::Link { .. } => TxMeta {
-            dst: match dest {
-                Destination::Link { addr, .. } => SocketAddrV4::new(addr, CLIENT_PORT),
-                _ => SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT),
-            },
-            src: rx.local,
-            ifindex: rx.ifindex,
-            l2_dst: match dest {
-                Destination::Link { hwaddr, .. } => Some(hwaddr),
-                _ => None,
-            },
-            ..TxMeta::to(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
-        },
+    let (dst, l2_dst) = match dest {
+        Destination::Unicast(a) => return TxMeta::to(a),
+        Destination::Broadcast => (SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT), None),
+        Destination::Link { addr, hwaddr } => (SocketAddrV4::new(addr, CLIENT_PORT), Some(hwaddr)),
+    };
+    TxMeta {
+        src: rx.local,
+        ifindex: rx.ifindex,
+        l2_dst,
+        ..TxMeta::to(dst)
     }
 }
 

@@ -491,28 +491,21 @@ fn transmit(
             }
             Source::Transfer(id) => id,
         };
-        let Some(slot) = slots.get_mut(&id) else {
+        let Some(seg) = slots.get(&id).map(|s| usize::from(s.gso)) else {
             continue;
         };
-        let seg = usize::from(slot.gso);
-        let joins = run == Some((id, t.to)) && seg > 0 && t.len == seg;
-        if !joins {
+        if run != Some((id, t.to)) || seg == 0 || t.len != seg {
             // Another transfer or packet kind: what was gathered goes first.
-            if let Some((rid, rto)) = run.take()
-                && let Some(rs) = slots.get_mut(&rid)
-            {
-                send_segmented(rs, rto, &buf[..len]);
-            }
+            send_run(slots, run.take(), &buf[..len]);
             if len > 0 {
                 buf.copy_within(len..len + t.len, 0);
             }
             (len, count) = (0, 0);
-            let Some(slot) = slots.get_mut(&id) else {
-                continue;
-            };
             if seg == 0 || t.len != seg {
                 // Not part of a segmented run: on its own.
-                let _ = slot.socket.send_to(&buf[..t.len], SocketAddr::V4(t.to));
+                if let Some(slot) = slots.get(&id) {
+                    let _ = slot.socket.send_to(&buf[..t.len], SocketAddr::V4(t.to));
+                }
                 continue;
             }
             run = Some((id, t.to));
@@ -520,18 +513,24 @@ fn transmit(
         len += t.len;
         count += 1;
         if len + seg > bootstorm_net::GSO_MAX_BYTES || count == bootstorm_net::GSO_MAX_SEGMENTS {
-            if let Some(rs) = slots.get_mut(&id) {
-                send_segmented(rs, t.to, &buf[..len]);
-            }
-            run = None;
+            send_run(slots, run.take(), &buf[..len]);
             (len, count) = (0, 0);
         }
     }
-    if let Some((rid, rto)) = run
-        && len > 0
-        && let Some(rs) = slots.get_mut(&rid)
+    send_run(slots, run, &buf[..len]);
+}
+
+/// Sends a gathered run of full-size packets of one transfer as one segmented write.
+fn send_run(
+    slots: &mut HashMap<TransferId, Slot>,
+    run: Option<(TransferId, SocketAddrV4)>,
+    bytes: &[u8],
+) {
+    if let Some((id, to)) = run
+        && !bytes.is_empty()
+        && let Some(slot) = slots.get_mut(&id)
     {
-        send_segmented(rs, rto, &buf[..len]);
+        send_segmented(slot, to, bytes);
     }
 }
 

@@ -113,11 +113,6 @@ impl MemTx {
         self.filter = Some(f);
     }
 
-    /// Sends from `port` from now on.
-    pub fn set_port(&mut self, port: u16) {
-        self.me.port = port;
-    }
-
     fn deliver(&mut self, payload: Vec<u8>, meta: TxMeta) -> bool {
         let src_ip = if meta.src.is_unspecified() {
             self.me.addr
@@ -221,8 +216,7 @@ impl TxQueue for MemTx {
 
     fn flush(&mut self) -> std::io::Result<Sent> {
         let mut sent = Sent::default();
-        let pending: Vec<_> = self.pending.drain().collect();
-        for (p, m) in pending {
+        for (p, m) in std::mem::take(&mut self.pending).0 {
             // A lost datagram was sent as far as the sender can tell.
             self.deliver(p, m);
             sent.sent += 1;

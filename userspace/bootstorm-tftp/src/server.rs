@@ -20,7 +20,7 @@
 //! How a TID is realised (a UDP socket per transfer today, a port on an AF_XDP queue later) is
 //! the I/O's business; the core only names transfers.
 
-use crate::{Failure, Limits, Negotiated, ReadTransfer, State, WriteTransfer, negotiate};
+use crate::{Limits, Negotiated, ReadTransfer, State, WriteTransfer, negotiate};
 use bootstorm_time::{Instant, Timers};
 use bootstorm_wire::tftp::{ErrorCode, Mode, Repr};
 use std::collections::{HashMap, VecDeque};
@@ -599,14 +599,6 @@ impl Server {
     /// A transfer that ended (its port can go).
     pub fn poll_event(&mut self) -> Option<Finished> {
         self.finished.pop_front()
-    }
-
-    /// Why a failed transfer failed, for a log line.
-    pub fn failure(state: State) -> Option<Failure> {
-        match state {
-            State::Failed(f) => Some(f),
-            _ => None,
-        }
     }
 }
 
