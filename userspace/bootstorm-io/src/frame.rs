@@ -17,7 +17,7 @@
 
 use crate::{BATCH, Doorbell, MAX_DATAGRAM, Outbox, RxMeta, RxQueue, Sent, TxMeta, TxQueue};
 use bootstorm_net::packet::{FrameInfo, PacketSocket};
-use bootstorm_net::wake::{EventFd, poll_readable};
+use bootstorm_net::wake::EventFd;
 use bootstorm_wire::arp::{self, Arp};
 use bootstorm_wire::ethernet::{self, Address, ETHERTYPE_ARP};
 use bootstorm_wire::frame::{self, PAYLOAD_OFFSET};
@@ -223,14 +223,8 @@ impl State {
 impl RxQueue for FrameRx {
     fn recv(&mut self, timeout: Duration) -> std::io::Result<usize> {
         self.take();
-        if self.batch.is_empty() && !timeout.is_zero() {
-            let [sock, bell] = poll_readable([self.fd, self.bell.as_raw_fd()], timeout)?;
-            if bell {
-                self.bell.drain();
-            }
-            if sock {
-                self.take();
-            }
+        if self.batch.is_empty() && !timeout.is_zero() && self.bell.wait_with(self.fd, timeout)? {
+            self.take();
         }
         Ok(self.batch.len())
     }

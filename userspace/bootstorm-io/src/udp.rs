@@ -12,7 +12,7 @@
 //! it never waits: a non-blocking `recvmmsg` comes first.
 
 use crate::{BATCH, Doorbell, MAX_DATAGRAM, Ring, RxMeta, RxQueue, Sent, TxMeta, TxQueue};
-use bootstorm_net::wake::{EventFd, poll_readable};
+use bootstorm_net::wake::EventFd;
 use bootstorm_net::{RecvBatch, SendBatch, UdpSocket4};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
@@ -88,11 +88,7 @@ impl RxQueue for UdpRx {
         if self.take()? > 0 || timeout.is_zero() {
             return Ok(self.kept.len());
         }
-        let [sock, bell] = poll_readable([self.sock.as_raw_fd(), self.bell.as_raw_fd()], timeout)?;
-        if bell {
-            self.bell.drain();
-        }
-        if sock {
+        if self.bell.wait_with(self.sock.as_raw_fd(), timeout)? {
             self.take()?;
         }
         Ok(self.kept.len())

@@ -43,6 +43,16 @@ impl EventFd {
         };
     }
 
+    /// Waits until `fd` is readable, this eventfd rang (which clears it) or `timeout` passed;
+    /// true if `fd` is readable: the wait of a receive queue with a doorbell.
+    pub fn wait_with(&self, fd: RawFd, timeout: Duration) -> io::Result<bool> {
+        let [ready, rang] = poll_readable([fd, self.as_raw_fd()], timeout)?;
+        if rang {
+            self.drain();
+        }
+        Ok(ready)
+    }
+
     /// Clears pending wake-ups.
     pub fn drain(&self) {
         let mut v: u64 = 0;
