@@ -23,6 +23,15 @@ pub fn is_root() -> bool {
 
 /// For privileged tests: true if root; otherwise prints why the test is skipped. When CI=true
 /// and we are root, a skip would hide a failure, so there is no skip path as root.
+/// One load at a time: a test that measures under load (perfdhcp's drop ratio, wake-ups per
+/// lease) or makes one (storms, a thousand transfers) holds this while it runs, so two of them
+/// never share the machine's two cores. Tests that only exchange a few datagrams run beside
+/// them. A test that panicked leaves the lock usable.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub fn need_root(test: &str) -> bool {
     if is_root() {
         return true;

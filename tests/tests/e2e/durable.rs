@@ -53,6 +53,7 @@ fn next_random(state: &mut u64) -> u64 {
 
 #[test]
 fn acknowledged_leases_survive_sigkill_five_times() {
+    let _heavy = bootstorm_tests::heavy();
     if !need_root("acknowledged_leases_survive_sigkill_five_times") {
         return;
     }

@@ -46,6 +46,7 @@ impl Drop for Sweep {
 
 #[test]
 fn lab_boots_a_storm_and_removes_everything() {
+    let _heavy = bootstorm_tests::heavy();
     if !need_root("lab_boots_a_storm_and_removes_everything") {
         return;
     }

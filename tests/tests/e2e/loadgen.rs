@@ -25,6 +25,7 @@ pools = ["198.18.1.1-198.18.3.254"]
 
 #[test]
 fn a_storm_of_200_machines_boots() {
+    let _heavy = bootstorm_tests::heavy();
     if !need_root("a_storm_of_200_machines_boots") {
         return;
     }
@@ -151,6 +152,7 @@ fn ipxe_root(dir: &TempDir, size: u32, script: &str) -> (std::path::PathBuf, Vec
 
 #[test]
 fn chainload_and_uefi_http_storms_boot() {
+    let _heavy = bootstorm_tests::heavy();
     if !need_root("chainload_and_uefi_http_storms_boot") {
         return;
     }
@@ -298,6 +300,7 @@ port = 8080
 
 #[test]
 fn l2_mode_boots_from_0_0_0_0_on_the_wire() {
+    let _heavy = bootstorm_tests::heavy();
     if !need_root("l2_mode_boots_from_0_0_0_0_on_the_wire") {
         return;
     }

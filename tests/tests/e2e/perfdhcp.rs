@@ -85,6 +85,7 @@ fn worker_switches(pid: u32) -> u64 {
 /// perfdhcp sees no more drops. Counted from /proc, not timed.
 #[test]
 fn receive_coalescing_serves_batches_per_wakeup() {
+    let _heavy = bootstorm_tests::heavy();
     if !need_root("receive_coalescing_serves_batches_per_wakeup") {
         return;
     }
@@ -123,6 +124,7 @@ fn receive_coalescing_serves_batches_per_wakeup() {
 
 #[test]
 fn perfdhcp_four_way_exchange_no_nak_no_duplicates() {
+    let _heavy = bootstorm_tests::heavy();
     if !need_root("perfdhcp_four_way_exchange_no_nak_no_duplicates") {
         return;
     }

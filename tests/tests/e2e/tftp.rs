@@ -369,6 +369,7 @@ struct Sim {
 
 #[test]
 fn a_thousand_concurrent_transfers_of_one_mib() {
+    let _heavy = bootstorm_tests::heavy();
     use mio::{Events, Interest, Poll, Token};
     const CLIENTS: usize = 1000;
     const BLK: usize = 1468;
