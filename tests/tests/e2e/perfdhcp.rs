@@ -41,6 +41,9 @@ fn stat(report: &str, section: &str, key: &str) -> f64 {
 
 /// perfdhcp at `rate` exchanges/s from `clients` MACs for `secs` seconds, from the lab's client
 /// side. It sends as a relay (giaddr = its address), so every reply goes unicast to giaddr:67.
+/// After the last second it waits 1 s more for replies (`-W`) without sending: perfdhcp's default
+/// is no wait, so the exchanges still in flight when it stops count as drops, and on a loaded
+/// machine (a CI run: 17 ms average delay, 147 ms at most) those alone made 1.2% "drops".
 pub(crate) fn perfdhcp_cmd(
     lab: &Lab,
     perfdhcp: &Path,
@@ -51,7 +54,8 @@ pub(crate) fn perfdhcp_cmd(
     let mut cmd = lab.client_cmd(perfdhcp);
     cmd.args(["-4", "-l", &lab.client_if])
         .args(["-r", &rate.to_string(), "-R", &clients.to_string()])
-        .args(["-p", &secs.to_string()]);
+        .args(["-p", &secs.to_string()])
+        .args(["-W", "1000000"]);
     cmd
 }
 
@@ -113,9 +117,11 @@ fn receive_coalescing_serves_batches_per_wakeup() {
         per_lease.push(switches as f64 / acks);
         eprintln!("{setting}: the workers slept {switches} times for {acks} leases");
     }
-    // Measured here (debug build, as CI runs it): 4.0 per lease off, 0.8 on.
+    // Measured here (debug build, as CI runs it): 3.0 per lease off, 0.9 on, idle machine. With
+    // both cores busy in other processes the workers coalesce by themselves (they are preempted
+    // while datagrams gather): 1.6-2.1 off, 0.65-0.75 on. Coalescing that did nothing would be 1:1.
     assert!(
-        per_lease[1] < per_lease[0] / 2.0,
+        per_lease[1] < per_lease[0] * 0.7,
         "wake-ups per lease: off {:.2}, on {:.2}",
         per_lease[0],
         per_lease[1]
