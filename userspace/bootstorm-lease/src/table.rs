@@ -5,68 +5,6 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
 
-/// Slot states, in the low 3 bits of a slot word.
-mod state {
-    pub const FREE: u64 = 0;
-    pub const OFFERED: u64 = 1;
-    pub const BOUND: u64 = 2;
-    pub const RESERVED: u64 = 3;
-    pub const DECLINED: u64 = 4;
-}
-
-/// A slot word: `tag << 32 | expiry_secs << 3 | state`. 29 bits of seconds cover 17 years of
-/// uptime; the tag is a 32-bit hash of the client key (0 = nobody).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct Word(u64);
-
-const EXPIRY_MAX: u64 = (1 << 29) - 1;
-
-impl Word {
-    fn new(state: u64, expiry_secs: u64, tag: u32) -> Word {
-        Word((u64::from(tag) << 32) | (expiry_secs.min(EXPIRY_MAX) << 3) | state)
-    }
-    fn state(self) -> u64 {
-        self.0 & 7
-    }
-    fn expiry(self) -> u64 {
-        (self.0 >> 3) & EXPIRY_MAX
-    }
-    fn tag(self) -> u32 {
-        (self.0 >> 32) as u32
-    }
-    /// Held right now by the tag's owner (offered, bound or declined and not yet expired).
-    fn held(self, now_s: u64) -> bool {
-        match self.state() {
-            state::OFFERED | state::BOUND | state::DECLINED => self.expiry() > now_s,
-            state::RESERVED => true,
-            _ => false,
-        }
-    }
-    /// The tag of the client this slot remembers, if nobody holds it now. An offer that lapsed
-    /// is not remembered: only a lease makes an address sticky.
-    fn remembered(self) -> u32 {
-        match self.state() {
-            state::FREE | state::BOUND => self.tag(),
-            _ => 0,
-        }
-    }
-}
-
-/// Seconds on the table clock at which something lasting `d` from `now` ends (rounded up, so a
-/// lease never ends early).
-fn secs_after(now: Instant, d: Duration) -> u64 {
-    secs_ceil(now + d)
-}
-
-/// Seconds on the table clock of `i`, rounded up.
-fn secs_ceil(i: Instant) -> u64 {
-    i.as_millis().div_ceil(1000)
-}
-
-fn now_secs(now: Instant) -> u64 {
-    now.as_secs()
-}
-
 /// A contiguous range of addresses that the table hands out, belonging to one subnet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolConfig {
@@ -240,51 +178,6 @@ pub enum Holder {
     Other,
     /// Not in any pool.
     NotInPool,
-}
-
-struct Pool {
-    subnet: u32,
-    start: u32,
-    slots: Box<[AtomicU64]>,
-    /// Slots at or above this index were never handed out by the sequential path.
-    high_water: AtomicUsize,
-    /// Where the reuse scan resumes.
-    cursor: AtomicUsize,
-    /// Bumped whenever a slot becomes free early (release, lapsed offer given back), so a
-    /// remembered "exhausted" verdict is dropped.
-    freed_gen: AtomicU64,
-    /// `freed_gen << 29 | earliest_expiry_secs` when the last full scan found nothing; 0 if none.
-    exhausted: AtomicU64,
-}
-
-impl Pool {
-    fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    fn index(&self, addr: Ipv4Addr) -> Option<usize> {
-        let i = u32::from(addr).checked_sub(self.start)? as usize;
-        (i < self.slots.len()).then_some(i)
-    }
-
-    fn addr(&self, i: usize) -> Ipv4Addr {
-        Ipv4Addr::from(self.start + i as u32)
-    }
-
-    fn load(&self, i: usize) -> Word {
-        Word(self.slots[i].load(Ordering::Acquire))
-    }
-
-    fn cas(&self, i: usize, old: Word, new: Word) -> bool {
-        self.slots[i]
-            .compare_exchange(old.0, new.0, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    }
-
-    fn mark_freed(&self) {
-        self.freed_gen.fetch_add(1, Ordering::AcqRel);
-        self.exhausted.store(0, Ordering::Release);
-    }
 }
 
 #[derive(Default)]
@@ -818,171 +711,6 @@ impl LeaseTable {
         l.expires = now;
         (!lost).then_some(addr)
     }
-
-    /// The client's record, with its state brought up to date for `now`.
-    pub fn lease_of(&self, now: Instant, key: &[u8]) -> Option<Lease> {
-        let shard = lock(self.shard(key_hash(key)));
-        let mut l = shard.clients.get(key)?.clone();
-        self.refresh(now, &mut l);
-        Some(l)
-    }
-
-    /// The client's binding without cloning its record (hot path), state up to date for `now`.
-    pub fn binding_of(&self, now: Instant, key: &[u8]) -> Option<Binding> {
-        let shard = lock(self.shard(key_hash(key)));
-        let l = shard.clients.get(key)?;
-        let mut b = l.binding();
-        if matches!(b.state, LeaseState::Offered | LeaseState::Bound)
-            && (b.expires <= now || self.lost(l))
-        {
-            b.state = LeaseState::Expired;
-        }
-        Some(b)
-    }
-
-    fn lost(&self, l: &Lease) -> bool {
-        !l.reserved
-            && self.slot_of(l.addr).is_some_and(|(p, i)| {
-                let w = p.load(i);
-                w.tag() != tag_of(key_hash(&l.key))
-                    || !matches!(w.state(), state::OFFERED | state::BOUND)
-            })
-    }
-
-    /// Whether `addr` is held now, and by whom relative to `key`.
-    pub fn holder(&self, now: Instant, key: &[u8], addr: Ipv4Addr) -> Holder {
-        let Some((pool, i)) = self.slot_of(addr) else {
-            return Holder::NotInPool;
-        };
-        let w = pool.load(i);
-        if !w.held(now_secs(now)) {
-            return Holder::Free;
-        }
-        let tag = tag_of(key_hash(key));
-        let shard = lock(self.shard(key_hash(key)));
-        let by_record = shard.clients.get(key).is_some_and(|l| l.addr == addr);
-        if w.tag() == tag && by_record && matches!(w.state(), state::OFFERED | state::BOUND) {
-            Holder::Me
-        } else {
-            Holder::Other
-        }
-    }
-
-    /// Brings a record's state up to date with its slot and the clock.
-    fn refresh(&self, now: Instant, l: &mut Lease) {
-        if matches!(l.state, LeaseState::Offered | LeaseState::Bound)
-            && (l.expires <= now || self.lost(l))
-        {
-            l.state = LeaseState::Expired;
-        }
-    }
-
-    /// Marks lapsed offers and leases as expired in the records and hands each record that
-    /// changed to `on_expired` (for logs and, later, the journal); returns how many changed.
-    /// Slots need no sweep (expiry is lazy); this keeps listings, counters and logs true. The
-    /// callback runs under the shard's lock: it must not call back into the table.
-    pub fn sweep(&self, now: Instant, mut on_expired: impl FnMut(&Lease)) -> usize {
-        let mut changed = 0;
-        for s in self.shards.iter() {
-            let mut shard = lock(s);
-            for l in shard.clients.values_mut() {
-                let before = l.state;
-                self.refresh(now, l);
-                if before != l.state {
-                    changed += 1;
-                    on_expired(l);
-                    if let Some(sink) = self.sink.get() {
-                        // Nothing is announced to anyone: nobody waits for it.
-                        let _ = sink.changed(Change::Expire, l);
-                    }
-                }
-            }
-        }
-        changed
-    }
-
-    /// The hardware address of the client that holds `addr` (offered or bound) now. Walks every
-    /// shard: meant for rare lookups (a TFTP per-client root), not for the DHCP hot path.
-    pub fn hwaddr_of(&self, now: Instant, addr: Ipv4Addr) -> Option<Box<[u8]>> {
-        for s in self.shards.iter() {
-            let shard = lock(s);
-            for l in shard.clients.values().filter(|l| l.addr == addr) {
-                let mut l = l.clone();
-                self.refresh(now, &mut l);
-                if matches!(l.state, LeaseState::Offered | LeaseState::Bound) {
-                    return Some(l.hwaddr);
-                }
-            }
-        }
-        None
-    }
-
-    /// Every client record, states up to date, sorted by address.
-    pub fn leases(&self, now: Instant) -> Vec<Lease> {
-        let mut all = Vec::new();
-        for s in self.shards.iter() {
-            let shard = lock(s);
-            all.extend(shard.clients.values().cloned());
-        }
-        for l in &mut all {
-            self.refresh(now, l);
-        }
-        all.sort_by_key(|l| (u32::from(l.addr), l.key.clone()));
-        all
-    }
-
-    /// Addresses held (offered or bound) that no client's record names: always empty. A
-    /// consistency check for tests and for an operator's `leases check`; walks everything.
-    pub fn unnamed(&self, now: Instant) -> Vec<Ipv4Addr> {
-        let mut named = std::collections::HashSet::new();
-        for s in self.shards.iter() {
-            let shard = lock(s);
-            for l in shard.clients.values() {
-                let mut l = l.clone();
-                self.refresh(now, &mut l);
-                if !l.reserved && matches!(l.state, LeaseState::Offered | LeaseState::Bound) {
-                    named.insert((l.addr, tag_of(key_hash(&l.key))));
-                }
-            }
-        }
-        let now_s = now_secs(now);
-        let mut out = Vec::new();
-        for p in self.pools.iter() {
-            for i in 0..p.len() {
-                let w = p.load(i);
-                if w.held(now_s)
-                    && matches!(w.state(), state::OFFERED | state::BOUND)
-                    && !named.contains(&(p.addr(i), w.tag()))
-                {
-                    out.push(p.addr(i));
-                }
-            }
-        }
-        out
-    }
-
-    /// Counts of addresses per slot state, for metrics: (free, offered, bound, other).
-    pub fn usage(&self, now: Instant) -> Usage {
-        let now_s = now_secs(now);
-        let mut u = Usage::default();
-        for p in self.pools.iter() {
-            for i in 0..p.len() {
-                let w = p.load(i);
-                u.total += 1;
-                if !w.held(now_s) {
-                    u.free += 1;
-                } else {
-                    match w.state() {
-                        state::OFFERED => u.offered += 1,
-                        state::BOUND => u.bound += 1,
-                        state::RESERVED => u.reserved += 1,
-                        _ => u.declined += 1,
-                    }
-                }
-            }
-        }
-        u
-    }
 }
 
 /// Address counts over all pools.
@@ -1003,6 +731,10 @@ pub struct Usage {
 }
 
 mod alloc;
+mod query;
+mod slot;
+
+use slot::{EXPIRY_MAX, Pool, Word, now_secs, secs_after, secs_ceil, state};
 
 #[cfg(all(test, loom))]
 mod loom_tests;
