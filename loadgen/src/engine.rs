@@ -30,6 +30,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+mod fetch;
+use fetch::Fetcher;
 mod plan;
 mod progress;
 pub use plan::*;
@@ -43,58 +45,6 @@ enum Step {
     /// Failed; starts over at `retry_at`.
     Rebooting,
     Done,
-}
-
-/// A download in progress: TFTP over a UDP socket of its own, or HTTP over a TCP connection.
-enum Fetcher {
-    Tftp(Download, UdpSocket4),
-    /// TFTP in L2 mode: frames from the machine's leased address and this port.
-    TftpL2(Download, SocketAddrV4),
-    Http {
-        get: http::Get,
-        conn: mio::net::TcpStream,
-        /// Bytes of the request written so far.
-        sent: usize,
-    },
-}
-
-impl Fetcher {
-    fn deadline(&self) -> Option<u64> {
-        match self {
-            Fetcher::Tftp(d, _) | Fetcher::TftpL2(d, _) => d.deadline(),
-            Fetcher::Http { get, .. } => get.deadline(),
-        }
-    }
-
-    /// Done: Ok, or the failure's name.
-    fn result(&self) -> Option<Result<(), &'static str>> {
-        match self {
-            Fetcher::Tftp(d, _) | Fetcher::TftpL2(d, _) => {
-                d.result().map(|r| r.map(|_| ()).map_err(|f| f.name()))
-            }
-            Fetcher::Http { get, .. } => get.result().map(|r| r.map(|_| ()).map_err(|f| f.name())),
-        }
-    }
-
-    fn register(&mut self, r: &mio::Registry, t: Token) -> std::io::Result<()> {
-        match self {
-            Fetcher::Tftp(_, sock) => {
-                r.register(&mut SourceFd(&sock.as_raw_fd()), t, Interest::READABLE)
-            }
-            Fetcher::Http { conn, .. } => {
-                r.register(conn, t, Interest::READABLE | Interest::WRITABLE)
-            }
-            Fetcher::TftpL2(..) => Ok(()),
-        }
-    }
-
-    fn deregister(&mut self, r: &mio::Registry) {
-        let _ = match self {
-            Fetcher::Tftp(_, sock) => r.deregister(&mut SourceFd(&sock.as_raw_fd())),
-            Fetcher::Http { conn, .. } => r.deregister(conn),
-            Fetcher::TftpL2(..) => Ok(()),
-        };
-    }
 }
 
 struct Machine {
@@ -384,134 +334,6 @@ impl Worker<'_> {
         self.schedule(k);
     }
 
-    /// The DHCP round of machine `k` ended with an ACK: fetch what it names.
-    fn start_fetch(&mut self, k: usize, now: u64) {
-        let stage = self.machines[k].stage;
-        let (file, next_server) = match &self.cfg.tftp_only {
-            Some(file) => (Some(file.clone()), self.cfg.server),
-            None => {
-                let Some(lease) = self.machines[k].dhcp.lease().cloned() else {
-                    return;
-                };
-                let phase = [Phase::Dhcp, Phase::IpxeDhcp][stage];
-                self.result.record(phase, now - self.machines[k].mark);
-                (lease.boot_file, lease.next_server)
-            }
-        };
-        self.machines[k].mark = now;
-        let p = &self.profiles[stage];
-        if p.fetch == Fetch::None {
-            return self.finish(k, now, Outcome::Ok);
-        }
-        let Some(file) = file.filter(|f| !f.is_empty()) else {
-            return self.fail(k, now, tftp::Failure::NoBootFile.name());
-        };
-        // The first file is checked against what the run expects; iPXE's script or kernel only
-        // has to arrive whole.
-        let expect = if stage == 0 {
-            self.cfg.expect.clone()
-        } else {
-            Expect::default()
-        };
-        let l2 = self.net.link.is_some();
-        let fetcher = if p.fetch == Fetch::Http || http::is_url(&file) {
-            if l2 {
-                Err("http: not in L2 mode (no TCP stack here)")
-            } else {
-                self.http_fetcher(&file, next_server, expect, stage, now)
-            }
-        } else if l2 {
-            Ok(self.tftp_l2_fetcher(k, &file, next_server, expect, stage, now))
-        } else {
-            self.tftp_fetcher(&file, next_server, expect, stage, now)
-        };
-        let mut fetcher = match fetcher {
-            Ok(f) => f,
-            Err(why) => return self.fail(k, now, why),
-        };
-        if fetcher.register(self.poll.registry(), Token(k)).is_err() {
-            return self.fail(k, now, tftp::Failure::Socket.name());
-        }
-        let m = &mut self.machines[k];
-        m.step = Step::Fetch;
-        m.fetch = Some(fetcher);
-        self.after_fetch(k);
-    }
-
-    fn tftp_fetcher(
-        &mut self,
-        file: &str,
-        next_server: Ipv4Addr,
-        expect: Expect,
-        stage: usize,
-        now: u64,
-    ) -> Result<Fetcher, &'static str> {
-        let sock = UdpSocket4::bind(&SocketOptions {
-            bind: SocketAddrV4::new(self.relay, 0),
-            interface: None,
-            reuse_port: false,
-            recv_timeout: Duration::ZERO,
-        })
-        .ok()
-        .filter(|s| s.set_nonblocking(true).is_ok())
-        .ok_or(tftp::Failure::Socket.name())?;
-        // Optional: without it (kernels before 5.0) datagrams come one by one.
-        let _ = bootstorm_net::set_udp_gro(&sock, true);
-        let p = &self.profiles[stage];
-        let server = SocketAddrV4::new(next_server, self.cfg.tftp_port);
-        let mut dl = Download::new(file, server, p, expect);
-        let a = dl.start(now, p, &mut self.buf);
-        send_one(&sock, &mut self.tx, &self.buf, a);
-        Ok(Fetcher::Tftp(dl, sock))
-    }
-
-    /// A TFTP download in L2 mode: from the machine's leased address, port 49152 + a per-boot
-    /// number, so a late datagram of an earlier attempt does not match.
-    fn tftp_l2_fetcher(
-        &mut self,
-        k: usize,
-        file: &str,
-        next_server: Ipv4Addr,
-        expect: Expect,
-        stage: usize,
-        now: u64,
-    ) -> Fetcher {
-        let m = &self.machines[k];
-        let addr = m.dhcp.lease().map_or(Ipv4Addr::UNSPECIFIED, |l| l.addr);
-        let port = 49152 + ((m.attempts * 2 + stage as u32) % 16_000) as u16;
-        let local = SocketAddrV4::new(addr, port);
-        let mac = m.dhcp.mac();
-        let p = &self.profiles[stage];
-        let server = SocketAddrV4::new(next_server, self.cfg.tftp_port);
-        let mut dl = Download::new(file, server, p, expect);
-        let a = dl.start(now, p, &mut self.buf);
-        if let Some(link) = &self.net.link {
-            link.claim(addr, mac);
-            self.net.claimed.insert(addr, k);
-            if let Action::Send(to, n) = a {
-                self.net.send_udp(mac, local, to, &self.buf[..n]);
-            }
-        }
-        Fetcher::TftpL2(dl, local)
-    }
-
-    fn http_fetcher(
-        &mut self,
-        file: &str,
-        next_server: Ipv4Addr,
-        expect: Expect,
-        stage: usize,
-        now: u64,
-    ) -> Result<Fetcher, &'static str> {
-        let target =
-            http::target(file, next_server, self.cfg.http_port).map_err(http::Failure::name)?;
-        let timeout = self.profiles[stage].http_timeout.as_micros() as u64;
-        let get = http::Get::new(target, expect, now, timeout);
-        let conn = mio::net::TcpStream::connect(get.addr().into())
-            .map_err(|_| http::Failure::Connect.name())?;
-        Ok(Fetcher::Http { get, conn, sent: 0 })
-    }
-
     /// The DHCP queue is readable: DHCP replies, and in L2 mode the machines' TFTP datagrams.
     fn on_dhcp_readable(&mut self) {
         // Taken out while its datagrams are handled (they borrow it), put back after.
@@ -582,90 +404,6 @@ impl Worker<'_> {
             self.start_fetch(k, now);
         } else {
             self.schedule(k);
-        }
-    }
-
-    fn on_fetch_event(&mut self, k: usize, writable: bool) {
-        let Worker {
-            machines,
-            buf,
-            rbuf,
-            tx,
-            gro,
-            epoch,
-            ..
-        } = self;
-        match machines[k].fetch.as_mut() {
-            Some(Fetcher::Tftp(dl, sock)) => {
-                // With UDP GRO a whole window sent as one GSO burst arrives in one receive.
-                while let Ok(Some(r)) = sock.recv_gro(gro) {
-                    let now = epoch.elapsed().as_micros() as u64;
-                    for d in gro.datagrams(&r) {
-                        let a = dl.on_packet(now, r.src, d, buf);
-                        send_one(sock, tx, buf, a);
-                    }
-                    if dl.result().is_some() {
-                        break;
-                    }
-                }
-            }
-            Some(Fetcher::Http { get, conn, sent }) => {
-                if let Ok(Some(_)) | Err(_) = conn.take_error() {
-                    get.on_error();
-                }
-                if writable && *sent < get.request().len() {
-                    match conn.write(&get.request()[*sent..]) {
-                        Ok(n) => *sent += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotConnected => {}
-                        Err(_) => get.on_error(),
-                    }
-                }
-                while get.result().is_none() {
-                    match conn.read(rbuf) {
-                        Ok(0) => {
-                            get.on_eof();
-                            break;
-                        }
-                        Ok(n) => get.on_data(epoch.elapsed().as_micros() as u64, &rbuf[..n]),
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == std::io::ErrorKind::NotConnected => break,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(_) => get.on_error(),
-                    }
-                }
-            }
-            Some(Fetcher::TftpL2(..)) | None => return,
-        }
-        self.after_fetch(k);
-    }
-
-    /// After anything happened to machine `k`'s download: the next round, the end, or its
-    /// next deadline.
-    fn after_fetch(&mut self, k: usize) {
-        let now = self.now();
-        let m = &self.machines[k];
-        let Some(r) = m.fetch.as_ref().and_then(Fetcher::result) else {
-            return self.schedule(k);
-        };
-        match r {
-            Ok(()) => {
-                let http = matches!(m.fetch, Some(Fetcher::Http { .. }));
-                let phase = match (m.stage, http) {
-                    (0, false) => Phase::Tftp,
-                    (0, true) => Phase::Http,
-                    (_, false) => Phase::IpxeTftp,
-                    (_, true) => Phase::IpxeHttp,
-                };
-                self.result.record(phase, now - m.mark);
-                self.end_fetch(k);
-                if self.machines[k].stage == 0 && self.cfg.chainload {
-                    self.start_dhcp(k, 1, now);
-                } else {
-                    self.finish(k, now, Outcome::Ok);
-                }
-            }
-            Err(why) => self.fail(k, now, why),
         }
     }
 
