@@ -57,6 +57,7 @@ fn violations(deps: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
         "hyper",
         "bootstorm-net",
         "bootstorm-io",
+        "bootstorm-xdp",
         "bootstorm-journal",
         "bootstorm-daemon",
         "bootstorm-loadgen",
@@ -99,6 +100,18 @@ fn violations(deps: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
             "tokio",
         ],
     ));
+    // The fast path is one more driver of the queues: no protocol core, no journal, no daemon.
+    rules.push((
+        "bootstorm-xdp",
+        vec![
+            "bootstorm-dhcp",
+            "bootstorm-tftp",
+            "bootstorm-lease",
+            "bootstorm-journal",
+            "bootstorm-daemon",
+            "tokio",
+        ],
+    ));
     rules.push((
         "bootstorm-journal",
         vec![
@@ -118,6 +131,7 @@ fn violations(deps: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
             "bootstorm-lease",
             "bootstorm-journal",
             "bootstorm-daemon",
+            "bootstorm-xdp",
         ],
     ));
     // Lease files are formats: no command line, no runtime, no sockets (the fuzz target links

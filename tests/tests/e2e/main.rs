@@ -18,3 +18,4 @@ mod pxe;
 mod services;
 mod tftp;
 mod tftp_upload;
+mod xdp;

@@ -1,0 +1,28 @@
+//! The kernel-bypass fast path: an XDP program steers DHCP and TFTP frames to AF_XDP sockets,
+//! one per receive queue, and everything else (ARP, TCP for HTTP and iSCSI, SSH) passes to the
+//! kernel untouched.
+//!
+//! - [`program`]: the XDP program (`ebpf/steer.c`, built by `build.rs` or taken as committed),
+//!   loaded and attached with aya as a BPF link (it goes away with the process, also on
+//!   SIGKILL), native mode first and generic (SKB) mode when the driver refuses; its maps (the
+//!   steered ports, our addresses, the storm limits, the per-CPU counters) behind a small safe
+//!   API, and the retransmission filter's slots mapped into this process.
+//! - [`xsk`]: AF_XDP sockets through xsk-rs (libxdp's own program loading inhibited; each
+//!   socket goes into our XSKMAP at its queue) as an [`bootstorm_io::RxQueue`] and
+//!   [`bootstorm_io::TxQueue`], so the same DHCP worker that runs on sockets runs here. Frames
+//!   in are parsed to their UDP payload (the received UDP checksum need not be complete: veth
+//!   peers leave it partial); replies leave as whole frames with full IPv4 and UDP checksums
+//!   (copy mode has no transmit offload).
+//!
+//! Why xsk-rs: it is the AF_XDP binding the project's design names, and it works here (its C
+//! part, libxdp, builds from the crate with clang, make, m4, libelf and zlib). aya is pinned to
+//! 0.14.0: later versions need a newer rustc than this toolchain's.
+//!
+//! This crate holds unsafe code where the kernel interface needs it (the rings and frames of a
+//! UMEM, the mmapped map, `getifaddrs`), each block with a `// SAFETY:` note.
+
+pub mod program;
+pub mod xsk;
+
+pub use program::{Counters, Mode, Pending, Steer, SteerConfig, XdpError};
+pub use xsk::{LinkInfo, QueueStats, XdpRx, XdpTx};
