@@ -9,8 +9,9 @@
 // destination address is in `addrs` or the limited broadcast. Nothing else is touched.
 //
 // Boot-storm control, for DHCPDISCOVERs only (a REQUEST is never limited, as in the core):
-// - a token bucket per source (the relay's giaddr, else the L2 source MAC), `rate` per second
-//   with `burst`; a DISCOVER over the limit is dropped here and counted (`rate_limited`);
+// - a token bucket per source (the relay's giaddr, else the L2 source MAC: each kind with its
+//   own rate per second and burst); a DISCOVER over the limit is dropped here and counted
+//   (`rate_limited`);
 // - a retransmission filter: a DISCOVER whose client (chaddr) already has one with the same xid
 //   waiting in userspace, younger than `retrans_ns`, is dropped and counted (`retransmits`).
 //   The worker that answers clears its client's slot (the map is mmapped), so a client whose
@@ -53,9 +54,12 @@
 
 struct config {
 	__u32 flags;
-	// DISCOVERs per second and burst per source (0 = no limit).
-	__u32 rate;
-	__u32 burst;
+	// DISCOVERs per second and burst per client MAC (0 = no limit).
+	__u32 mac_rate;
+	__u32 mac_burst;
+	// The same per relay (giaddr): a relay speaks for many clients.
+	__u32 relay_rate;
+	__u32 relay_burst;
 	__u32 pad;
 	// How long a DISCOVER is "being answered" at most.
 	__u64 retrans_ns;
@@ -187,10 +191,10 @@ static __always_inline int message_type(const __u8 *opts, const void *end)
 
 // The token bucket of a DISCOVER's source: 1 if it may pass. Updates from several CPUs may
 // race and lose a refill or a take; the limit is then a little loose, never tighter.
-static __always_inline int admit(const struct config *cfg, const struct source *src, __u64 now)
+static __always_inline int admit(__u32 rate, __u32 burst, const struct source *src, __u64 now)
 {
 	struct bucket *b = bpf_map_lookup_elem(&buckets, src);
-	__u64 cap = (__u64)cfg->burst * 1000;
+	__u64 cap = (__u64)burst * 1000;
 	if (!b) {
 		struct bucket fresh = { .last_ns = now, .milli = cap >= 1000 ? cap - 1000 : 0 };
 		bpf_map_update_elem(&buckets, src, &fresh, BPF_ANY);
@@ -199,7 +203,7 @@ static __always_inline int admit(const struct config *cfg, const struct source *
 	__u64 elapsed = now - b->last_ns;
 	if (elapsed > 10000000000ull)
 		elapsed = 10000000000ull;
-	__u64 milli = b->milli + elapsed * cfg->rate / 1000000;
+	__u64 milli = b->milli + elapsed * rate / 1000000;
 	if (milli > cap)
 		milli = cap;
 	b->last_ns = now;
@@ -307,16 +311,21 @@ int bootstorm_steer(struct xdp_md *ctx)
 				count(STAT_RETRANSMITS);
 				return XDP_DROP;
 			}
-			if ((cfg->flags & CFG_LIMIT) && cfg->rate) {
+			if (cfg->flags & CFG_LIMIT) {
 				struct source src = {};
+				__u32 rate, burst;
 				if (*(const __u32 *)(dhcp + 24)) {
 					src.kind = 4;
 					__builtin_memcpy(src.id, dhcp + 24, 4);
+					rate = cfg->relay_rate;
+					burst = cfg->relay_burst;
 				} else {
 					src.kind = 6;
 					__builtin_memcpy(src.id, eth->h_source, 6);
+					rate = cfg->mac_rate;
+					burst = cfg->mac_burst;
 				}
-				if (!admit(cfg, &src, now)) {
+				if (rate && !admit(rate, burst, &src, now)) {
 					count(STAT_RATE_LIMITED);
 					return XDP_DROP;
 				}

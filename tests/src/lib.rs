@@ -355,6 +355,12 @@ fn ip(args: &[&str]) {
 impl Lab {
     /// Creates the namespaces, the veth pair and the addresses.
     pub fn new() -> Lab {
+        Lab::with_queues(1)
+    }
+
+    /// [`Lab::new`] with `queues` receive and transmit queues on each end of the veth (a
+    /// multi-queue NIC, for the XDP fast path: one AF_XDP socket and worker per queue).
+    pub fn with_queues(queues: u32) -> Lab {
         let base = unique("");
         let lab = Lab {
             server_ns: format!("{base}S"),
@@ -366,12 +372,11 @@ impl Lab {
         ip(&["netns", "add", &lab.server_ns]);
         // From here on, Drop cleans up whatever exists.
         ip(&["netns", "add", &lab.client_ns]);
-        ip(&[
-            "link",
-            "add",
-            &lab.server_if,
-            "netns",
-            &lab.server_ns,
+        let q = queues.to_string();
+        let qs = ["numrxqueues", q.as_str(), "numtxqueues", q.as_str()];
+        let mut args = vec!["link", "add", &lab.server_if, "netns", &lab.server_ns];
+        args.extend(qs);
+        args.extend([
             "type",
             "veth",
             "peer",
@@ -380,6 +385,8 @@ impl Lab {
             "netns",
             &lab.client_ns,
         ]);
+        args.extend(qs);
+        ip(&args);
         ip(&[
             "-n",
             &lab.server_ns,
@@ -525,6 +532,17 @@ impl ServerProc {
     /// Starts `bootstorm serve --config <config>` in the lab's server namespace and waits until
     /// its control socket answers.
     pub fn start(lab: &Lab, dir: &TempDir, config_text: &str) -> ServerProc {
+        ServerProc::start_wrapped(lab, dir, config_text, &[])
+    }
+
+    /// [`ServerProc::start`] with `bootstorm` run under `wrapper` (a command and its arguments
+    /// that run the rest, such as `setpriv --bounding-set -bpf`).
+    pub fn start_wrapped(
+        lab: &Lab,
+        dir: &TempDir,
+        config_text: &str,
+        wrapper: &[&str],
+    ) -> ServerProc {
         let config = dir.join("bootstorm.toml");
         let control = dir.join("control.sock");
         let text = config_text
@@ -533,7 +551,14 @@ impl ServerProc {
         std::fs::write(&config, text).unwrap();
         let log = dir.join("server.log");
         let logf = std::fs::File::create(&log).unwrap();
-        let mut cmd = lab.server_cmd(bin("bootstorm"));
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = lab.server_cmd(first);
+                c.args(rest).arg(bin("bootstorm"));
+                c
+            }
+            None => lab.server_cmd(bin("bootstorm")),
+        };
         cmd.args(["serve", "--config"])
             .arg(&config)
             .args(["--for", "300s", "--log-format", "json"])

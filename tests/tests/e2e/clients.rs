@@ -85,10 +85,14 @@ fn dhclient_lease_renew_release() {
     if !need_root("dhclient_lease_renew_release") {
         return;
     }
+    dhclient_flow(&Lab::new(), LAB_CONFIG);
+}
+
+/// dhclient gets a lease, renews and releases it, from a server started with `config`.
+pub(crate) fn dhclient_flow(lab: &Lab, config: &str) {
     let dhclient = tool("dhclient", "isc-dhcp-client");
-    let lab = Lab::new();
     let dir = TempDir::new();
-    let srv = ServerProc::start(&lab, &dir, LAB_CONFIG);
+    let srv = ServerProc::start(lab, &dir, config);
     let log = dir.join("client.log");
     let sc = script(
         &dir,
@@ -167,10 +171,14 @@ fn udhcpc_lease_renew_release() {
     if !need_root("udhcpc_lease_renew_release") {
         return;
     }
+    udhcpc_flow(&Lab::new(), LAB_CONFIG);
+}
+
+/// udhcpc gets a lease, renews and releases it, from a server started with `config`.
+pub(crate) fn udhcpc_flow(lab: &Lab, config: &str) {
     let udhcpc = tool("udhcpc", "udhcpc");
-    let lab = Lab::new();
     let dir = TempDir::new();
-    let srv = ServerProc::start(&lab, &dir, LAB_CONFIG);
+    let srv = ServerProc::start(lab, &dir, config);
     let log = dir.join("client.log");
     let sc = script(
         &dir,
@@ -227,10 +235,14 @@ fn dhcpcd_lease_renew_release() {
     if !need_root("dhcpcd_lease_renew_release") {
         return;
     }
+    dhcpcd_flow(&Lab::new(), LAB_CONFIG);
+}
+
+/// dhcpcd gets a lease, renews and releases it, from a server started with `config`.
+pub(crate) fn dhcpcd_flow(lab: &Lab, config: &str) {
     let dhcpcd = tool("dhcpcd", "dhcpcd-base");
-    let lab = Lab::new();
     let dir = TempDir::new();
-    let srv = ServerProc::start(&lab, &dir, LAB_CONFIG);
+    let srv = ServerProc::start(lab, &dir, config);
     let log = dir.join("client.log");
     let sc = script(
         &dir,

@@ -19,3 +19,4 @@ mod services;
 mod tftp;
 mod tftp_upload;
 mod xdp;
+mod xdp_path;

@@ -259,8 +259,10 @@ fn discovers_beyond_a_sources_burst_are_dropped_in_the_program() {
         return;
     }
     let cfg = SteerConfig {
-        rate: 1,
-        burst: 3,
+        mac_rate: 1,
+        mac_burst: 3,
+        relay_rate: 1,
+        relay_burst: 3,
         ..SteerConfig::default()
     };
     let mut s = Steer::load(&cfg).unwrap();

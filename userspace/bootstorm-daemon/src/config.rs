@@ -113,6 +113,77 @@ pub struct FileConfig {
     pub leases: Option<Spanned<LeasesSection>>,
     /// `[admission]`.
     pub admission: Option<Spanned<AdmissionSection>>,
+    /// `[xdp]`.
+    pub xdp: Option<Spanned<XdpSection>>,
+}
+
+/// `[xdp]`: boot-storm control in the XDP program (with `[server] io = "xdp"` or `"auto"`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XdpSection {
+    /// DISCOVERs per second per client MAC sent directly (giaddr 0); default 20, 0 = no limit.
+    pub mac_rate: Option<u32>,
+    /// Burst per client MAC; default 40.
+    pub mac_burst: Option<u32>,
+    /// DISCOVERs per second per relay agent (giaddr); default 5000, 0 = no limit.
+    pub relay_rate: Option<u32>,
+    /// Burst per relay agent; default 20000.
+    pub relay_burst: Option<u32>,
+    /// A DISCOVER repeating one of its client's still being answered (same MAC and xid) within
+    /// this is dropped in the program (default 5s; 0 turns the filter off).
+    pub retransmit_window: Option<Dur>,
+    /// Steer only frames to this server's addresses on the interface or the limited broadcast
+    /// (default true).
+    pub check_destination: Option<bool>,
+}
+
+/// Which I/O path DHCP is served on (`[server] io`, `--io`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoMode {
+    /// The XDP fast path if it can start, else sockets (the log says why).
+    Auto,
+    /// The XDP fast path or nothing (a start that cannot attach fails).
+    Xdp,
+    /// UDP sockets.
+    Socket,
+}
+
+impl std::str::FromStr for IoMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<IoMode, String> {
+        match s {
+            "auto" => Ok(IoMode::Auto),
+            "xdp" => Ok(IoMode::Xdp),
+            "socket" => Ok(IoMode::Socket),
+            x => Err(format!(
+                "io '{x}': expected \"auto\", \"xdp\" or \"socket\""
+            )),
+        }
+    }
+}
+
+/// The fast path's storm control, validated (see [`XdpSection`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XdpSettings {
+    /// Per client MAC: DISCOVERs per second (0: off) and burst.
+    pub mac_rate: (u32, u32),
+    /// Per relay: DISCOVERs per second (0: off) and burst.
+    pub relay_rate: (u32, u32),
+    /// The retransmission filter's window (None: off).
+    pub retransmit_window: Option<std::time::Duration>,
+    /// Steer only frames to our addresses or the limited broadcast.
+    pub check_destination: bool,
+}
+
+impl Default for XdpSettings {
+    fn default() -> XdpSettings {
+        XdpSettings {
+            mac_rate: (20, 40),
+            relay_rate: (5000, 20000),
+            retransmit_window: Some(std::time::Duration::from_secs(5)),
+            check_destination: true,
+        }
+    }
 }
 
 /// `[admission]`: DISCOVERs admitted per source (see `bootstorm_dhcp::admission`). A rate of 0
@@ -255,6 +326,8 @@ pub struct ServerSection {
     /// Receive coalescing of the DHCP workers (default 1ms; 0 turns it off). See
     /// [`DEFAULT_RX_COALESCE_MS`].
     pub rx_coalesce: Option<Spanned<Dur>>,
+    /// The I/O path: "auto", "xdp" or "socket" (default "socket"). See [`IoMode`].
+    pub io: Option<Spanned<String>>,
 }
 
 /// Default `[server] rx_coalesce`. When requests come faster than this, a worker that served a
@@ -454,6 +527,10 @@ pub struct Settings {
     pub workers: usize,
     /// See [`DEFAULT_RX_COALESCE_MS`] (zero: off).
     pub rx_coalesce: std::time::Duration,
+    /// The I/O path of DHCP.
+    pub io: IoMode,
+    /// The fast path's storm control.
+    pub xdp: XdpSettings,
     /// Control socket path.
     pub control_socket: PathBuf,
     /// Log format.

@@ -41,8 +41,13 @@ impl Service for Running {
     fn stats(&self) -> Option<StatsSource> {
         let workers = self.stats_handle();
         let journal = self.journal().cloned();
+        let fast = self.fast_path();
         Some(Arc::new(move || {
             let mut v = control::stats_json(&workers.total());
+            v["dhcp_path"] = serde_json::json!(if fast.is_some() { "xdp" } else { "socket" });
+            if let Some(f) = &fast {
+                v["xdp"] = f.stats_json();
+            }
             let io = workers.io_total();
             v["dhcp_io"] = serde_json::json!({
                 "handed_off": io.handed_off, "handoff_full": io.handoff_full,

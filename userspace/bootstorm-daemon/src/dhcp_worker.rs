@@ -455,6 +455,10 @@ impl<T: TxQueue> Loop<T> {
 /// it was a broadcast).
 fn tx_meta(dest: Destination, rx: &RxMeta) -> TxMeta {
     let (dst, l2_dst) = match dest {
+        // A frame driver sends a unicast to the link-layer address its request came from (the
+        // relay, the renewing client, or the router in front of it), from our address it was
+        // sent to: it does no ARP. A socket driver (no `l2_src`) routes it.
+        Destination::Unicast(a) if rx.l2_src.is_some() => (a, rx.l2_src),
         Destination::Unicast(a) => return TxMeta::to(a),
         Destination::Broadcast => (SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT), None),
         Destination::Link { addr, hwaddr } => (SocketAddrV4::new(addr, CLIENT_PORT), Some(hwaddr)),

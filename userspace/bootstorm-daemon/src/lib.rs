@@ -20,3 +20,4 @@ pub mod quick;
 pub mod serve;
 pub mod sessions;
 pub mod tftpd;
+pub mod xdp_path;

@@ -159,6 +159,10 @@ struct ServeArgs {
     /// 1ms, at most 10ms; 0 answers every datagram at once).
     #[arg(long)]
     rx_coalesce: Option<Dur>,
+    /// DHCP's I/O path: auto (the XDP fast path if it can attach, else sockets; the log says
+    /// why), xdp (fail if it cannot attach) or socket (default). XDP needs named interfaces.
+    #[arg(long, value_parser = ["auto", "xdp", "socket"])]
+    io: Option<String>,
     #[command(flatten)]
     quick: QuickFlags,
 }
@@ -290,6 +294,7 @@ fn settings_for(a: &ServeArgs) -> anyhow::Result<Settings> {
         authoritative: a.authoritative,
         log_format: a.log_format.clone(),
         rx_coalesce: a.rx_coalesce,
+        io: a.io.clone(),
     };
     match &a.config {
         Some(path) => {
@@ -312,6 +317,14 @@ fn settings_for(a: &ServeArgs) -> anyhow::Result<Settings> {
             if flags.rx_coalesce.is_some() {
                 s.rx_coalesce = config::rx_coalesce(flags.rx_coalesce)
                     .map_err(|e| anyhow::anyhow!("--rx-coalesce: {e}"))?;
+            }
+            if let Some(v) = &flags.io {
+                s.io = v
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("--io: {e}"))?;
+                if s.io != config::IoMode::Socket && s.interfaces.is_empty() && s.dhcp_enabled {
+                    bail!("--io {v} needs [server] interfaces: XDP attaches to named interfaces");
+                }
             }
             if let Some(v) = flags.control_socket {
                 s.control_socket = v;

@@ -121,6 +121,8 @@ pub struct ServerFlags {
     pub log_format: Option<String>,
     /// Receive coalescing.
     pub rx_coalesce: Option<Dur>,
+    /// The I/O path ("auto", "xdp", "socket").
+    pub io: Option<String>,
 }
 
 fn spanned<T>(v: T) -> Spanned<T> {
@@ -170,6 +172,7 @@ pub fn settings(q: &QuickFlags, s: &ServerFlags) -> Result<Settings, ConfigError
             compat_nak: Some(s.compat_nak),
             log_format: s.log_format.clone(),
             rx_coalesce: s.rx_coalesce.map(spanned),
+            io: s.io.clone().map(spanned),
             ..ServerSection::default()
         },
         ..FileConfig::default()

@@ -3,9 +3,9 @@
 //! [`crate::dhcp_worker`], all sharing one [`Server`] core and its lease table; and what the
 //! running service offers (stats, reload, stop).
 
-use crate::config::Settings;
+use crate::config::{IoMode, Settings};
 use crate::dhcp_worker::{self, Commits, Inbox, IoStats, Published};
-use anyhow::Context;
+use anyhow::{Context, bail};
 use bootstorm_dhcp::{Server, Stats};
 use bootstorm_io::RxQueue;
 use bootstorm_io::udp::{UdpRx, UdpTx};
@@ -102,6 +102,8 @@ pub struct Running {
     local: SocketAddrV4,
     clock: Clock,
     journal: Option<Arc<Journal>>,
+    /// The XDP fast path, when DHCP runs on it (detached when this goes, after the workers).
+    fast: Option<Arc<crate::xdp_path::FastPath>>,
     /// Held while running: one process owns a lease directory.
     _dir_lock: Option<DirLock>,
 }
@@ -206,6 +208,11 @@ impl Running {
         self.stats.total()
     }
 
+    /// The XDP fast path, if DHCP runs on it.
+    pub fn fast_path(&self) -> Option<Arc<crate::xdp_path::FastPath>> {
+        self.fast.clone()
+    }
+
     /// Stops the workers and waits for them; returns each worker's final counters.
     pub fn stop(self) -> Vec<Stats> {
         self.shutdown.store(true, Ordering::SeqCst);
@@ -231,6 +238,8 @@ fn restart_only_changes(a: &Settings, b: &Settings) -> Vec<&'static str> {
     check(a.interfaces == b.interfaces, "[server] interfaces");
     check(a.workers == b.workers, "[server] workers");
     check(a.rx_coalesce == b.rx_coalesce, "[server] rx_coalesce");
+    check(a.io == b.io, "[server] io");
+    check(a.xdp == b.xdp, "[xdp]");
     check(
         a.control_socket == b.control_socket,
         "[server] control_socket",
@@ -292,75 +301,51 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
     } else {
         settings.interfaces.iter().cloned().map(Some).collect()
     };
+    // The fast path first when asked for; sockets when it cannot start and `auto` allows.
+    let mut fast = None;
+    let mut xdp_groups = Vec::new();
+    if settings.dhcp_enabled && settings.io != IoMode::Socket {
+        match crate::xdp_path::open(settings) {
+            Ok((f, g)) => {
+                fast = Some(Arc::new(f));
+                xdp_groups = g;
+            }
+            Err(why) if settings.io == IoMode::Auto => {
+                tracing::warn!(reason = %why, "the XDP fast path cannot start: serving DHCP on sockets");
+            }
+            Err(why) => bail!("io = \"xdp\": {why}"),
+        }
+    }
     let mut groups = Vec::new();
     let mut port = settings.listen.port();
-    for iface in &ifaces {
-        let mut group = Vec::new();
-        for _ in 0..settings.workers {
-            let opts = SocketOptions {
-                bind: SocketAddrV4::new(*settings.listen.ip(), port),
-                interface: iface.clone(),
-                reuse_port: true,
-                recv_timeout: dhcp_worker::RECV_TIMEOUT,
-            };
-            let sock = UdpSocket4::bind(&opts).with_context(|| {
-                format!(
-                    "binding UDP {}:{}{}",
-                    settings.listen.ip(),
-                    port,
-                    iface
-                        .as_ref()
-                        .map(|i| format!(" on {i}"))
-                        .unwrap_or_default()
-                )
-            })?;
-            // Port 0 asks the kernel for one; the other workers then share the port it chose.
-            port = sock.local_addr()?.port();
-            let sock = Arc::new(sock);
-            // Every socket of the group receives every broadcast: the first takes them (and
-            // passes each to its client's owner), the others drop their copies.
-            let takes_broadcasts = group.is_empty();
-            let rx = UdpRx::new(sock.clone(), takes_broadcasts).context("a DHCP receive queue")?;
-            group.push((rx, UdpTx::new(sock)));
+    if fast.is_none() {
+        for iface in &ifaces {
+            groups.push(socket_group(settings, iface, &mut port)?);
         }
-        groups.push(group);
     }
     let local = SocketAddrV4::new(*settings.listen.ip(), port);
-    let mut workers = Vec::new();
-    let mut stats = Vec::new();
-    let commits: Option<Arc<dyn Commits>> = journal.clone().map(|j| j as Arc<dyn Commits>);
-    let now: Arc<dyn Fn() -> bootstorm_time::Instant + Send + Sync> = Arc::new(move || clock.now());
+    let mut spawner = Spawner {
+        cell: cell.clone(),
+        sessions: sessions.clone(),
+        now: Arc::new(move || clock.now()),
+        shutdown: shutdown.clone(),
+        hints: hints.clone(),
+        commits: journal.clone().map(|j| j as Arc<dyn Commits>),
+        coalesce: settings.rx_coalesce,
+        workers: Vec::new(),
+        stats: Vec::new(),
+    };
     for queues in groups {
-        let inboxes: dhcp_worker::Group = queues
-            .iter()
-            .map(|(rx, _)| Inbox::new(rx.doorbell()))
-            .collect();
-        for (index, (rx, tx)) in queues.into_iter().enumerate() {
-            let id = workers.len();
-            let published = Arc::new(Mutex::new(Published::default()));
-            stats.push(published.clone());
-            let w = dhcp_worker::Worker {
-                id,
-                index,
-                group: inboxes.clone(),
-                tx,
-                cell: cell.clone(),
-                sessions: sessions.clone(),
-                now: now.clone(),
-                shutdown: shutdown.clone(),
-                hints: hints.clone(),
-                published,
-                commits: commits.clone(),
-                coalesce: settings.rx_coalesce,
-            };
-            let t = std::thread::Builder::new()
-                .name(format!("dhcp-worker-{id}"))
-                .spawn(move || dhcp_worker::run(w, rx))
-                .context("spawning a worker")?;
-            workers.push(t);
-        }
+        spawner.group(queues, false)?;
     }
-    if settings.dhcp_enabled {
+    for queues in xdp_groups {
+        spawner.group(queues, true)?;
+    }
+    let Spawner { workers, stats, .. } = spawner;
+    if let Some(f) = &fast {
+        let names: Vec<_> = f.links.iter().map(|l| l.name.as_str()).collect();
+        tracing::info!(interfaces = ?names, workers = workers.len(), subnets = settings.dhcp.subnets.len(), "serving DHCP on the XDP fast path");
+    } else if settings.dhcp_enabled {
         tracing::info!(listen = %local, workers = workers.len(), subnets = settings.dhcp.subnets.len(), "serving DHCP on the socket path");
     }
     Ok(Running {
@@ -373,8 +358,105 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         local,
         clock,
         journal,
+        fast,
         _dir_lock: dir_lock,
     })
+}
+
+/// The sockets of one interface (or of all, `None`): one per worker, sharing the port.
+fn socket_group(
+    settings: &Settings,
+    iface: &Option<String>,
+    port: &mut u16,
+) -> anyhow::Result<Vec<(UdpRx, UdpTx)>> {
+    let mut group = Vec::new();
+    for _ in 0..settings.workers {
+        let opts = SocketOptions {
+            bind: SocketAddrV4::new(*settings.listen.ip(), *port),
+            interface: iface.clone(),
+            reuse_port: true,
+            recv_timeout: dhcp_worker::RECV_TIMEOUT,
+        };
+        let sock = UdpSocket4::bind(&opts).with_context(|| {
+            format!(
+                "binding UDP {}:{}{}",
+                settings.listen.ip(),
+                port,
+                iface
+                    .as_ref()
+                    .map(|i| format!(" on {i}"))
+                    .unwrap_or_default()
+            )
+        })?;
+        // Port 0 asks the kernel for one; the other workers then share the port it chose.
+        *port = sock.local_addr()?.port();
+        let sock = Arc::new(sock);
+        // Every socket of the group receives every broadcast: the first takes them (and
+        // passes each to its client's owner), the others drop their copies.
+        let takes_broadcasts = group.is_empty();
+        let rx = UdpRx::new(sock.clone(), takes_broadcasts).context("a DHCP receive queue")?;
+        group.push((rx, UdpTx::new(sock)));
+    }
+    Ok(group)
+}
+
+/// Starts DHCP workers, a group of queues at a time, over any queue driver.
+struct Spawner {
+    cell: Arc<ServerCell>,
+    sessions: Arc<crate::sessions::Sessions>,
+    now: Arc<dyn Fn() -> bootstorm_time::Instant + Send + Sync>,
+    shutdown: Arc<AtomicBool>,
+    hints: Arc<HashMap<u32, u32>>,
+    commits: Option<Arc<dyn Commits>>,
+    coalesce: Duration,
+    workers: Vec<JoinHandle<()>>,
+    stats: Vec<Arc<Mutex<Published>>>,
+}
+
+impl Spawner {
+    /// One worker per queue of `queues`, sharing their hand-off inboxes; `pin`: each worker on
+    /// a CPU of its own (queue order), as the fast path wants.
+    fn group<R, T>(&mut self, queues: Vec<(R, T)>, pin: bool) -> anyhow::Result<()>
+    where
+        R: RxQueue + 'static,
+        T: bootstorm_io::TxQueue + 'static,
+    {
+        let inboxes: dhcp_worker::Group = queues
+            .iter()
+            .map(|(rx, _)| Inbox::new(rx.doorbell()))
+            .collect();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for (index, (rx, tx)) in queues.into_iter().enumerate() {
+            let id = self.workers.len();
+            let published = Arc::new(Mutex::new(Published::default()));
+            self.stats.push(published.clone());
+            let w = dhcp_worker::Worker {
+                id,
+                index,
+                group: inboxes.clone(),
+                tx,
+                cell: self.cell.clone(),
+                sessions: self.sessions.clone(),
+                now: self.now.clone(),
+                shutdown: self.shutdown.clone(),
+                hints: self.hints.clone(),
+                published,
+                commits: self.commits.clone(),
+                coalesce: self.coalesce,
+            };
+            let t = std::thread::Builder::new()
+                .name(format!("dhcp-worker-{id}"))
+                .spawn(move || {
+                    if pin && let Err(e) = bootstorm_xdp::pin_current_thread(index % cpus) {
+                        tracing::warn!(worker = id, error = %e, "cannot pin the worker to a CPU");
+                    }
+                    dhcp_worker::run(w, rx)
+                })
+                .context("spawning a worker")?;
+            self.workers.push(t);
+        }
+        Ok(())
+    }
 }
 
 /// Locks the lease directory, replays the journal into the lease table, starts it and makes it

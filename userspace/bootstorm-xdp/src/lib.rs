@@ -25,4 +25,18 @@ pub mod program;
 pub mod xsk;
 
 pub use program::{Counters, Mode, Pending, Steer, SteerConfig, XdpError};
-pub use xsk::{LinkInfo, QueueStats, XdpRx, XdpTx};
+pub use xsk::{KernelStats, LinkInfo, QueueStats, XdpRx, XdpTx, open};
+
+/// Pins the calling thread to CPU `cpu` (a fast-path worker stays with its queue's interrupts).
+pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET writes one bit inside `set` (the index is taken modulo its size).
+    unsafe { libc::CPU_SET(cpu % libc::CPU_SETSIZE as usize, &mut set) };
+    // SAFETY: reads the set we pass, of the size we pass, for the calling thread (0).
+    let r = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -34,13 +34,15 @@ pub const PENDING_SLOTS: usize = 65536;
 #[derive(Clone, Copy, Debug, Default)]
 struct RawConfig {
     flags: u32,
-    rate: u32,
-    burst: u32,
+    mac_rate: u32,
+    mac_burst: u32,
+    relay_rate: u32,
+    relay_burst: u32,
     pad: u32,
     retrans_ns: u64,
 }
 
-// SAFETY: `repr(C)` of plain integers laid out without implicit padding (4+4+4+4+8), as the
+// SAFETY: `repr(C)` of plain integers laid out without implicit padding (6 x 4 + 8), as the
 // program's `struct config`; any bit pattern is a valid value.
 unsafe impl aya::Pod for RawConfig {}
 
@@ -58,10 +60,14 @@ struct RawPending {
 pub struct SteerConfig {
     /// Steer only frames to these addresses or the limited broadcast (None: any destination).
     pub addresses: Option<Vec<Ipv4Addr>>,
-    /// DISCOVERs per second per source (relay giaddr, else L2 source MAC); 0: no limit.
-    pub rate: u32,
-    /// The bucket's depth.
-    pub burst: u32,
+    /// DISCOVERs per second per client MAC (sent directly, giaddr 0); 0: no limit.
+    pub mac_rate: u32,
+    /// That bucket's depth.
+    pub mac_burst: u32,
+    /// DISCOVERs per second per relay (giaddr); 0: no limit.
+    pub relay_rate: u32,
+    /// That bucket's depth.
+    pub relay_burst: u32,
     /// A DISCOVER repeating one still being answered (same client, same xid) within this is
     /// dropped in the program; None: off.
     pub retransmit_window: Option<Duration>,
@@ -241,7 +247,7 @@ impl Steer {
                     .map_err(map_err)?;
             }
         }
-        if cfg.rate > 0 {
+        if cfg.mac_rate > 0 || cfg.relay_rate > 0 {
             flags |= CFG_LIMIT;
         }
         if cfg.retransmit_window.is_some() {
@@ -249,8 +255,10 @@ impl Steer {
         }
         let raw = RawConfig {
             flags,
-            rate: cfg.rate,
-            burst: cfg.burst.max(1),
+            mac_rate: cfg.mac_rate,
+            mac_burst: cfg.mac_burst.max(1),
+            relay_rate: cfg.relay_rate,
+            relay_burst: cfg.relay_burst.max(1),
             pad: 0,
             retrans_ns: cfg
                 .retransmit_window

@@ -11,6 +11,7 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
     let mut warnings = Vec::new();
     let (log_format, log_level) = logging(src, s)?;
     let (workers, rx_coalesce) = threads(src, s)?;
+    let (io, xdp) = io_path(src, &file)?;
     let mut dhcp = dhcp_globals(src, &file)?;
     // Boot files alone (beside another DHCP server, as tftpd-hpa is used) need no subnet; then
     // no DHCP socket is opened at all.
@@ -76,6 +77,8 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
         interfaces: s.interfaces.clone(),
         workers,
         rx_coalesce,
+        io,
+        xdp,
         control_socket: s
             .control_socket
             .clone()
@@ -133,6 +136,59 @@ fn threads(
         )
     })?;
     Ok((workers, rx_coalesce))
+}
+
+/// `[server] io` and `[xdp]`.
+fn io_path(src: &Source<'_>, file: &FileConfig) -> Result<(IoMode, XdpSettings), ConfigError> {
+    let io = match &file.server.io {
+        Some(v) => v
+            .get_ref()
+            .parse()
+            .map_err(|e: String| src.error(Some(v.span()), format!("[server] {e}")))?,
+        None => IoMode::Socket,
+    };
+    let mut x = XdpSettings::default();
+    if let Some(sp) = &file.xdp {
+        let span = Some(sp.span());
+        let t = sp.get_ref();
+        x.mac_rate = (
+            t.mac_rate.unwrap_or(x.mac_rate.0),
+            t.mac_burst.unwrap_or(x.mac_rate.1),
+        );
+        x.relay_rate = (
+            t.relay_rate.unwrap_or(x.relay_rate.0),
+            t.relay_burst.unwrap_or(x.relay_rate.1),
+        );
+        for (what, (rate, burst)) in [("mac", x.mac_rate), ("relay", x.relay_rate)] {
+            if rate > 0 && burst == 0 {
+                return Err(src.error(
+                    span,
+                    format!("[xdp] {what}_burst = 0 with {what}_rate = {rate}: nothing would ever be admitted (a rate of 0 turns the limit off)"),
+                ));
+            }
+        }
+        if let Some(w) = t.retransmit_window {
+            x.retransmit_window =
+                (w.0.as_millis() > 0).then(|| std::time::Duration::from_millis(w.0.as_millis()));
+        }
+        if let Some(c) = t.check_destination {
+            x.check_destination = c;
+        }
+        if io == IoMode::Socket {
+            return Err(src.error(
+                span,
+                "[xdp] configures the fast path, but [server] io is \"socket\" (set io = \"auto\" or \"xdp\")",
+            ));
+        }
+    }
+    if io != IoMode::Socket && file.server.interfaces.is_empty() && !file.subnets.is_empty() {
+        let span = file.server.io.as_ref().map(|v| v.span());
+        return Err(src.error(
+            span,
+            "[server] io = \"auto\" or \"xdp\" needs [server] interfaces: XDP attaches to named interfaces",
+        ));
+    }
+    Ok((io, x))
 }
 
 /// The DHCP core's settings from `[server]` and `[admission]`.

@@ -1,0 +1,228 @@
+//! DHCP on the XDP fast path (`[server] io = "xdp"`): real clients over a veth pair with one
+//! and with two queues, the kernel's own traffic beside it, the fallback of `io = "auto"`, and
+//! no program left behind when bootstorm ends (also by SIGKILL).
+
+use super::clients::{LAB_CONFIG, dhclient_flow, dhcpcd_flow, udhcpc_flow};
+use bootstorm_tests::{Lab, ServerProc, TempDir, need_root, run, tool, wait_until};
+use std::process::Command;
+use std::time::Duration;
+
+/// The clients' lab config on the fast path.
+fn xdp_config(io: &str) -> String {
+    LAB_CONFIG.replacen("[server]", &format!("[server]\nio = \"{io}\""), 1)
+}
+
+/// The XDP program attached to the lab's server interface, as `ip link` shows it (None: none).
+fn attached(lab: &Lab) -> Option<String> {
+    let out = run(
+        Command::new("ip").args([
+            "-n",
+            &lab.server_ns,
+            "-d",
+            "link",
+            "show",
+            "dev",
+            &lab.server_if,
+        ]),
+        Duration::from_secs(10),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.contains("prog/xdp").then_some(text)
+}
+
+/// The server runs DHCP on the fast path with one worker queue per veth queue.
+fn assert_on_fast_path(srv: &ServerProc, queues: usize) -> serde_json::Value {
+    let st = srv.stats();
+    assert_eq!(st["dhcp_path"], "xdp", "{st}\n{}", srv.log_text());
+    let link = &st["xdp"]["links"][0];
+    assert_eq!(
+        link["queues"].as_array().map(Vec::len),
+        Some(queues),
+        "{st}"
+    );
+    st
+}
+
+/// dhclient, udhcpc and dhcpcd each get a lease, renew it (unicast to the server, answered
+/// to the client's MAC) and release it over AF_XDP, with one queue and with two.
+#[test]
+fn real_clients_get_leases_over_xdp_with_one_and_two_queues() {
+    if !need_root("real_clients_get_leases_over_xdp_with_one_and_two_queues") {
+        return;
+    }
+    for queues in [1, 2] {
+        let lab = Lab::with_queues(queues);
+        {
+            let dir = TempDir::new();
+            let srv = ServerProc::start(&lab, &dir, &xdp_config("xdp"));
+            assert_on_fast_path(&srv, queues as usize);
+            assert!(attached(&lab).is_some(), "no XDP program on the interface");
+        }
+        dhclient_flow(&lab, &xdp_config("xdp"));
+        udhcpc_flow(&lab, &xdp_config("xdp"));
+        dhcpcd_flow(&lab, &xdp_config("xdp"));
+    }
+}
+
+/// While the program is attached the kernel still gets everything else: ARP and ping to the
+/// server's address, and a TCP connection (HTTP) to it; the program counts what it passed and
+/// what it redirected.
+#[test]
+fn arp_ping_and_tcp_still_reach_the_kernel_beside_xdp() {
+    if !need_root("arp_ping_and_tcp_still_reach_the_kernel_beside_xdp") {
+        return;
+    }
+    let curl = tool("curl", "curl");
+    let ping = tool("ping", "iputils-ping");
+    let udhcpc = tool("udhcpc", "udhcpc");
+    let lab = Lab::new();
+    lab.add_client_address("198.18.0.2/16");
+    let dir = TempDir::new();
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("hello.txt"), b"over the kernel's TCP\n").unwrap();
+    let config = format!(
+        "{}\n[http]\nroot = \"{}\"\nport = 8080\n",
+        xdp_config("xdp"),
+        root.display()
+    );
+    let srv = ServerProc::start(&lab, &dir, &config);
+    assert_on_fast_path(&srv, 1);
+    let ping = run(
+        lab.client_cmd(&ping)
+            .args(["-c", "2", "-W", "2", "198.18.0.1"]),
+        Duration::from_secs(15),
+    );
+    assert!(
+        ping.status.success(),
+        "ping: {}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+    let neigh = run(
+        lab.client_cmd("ip").args(["neigh", "show", "198.18.0.1"]),
+        Duration::from_secs(10),
+    );
+    let neigh = String::from_utf8_lossy(&neigh.stdout).to_string();
+    assert!(
+        neigh.contains("lladdr"),
+        "ARP did not resolve the server: {neigh}"
+    );
+    let body = run(
+        lab.client_cmd(&curl).args([
+            "-sf",
+            "--max-time",
+            "10",
+            "http://198.18.0.1:8080/hello.txt",
+        ]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&body.stdout),
+        "over the kernel's TCP\n"
+    );
+    // And DHCP beside them goes through the program to the worker.
+    let out = run(
+        lab.client_cmd(&udhcpc).args([
+            "-n",
+            "-q",
+            "-t",
+            "5",
+            "-T",
+            "1",
+            "-s",
+            "/bin/true",
+            "-i",
+            &lab.client_if,
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "udhcpc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st = srv.stats();
+    let prog = &st["xdp"]["links"][0]["program"];
+    assert!(prog["redirected"].as_u64().unwrap_or(0) >= 2, "{st}");
+    assert!(prog["passed"].as_u64().unwrap_or(0) >= 4, "{st}");
+}
+
+/// `io = "auto"` without the privilege to load BPF (CAP_BPF and CAP_SYS_ADMIN dropped from the
+/// bounding set) falls back to sockets, says why, and still serves.
+#[test]
+fn io_auto_without_bpf_privilege_falls_back_to_sockets_and_serves() {
+    if !need_root("io_auto_without_bpf_privilege_falls_back_to_sockets_and_serves") {
+        return;
+    }
+    let udhcpc = tool("udhcpc", "udhcpc");
+    let setpriv = tool("setpriv", "util-linux");
+    let lab = Lab::new();
+    let dir = TempDir::new();
+    let setpriv = setpriv.display().to_string();
+    let srv = ServerProc::start_wrapped(
+        &lab,
+        &dir,
+        &xdp_config("auto"),
+        &[&setpriv, "--bounding-set", "-bpf,-sys_admin,-perfmon"],
+    );
+    let st = srv.stats();
+    assert_eq!(st["dhcp_path"], "socket", "{st}");
+    assert!(attached(&lab).is_none());
+    assert!(
+        wait_until(Duration::from_secs(5), || srv
+            .log_text()
+            .contains("the XDP fast path cannot start")),
+        "{}",
+        srv.log_text()
+    );
+    assert!(
+        srv.log_text().contains("cannot load the XDP program"),
+        "{}",
+        srv.log_text()
+    );
+    let out = run(
+        lab.client_cmd(&udhcpc).args([
+            "-n",
+            "-q",
+            "-t",
+            "5",
+            "-T",
+            "1",
+            "-s",
+            "/bin/true",
+            "-i",
+            &lab.client_if,
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "udhcpc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The program goes with the process: after a normal stop and after SIGKILL, nothing is left
+/// attached to the interface.
+#[test]
+fn no_xdp_program_is_left_after_bootstorm_ends_even_by_sigkill() {
+    if !need_root("no_xdp_program_is_left_after_bootstorm_ends_even_by_sigkill") {
+        return;
+    }
+    let lab = Lab::new();
+    for sig in ["TERM", "KILL"] {
+        let dir = TempDir::new();
+        let mut srv = ServerProc::start(&lab, &dir, &xdp_config("xdp"));
+        assert!(attached(&lab).is_some(), "not attached");
+        srv.proc.signal(sig);
+        assert!(
+            srv.proc.wait(Duration::from_secs(10)).is_some(),
+            "did not exit on {sig}"
+        );
+        assert!(
+            wait_until(Duration::from_secs(5), || attached(&lab).is_none()),
+            "after SIG{sig}: {:?}",
+            attached(&lab)
+        );
+    }
+}
