@@ -20,7 +20,9 @@
 # bootstorm-write, bootstorm-none (leases journaled with that durability), bootstorm-fsync-nodelay
 # (fsync with commit_delay = 0 instead of the default 5 ms), bootstorm-fsync-nocoalesce (fsync with
 # rx_coalesce = 0 instead of the default 1 ms) and kea-persist (memfile with persist on);
-# bench/lease-compare.sh runs those six.
+# bench/lease-compare.sh runs those six. A bootstorm variant with xdp- after "bootstorm-"
+# (bootstorm-xdp-fsync, bootstorm-xdp-none, ...) serves on the XDP fast path (--io xdp); kea-mt
+# and kea-mt-persist run Kea with multi-threading on (2 threads, as many as cores).
 #
 # Usage (as root): bench/dhcp-compare.sh [seconds-per-rate]   e.g. bench/dhcp-compare.sh 5
 # Servers run with their defaults otherwise; each logs every lease at its default level to a file.
@@ -58,6 +60,10 @@ cat > "$T/kea.json" <<JSON
 JSON
 sed -e "s|\"persist\": false, \"lfc-interval\": 0|\"persist\": true, \"name\": \"$T/kea-leases4.csv\", \"lfc-interval\": 3600|" \
   "$T/kea.json" > "$T/kea-persist.json"
+for f in kea kea-persist; do
+  sed -e 's|"valid-lifetime": 3600,|"valid-lifetime": 3600, "multi-threading": { "enable-multi-threading": true, "thread-pool-size": 2, "packet-queue-size": 64 },|' \
+    "$T/$f.json" > "$T/${f/kea/kea-mt}.json"
+done
 
 start_server() {
   case $1 in
@@ -67,9 +73,10 @@ start_server() {
     bootstorm-*)
       # bootstorm-DURABILITY, or fsync with one default turned off.
       local dur=${1#bootstorm-} extra=
+      case $dur in xdp-*) dur=${dur#xdp-} extra="--io xdp" ;; esac
       case $dur in
-        fsync-nodelay) dur=fsync extra="--commit-delay 0" ;;
-        fsync-nocoalesce) dur=fsync extra="--rx-coalesce 0" ;;
+        fsync-nodelay) dur=fsync extra="$extra --commit-delay 0" ;;
+        fsync-nocoalesce) dur=fsync extra="$extra --rx-coalesce 0" ;;
       esac
       rm -rf "$T/leases"
       ip netns exec "$S" "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
@@ -77,9 +84,9 @@ start_server() {
         --lease-dir "$T/leases" --durability "$dur" $extra 2> "$T/bootstorm.log" & ;;
     kea)
       KEA_LOCKFILE_DIR=$T KEA_PIDFILE_DIR=$T ip netns exec "$S" kea-dhcp4 -c "$T/kea.json" > "$T/kea.out" 2>&1 & ;;
-    kea-persist)
+    kea-persist|kea-mt|kea-mt-persist)
       rm -f "$T"/kea-leases4.csv*
-      KEA_LOCKFILE_DIR=$T KEA_PIDFILE_DIR=$T ip netns exec "$S" kea-dhcp4 -c "$T/kea-persist.json" > "$T/kea.out" 2>&1 & ;;
+      KEA_LOCKFILE_DIR=$T KEA_PIDFILE_DIR=$T ip netns exec "$S" kea-dhcp4 -c "$T/$1.json" > "$T/kea.out" 2>&1 & ;;
     dnsmasq)
       ip netns exec "$S" dnsmasq --no-daemon --port=0 --conf-file=/dev/null --interface="$SIF" --bind-interfaces \
         --no-ping --dhcp-range=198.18.1.0,198.18.255.254,255.255.0.0,1h --dhcp-option=3,198.18.0.1 --dhcp-lease-max=200000 \

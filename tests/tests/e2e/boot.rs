@@ -9,7 +9,7 @@ use std::time::Duration;
 
 const ROM: &str = "/usr/lib/ipxe/qemu/pxe-e1000.rom";
 
-fn boot(case: &str, script_url: &str, http: bool) {
+fn boot(case: &str, script_url: &str, http: bool, io: &str) {
     if !need_root(case) {
         return;
     }
@@ -41,6 +41,7 @@ fn boot(case: &str, script_url: &str, http: bool) {
 [server]
 interfaces = ["@IF@"]
 control_socket = "@CONTROL@"
+io = "{io}"
 
 [[subnet]]
 network = "198.18.0.0/16"
@@ -65,6 +66,10 @@ root = "{root}"
         root = root.display()
     );
     let srv = ServerProc::start(&lab, &dir, &config);
+    assert_eq!(
+        srv.stats()["dhcp_path"],
+        if io == "xdp" { "xdp" } else { "socket" }
+    );
     let serial = dir.join("serial.log");
     let mut cmd = lab.client_cmd(&qemu);
     cmd.args([
@@ -112,7 +117,24 @@ root = "{root}"
 
 #[test]
 fn qemu_ipxe_boots_a_script_over_tftp() {
-    boot("qemu_ipxe_boots_a_script_over_tftp", "boot.ipxe", false);
+    boot(
+        "qemu_ipxe_boots_a_script_over_tftp",
+        "boot.ipxe",
+        false,
+        "socket",
+    );
+}
+
+/// The same machine with DHCP on the XDP fast path: its ROM's DISCOVER (broadcast, no
+/// address) and iPXE's are answered from AF_XDP frames.
+#[test]
+fn qemu_ipxe_boots_a_script_with_dhcp_on_the_xdp_path() {
+    boot(
+        "qemu_ipxe_boots_a_script_with_dhcp_on_the_xdp_path",
+        "boot.ipxe",
+        false,
+        "xdp",
+    );
 }
 
 #[test]
@@ -121,5 +143,6 @@ fn qemu_ipxe_boots_a_script_over_http() {
         "qemu_ipxe_boots_a_script_over_http",
         "http://198.18.0.1:8080/boot.ipxe",
         true,
+        "socket",
     );
 }

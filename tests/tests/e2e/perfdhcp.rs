@@ -134,13 +134,34 @@ fn perfdhcp_four_way_exchange_no_nak_no_duplicates() {
     if !need_root("perfdhcp_four_way_exchange_no_nak_no_duplicates") {
         return;
     }
+    four_way(&Lab::new(), CONFIG);
+}
+
+/// The same on the XDP fast path, with one veth queue and with two.
+#[test]
+fn perfdhcp_four_way_exchange_over_xdp_with_one_and_two_queues() {
+    let _heavy = bootstorm_tests::heavy();
+    if !need_root("perfdhcp_four_way_exchange_over_xdp_with_one_and_two_queues") {
+        return;
+    }
+    let config = CONFIG.replacen("[server]", "[server]\nio = \"xdp\"", 1);
+    for queues in [1, 2] {
+        four_way(&Lab::with_queues(queues), &config);
+    }
+}
+
+/// perfdhcp at 2,000 exchanges/s for 10 s from 20,000 MACs: no NAK, no address twice, at most
+/// 1% dropped, every ACK a bound lease.
+fn four_way(lab: &Lab, config: &str) {
     let perfdhcp = tool("perfdhcp", "kea-admin");
-    let lab = Lab::new();
     let dir = TempDir::new();
-    let srv = ServerProc::start(&lab, &dir, CONFIG);
+    let srv = ServerProc::start(lab, &dir, config);
+    if config.contains("io = \"xdp\"") {
+        assert_eq!(srv.stats()["dhcp_path"], "xdp", "{}", srv.log_text());
+    }
     lab.add_client_address("198.18.0.2/16");
     // 2,000 exchanges/s for 10 s from 20,000 distinct MACs.
-    let report = perfdhcp_run(&lab, &perfdhcp, 2000, 20_000, 10);
+    let report = perfdhcp_run(lab, &perfdhcp, 2000, 20_000, 10);
     let acks = stat(&report, "REQUEST-ACK", "received packets");
     let requests = stat(&report, "REQUEST-ACK", "sent packets");
     assert!(
