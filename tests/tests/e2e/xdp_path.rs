@@ -226,3 +226,121 @@ fn no_xdp_program_is_left_after_bootstorm_ends_even_by_sigkill() {
         );
     }
 }
+
+/// TFTP on the fast path: tftp-hpa (lockstep, 512-byte blocks, the block number rolling over
+/// past 32 MiB), curl (blksize 1468) and atftp (windowsize 16) download byte-exact from the
+/// veth's address over AF_XDP, with one queue and with two; the transfers' data ports are
+/// steered while they run and not after.
+#[test]
+fn tftp_hpa_curl_and_atftp_download_byte_exact_over_xdp() {
+    if !need_root("tftp_hpa_curl_and_atftp_download_byte_exact_over_xdp") {
+        return;
+    }
+    let _heavy = bootstorm_tests::heavy();
+    let (tftp, curl, atftp) = (
+        tool("tftp", "tftp-hpa"),
+        tool("curl", "curl"),
+        tool("atftp", "atftp"),
+    );
+    for queues in [1, 2] {
+        let lab = Lab::with_queues(queues);
+        lab.add_client_address("198.18.0.2/16");
+        let dir = TempDir::new();
+        let root = dir.join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let sizes: &[(&str, usize)] = &[
+            ("s511", 511),
+            ("s512", 512),
+            ("one-mib", 1 << 20),
+            ("forty-mib", 40 << 20),
+        ];
+        for (i, (name, size)) in sizes.iter().enumerate() {
+            std::fs::write(
+                root.join(format!("{name}.bin")),
+                super::tftp::content(*size, i as u32),
+            )
+            .unwrap();
+        }
+        let config = format!(
+            "{}\n[tftp]\nroot = \"{}\"\n",
+            xdp_config("xdp"),
+            root.display()
+        );
+        let srv = ServerProc::start(&lab, &dir, &config);
+        assert_on_fast_path(&srv, queues as usize);
+        for (i, (name, size)) in sizes.iter().enumerate() {
+            let data = super::tftp::content(*size, i as u32);
+            let remote = format!("{name}.bin");
+            let out = dir.join(&format!("{name}.hpa"));
+            let got = super::tftp::fetch(
+                lab.client_cmd(&tftp)
+                    .args(["198.18.0.1", "-m", "binary", "-c", "get", &remote])
+                    .arg(&out),
+                &out,
+                "tftp-hpa",
+            );
+            assert!(
+                got == data,
+                "tftp-hpa {name}: {} bytes, want {}",
+                got.len(),
+                data.len()
+            );
+            let out = dir.join(&format!("{name}.curl"));
+            let got = super::tftp::fetch(
+                lab.client_cmd(&curl)
+                    .args([
+                        "-sS",
+                        "--tftp-blksize",
+                        "1468",
+                        &format!("tftp://198.18.0.1/{remote}"),
+                        "-o",
+                    ])
+                    .arg(&out),
+                &out,
+                "curl",
+            );
+            assert!(
+                got == data,
+                "curl {name}: {} bytes, want {}",
+                got.len(),
+                data.len()
+            );
+            let out = dir.join(&format!("{name}.atftp"));
+            let got = super::tftp::fetch(
+                lab.client_cmd(&atftp)
+                    .args([
+                        "--option",
+                        "blksize 1468",
+                        "--option",
+                        "windowsize 16",
+                        "--option",
+                        "tsize",
+                        "-g",
+                        "-r",
+                        &remote,
+                        "-l",
+                    ])
+                    .arg(&out)
+                    .arg("198.18.0.1"),
+                &out,
+                "atftp",
+            );
+            assert!(
+                got == data,
+                "atftp {name}: {} bytes, want {}",
+                got.len(),
+                data.len()
+            );
+        }
+        let st = srv.stats();
+        let t = &st["xdp"]["tftp"];
+        assert_eq!(
+            t["completed"].as_u64(),
+            Some(3 * sizes.len() as u64),
+            "{st}"
+        );
+        assert_eq!(t["active"].as_u64(), Some(0), "{st}");
+        // The socket path's TFTP service saw none of it.
+        assert_eq!(st["tftp"]["started"].as_u64(), Some(0), "{st}");
+    }
+}

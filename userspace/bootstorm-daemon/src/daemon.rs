@@ -128,7 +128,6 @@ pub struct Daemon {
 impl Daemon {
     /// Starts every service `settings` ask for; `shutdown` stops them too (set by signals).
     pub fn start(settings: &Settings, shutdown: Arc<AtomicBool>) -> anyhow::Result<Daemon> {
-        let dhcp = serve::start(settings)?;
         // Every TFTP transfer has a socket of its own (its TID) and every HTTP client a
         // connection: a storm needs far more descriptors than the usual soft limit of 1,024.
         let nofile = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
@@ -140,6 +139,15 @@ impl Daemon {
             (Some(a), Some(b)) if Arc::ptr_eq(a, b) => Some(a.clone()),
             _ => None,
         };
+        // On the fast path the DHCP workers serve TFTP too (from the same cache).
+        let fast_tftp = match (&settings.tftp, &tftp_cache) {
+            (Some(t), Some(c)) => Some((
+                tftp_limits(t, tftp_budget, nofile, &settings.interfaces),
+                c.clone(),
+            )),
+            _ => None,
+        };
+        let dhcp = serve::start_with(settings, fast_tftp)?;
         let mut services: Vec<Box<dyn Service>> = Vec::new();
         let mut sections: Vec<(&'static str, StatsSource)> = Vec::new();
         let (mut tftp_local, mut http_local) = (None, None);

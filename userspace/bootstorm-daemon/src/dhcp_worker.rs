@@ -68,6 +68,20 @@ impl Commits for Journal {
     }
 }
 
+/// Traffic beside DHCP on the same queue: on the fast path the XDP program steers TFTP to the
+/// socket DHCP uses, so the queue's one worker serves both. A `Side` takes the datagrams that
+/// are not for the DHCP port and answers through the worker's transmit queue.
+pub trait Side: Send {
+    /// The worker (of `n` in the group) that owns this datagram, or None to drop it.
+    fn owner(&self, data: &[u8], meta: &RxMeta, n: usize) -> Option<usize>;
+    /// Serves a datagram this worker owns.
+    fn handle(&mut self, now: Instant, data: &[u8], meta: &RxMeta);
+    /// Pushes what is due onto `tx` (flushing it when full); returns its next deadline.
+    fn transmit(&mut self, now: Instant, tx: &mut dyn TxQueue) -> Option<Instant>;
+    /// True while it has work in flight that wants quick answers (receive coalescing off).
+    fn busy(&self) -> bool;
+}
+
 /// The worker's own counters (the DHCP core counts the protocol in [`Stats`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IoStats {
@@ -168,6 +182,13 @@ pub struct Worker<T> {
     pub commits: Option<Arc<dyn Commits>>,
     /// Receive coalescing (`[server] rx_coalesce`).
     pub coalesce: Duration,
+    /// The DHCP port: datagrams to any other go to `side`.
+    pub port: u16,
+    /// What serves the traffic beside DHCP (the fast path's TFTP), if any.
+    pub side: Option<Box<dyn Side>>,
+    /// While the side is busy, poll the queue this long before sleeping (`[tftp] busy_poll`:
+    /// a lockstep client's next ACK is microseconds away).
+    pub busy_poll: Duration,
 }
 
 /// A reply waiting for the journal.
@@ -240,21 +261,36 @@ impl<T: TxQueue> Loop<T> {
                 while handed < HANDOFF_CAPACITY
                     && let Some(h) = inbox.queue.pop()
                 {
-                    self.serve(&server, now, &h.data, &h.meta);
+                    match self.w.side.as_mut() {
+                        Some(side) if h.meta.dst.port() != self.w.port => {
+                            side.handle(now, &h.data, &h.meta)
+                        }
+                        _ => self.serve(&server, now, &h.data, &h.meta),
+                    }
                     handed += 1;
                 }
                 self.flush();
             }
+            let side_due = self.side_transmit();
             // Before a wait, so what was just done (hand-offs, held replies sent or withheld)
             // is visible while the worker sleeps.
             self.publish();
             let timeout = if !inbox.queue.is_empty() {
                 Duration::ZERO
             } else {
-                self.arm()
+                let t = self.arm();
+                match side_due {
+                    Some(due) => {
+                        let left = due.saturating_since((self.w.now)()).as_millis();
+                        t.min(Duration::from_millis(left))
+                    }
+                    None => t,
+                }
             };
             let receive_began = std::time::Instant::now();
-            let got = rx.recv(timeout);
+            let got = self
+                .busy_wait(rx, timeout)
+                .unwrap_or_else(|| rx.recv(timeout));
             // Awake now: the journal need not ring (the next loop looks for itself).
             self.wants.store(0, Ordering::SeqCst);
             let n = match got {
@@ -279,6 +315,16 @@ impl<T: TxQueue> Loop<T> {
             let size = self.w.group.len();
             for i in 0..n {
                 let (data, meta) = rx.get(i);
+                if meta.dst.port() != self.w.port
+                    && let Some(side) = self.w.side.as_mut()
+                {
+                    match side.owner(data, meta, size) {
+                        Some(o) if o == self.w.index => side.handle(now, data, meta),
+                        Some(o) => self.hand_off(o, data, meta),
+                        None => {}
+                    }
+                    continue;
+                }
                 // A broadcast reached this worker only (one socket of a group takes them, an
                 // RSS queue gets them all): its client's owner serves it. A unicast comes from
                 // one source (the client at its address, or its relay) to whichever queue the
@@ -289,22 +335,19 @@ impl<T: TxQueue> Loop<T> {
                     self.w.index
                 };
                 if owner != self.w.index {
-                    let h = Handed {
-                        data: data.to_vec(),
-                        meta: *meta,
-                    };
-                    if self.w.group[owner].push(h) {
-                        self.io.handed_off += 1;
-                    } else {
-                        self.io.handoff_full += 1;
-                    }
+                    self.hand_off(owner, data, meta);
                     continue;
                 }
                 self.serve(&server, now, data, meta);
             }
             self.flush();
+            self.side_transmit();
             self.publish();
-            if let Some(pause) = coalesce_pause(self.w.coalesce, n, receive_began.elapsed()) {
+            // A side with work in flight (TFTP blocks in lockstep) wants its answers at once.
+            let side_busy = self.w.side.as_ref().is_some_and(|s| s.busy());
+            if !side_busy
+                && let Some(pause) = coalesce_pause(self.w.coalesce, n, receive_began.elapsed())
+            {
                 std::thread::sleep(pause);
             }
         }
@@ -312,6 +355,48 @@ impl<T: TxQueue> Loop<T> {
         self.wait_for_held();
         self.publish();
         logbuf::flush_thread();
+    }
+
+    /// While the side is busy: polls `rx` without sleeping for up to `busy_poll` (yielding in
+    /// between, so a client sharing the core runs at once); the receive, if one came.
+    fn busy_wait<R: RxQueue>(
+        &mut self,
+        rx: &mut R,
+        timeout: Duration,
+    ) -> Option<std::io::Result<usize>> {
+        let busy = self.w.side.as_ref().is_some_and(|s| s.busy());
+        if !busy || self.w.busy_poll.is_zero() || timeout.is_zero() {
+            return None;
+        }
+        let until = std::time::Instant::now() + self.w.busy_poll.min(timeout);
+        loop {
+            match rx.recv(Duration::ZERO) {
+                Ok(0) if std::time::Instant::now() < until => std::thread::yield_now(),
+                Ok(0) => return None,
+                r => return Some(r),
+            }
+        }
+    }
+
+    /// Passes a datagram to the worker of the group that owns it.
+    fn hand_off(&mut self, owner: usize, data: &[u8], meta: &RxMeta) {
+        let h = Handed {
+            data: data.to_vec(),
+            meta: *meta,
+        };
+        if self.w.group[owner].push(h) {
+            self.io.handed_off += 1;
+        } else {
+            self.io.handoff_full += 1;
+        }
+    }
+
+    /// Lets the side send what is due; returns its next deadline.
+    fn side_transmit(&mut self) -> Option<Instant> {
+        let side = self.w.side.as_mut()?;
+        let due = side.transmit((self.w.now)(), &mut self.w.tx);
+        self.flush();
+        due
     }
 
     /// Serves one datagram: the reply goes to the transmit queue, or waits for the journal.

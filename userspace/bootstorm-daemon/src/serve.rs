@@ -257,6 +257,15 @@ fn restart_only_changes(a: &Settings, b: &Settings) -> Vec<&'static str> {
 
 /// Binds the sockets and starts the workers.
 pub fn start(settings: &Settings) -> anyhow::Result<Running> {
+    start_with(settings, None)
+}
+
+/// [`start`]; on the XDP fast path its workers also serve TFTP (`tftp`: the settings and the
+/// file cache), beside the socket path's TFTP service for what the program does not steer.
+pub fn start_with(
+    settings: &Settings,
+    tftp: Option<(crate::tftpd::TftpSettings, Arc<crate::files::FileCache>)>,
+) -> anyhow::Result<Running> {
     let server = Arc::new(Server::new(settings.dhcp.clone()).context("building the lease table")?);
     let cell = Arc::new(ServerCell(std::sync::RwLock::new(server.clone())));
     let clock = Clock::new();
@@ -305,7 +314,8 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
     let mut fast = None;
     let mut xdp_groups = Vec::new();
     if settings.dhcp_enabled && settings.io != IoMode::Socket {
-        match crate::xdp_path::open(settings) {
+        let tftp_port = tftp.as_ref().map(|(t, _)| t.listen.port());
+        match crate::xdp_path::open(settings, tftp_port) {
             Ok((f, g)) => {
                 fast = Some(Arc::new(f));
                 xdp_groups = g;
@@ -332,14 +342,45 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         hints: hints.clone(),
         commits: journal.clone().map(|j| j as Arc<dyn Commits>),
         coalesce: settings.rx_coalesce,
+        port: local.port(),
+        busy_poll: tftp.as_ref().map_or(Duration::ZERO, |(t, _)| t.busy_poll),
         workers: Vec::new(),
         stats: Vec::new(),
     };
     for queues in groups {
         spawner.group(queues, false)?;
     }
-    for queues in xdp_groups {
-        spawner.group(queues, true)?;
+    // TFTP on the fast path: each worker a side of its own, over one file cache and counters.
+    let side = match (&fast, tftp) {
+        (Some(_), Some((t, cache))) => {
+            let (sess, clock) = (sessions.clone(), clock);
+            let mac_of: crate::tftpd::MacLookup =
+                Arc::new(move |ip| sess.mac_of(clock.now(), ip).map(|m| m.to_vec()));
+            Some(crate::tftpd::xdp::Shared::new(&t, cache, Some(mac_of)))
+        }
+        _ => None,
+    };
+    if let (Some(f), Some(sh)) = (fast.as_mut(), &side) {
+        Arc::get_mut(f).expect("not shared yet").tftp = Some(sh.stats.clone());
+    }
+    for (queues, link) in xdp_groups
+        .into_iter()
+        .zip(fast.iter().flat_map(|f| f.links.iter()))
+    {
+        let n = queues.len();
+        let sides = (0..n)
+            .map(|i| {
+                side.as_ref().map(|sh| {
+                    Box::new(crate::tftpd::xdp::XdpTftp::new(
+                        sh,
+                        link.steer.clone(),
+                        i,
+                        n,
+                    )) as Box<dyn dhcp_worker::Side>
+                })
+            })
+            .collect();
+        spawner.group_with(queues, true, sides)?;
     }
     let Spawner { workers, stats, .. } = spawner;
     if let Some(f) = &fast {
@@ -409,6 +450,8 @@ struct Spawner {
     hints: Arc<HashMap<u32, u32>>,
     commits: Option<Arc<dyn Commits>>,
     coalesce: Duration,
+    port: u16,
+    busy_poll: Duration,
     workers: Vec<JoinHandle<()>>,
     stats: Vec<Arc<Mutex<Published>>>,
 }
@@ -421,6 +464,22 @@ impl Spawner {
         R: RxQueue + 'static,
         T: bootstorm_io::TxQueue + 'static,
     {
+        let sides = queues.iter().map(|_| None).collect();
+        self.group_with(queues, pin, sides)
+    }
+
+    /// [`Spawner::group`] with a [`dhcp_worker::Side`] for each worker.
+    fn group_with<R, T>(
+        &mut self,
+        queues: Vec<(R, T)>,
+        pin: bool,
+        sides: Vec<Option<Box<dyn dhcp_worker::Side>>>,
+    ) -> anyhow::Result<()>
+    where
+        R: RxQueue + 'static,
+        T: bootstorm_io::TxQueue + 'static,
+    {
+        let mut sides = sides.into_iter();
         let inboxes: dhcp_worker::Group = queues
             .iter()
             .map(|(rx, _)| Inbox::new(rx.doorbell()))
@@ -443,6 +502,9 @@ impl Spawner {
                 published,
                 commits: self.commits.clone(),
                 coalesce: self.coalesce,
+                port: self.port,
+                side: sides.next().flatten(),
+                busy_poll: self.busy_poll,
             };
             let t = std::thread::Builder::new()
                 .name(format!("dhcp-worker-{id}"))

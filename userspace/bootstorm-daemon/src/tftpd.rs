@@ -595,6 +595,7 @@ pub fn stats_json(s: &TftpStats) -> serde_json::Value {
 }
 
 mod source;
+pub mod xdp;
 use source::FileHost;
 pub use source::{MacLookup, neighbour_mac};
 

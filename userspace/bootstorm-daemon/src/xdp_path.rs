@@ -19,8 +19,8 @@ pub struct FastLink {
     pub name: String,
     /// How the program is attached.
     pub mode: Mode,
-    /// The program (its link goes when this does).
-    steer: Mutex<Steer>,
+    /// The program (its link goes when the last holder lets go).
+    pub steer: Arc<Mutex<Steer>>,
     /// Its queues' counters.
     pub queues: Vec<Arc<QueueStats>>,
 }
@@ -29,6 +29,8 @@ pub struct FastLink {
 pub struct FastPath {
     /// One per interface.
     pub links: Vec<FastLink>,
+    /// The counters of TFTP on the fast path, when it serves TFTP.
+    pub tftp: Option<Arc<crate::tftpd::TftpStats>>,
 }
 
 /// The queues opened, per interface.
@@ -56,7 +58,7 @@ fn our_addresses(link: &LinkInfo, settings: &Settings) -> Vec<Ipv4Addr> {
 
 /// Attaches to every interface of `[server] interfaces` and opens its queues; the first
 /// failure says why (and what is already attached is detached again).
-pub fn open(settings: &Settings) -> Result<(FastPath, Groups), String> {
+pub fn open(settings: &Settings, tftp_port: Option<u16>) -> Result<(FastPath, Groups), String> {
     if settings.interfaces.is_empty() {
         return Err("XDP needs [server] interfaces (it attaches to named interfaces)".into());
     }
@@ -76,6 +78,9 @@ pub fn open(settings: &Settings) -> Result<(FastPath, Groups), String> {
         };
         let mut steer = Steer::load(&cfg).map_err(|e| e.to_string())?;
         steer.set_port(port, true).map_err(|e| e.to_string())?;
+        if let Some(p) = tftp_port {
+            steer.set_port(p, true).map_err(|e| e.to_string())?;
+        }
         let mode = steer.attach(name).map_err(|e| e.to_string())?;
         let mut queues = Vec::new();
         let mut group = Vec::new();
@@ -91,12 +96,12 @@ pub fn open(settings: &Settings) -> Result<(FastPath, Groups), String> {
         links.push(FastLink {
             name: name.clone(),
             mode,
-            steer: Mutex::new(steer),
+            steer: Arc::new(Mutex::new(steer)),
             queues,
         });
         groups.push(group);
     }
-    Ok((FastPath { links }, groups))
+    Ok((FastPath { links, tftp: None }, groups))
 }
 
 impl FastPath {
@@ -136,6 +141,10 @@ impl FastPath {
                 })
             })
             .collect();
-        serde_json::json!({ "links": links })
+        let mut v = serde_json::json!({ "links": links });
+        if let Some(t) = &self.tftp {
+            v["tftp"] = crate::tftpd::stats_json(t);
+        }
+        v
     }
 }

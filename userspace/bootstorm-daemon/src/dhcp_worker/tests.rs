@@ -132,6 +132,9 @@ impl Net {
                 published: p,
                 commits: commits.clone(),
                 coalesce: Duration::ZERO,
+                port: 67,
+                side: None,
+                busy_poll: Duration::ZERO,
             };
             threads.push(std::thread::spawn(move || run(w, rx)));
         }
