@@ -94,6 +94,11 @@ struct Cli {
     /// measure a TFTP server alone).
     #[arg(long)]
     tftp_only: Option<String>,
+    /// The waits before each DHCP retransmission, in milliseconds, comma-separated, `NxMS` for
+    /// N waits of MS (default: the profile's, 4, 8, 16, 32 s for PXE ROMs). `2000x1` makes
+    /// every unanswered machine a flood of 1,000 retransmissions a second.
+    #[arg(long)]
+    retransmit: Option<String>,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -110,6 +115,24 @@ fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
         .with_context(|| format!("--mac-base {s}: not a MAC"))?;
     v.try_into()
         .map_err(|_| anyhow::anyhow!("--mac-base {s}: not 6 bytes"))
+}
+
+/// `--retransmit`: `MS` or `NxMS` items, comma-separated.
+fn parse_retransmit(spec: &str) -> anyhow::Result<Vec<std::time::Duration>> {
+    let mut v = Vec::new();
+    for item in spec.split(',').map(str::trim) {
+        let (n, ms) = match item.split_once('x') {
+            Some((n, ms)) => (n.parse::<usize>()?, ms),
+            None => (1, item),
+        };
+        let ms: u64 = ms
+            .parse()
+            .with_context(|| format!("--retransmit {item}: milliseconds expected"))?;
+        anyhow::ensure!(ms > 0 && n <= 100_000, "--retransmit {item}: out of range");
+        v.extend(std::iter::repeat_n(std::time::Duration::from_millis(ms), n));
+    }
+    anyhow::ensure!(!v.is_empty(), "--retransmit: no waits");
+    Ok(v)
 }
 
 fn parse_hex32(s: &str) -> anyhow::Result<[u8; 32]> {
@@ -157,6 +180,9 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         !(cli.chainload && cli.tftp_only.is_some()),
         "--chainload follows DHCP: not with --tftp-only"
     );
+    if let Some(spec) = &cli.retransmit {
+        profile.retransmit = parse_retransmit(spec)?;
+    }
     if let Some(b) = cli.blksize {
         profile.tftp.blksize = (b != 0).then_some(b);
     }

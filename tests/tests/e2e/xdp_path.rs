@@ -344,3 +344,101 @@ fn tftp_hpa_curl_and_atftp_download_byte_exact_over_xdp() {
         assert_eq!(st["tftp"]["started"].as_u64(), Some(0), "{st}");
     }
 }
+
+/// Boot-storm control in the program, under a flood from the load generator: 200 machines
+/// behind a relay whose subnet the server does not serve (so none is ever answered) retransmit
+/// their DISCOVERs every millisecond. The retransmission filter drops the repeats of each
+/// machine's DISCOVER while it waits in userspace, the relay's token bucket (100/s, burst 100)
+/// drops what is over its rate, so userspace sees no more than the bucket lets through; and a
+/// well-behaved client on the link (udhcpc, its own bucket) gets its lease meanwhile.
+#[test]
+fn the_program_holds_a_retransmission_flood_while_a_real_client_gets_its_lease() {
+    if !need_root("the_program_holds_a_retransmission_flood_while_a_real_client_gets_its_lease") {
+        return;
+    }
+    let _heavy = bootstorm_tests::heavy();
+    let udhcpc = tool("udhcpc", "udhcpc");
+    let lab = Lab::new();
+    // The relay's address: on the lab's wire, in no subnet the server serves (the route to the
+    // server goes through the client's own 198.18 address).
+    lab.add_client_address("198.18.0.2/16");
+    lab.add_client_address("198.19.0.2/16");
+    let dir = TempDir::new();
+    let config = format!(
+        "{}\n[xdp]\nrelay_rate = 100\nrelay_burst = 100\nretransmit_window = \"10s\"\n",
+        xdp_config("xdp")
+    )
+    .replace(
+        "[[subnet]]",
+        "[admission]\nrelay_rate = 0\ninterface_rate = 0\n\n[[subnet]]",
+    );
+    let srv = ServerProc::start(&lab, &dir, &config);
+    assert_on_fast_path(&srv, 1);
+    let mut flood_cmd = lab.client_cmd(bootstorm_tests::bin("bootstorm-loadgen"));
+    flood_cmd
+        .args([
+            "--server",
+            "198.18.0.1",
+            "--relay",
+            "198.19.0.2",
+            "--clients",
+            "200",
+        ])
+        .args([
+            "--fetch",
+            "none",
+            "--retransmit",
+            "5000x1",
+            "--limit",
+            "8",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut flood = bootstorm_tests::Proc::spawn("bootstorm-loadgen", &mut flood_cmd);
+    std::thread::sleep(Duration::from_secs(1));
+    let began = std::time::Instant::now();
+    let out = run(
+        lab.client_cmd(&udhcpc).args([
+            "-n",
+            "-q",
+            "-t",
+            "5",
+            "-T",
+            "1",
+            "-s",
+            "/bin/true",
+            "-i",
+            &lab.client_if,
+        ]),
+        Duration::from_secs(30),
+    );
+    let took = began.elapsed();
+    assert!(
+        out.status.success(),
+        "udhcpc under the flood: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Let the flood run on a while, then read what the program and the server saw.
+    std::thread::sleep(Duration::from_secs(3));
+    let st = srv.stats();
+    flood.stop();
+    let prog = &st["xdp"]["links"][0]["program"];
+    let (retransmits, limited, redirected) = (
+        prog["retransmits"].as_u64().unwrap(),
+        prog["rate_limited"].as_u64().unwrap(),
+        prog["redirected"].as_u64().unwrap(),
+    );
+    assert!(retransmits > 10_000, "retransmissions filtered: {st}");
+    assert!(limited > 1_000, "rate limited: {st}");
+    // Userspace got at most the bucket's worth from the relay (burst 100 + 100/s for the
+    // ~5 s the counters cover, with slack for timing) and udhcpc's few datagrams.
+    assert!(
+        redirected < 100 + 100 * 8 + 50,
+        "redirected {redirected}: {st}"
+    );
+    eprintln!(
+        "flood: {retransmits} retransmissions and {limited} over the rate dropped in XDP, \
+         {redirected} redirected; udhcpc bound in {took:?}"
+    );
+}
