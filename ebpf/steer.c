@@ -2,7 +2,8 @@
 //
 // bootstorm's XDP program: steers DHCP and TFTP to AF_XDP sockets, passes everything else.
 //
-// Per frame: Ethernet (one 802.1Q or 802.1ad tag allowed), IPv4 with any IHL (fragments are
+// Per frame: Ethernet (one 802.1Q or 802.1ad tag understood; tagged frames are steered only with
+// CFG_VLAN), IPv4 with any IHL (fragments are
 // passed: the kernel reassembles them), UDP. A frame is redirected to the XSKMAP entry of its
 // receive queue when its destination port is marked in `ports` (67, 69 and the data ports of
 // live TFTP transfers, marked and cleared by userspace) and, when `CFG_CHECK_DST` is set, its
@@ -41,6 +42,9 @@
 #define CFG_CHECK_DST 1u
 #define CFG_LIMIT 2u
 #define CFG_RETRANS 4u
+// Steer VLAN-tagged frames too (for a driver that answers with the tag; userspace has none yet,
+// so by default tagged frames go to the kernel, its VLAN devices and their sockets).
+#define CFG_VLAN 8u
 
 #define DHCP_SERVER_PORT 67
 #define DHCP_MIN_LEN 240
@@ -253,12 +257,14 @@ int bootstorm_steer(struct xdp_md *ctx)
 		return pass(STAT_PASSED);
 	__u16 proto = eth->h_proto;
 	const void *l3 = eth + 1;
+	int tagged = 0;
 	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
 		// TCI (2 bytes), then the inner type.
 		if (l3 + 4 > end)
 			return pass(STAT_MALFORMED);
 		proto = *(const __u16 *)(l3 + 2);
 		l3 += 4;
+		tagged = 1;
 	}
 	if (proto != bpf_htons(ETH_P_IP))
 		return pass(STAT_PASSED);
@@ -287,7 +293,7 @@ int bootstorm_steer(struct xdp_md *ctx)
 		return pass(STAT_MALFORMED);
 	__u32 zero = 0;
 	const struct config *cfg = bpf_map_lookup_elem(&config, &zero);
-	if (!cfg)
+	if (!cfg || (tagged && !(cfg->flags & CFG_VLAN)))
 		return pass(STAT_PASSED);
 	if (cfg->flags & CFG_CHECK_DST) {
 		__u32 dst = ip->daddr;

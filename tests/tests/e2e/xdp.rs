@@ -110,15 +110,20 @@ fn judge(s: &Steer, frame: &[u8]) -> (u32, &'static str) {
 
 /// Golden frames: what is ours is steered (with no socket bound in a test run, the program
 /// counts it as steered and passes it: `bpf_redirect_map` falls back to XDP_PASS); VLAN tags
-/// and IP options are understood; fragments, other protocols and ports pass; broken headers
-/// are counted as malformed and passed. (A frame shorter than an Ethernet header never reaches
-/// the program: the kernel refuses it, in a test run too.)
+/// (with `vlan` on; by default tagged frames go to the kernel) and IP options are understood;
+/// fragments, other protocols and ports pass; broken headers are counted as malformed and
+/// passed. (A frame shorter than an Ethernet header never reaches the program: the kernel
+/// refuses it, in a test run too.)
 #[test]
 fn golden_frames_are_steered_passed_or_counted_malformed() {
     if !need_root("golden_frames_are_steered_passed_or_counted_malformed") {
         return;
     }
-    let mut s = Steer::load(&SteerConfig::default()).unwrap();
+    let vlan = SteerConfig {
+        vlan: true,
+        ..SteerConfig::default()
+    };
+    let mut s = Steer::load(&vlan).unwrap();
     for p in [67, 69] {
         s.set_port(p, true).unwrap();
     }
@@ -210,6 +215,13 @@ fn golden_frames_are_steered_passed_or_counted_malformed() {
         if got != *want {
             failures.push(format!("{name}: got {got:?}, want {want:?}"));
         }
+    }
+    // Without `vlan` (the daemon's setting) tagged frames go to the kernel.
+    let mut plain = Steer::load(&SteerConfig::default()).unwrap();
+    plain.set_port(67, true).unwrap();
+    let got = judge(&plain, &vlan_tagged(&discover));
+    if got != (XDP_PASS, "passed") {
+        failures.push(format!("VLAN-tagged DISCOVER without vlan: {got:?}"));
     }
     // A port no longer marked passes.
     s.set_port(69, false).unwrap();

@@ -75,6 +75,7 @@ pub fn open(settings: &Settings, tftp_port: Option<u16>) -> Result<(FastPath, Gr
             relay_rate: x.relay_rate.0,
             relay_burst: x.relay_rate.1,
             retransmit_window: x.retransmit_window,
+            vlan: false,
         };
         let mut steer = Steer::load(&cfg).map_err(|e| e.to_string())?;
         steer.set_port(port, true).map_err(|e| e.to_string())?;

@@ -25,6 +25,7 @@ const PROGRAM: &str = "bootstorm_steer";
 const CFG_CHECK_DST: u32 = 1;
 const CFG_LIMIT: u32 = 2;
 const CFG_RETRANS: u32 = 4;
+const CFG_VLAN: u32 = 8;
 
 /// Slots of the retransmission filter (`PENDING_SLOTS` in the program).
 pub const PENDING_SLOTS: usize = 65536;
@@ -71,6 +72,9 @@ pub struct SteerConfig {
     /// A DISCOVER repeating one still being answered (same client, same xid) within this is
     /// dropped in the program; None: off.
     pub retransmit_window: Option<Duration>,
+    /// Steer VLAN-tagged frames too. Off by default and in the daemon: no queue driver answers
+    /// with a tag yet, so tagged frames go to the kernel (its VLAN devices and their sockets).
+    pub vlan: bool,
 }
 
 /// How the program is attached.
@@ -252,6 +256,9 @@ impl Steer {
         }
         if cfg.retransmit_window.is_some() {
             flags |= CFG_RETRANS;
+        }
+        if cfg.vlan {
+            flags |= CFG_VLAN;
         }
         let raw = RawConfig {
             flags,
