@@ -2,7 +2,8 @@
 # ../shared/TESTING.md, removed by exact name on exit (also on failure or Ctrl-C).
 # Sets S, C (namespaces), SIF, CIF (interfaces; server 198.18.0.1/16, client 198.18.0.2/16),
 # T (a temporary directory) and SERVER_PID (the caller's server, stopped on exit).
-# $1: a short prefix for the names.
+# $1: a short prefix for the names. QUEUES (default 1): receive and transmit queues on each end of
+# the veth (a multi-queue NIC: the XDP fast path runs one AF_XDP socket and worker per queue).
 lab_up() {
   local P=$1$$
   S=${P}S C=${P}C SIF=${P}s CIF=${P}c
@@ -10,10 +11,22 @@ lab_up() {
   SERVER_PID=
   trap lab_down EXIT
   ip netns add "$S"; ip netns add "$C"
-  ip link add "$SIF" netns "$S" type veth peer name "$CIF" netns "$C"
+  local q=${QUEUES:-1}
+  ip link add "$SIF" netns "$S" numrxqueues "$q" numtxqueues "$q" type veth \
+    peer name "$CIF" netns "$C" numrxqueues "$q" numtxqueues "$q"
   ip -n "$S" addr add 198.18.0.1/16 dev "$SIF"; ip -n "$C" addr add 198.18.0.2/16 dev "$CIF"
   for ns in "$S" "$C"; do ip -n "$ns" link set lo up; done
   ip -n "$S" link set "$SIF" up; ip -n "$C" link set "$CIF" up
+  # More than one queue: transmit queue i from CPU i (XPS), so a sender pinned to a CPU (the
+  # load generator's --pin) always lands on one receive queue of the other end, as RSS would
+  # keep a flow on one queue.
+  if [ "$q" -gt 1 ]; then
+    local i
+    for ((i = 0; i < q; i++)); do
+      ip netns exec "$C" sh -c "printf %x $((1 << i)) > /sys/class/net/$CIF/queues/tx-$i/xps_cpus"
+      ip netns exec "$S" sh -c "printf %x $((1 << i)) > /sys/class/net/$SIF/queues/tx-$i/xps_cpus"
+    done
+  fi
 }
 
 lab_down() {

@@ -34,13 +34,21 @@ JSON
 start_server() {
   case $1 in
     bootstorm-*)
+      # bootstorm-DURABILITY, or bootstorm-xdp-DURABILITY on the XDP fast path.
+      local dur=${1#bootstorm-} io=socket
+      case $dur in xdp-*) dur=${dur#xdp-} io=xdp ;; esac
       rm -rf "$T/leases"
       ip netns exec "$S" "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
-        --workers 2 --control-socket "$T/bs.sock" --lease-dir "$T/leases" --durability "${1#bootstorm-}" \
+        --workers 2 --control-socket "$T/bs.sock" --lease-dir "$T/leases" --durability "$dur" --io "$io" \
         2> "$T/bootstorm.log" & ;;
     kea-persist)
       rm -f "$T"/kea-leases4.csv*
       KEA_LOCKFILE_DIR=$T KEA_PIDFILE_DIR=$T ip netns exec "$S" kea-dhcp4 -c "$T/kea.json" > "$T/kea.out" 2>&1 & ;;
+    kea-mt-persist)
+      rm -f "$T"/kea-leases4.csv*
+      sed -e 's|"valid-lifetime": 3600,|"valid-lifetime": 3600, "multi-threading": { "enable-multi-threading": true, "thread-pool-size": 2, "packet-queue-size": 64 },|' \
+        "$T/kea.json" > "$T/kea-mt.json"
+      KEA_LOCKFILE_DIR=$T KEA_PIDFILE_DIR=$T ip netns exec "$S" kea-dhcp4 -c "$T/kea-mt.json" > "$T/kea.out" 2>&1 & ;;
   esac
   SERVER_PID=$!
   sleep 1.5
@@ -52,7 +60,7 @@ declare -A RATE P99 FAILED
 SERVERS=${SERVERS:-"bootstorm-fsync bootstorm-write bootstorm-none kea-persist"}
 for srv in $SERVERS; do
   start_server "$srv"
-  out=$(timeout 200 ip netns exec "$C" "$LG" --server 198.18.0.1 --relay 198.18.0.2,198.18.0.3 --clients "$N" \
+  out=$(timeout 200 ip netns exec "$C" "$LG" ${LG_ARGS:-} --server 198.18.0.1 --relay 198.18.0.2,198.18.0.3 --clients "$N" \
     --fetch none --profile ipxe --limit 150 --json 2> /dev/null || true)
   stop_server
   read -r rate p99 failed < <(python3 -c 'import json,sys

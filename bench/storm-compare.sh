@@ -62,12 +62,13 @@ PIDS=()
 start_stack() {
   PIDS=()
   case $1 in
-    bootstorm|bootstorm-fsync)
-      local journal=()
-      [ "$1" = bootstorm-fsync ] && { rm -rf "$T/leases"; journal=(--lease-dir "$T/leases" --durability fsync); }
+    bootstorm|bootstorm-fsync|bootstorm-xdp|bootstorm-xdp-fsync)
+      local journal=() io=socket
+      case $1 in *-fsync) rm -rf "$T/leases"; journal=(--lease-dir "$T/leases" --durability fsync) ;; esac
+      case $1 in bootstorm-xdp*) io=xdp ;; esac
       ip netns exec "$S" "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
         --boot-file boot.efi --tftp-root "$T/root" --workers 2 --control-socket "$T/bs.sock" "${journal[@]}" \
-        2> "$T/bootstorm.log" &
+        --io "$io" 2> "$T/bootstorm.log" &
       PIDS+=($!) ;;
     dnsmasq)
       rm -f "$T/dnsmasq.leases"
@@ -98,7 +99,7 @@ trap 'stop_stack; lab_down' EXIT
 declare -A DUR RATE DHCP TFTP BOOT FAILED WHY RETRIED
 for st in $STACKS; do
   start_stack "$st"
-  out=$(timeout $((LIMIT + 60)) ip netns exec "$C" "$LG" --server 198.18.0.1 --relay 198.18.0.2,198.18.0.3 \
+  out=$(timeout $((LIMIT + 60)) ip netns exec "$C" "$LG" ${LG_ARGS:-} --server 198.18.0.1 --relay 198.18.0.2,198.18.0.3 \
     --clients "$N" --profile uefi-x64 --expect-size $((1 << 20)) --expect-sha256 "$SHA" \
     --boot-retries "$RETRIES" --boot-retry-delay 1 --limit "$LIMIT" --json --html "$T/report-$st.html" 2> /dev/null || true)
   stop_stack

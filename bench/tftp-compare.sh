@@ -25,6 +25,10 @@ cargo build --release -q -p bootstorm-daemon -p bootstorm-loadgen
 BIN=$PWD/target/release/bootstorm
 LG=$PWD/target/release/bootstorm-loadgen
 CLIENTS=${CLIENTS:-200}
+# SERVERS: the windowed and many-client rows; LOCK_SERVERS: the curl lockstep rows. bootstorm-xdp
+# is bootstorm with DHCP and TFTP on the XDP fast path (--io xdp).
+SERVERS=${SERVERS:-"bootstorm tftpd-hpa dnsmasq"}
+LOCK_SERVERS=${LOCK_SERVERS:-"bootstorm tftpd-hpa"}
 
 . bench/lab.sh
 lab_up bst
@@ -34,9 +38,11 @@ head -c $((1 << 20)) /dev/urandom > "$T/root/one.bin"
 
 start_server() {
   case $1 in
-    bootstorm)
+    bootstorm|bootstorm-xdp)
+      local io=socket
+      [ "$1" = bootstorm-xdp ] && io=xdp
       ip netns exec "$S" "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.1-198.18.1.9 \
-        --tftp-root "$T/root" --workers 2 --control-socket "$T/bs.sock" 2> "$T/bootstorm.log" & ;;
+        --tftp-root "$T/root" --workers 2 --control-socket "$T/bs.sock" --io "$io" 2> "$T/bootstorm.log" & ;;
     tftpd-hpa)
       ip netns exec "$S" in.tftpd -L -a 198.18.0.1:69 -s "$T/root" 2> "$T/tftpd.log" & ;;
     dnsmasq)
@@ -55,7 +61,7 @@ fetch() { # file window out; bounded in time like every load loop here
 
 # bootstorm-loadgen: N machines fetch FILE with windowsize W; prints "p50_ms duration_s failed".
 lg() { # clients file window size
-  timeout 150 ip netns exec "$C" "$LG" --server 198.18.0.1 --relay 198.18.0.2 --tftp-only "$2" \
+  timeout 150 ip netns exec "$C" "$LG" ${LG_ARGS:-} --server 198.18.0.1 --relay 198.18.0.2 --tftp-only "$2" \
     --clients "$1" --windowsize "$3" --blksize 1468 --expect-size "$4" --limit 120 --json 2> /dev/null |
     python3 -c 'import json,sys; r=json.load(sys.stdin); t=[p for p in r["phases"] if p["phase"]=="tftp"]; print(t[0]["p50_ms"] if t else 0, r["duration_s"], r["failed"])' ||
     echo "0 0 all"
@@ -103,7 +109,7 @@ lockstep() { # server
 if [ -n "${LOCKSTEP_ONLY:-}" ]; then
   # Interleaved, twice: bootstorm, tftpd-hpa, bootstorm, tftpd-hpa.
   for round in 1 2; do
-    for srv in bootstorm tftpd-hpa; do
+    for srv in $LOCK_SERVERS; do
       start_server $srv; lockstep $srv; stop_server
       for k in 1468 512 many; do LOCK[$srv,$k,$round]=${LOCK[$srv,$k]}; done
     done
@@ -113,7 +119,7 @@ if [ -n "${LOCKSTEP_ONLY:-}" ]; then
   echo "| server | round | curl lockstep 32 MiB blksize 1468 (MB/s) | blksize 512 (MB/s) | $LOCKSTEP_CLIENTS x 1 MiB at once (s) |"
   echo "| --- | --- | --- | --- | --- |"
   for round in 1 2; do
-    for srv in bootstorm tftpd-hpa; do
+    for srv in $LOCK_SERVERS; do
       echo "| $srv | $round | ${LOCK[$srv,1468,$round]} | ${LOCK[$srv,512,$round]} | ${LOCK[$srv,many,$round]} |"
     done
   done
@@ -121,7 +127,7 @@ if [ -n "${LOCKSTEP_ONLY:-}" ]; then
 fi
 
 declare -A MBS TOTAL FAIL
-for srv in bootstorm tftpd-hpa dnsmasq; do
+for srv in $SERVERS; do
   start_server $srv
   for w in 1 16 64; do
     rm -f "$T/out/big"
@@ -162,13 +168,13 @@ echo "kernel $(uname -r), $(nproc) cores, commit $(git rev-parse --short HEAD 2>
 echo "| server | client | 32 MiB, windowsize 1 (MB/s) | windowsize 16 | windowsize 64 | $CLIENTS x 1 MiB at once (s) | failed |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
 for cl in atftp loadgen; do
-  for srv in bootstorm tftpd-hpa dnsmasq; do
+  for srv in $SERVERS; do
     echo "| $srv | $cl | ${MBS[$cl,$srv,1]} | ${MBS[$cl,$srv,16]} | ${MBS[$cl,$srv,64]} | ${TOTAL[$cl,$srv]} | ${FAIL[$cl,$srv]} |"
   done
 done
 echo
 echo "| server | curl lockstep 32 MiB blksize 1468 (MB/s) | blksize 512 (MB/s) | $LOCKSTEP_CLIENTS x 1 MiB at once (s) |"
 echo "| --- | --- | --- | --- |"
-for srv in bootstorm tftpd-hpa; do
+for srv in $LOCK_SERVERS; do
   echo "| $srv | ${LOCK[$srv,1468]} | ${LOCK[$srv,512]} | ${LOCK[$srv,many]} |"
 done

@@ -14,9 +14,11 @@
 //   own rate per second and burst); a DISCOVER over the limit is dropped here and counted
 //   (`rate_limited`);
 // - a retransmission filter: a DISCOVER whose client (chaddr) already has one with the same xid
-//   waiting in userspace, younger than `retrans_ns`, is dropped and counted (`retransmits`).
-//   The worker that answers clears its client's slot (the map is mmapped), so a client whose
-//   OFFER was lost is heard again at once.
+//   held by userspace, younger than `retrans_ns`, is dropped and counted (`retransmits`).
+//   Userspace marks a client's slot when it takes the DISCOVER from its ring (a frame the ring
+//   had no room for is never marked, so its repeat goes through) and clears it when it answers
+//   (the map is mmapped: no system call either way), so a client whose OFFER was lost is heard
+//   again at once.
 //
 // Counters are per CPU (`stats`, indices below), summed by userspace.
 //
@@ -81,8 +83,9 @@ struct source {
 	__u8 id[8];
 };
 
-// One client's DISCOVER in userspace: slot = hash(chaddr) % PENDING_SLOTS. mac[0..6] + xid +
-// when; zeroed by userspace when answered.
+// One client's DISCOVER held by userspace: slot = hash(chaddr) % PENDING_SLOTS. mac[0..6] + xid
+// + when (CLOCK_MONOTONIC ns); written by userspace when it takes the DISCOVER, `used` cleared
+// when it answers.
 struct pending {
 	__u8 mac[6];
 	__u16 used;
@@ -234,19 +237,6 @@ static __always_inline int repeated(const struct config *cfg, const __u8 *chaddr
 	return 1;
 }
 
-// Marks a DISCOVER as waiting in userspace (it was redirected).
-static __always_inline void mark_pending(const __u8 *chaddr, __u32 xid, __u64 now)
-{
-	__u32 slot = mac_slot(chaddr);
-	struct pending *p = bpf_map_lookup_elem(&pending, &slot);
-	if (!p)
-		return;
-	__builtin_memcpy(p->mac, chaddr, 6);
-	p->xid = xid;
-	p->at_ns = now;
-	p->used = 1;
-}
-
 SEC("xdp")
 int bootstorm_steer(struct xdp_md *ctx)
 {
@@ -300,10 +290,6 @@ int bootstorm_steer(struct xdp_md *ctx)
 		if (dst != 0xffffffff && !bpf_map_lookup_elem(&addrs, &dst))
 			return pass(STAT_PASSED);
 	}
-	// A DISCOVER to judge: its client's MAC and xid, when it came.
-	const __u8 *chaddr = 0;
-	__u32 xid = 0;
-	__u64 now = 0;
 	if (port == DHCP_SERVER_PORT && (cfg->flags & (CFG_LIMIT | CFG_RETRANS))) {
 		const __u8 *dhcp = (const __u8 *)(udp + 1);
 		if ((const void *)(dhcp + DHCP_MIN_LEN) > end)
@@ -311,7 +297,8 @@ int bootstorm_steer(struct xdp_md *ctx)
 		// op = BOOTREQUEST and the magic cookie, else not ours to judge.
 		if (dhcp[0] == 1 && dhcp[236] == 99 && dhcp[237] == 130 && dhcp[238] == 83 &&
 		    dhcp[239] == 99 && message_type(dhcp + DHCP_MIN_LEN, end) == DHCP_DISCOVER) {
-			now = bpf_ktime_get_ns();
+			__u64 now = bpf_ktime_get_ns();
+			__u32 xid;
 			__builtin_memcpy(&xid, dhcp + 4, 4);
 			if ((cfg->flags & CFG_RETRANS) && repeated(cfg, dhcp + 28, xid, now)) {
 				count(STAT_RETRANSMITS);
@@ -336,15 +323,11 @@ int bootstorm_steer(struct xdp_md *ctx)
 					return XDP_DROP;
 				}
 			}
-			if (cfg->flags & CFG_RETRANS)
-				chaddr = dhcp + 28;
 		}
 	}
 	long act = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
 	if (act != XDP_REDIRECT)
 		return pass(STAT_NO_SOCKET);
-	if (chaddr)
-		mark_pending(chaddr, xid, now);
 	count(STAT_REDIRECTED);
 	return XDP_REDIRECT;
 }

@@ -30,6 +30,30 @@ fn attached(lab: &Lab) -> Option<String> {
     text.contains("prog/xdp").then_some(text)
 }
 
+/// udhcpc gets a lease once (5 tries a second apart) and exits; `what` names the case.
+fn udhcpc_once(lab: &Lab, udhcpc: &std::path::Path, what: &str) {
+    let out = run(
+        lab.client_cmd(udhcpc).args([
+            "-n",
+            "-q",
+            "-t",
+            "5",
+            "-T",
+            "1",
+            "-s",
+            "/bin/true",
+            "-i",
+            &lab.client_if,
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The server runs DHCP on the fast path with one worker queue per veth queue.
 fn assert_on_fast_path(srv: &ServerProc, queues: usize) -> serde_json::Value {
     let st = srv.stats();
@@ -121,26 +145,7 @@ fn arp_ping_and_tcp_still_reach_the_kernel_beside_xdp() {
         "over the kernel's TCP\n"
     );
     // And DHCP beside them goes through the program to the worker.
-    let out = run(
-        lab.client_cmd(&udhcpc).args([
-            "-n",
-            "-q",
-            "-t",
-            "5",
-            "-T",
-            "1",
-            "-s",
-            "/bin/true",
-            "-i",
-            &lab.client_if,
-        ]),
-        Duration::from_secs(30),
-    );
-    assert!(
-        out.status.success(),
-        "udhcpc: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    udhcpc_once(&lab, &udhcpc, "udhcpc");
     let st = srv.stats();
     let prog = &st["xdp"]["links"][0]["program"];
     assert!(prog["redirected"].as_u64().unwrap_or(0) >= 2, "{st}");
@@ -180,26 +185,7 @@ fn io_auto_without_bpf_privilege_falls_back_to_sockets_and_serves() {
         "{}",
         srv.log_text()
     );
-    let out = run(
-        lab.client_cmd(&udhcpc).args([
-            "-n",
-            "-q",
-            "-t",
-            "5",
-            "-T",
-            "1",
-            "-s",
-            "/bin/true",
-            "-i",
-            &lab.client_if,
-        ]),
-        Duration::from_secs(30),
-    );
-    assert!(
-        out.status.success(),
-        "udhcpc: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    udhcpc_once(&lab, &udhcpc, "udhcpc");
 }
 
 /// The program goes with the process: after a normal stop and after SIGKILL, nothing is left
@@ -398,27 +384,8 @@ fn the_program_holds_a_retransmission_flood_while_a_real_client_gets_its_lease()
     let mut flood = bootstorm_tests::Proc::spawn("bootstorm-loadgen", &mut flood_cmd);
     std::thread::sleep(Duration::from_secs(1));
     let began = std::time::Instant::now();
-    let out = run(
-        lab.client_cmd(&udhcpc).args([
-            "-n",
-            "-q",
-            "-t",
-            "5",
-            "-T",
-            "1",
-            "-s",
-            "/bin/true",
-            "-i",
-            &lab.client_if,
-        ]),
-        Duration::from_secs(30),
-    );
+    udhcpc_once(&lab, &udhcpc, "udhcpc under the flood");
     let took = began.elapsed();
-    assert!(
-        out.status.success(),
-        "udhcpc under the flood: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     // Let the flood run on a while, then read what the program and the server saw.
     std::thread::sleep(Duration::from_secs(3));
     let st = srv.stats();

@@ -13,7 +13,7 @@ use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The compiled program (see `build.rs`).
@@ -47,13 +47,14 @@ struct RawConfig {
 // program's `struct config`; any bit pattern is a valid value.
 unsafe impl aya::Pod for RawConfig {}
 
-/// `struct pending` of the program: one slot of the retransmission filter.
+/// `struct pending` of the program: one slot of the retransmission filter, shared with it (every
+/// field an atomic of the C field's size and alignment, so both sides may touch it at once).
 #[repr(C)]
 struct RawPending {
-    mac: [u8; 6],
+    mac: [AtomicU8; 6],
     used: AtomicU16,
-    xid: u32,
-    at_ns: u64,
+    xid: AtomicU32,
+    at_ns: AtomicU64,
 }
 
 /// What the program does beyond steering.
@@ -180,17 +181,54 @@ impl Pending {
         h as usize % PENDING_SLOTS
     }
 
-    /// The client with `mac` was answered: its next DISCOVER goes through.
-    pub fn answered(&self, mac: &[u8; 6]) {
+    fn slot(&self, mac: &[u8; 6]) -> &RawPending {
         let i = Self::slot_of(mac);
         // SAFETY: `i < PENDING_SLOTS`, so the slot lies inside the mapping, which lives as long
-        // as `self`; slots are 16-byte aligned (page-aligned base, 16-byte stride).
-        let slot = unsafe { &*self.base.wrapping_add(i) };
+        // as `self`; slots are 16-byte aligned (page-aligned base, 16-byte stride), and every
+        // field is an atomic, so shared references are sound while the program writes too.
+        unsafe { &*self.base.wrapping_add(i) }
+    }
+
+    /// Userspace holds a DISCOVER of the client with `mac` (its `xid`): until it is answered,
+    /// or `retransmit_window` after now, the program drops that client's repeats of it. Marked
+    /// when the frame is taken from the ring, so a DISCOVER the ring had no room for is not.
+    pub fn holding(&self, mac: &[u8; 6], xid: u32) {
+        let slot = self.slot(mac);
+        slot.used.store(0, Ordering::Relaxed);
+        for (a, b) in slot.mac.iter().zip(mac) {
+            a.store(*b, Ordering::Relaxed);
+        }
+        // The program compares the xid as the 4 bytes on the wire (host order of those bytes).
+        slot.xid
+            .store(u32::from_ne_bytes(xid.to_be_bytes()), Ordering::Relaxed);
+        slot.at_ns.store(monotonic_ns(), Ordering::Relaxed);
+        slot.used.store(1, Ordering::Release);
+    }
+
+    /// The client with `mac` was answered: its next DISCOVER goes through.
+    pub fn answered(&self, mac: &[u8; 6]) {
+        let slot = self.slot(mac);
         // A slot another client took since (a collision) is left alone.
-        if slot.mac == *mac {
+        if slot
+            .mac
+            .iter()
+            .zip(mac)
+            .all(|(a, b)| a.load(Ordering::Relaxed) == *b)
+        {
             slot.used.store(0, Ordering::Relaxed);
         }
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the program's `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `ts`, which lives across the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 impl Drop for Pending {

@@ -33,12 +33,14 @@ use xsk_rs::config::{
 };
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, Socket, Umem};
 
-/// Frames of a UMEM: half for receiving, half for sending.
-const FRAMES: u32 = 4096;
+/// Receive frames of a UMEM: the fill ring holds them all, so a burst of this many datagrams
+/// (a rack's DISCOVERs at power-on) waits in the ring instead of being dropped for want of a
+/// frame while the worker is busy.
+const RX_FRAMES: u32 = 8192;
+/// Transmit frames: a few batches in flight.
+const TX_FRAMES: u32 = 2048;
 /// Size of one frame (a 1,500-byte MTU frame with the kernel's headroom fits).
 const FRAME_SIZE: u32 = 2048;
-/// Entries of each ring (a power of two; the fill ring holds every receive frame).
-const RING: u32 = 2048;
 
 /// An interface as the fast path needs to know it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -251,6 +253,8 @@ pub struct XdpRx {
     taken: usize,
     /// Per datagram given out: its descriptor's index, payload offset and length, metadata.
     kept: Vec<(usize, usize, usize, RxMeta)>,
+    /// The retransmission filter: each DISCOVER taken is marked held.
+    pending: Option<Arc<Pending>>,
 }
 
 /// The transmit half.
@@ -286,15 +290,16 @@ pub fn open(
     let q = |n: u32| QueueSize::new(n).map_err(|e| sock_err("queue size", e));
     let umem_cfg = UmemConfig::builder()
         .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| sock_err("frame size", e))?)
-        .fill_queue_size(q(RING)?)
-        .comp_queue_size(q(RING)?)
+        .fill_queue_size(q(RX_FRAMES)?)
+        .comp_queue_size(q(TX_FRAMES)?)
         .build()
         .map_err(|e| sock_err("UMEM config", e))?;
-    let (umem, mut frames) = Umem::new(umem_cfg, NonZeroU32::new(FRAMES).unwrap(), false)
+    let total = NonZeroU32::new(RX_FRAMES + TX_FRAMES).unwrap();
+    let (umem, mut frames) = Umem::new(umem_cfg, total, false)
         .map_err(|e| sock_err("UMEM (RLIMIT_MEMLOCK without CAP_IPC_LOCK?)", e))?;
     let sock_cfg = SocketConfig::builder()
-        .rx_queue_size(q(RING)?)
-        .tx_queue_size(q(RING)?)
+        .rx_queue_size(q(RX_FRAMES)?)
+        .tx_queue_size(q(TX_FRAMES)?)
         .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
         .bind_flags(BindFlags::XDP_USE_NEED_WAKEUP)
         .build();
@@ -308,7 +313,7 @@ pub fn open(
         rings.ok_or_else(|| sock_err("rings", "no fill and completion ring for a new UMEM"))?;
     let fd = rx.fd().as_raw_fd();
     steer.set_socket(queue, fd)?;
-    let tx_frames = frames.split_off(frames.len() / 2);
+    let tx_frames = frames.split_off(RX_FRAMES as usize);
     // SAFETY: the receive frames belong to this UMEM and are handed to the kernel once; they
     // are read only after the receive ring gives them back.
     let filled = unsafe { fill.produce(&frames) };
@@ -336,6 +341,7 @@ pub fn open(
         descs: frames[..BATCH].to_vec(),
         taken: 0,
         kept: Vec::with_capacity(BATCH),
+        pending: steer.pending(),
     };
     let txq = XdpTx {
         umem,
@@ -392,6 +398,12 @@ impl XdpRx {
                         l2_src: Some(u.src_mac.0),
                         truncated: false,
                     };
+                    if let Some(p) = &self.pending
+                        && u.dst.port() == bootstorm_wire::dhcp::SERVER_PORT
+                        && let Some((mac, xid)) = discover_of(u.payload)
+                    {
+                        p.holding(&mac, xid);
+                    }
                     self.kept.push((i, off, u.payload.len(), meta));
                 }
                 _ => {
@@ -404,6 +416,22 @@ impl XdpRx {
             .fetch_add(self.kept.len() as u64, Ordering::Relaxed);
         self.kept.len()
     }
+}
+
+/// The client MAC and xid of a DHCPDISCOVER.
+fn discover_of(payload: &[u8]) -> Option<([u8; 6], u32)> {
+    use bootstorm_wire::dhcp::{Op, Packet, opt};
+    let p = Packet::new_checked(payload).ok()?;
+    if p.op() != Op::Request || p.hlen() != 6 {
+        return None;
+    }
+    let discover = p
+        .all_options()
+        .flatten()
+        .any(|o| o.code == opt::MESSAGE_TYPE && o.data == [1]);
+    discover
+        .then(|| (p.chaddr().try_into().ok(), p.xid()))
+        .and_then(|(m, x)| Some((m?, x)))
 }
 
 impl RxQueue for XdpRx {

@@ -6,8 +6,11 @@
 //! A transfer's data port (its TID) names the worker that owns it: worker `i` of `n` hands out
 //! the ports `base + 1 + i + k*n` of the range, so a datagram to a data port that lands on
 //! another queue is handed to its owner; a request (port 69) belongs to the worker its client's
-//! address and port hash to, so a repeated request meets the transfer it repeats. Ports are
-//! marked in the program when a transfer starts and cleared when it ends. An ERROR answering a
+//! address and port hash to, so a repeated request meets the transfer it repeats. A TID is a
+//! pair (RFC 1350 4): one data port serves many clients at once, a transfer is found by its port
+//! and its client's address, so a storm of any size fits in the range. A port is marked in the
+//! program while a transfer uses it; a datagram to it from anyone else is counted (`wrong_tid`)
+//! and dropped. An ERROR answering a
 //! request leaves from `base`, a port never steered (a new TID, as RFC 1350 has it).
 //!
 //! Blocks are capped to what fits one Ethernet frame (no IP fragmentation here), windows leave
@@ -49,8 +52,12 @@ pub struct XdpTftp {
     workers: usize,
     ports: (u16, u16),
     cursor: u32,
-    by_port: HashMap<u16, TransferId>,
+    /// Transfers by (data port, client).
+    by_port: HashMap<(u16, SocketAddrV4), TransferId>,
+    /// Transfers per data port (marked in the program while above zero).
+    users: HashMap<u16, u32>,
     peers: HashMap<TransferId, Peer>,
+    stats: Arc<TftpStats>,
     /// The MAC of each recent requester, for an ERROR answering its request.
     requesters: HashMap<SocketAddrV4, [u8; 6]>,
     buf: Vec<u8>,
@@ -119,7 +126,9 @@ impl XdpTftp {
             ports: s.port_range.unwrap_or(DEFAULT_PORTS),
             cursor: 0,
             by_port: HashMap::new(),
+            users: HashMap::new(),
             peers: HashMap::new(),
+            stats: sh.stats.clone(),
             requesters: HashMap::new(),
             buf: vec![0u8; usize::from(FRAME_BLKSIZE) + 4],
         }
@@ -131,31 +140,45 @@ impl XdpTftp {
         (p <= u32::from(self.ports.1)).then_some(p as u16)
     }
 
-    /// A free data port of this worker's, marked in the program.
-    fn open_port(&mut self) -> Option<u16> {
-        let slots =
-            (u32::from(self.ports.1).saturating_sub(u32::from(self.ports.0))) / self.workers as u32;
-        for _ in 0..slots.max(1) {
-            let k = self.cursor % slots.max(1);
+    /// A data port of this worker's for a transfer with `peer` (the next in turn that `peer`
+    /// has no transfer on), marked in the program if it was not.
+    fn open_port(&mut self, peer: SocketAddrV4) -> Option<u16> {
+        let slots = ((u32::from(self.ports.1).saturating_sub(u32::from(self.ports.0)))
+            / self.workers as u32)
+            .max(1);
+        for _ in 0..slots.min(64) {
+            let k = self.cursor % slots;
             self.cursor = self.cursor.wrapping_add(1);
             let Some(p) = self.port_at(k) else { continue };
-            if self.by_port.contains_key(&p) {
+            if self.by_port.contains_key(&(p, peer)) {
                 continue;
             }
-            let marked = self
-                .steer
-                .lock()
-                .map_err(|_| ())
-                .and_then(|mut s| s.set_port(p, true).map_err(|_| ()));
-            return marked.is_ok().then_some(p);
+            let users = self.users.entry(p).or_insert(0);
+            if *users == 0 {
+                let marked = self
+                    .steer
+                    .lock()
+                    .map_err(|_| ())
+                    .and_then(|mut s| s.set_port(p, true).map_err(|_| ()));
+                if marked.is_err() {
+                    return None;
+                }
+            }
+            *users += 1;
+            return Some(p);
         }
         None
     }
 
-    fn close_port(&mut self, port: u16) {
-        self.by_port.remove(&port);
-        if let Ok(mut s) = self.steer.lock() {
-            let _ = s.set_port(port, false);
+    fn close_port(&mut self, port: u16, peer: SocketAddrV4) {
+        self.by_port.remove(&(port, peer));
+        let users = self.users.entry(port).or_insert(1);
+        *users = users.saturating_sub(1);
+        if *users == 0 {
+            self.users.remove(&port);
+            if let Ok(mut s) = self.steer.lock() {
+                let _ = s.set_port(port, false);
+            }
         }
     }
 }
@@ -173,8 +196,13 @@ impl Side for XdpTftp {
     fn handle(&mut self, now: Instant, data: &[u8], meta: &RxMeta) {
         let port = meta.dst.port();
         if port != self.tftp_port {
-            if let Some(&id) = self.by_port.get(&port) {
-                self.core.handle_datagram(now, id, meta.src, data);
+            match self.by_port.get(&(port, meta.src)) {
+                Some(&id) => self.core.handle_datagram(now, id, meta.src, data),
+                None => {
+                    self.stats
+                        .wrong_tid
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
             }
             return;
         }
@@ -190,9 +218,9 @@ impl Side for XdpTftp {
         else {
             return;
         };
-        match self.open_port() {
+        match self.open_port(meta.src) {
             Some(p) => {
-                self.by_port.insert(p, id);
+                self.by_port.insert((p, meta.src), id);
                 self.peers.insert(
                     id,
                     Peer {
@@ -239,7 +267,7 @@ impl Side for XdpTftp {
         }
         while let Some(f) = self.core.poll_event() {
             if let Some(p) = self.peers.remove(&f.id) {
-                self.close_port(p.port);
+                self.close_port(p.port, f.peer);
             }
             log_finished(&f, now);
         }
