@@ -313,11 +313,13 @@ impl<T: TxQueue> Loop<T> {
             let server = self.w.cell.get();
             let now = (self.w.now)();
             let size = self.w.group.len();
+            let mut side_seen = false;
             for i in 0..n {
                 let (data, meta) = rx.get(i);
                 if meta.dst.port() != self.w.port
                     && let Some(side) = self.w.side.as_mut()
                 {
+                    side_seen = true;
                     match side.owner(data, meta, size) {
                         Some(o) if o == self.w.index => side.handle(now, data, meta),
                         Some(o) => self.hand_off(o, data, meta),
@@ -343,8 +345,9 @@ impl<T: TxQueue> Loop<T> {
             self.flush();
             self.side_transmit();
             self.publish();
-            // A side with work in flight (TFTP blocks in lockstep) wants its answers at once.
-            let side_busy = self.w.side.as_ref().is_some_and(|s| s.busy());
+            // A side with work in flight (TFTP blocks in lockstep) wants its answers at once, and
+            // so does another worker's side whose datagrams came here.
+            let side_busy = side_seen || self.w.side.as_ref().is_some_and(|s| s.busy());
             if !side_busy
                 && let Some(pause) = coalesce_pause(self.w.coalesce, n, receive_began.elapsed())
             {
@@ -369,8 +372,12 @@ impl<T: TxQueue> Loop<T> {
             return None;
         }
         let until = std::time::Instant::now() + self.w.busy_poll.min(timeout);
+        let inbox = self.w.group[self.w.index].clone();
         loop {
             match rx.recv(Duration::ZERO) {
+                // Something handed over (a transfer's ACK that landed on another queue): the
+                // loop serves it at once.
+                Ok(0) if !inbox.queue.is_empty() => return Some(Ok(0)),
                 Ok(0) if std::time::Instant::now() < until => std::thread::yield_now(),
                 Ok(0) => return None,
                 r => return Some(r),
