@@ -13,8 +13,13 @@
 //! and dropped. An ERROR answering a
 //! request leaves from `base`, a port never steered (a new TID, as RFC 1350 has it).
 //!
-//! Blocks are capped to what fits one Ethernet frame (no IP fragmentation here), windows leave
-//! as frames one by one.
+//! Blocks are capped to what fits one Ethernet frame (no IP fragmentation here). A window of
+//! full blocks leaves through a kernel UDP socket bound to the data port, as one segmented send
+//! (UDP GSO): a NIC (or a veth) without zero-copy AF_XDP moves one GSO buffer far cheaper than
+//! one frame per block through the transmit ring (copy mode: an skb per frame, 32 frames a
+//! kick). Everything else (OACKs, lockstep blocks, the last block, ERRORs) leaves as a frame.
+//! The socket also holds the port in the kernel, so no other socket of this host gets it while
+//! transfers use it; what it receives (nothing: the program steers the port) is not read.
 
 use super::{FileHost, TftpSettings, TftpStats, log_finished, log_refusal, owner};
 use crate::dhcp_worker::Side;
@@ -40,6 +45,15 @@ struct Peer {
     port: u16,
     local: Ipv4Addr,
     mac: Option<[u8; 6]>,
+    /// Size of a full DATA packet when its windows may leave segmented (0: never).
+    seg: usize,
+}
+
+/// The kernel socket of a data port, for segmented windows.
+struct PortSocket {
+    sock: std::net::UdpSocket,
+    /// The segment size it is set to (0: GSO refused here).
+    seg: u16,
 }
 
 /// One worker's TFTP on the fast path.
@@ -58,6 +72,8 @@ pub struct XdpTftp {
     users: HashMap<u16, u32>,
     peers: HashMap<TransferId, Peer>,
     stats: Arc<TftpStats>,
+    /// Kernel sockets of the data ports in use, for segmented windows.
+    sockets: HashMap<u16, PortSocket>,
     /// The MAC of each recent requester, for an ERROR answering its request.
     requesters: HashMap<SocketAddrV4, [u8; 6]>,
     buf: Vec<u8>,
@@ -129,8 +145,9 @@ impl XdpTftp {
             users: HashMap::new(),
             peers: HashMap::new(),
             stats: sh.stats.clone(),
+            sockets: HashMap::new(),
             requesters: HashMap::new(),
-            buf: vec![0u8; usize::from(FRAME_BLKSIZE) + 4],
+            buf: vec![0u8; bootstorm_net::GSO_MAX_BYTES + usize::from(FRAME_BLKSIZE) + 4],
         }
     }
 
@@ -170,12 +187,100 @@ impl XdpTftp {
         None
     }
 
+    /// Sends `buf[at..at + len]` as one frame from `from` to `to`.
+    fn send_frame(
+        &mut self,
+        from: Source,
+        to: SocketAddrV4,
+        at: usize,
+        len: usize,
+        tx: &mut dyn TxQueue,
+    ) {
+        let (sport, src, mac) = match from {
+            Source::Transfer(id) => match self.peers.get(&id) {
+                Some(p) => (p.port, p.local, p.mac),
+                None => return,
+            },
+            Source::Fresh(local) => {
+                log_refusal(to, &self.buf[at..at + len]);
+                (self.ports.0, local, self.requesters.get(&to).copied())
+            }
+        };
+        let meta = TxMeta {
+            src,
+            sport,
+            l2_dst: mac,
+            ..TxMeta::to(to)
+        };
+        let bytes = &self.buf[at..at + len];
+        if !tx.push(bytes, &meta) {
+            let _ = tx.flush();
+            let _ = tx.push(bytes, &meta);
+        }
+    }
+
+    /// Sends a gathered run of `count` full-size packets (`len` bytes at the start of `buf`):
+    /// one segmented send through the data port's kernel socket, or frame by frame if that
+    /// cannot be had.
+    fn send_run(
+        &mut self,
+        run: Option<(TransferId, SocketAddrV4, usize)>,
+        len: usize,
+        count: usize,
+        tx: &mut dyn TxQueue,
+    ) {
+        let Some((id, to, seg)) = run else { return };
+        // Frames queued before the run leave first: nothing overtakes what was built before it.
+        if count > 1 && !tx.is_empty() {
+            let _ = tx.flush();
+        }
+        if count > 1 && self.send_segmented(id, to, seg, len) {
+            return;
+        }
+        for k in 0..count {
+            self.send_frame(Source::Transfer(id), to, k * seg, seg, tx);
+        }
+    }
+
+    /// One segmented send of `buf[..len]` in `seg`-byte datagrams; false if it did not go.
+    fn send_segmented(&mut self, id: TransferId, to: SocketAddrV4, seg: usize, len: usize) -> bool {
+        let Some((port, local)) = self.peers.get(&id).map(|p| (p.port, p.local)) else {
+            return false;
+        };
+        if let std::collections::hash_map::Entry::Vacant(e) = self.sockets.entry(port) {
+            let Ok(sock) = std::net::UdpSocket::bind(SocketAddrV4::new(local, port)) else {
+                return false;
+            };
+            e.insert(PortSocket { sock, seg: 0 });
+        }
+        let Some(ps) = self.sockets.get_mut(&port) else {
+            return false;
+        };
+        if usize::from(ps.seg) != seg {
+            if bootstorm_net::set_udp_segment(&ps.sock, seg as u16).is_err() {
+                return false;
+            }
+            ps.seg = seg as u16;
+        }
+        match ps.sock.send_to(&self.buf[..len], to) {
+            Ok(_) => true,
+            Err(e) if bootstorm_net::gso_unsupported(&e) => {
+                let _ = bootstorm_net::set_udp_segment(&ps.sock, 0);
+                ps.seg = 0;
+                false
+            }
+            // A full send buffer loses the window like the network would; the timer resends.
+            Err(_) => true,
+        }
+    }
+
     fn close_port(&mut self, port: u16, peer: SocketAddrV4) {
         self.by_port.remove(&(port, peer));
         let users = self.users.entry(port).or_insert(1);
         *users = users.saturating_sub(1);
         if *users == 0 {
             self.users.remove(&port);
+            self.sockets.remove(&port);
             if let Ok(mut s) = self.steer.lock() {
                 let _ = s.set_port(port, false);
             }
@@ -212,21 +317,32 @@ impl Side for XdpTftp {
             }
             self.requesters.insert(meta.src, mac);
         }
-        let Accepted::Transfer { id, local, .. } =
-            self.core
-                .handle_request(now, meta.src, meta.local, data, &mut self.host)
+        let Accepted::Transfer {
+            id,
+            local,
+            params,
+            read,
+        } = self
+            .core
+            .handle_request(now, meta.src, meta.local, data, &mut self.host)
         else {
             return;
         };
         match self.open_port(meta.src) {
             Some(p) => {
                 self.by_port.insert((p, meta.src), id);
+                let seg = if read && params.windowsize > 1 && params.blksize >= 508 {
+                    usize::from(params.blksize) + bootstorm_wire::tftp::DATA_HEADER_LEN
+                } else {
+                    0
+                };
                 self.peers.insert(
                     id,
                     Peer {
                         port: p,
                         local,
                         mac: meta.l2_src,
+                        seg,
                     },
                 );
             }
@@ -243,28 +359,41 @@ impl Side for XdpTftp {
 
     fn transmit(&mut self, now: Instant, tx: &mut dyn TxQueue) -> Option<Instant> {
         self.core.handle_timeout(now);
-        while let Some(t) = self.core.poll_transmit(now, &mut self.buf) {
-            let (sport, src, mac) = match t.from {
-                Source::Transfer(id) => match self.peers.get(&id) {
-                    Some(p) => (p.port, p.local, p.mac),
-                    None => continue,
-                },
-                Source::Fresh(local) => {
-                    log_refusal(t.to, &self.buf[..t.len]);
-                    (self.ports.0, local, self.requesters.get(&t.to).copied())
+        // The run of full-size packets of one transfer gathered at the start of `buf`.
+        let mut run: Option<(TransferId, SocketAddrV4, usize)> = None;
+        let (mut len, mut count) = (0usize, 0usize);
+        while let Some(t) = self.core.poll_transmit(now, &mut self.buf[len..]) {
+            let seg = match t.from {
+                Source::Transfer(id) => self.peers.get(&id).map_or(0, |p| p.seg),
+                Source::Fresh(_) => 0,
+            };
+            let joins = matches!(t.from, Source::Transfer(id) if run.is_some_and(|r| r.0 == id && r.1 == t.to))
+                && seg > 0
+                && t.len == seg;
+            if !joins {
+                // What was gathered goes first; then this one starts a run or goes alone.
+                self.send_run(run.take(), len, count, tx);
+                if len > 0 {
+                    self.buf.copy_within(len..len + t.len, 0);
                 }
-            };
-            let meta = TxMeta {
-                src,
-                sport,
-                l2_dst: mac,
-                ..TxMeta::to(t.to)
-            };
-            if !tx.push(&self.buf[..t.len], &meta) {
-                let _ = tx.flush();
-                let _ = tx.push(&self.buf[..t.len], &meta);
+                (len, count) = (0, 0);
+                match t.from {
+                    Source::Transfer(id) if seg > 0 && t.len == seg => run = Some((id, t.to, seg)),
+                    _ => {
+                        self.send_frame(t.from, t.to, 0, t.len, tx);
+                        continue;
+                    }
+                }
+            }
+            len += t.len;
+            count += 1;
+            if len + seg > bootstorm_net::GSO_MAX_BYTES || count == bootstorm_net::GSO_MAX_SEGMENTS
+            {
+                self.send_run(run.take(), len, count, tx);
+                (len, count) = (0, 0);
             }
         }
+        self.send_run(run, len, count, tx);
         while let Some(f) = self.core.poll_event() {
             if let Some(p) = self.peers.remove(&f.id) {
                 self.close_port(p.port, f.peer);
