@@ -292,6 +292,14 @@ fn listen(
     }
 }
 
+/// The size of a full DATA packet of a transfer whose windows may leave as one segmented send
+/// (UDP GSO): a download with windows, blocks big enough that no OACK or ERROR could be taken
+/// for more than one segment. None: packet by packet.
+fn window_segment(read: bool, params: &bootstorm_tftp::Negotiated) -> Option<usize> {
+    (read && params.windowsize > 1 && params.blksize >= 508)
+        .then(|| usize::from(params.blksize) + DATA_HEADER)
+}
+
 /// The worker of `n` that owns client `peer`.
 fn owner(peer: SocketAddrV4, n: usize) -> usize {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -433,9 +441,7 @@ impl Worker {
         else {
             return;
         };
-        // Windows of full blocks leave as one segmented send each (UDP GSO) when blocks are big
-        // enough that no OACK or ERROR could be mistaken for more than one segment.
-        let want_gso = read && params.windowsize > 1 && params.blksize >= 508;
+        let want_gso = window_segment(read, &params).is_some();
         // Not connected: a connected socket would let the kernel drop a stranger's datagram
         // with no word, where RFC 1350 4 wants it answered with ERROR 5.
         let opened = bind_transfer_socket(local, self.port_range, port_cursor).and_then(|u| {

@@ -331,11 +331,7 @@ impl Side for XdpTftp {
         match self.open_port(meta.src) {
             Some(p) => {
                 self.by_port.insert((p, meta.src), id);
-                let seg = if read && params.windowsize > 1 && params.blksize >= 508 {
-                    usize::from(params.blksize) + bootstorm_wire::tftp::DATA_HEADER_LEN
-                } else {
-                    0
-                };
+                let seg = super::window_segment(read, &params).unwrap_or(0);
                 self.peers.insert(
                     id,
                     Peer {
