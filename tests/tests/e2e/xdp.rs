@@ -307,10 +307,18 @@ fn discovers_beyond_a_sources_burst_are_dropped_in_the_program() {
         &Msg::new(MessageType::Request, 7).bytes(),
     );
     assert_eq!(judge(&s, &req), (XDP_PASS, "steered"));
-    // The bucket refills at its rate (1/s): after a second, one more DISCOVER.
+    // The bucket refills at its rate (1/s): after a second, one more DISCOVER, and no more than
+    // the seconds that passed allow (however slow this machine is today).
+    let began = std::time::Instant::now();
     std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(judge(&s, &flood), (XDP_PASS, "steered"));
-    assert_eq!(judge(&s, &flood), (XDP_DROP, "rate_limited"));
+    let passed = (0..5)
+        .filter(|_| judge(&s, &flood) == (XDP_PASS, "steered"))
+        .count();
+    let allowed = (began.elapsed().as_secs_f64().ceil() as usize).clamp(1, 3);
+    assert!(
+        (1..=allowed).contains(&passed),
+        "{passed} passed after the refill, {allowed} allowed"
+    );
 }
 
 /// The committed object is what the source compiles to (with the flags of `build.rs` and
