@@ -44,8 +44,8 @@
 #define CFG_CHECK_DST 1u
 #define CFG_LIMIT 2u
 #define CFG_RETRANS 4u
-// Steer VLAN-tagged frames too (for a driver that answers with the tag; userspace has none yet,
-// so by default tagged frames go to the kernel, its VLAN devices and their sockets).
+// Steer VLAN-tagged frames too: set when the interface has VLAN devices of the kernel's, which
+// userspace then answers for, with the tag; without it tagged frames go to the kernel.
 #define CFG_VLAN 8u
 
 #define DHCP_SERVER_PORT 67

@@ -555,10 +555,12 @@ fn tx_meta(dest: Destination, rx: &RxMeta) -> TxMeta {
         Destination::Broadcast => (SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT), None),
         Destination::Link { addr, hwaddr } => (SocketAddrV4::new(addr, CLIENT_PORT), Some(hwaddr)),
     };
+    // On the VLAN the request came on (a frame driver tags; a socket's VLAN device does).
     TxMeta {
         src: rx.local,
         ifindex: rx.ifindex,
         l2_dst,
+        vlan: rx.vlan,
         ..TxMeta::to(dst)
     }
 }

@@ -40,7 +40,7 @@ pub type Groups = Vec<Vec<(XdpRx, XdpTx)>>;
 /// broadcasts, the listen address and the subnets' server identifiers.
 fn our_addresses(link: &LinkInfo, settings: &Settings) -> Vec<Ipv4Addr> {
     let mut v = Vec::new();
-    for (a, m) in &link.addresses {
+    for (a, m) in &link.all_addresses() {
         v.push(*a);
         let (a, m) = (u32::from(*a), u32::from(*m));
         if m != u32::MAX {
@@ -75,7 +75,9 @@ pub fn open(settings: &Settings, tftp_port: Option<u16>) -> Result<(FastPath, Gr
             relay_rate: x.relay_rate.0,
             relay_burst: x.relay_rate.1,
             retransmit_window: x.retransmit_window,
-            vlan: false,
+            // Tagged frames are ours to answer when a VLAN device of the kernel's stands for
+            // their VLAN on this interface (its subnet and addresses).
+            vlan: !link.vlans.is_empty(),
         };
         let mut steer = Steer::load(&cfg).map_err(|e| e.to_string())?;
         steer.set_port(port, true).map_err(|e| e.to_string())?;
@@ -91,7 +93,8 @@ pub fn open(settings: &Settings, tftp_port: Option<u16>) -> Result<(FastPath, Gr
             queues.push(stats);
             group.push((rx, tx));
         }
-        tracing::info!(interface = %name, mode = mode.name(), queues = queues.len(),
+        let vlans: Vec<u16> = link.vlans.iter().map(|v| v.id).collect();
+        tracing::info!(interface = %name, mode = mode.name(), queues = queues.len(), vlans = ?vlans,
             zero_copy = queues.iter().all(|q| q.zero_copy.load(Ordering::Relaxed)),
             "XDP program attached, DHCP steered to AF_XDP sockets");
         links.push(FastLink {

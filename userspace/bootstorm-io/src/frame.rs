@@ -20,7 +20,7 @@ use bootstorm_net::packet::{FrameInfo, PacketSocket};
 use bootstorm_net::wake::EventFd;
 use bootstorm_wire::arp::{self, Arp};
 use bootstorm_wire::ethernet::{self, Address, ETHERTYPE_ARP};
-use bootstorm_wire::frame::{self, PAYLOAD_OFFSET};
+use bootstorm_wire::frame;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, RawFd};
@@ -85,7 +85,7 @@ pub fn open(interface: &str) -> std::io::Result<(FrameRx, FrameTx, FrameLink)> {
         ifindex,
         neighbours: HashMap::new(),
         claimed: HashMap::new(),
-        out: vec![0u8; PAYLOAD_OFFSET + MAX_DATAGRAM],
+        out: vec![0u8; frame::payload_offset(Some(0)) + MAX_DATAGRAM],
         ignored: 0,
         unresolved: 0,
     })));
@@ -187,6 +187,7 @@ impl State {
             broadcast: u.dst.ip().is_broadcast(),
             l2_src: Some(u.src_mac.0),
             truncated: false,
+            vlan: u.vlan,
         };
         got.extend(u.payload.chunks(seg).map(|d| (d.to_vec(), meta)));
     }
@@ -213,8 +214,11 @@ impl State {
             },
         };
         let len = payload.len().min(MAX_DATAGRAM);
-        self.out[PAYLOAD_OFFSET..PAYLOAD_OFFSET + len].copy_from_slice(&payload[..len]);
-        if let Ok(n) = frame::emit_udp_headers(&mut self.out, from, to, src, m.dst, len) {
+        let at = frame::payload_offset(m.vlan);
+        self.out[at..at + len].copy_from_slice(&payload[..len]);
+        if let Ok(n) =
+            frame::emit_udp_headers_tagged(&mut self.out, from, to, m.vlan, src, m.dst, len)
+        {
             let _ = self.sock.send(&self.out[..n]);
         }
     }

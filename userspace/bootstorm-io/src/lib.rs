@@ -48,6 +48,8 @@ pub struct RxMeta {
     pub l2_src: Option<[u8; 6]>,
     /// The datagram was longer than [`MAX_DATAGRAM`] and was cut.
     pub truncated: bool,
+    /// The 802.1Q tag it came with (priority and VLAN id), where the driver sees frames.
+    pub vlan: Option<u16>,
 }
 
 impl Default for RxMeta {
@@ -61,6 +63,7 @@ impl Default for RxMeta {
             broadcast: false,
             l2_src: None,
             truncated: false,
+            vlan: None,
         }
     }
 }
@@ -84,6 +87,9 @@ pub struct TxMeta {
     /// Send from this link-layer address (a frame driver speaking for many machines, as the
     /// load generator does); None: the interface's own. A socket driver ignores it.
     pub l2_src: Option<[u8; 6]>,
+    /// Send with this 802.1Q tag (the one the request came with); a socket driver ignores it
+    /// (its VLAN device tags).
+    pub vlan: Option<u16>,
 }
 
 impl TxMeta {
@@ -96,6 +102,7 @@ impl TxMeta {
             ifindex: 0,
             l2_dst: None,
             l2_src: None,
+            vlan: None,
         }
     }
 }

@@ -139,6 +139,7 @@ impl MemTx {
             broadcast,
             l2_src: Some(self.me.mac),
             truncated: false,
+            vlan: meta.vlan,
         };
         if let Some(f) = &mut self.filter
             && !f(&payload, &rx)

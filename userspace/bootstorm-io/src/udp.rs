@@ -76,6 +76,7 @@ impl UdpRx {
                     broadcast,
                     l2_src: None,
                     truncated: info.truncated,
+                    vlan: None,
                 },
             ));
         }

@@ -45,6 +45,12 @@ impl fmt::Debug for Address {
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 /// EtherType of ARP.
 pub const ETHERTYPE_ARP: u16 = 0x0806;
+/// EtherType of an IEEE 802.1Q VLAN tag (then 2 bytes of TCI and the inner EtherType).
+pub const ETHERTYPE_VLAN: u16 = 0x8100;
+/// EtherType of an IEEE 802.1ad (QinQ service) tag, read like 802.1Q's.
+pub const ETHERTYPE_QINQ: u16 = 0x88a8;
+/// Bytes a VLAN tag adds to the header.
+pub const VLAN_TAG_LEN: usize = 4;
 
 mod field {
     use core::ops::Range;

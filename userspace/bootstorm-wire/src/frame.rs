@@ -1,7 +1,9 @@
 //! Whole Ethernet/IPv4/UDP frames around a payload: what a frame-level driver (AF_XDP, AF_PACKET,
 //! a capture file) sends, so a reply can go to a MAC and an address without ARP (RFC 2131 4.1).
 
-use crate::ethernet::{self, Address, ETHERTYPE_IPV4};
+use crate::ethernet::{
+    self, Address, ETHERTYPE_IPV4, ETHERTYPE_QINQ, ETHERTYPE_VLAN, VLAN_TAG_LEN,
+};
 use crate::{Error, Result, ipv4, udp};
 use core::net::SocketAddrV4;
 
@@ -21,15 +23,46 @@ pub fn emit_udp_headers(
     dst: SocketAddrV4,
     payload_len: usize,
 ) -> Result<usize> {
-    let total = HEADERS_LEN + payload_len;
+    emit_udp_headers_tagged(buf, src_mac, dst_mac, None, src, dst, payload_len)
+}
+
+/// Where the payload of a frame with `vlan` (or none) starts.
+pub const fn payload_offset(vlan: Option<u16>) -> usize {
+    match vlan {
+        Some(_) => PAYLOAD_OFFSET + VLAN_TAG_LEN,
+        None => PAYLOAD_OFFSET,
+    }
+}
+
+/// [`emit_udp_headers`] with an 802.1Q tag (its TCI: priority and VLAN id) when `vlan` is set;
+/// the payload is then at [`payload_offset`]`(vlan)`.
+pub fn emit_udp_headers_tagged(
+    buf: &mut [u8],
+    src_mac: Address,
+    dst_mac: Address,
+    vlan: Option<u16>,
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    payload_len: usize,
+) -> Result<usize> {
+    let l3 = payload_offset(vlan) - ipv4::HEADER_LEN - udp::HEADER_LEN;
+    let total = payload_offset(vlan) + payload_len;
     if buf.len() < total {
         return Err(Error::NoSpace);
     }
     let mut eth = ethernet::Frame::new_unchecked(&mut buf[..total]);
     eth.set_dst_addr(dst_mac);
     eth.set_src_addr(src_mac);
-    eth.set_ethertype(ETHERTYPE_IPV4);
-    let ip_part = &mut buf[ethernet::HEADER_LEN..total];
+    match vlan {
+        Some(tci) => {
+            eth.set_ethertype(ETHERTYPE_VLAN);
+            let h = ethernet::HEADER_LEN;
+            buf[h..h + 2].copy_from_slice(&tci.to_be_bytes());
+            buf[h + 2..h + 4].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        }
+        None => eth.set_ethertype(ETHERTYPE_IPV4),
+    }
+    let ip_part = &mut buf[l3..total];
     udp::emit(
         &mut ip_part[ipv4::HEADER_LEN..],
         (*src.ip(), src.port()),
@@ -58,6 +91,8 @@ pub struct UdpInFrame<'a> {
     pub dst: SocketAddrV4,
     /// UDP payload.
     pub payload: &'a [u8],
+    /// The 802.1Q (or 802.1ad) tag's TCI, if the frame had one.
+    pub vlan: Option<u16>,
 }
 
 /// Parses an Ethernet frame down to a UDP payload, checking both checksums. Anything else (ARP,
@@ -71,11 +106,23 @@ pub fn parse_udp(frame: &[u8]) -> Result<UdpInFrame<'_>> {
 /// The IPv4 header checksum is always checked.
 pub fn parse_udp_with(frame: &[u8], verify_udp: bool) -> Result<UdpInFrame<'_>> {
     let eth = ethernet::Frame::new_checked(frame)?;
-    if eth.ethertype() != ETHERTYPE_IPV4 {
+    let (ethertype, l3, vlan) = match eth.ethertype() {
+        ETHERTYPE_VLAN | ETHERTYPE_QINQ => {
+            let h = ethernet::HEADER_LEN;
+            let tag = frame.get(h..h + VLAN_TAG_LEN).ok_or(Error::Truncated)?;
+            (
+                u16::from_be_bytes([tag[2], tag[3]]),
+                h + VLAN_TAG_LEN,
+                Some(u16::from_be_bytes([tag[0], tag[1]])),
+            )
+        }
+        t => (t, ethernet::HEADER_LEN, None),
+    };
+    if ethertype != ETHERTYPE_IPV4 {
         return Err(Error::Malformed("not IPv4"));
     }
     let src_mac = eth.src_addr();
-    let ip_bytes = &frame[ethernet::HEADER_LEN..];
+    let ip_bytes = &frame[l3..];
     let ip = ipv4::Packet::new_checked(ip_bytes)?;
     let repr = ipv4::Repr::parse(&ip)?;
     if repr.protocol != ipv4::PROTO_UDP {
@@ -93,6 +140,7 @@ pub fn parse_udp_with(frame: &[u8], verify_udp: bool) -> Result<UdpInFrame<'_>> 
         src: SocketAddrV4::new(repr.src_addr, u.src_port()),
         dst: SocketAddrV4::new(repr.dst_addr, u.dst_port()),
         payload: &udp_bytes[udp::HEADER_LEN..len],
+        vlan,
     })
 }
 
@@ -100,6 +148,27 @@ pub fn parse_udp_with(frame: &[u8], verify_udp: bool) -> Result<UdpInFrame<'_>> 
 mod tests {
     use super::*;
     use core::net::Ipv4Addr;
+
+    #[test]
+    fn a_tagged_frame_round_trips_with_its_tag() {
+        let mut buf = [0u8; 400];
+        let at = payload_offset(Some(42));
+        buf[at..at + 5].copy_from_slice(b"hello");
+        let src = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 1), 67);
+        let dst = SocketAddrV4::new(Ipv4Addr::BROADCAST, 68);
+        let mac = Address([2, 0, 0, 0, 0, 1]);
+        let n = emit_udp_headers_tagged(&mut buf, mac, Address::BROADCAST, Some(42), src, dst, 5)
+            .unwrap();
+        assert_eq!(n, 51);
+        assert_eq!(&buf[12..16], &[0x81, 0x00, 0x00, 42]);
+        let f = parse_udp(&buf[..n]).unwrap();
+        assert_eq!(
+            (f.vlan, f.src, f.dst, f.payload),
+            (Some(42), src, dst, &b"hello"[..])
+        );
+        // Cut inside the tag: an error, not a panic.
+        assert!(parse_udp(&buf[..16]).is_err());
+    }
 
     #[test]
     fn emit_then_parse_round_trips() {

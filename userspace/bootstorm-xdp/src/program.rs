@@ -73,8 +73,9 @@ pub struct SteerConfig {
     /// A DISCOVER repeating one still being answered (same client, same xid) within this is
     /// dropped in the program; None: off.
     pub retransmit_window: Option<Duration>,
-    /// Steer VLAN-tagged frames too. Off by default and in the daemon: no queue driver answers
-    /// with a tag yet, so tagged frames go to the kernel (its VLAN devices and their sockets).
+    /// Steer VLAN-tagged frames too (the daemon sets it when the interface has VLAN devices,
+    /// whose subnets and addresses then answer them, with the tag); off: tagged frames go to
+    /// the kernel.
     pub vlan: bool,
 }
 

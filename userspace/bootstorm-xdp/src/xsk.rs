@@ -20,7 +20,7 @@ use crate::program::{Pending, Steer, XdpError};
 use bootstorm_io::{BATCH, Doorbell, MAX_DATAGRAM, RxMeta, RxQueue, Sent, TxMeta, TxQueue};
 use bootstorm_net::wake::EventFd;
 use bootstorm_wire::ethernet::Address;
-use bootstorm_wire::frame::{self, PAYLOAD_OFFSET};
+use bootstorm_wire::frame;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::num::NonZeroU32;
@@ -53,6 +53,68 @@ pub struct LinkInfo {
     pub mac: [u8; 6],
     /// Its IPv4 addresses with their netmasks.
     pub addresses: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// Its VLAN devices (the kernel's, as `ip link add link IF name IF.42 type vlan id 42`):
+    /// tagged frames are served as if they came in on them.
+    pub vlans: Vec<VlanLink>,
+}
+
+/// A VLAN device on top of a fast-path interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VlanLink {
+    /// Its VLAN id.
+    pub id: u16,
+    /// Its index: the receiving interface of its datagrams (a subnet names it).
+    pub ifindex: u32,
+    /// Its IPv4 addresses with their netmasks.
+    pub addresses: Vec<(Ipv4Addr, Ipv4Addr)>,
+}
+
+/// The address to answer a datagram to `dst` from among `addresses`: `dst` itself when it is
+/// one of them, else the first (0.0.0.0 without one).
+fn local_among(addresses: &[(Ipv4Addr, Ipv4Addr)], dst: Ipv4Addr) -> Ipv4Addr {
+    if addresses.iter().any(|(a, _)| *a == dst) {
+        return dst;
+    }
+    addresses.first().map_or(Ipv4Addr::UNSPECIFIED, |(a, _)| *a)
+}
+
+/// A broadcast among `addresses`' subnets, or the limited one.
+fn broadcast_among(addresses: &[(Ipv4Addr, Ipv4Addr)], dst: Ipv4Addr) -> bool {
+    dst.is_broadcast()
+        || addresses.iter().any(|(a, m)| {
+            let (a, m) = (u32::from(*a), u32::from(*m));
+            m != u32::MAX && u32::from(dst) == (a & m) | !m
+        })
+}
+
+/// The VLAN devices on `parent`, from `/proc/net/vlan/config` (the file is missing when no
+/// VLAN device exists, or the kernel has no 802.1Q support).
+fn vlans_of(parent: &str) -> Vec<VlanLink> {
+    let Ok(text) = std::fs::read_to_string("/proc/net/vlan/config") else {
+        return Vec::new();
+    };
+    vlan_devices(&text, parent)
+        .into_iter()
+        .filter_map(|(name, id)| {
+            Some(VlanLink {
+                id,
+                ifindex: bootstorm_net::interface_index(name)?,
+                addresses: ipv4_addresses(name).ok()?,
+            })
+        })
+        .collect()
+}
+
+/// The `(name, VLAN id)` of each device on `parent` in the text of `/proc/net/vlan/config`
+/// (`NAME | ID | PARENT` lines after two header lines).
+fn vlan_devices<'t>(text: &'t str, parent: &str) -> Vec<(&'t str, u16)> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('|').map(str::trim).collect();
+            let (name, id, lower) = (*f.first()?, f.get(1)?.parse().ok()?, *f.get(2)?);
+            (lower == parent).then_some((name, id))
+        })
+        .collect()
 }
 
 impl LinkInfo {
@@ -67,7 +129,22 @@ impl LinkInfo {
             ifindex,
             mac,
             addresses: ipv4_addresses(name)?,
+            vlans: vlans_of(name),
         })
+    }
+
+    /// The VLAN device of tag `tci` (its low 12 bits), if there is one.
+    fn vlan(&self, tci: u16) -> Option<&VlanLink> {
+        self.vlans.iter().find(|v| v.id == tci & 0x0fff)
+    }
+
+    /// Every address frames may be sent to: the interface's and its VLAN devices'.
+    pub fn all_addresses(&self) -> Vec<(Ipv4Addr, Ipv4Addr)> {
+        let mut v = self.addresses.clone();
+        for l in &self.vlans {
+            v.extend(l.addresses.iter().copied());
+        }
+        v
     }
 
     /// Receive queues of the interface (from sysfs; 1 if it says nothing).
@@ -82,24 +159,26 @@ impl LinkInfo {
             .max(1)
     }
 
-    /// The address to answer a datagram to `dst` from: `dst` itself when it is one of ours,
-    /// else the interface's first address (0.0.0.0 without one).
-    fn local_for(&self, dst: Ipv4Addr) -> Ipv4Addr {
-        if self.addresses.iter().any(|(a, _)| *a == dst) {
-            return dst;
+    /// The address to answer a datagram to `dst` from (on VLAN `vlan`'s device when tagged).
+    fn local_for(&self, dst: Ipv4Addr, vlan: Option<u16>) -> Ipv4Addr {
+        match vlan.and_then(|t| self.vlan(t)) {
+            Some(v) => local_among(&v.addresses, dst),
+            None => local_among(&self.addresses, dst),
         }
-        self.addresses
-            .first()
-            .map_or(Ipv4Addr::UNSPECIFIED, |(a, _)| *a)
     }
 
-    /// A broadcast on this link: the limited one or a subnet's.
-    fn is_broadcast(&self, dst: Ipv4Addr) -> bool {
-        dst.is_broadcast()
-            || self.addresses.iter().any(|(a, m)| {
-                let (a, m) = (u32::from(*a), u32::from(*m));
-                m != u32::MAX && u32::from(dst) == (a & m) | !m
-            })
+    /// A broadcast on this link (or on VLAN `vlan`'s device).
+    fn is_broadcast(&self, dst: Ipv4Addr, vlan: Option<u16>) -> bool {
+        match vlan.and_then(|t| self.vlan(t)) {
+            Some(v) => broadcast_among(&v.addresses, dst),
+            None => broadcast_among(&self.addresses, dst),
+        }
+    }
+
+    /// The receiving interface of a datagram with tag `vlan`.
+    fn ifindex_for(&self, vlan: Option<u16>) -> u32 {
+        vlan.and_then(|t| self.vlan(t))
+            .map_or(self.ifindex, |v| v.ifindex)
     }
 }
 
@@ -392,11 +471,12 @@ impl XdpRx {
                     let meta = RxMeta {
                         src: u.src,
                         dst: u.dst,
-                        ifindex: self.link.ifindex,
-                        local: self.link.local_for(dst),
-                        broadcast: self.link.is_broadcast(dst),
+                        ifindex: self.link.ifindex_for(u.vlan),
+                        local: self.link.local_for(dst, u.vlan),
+                        broadcast: self.link.is_broadcast(dst, u.vlan),
                         l2_src: Some(u.src_mac.0),
                         truncated: false,
+                        vlan: u.vlan,
                     };
                     if let Some(p) = &self.pending
                         && u.dst.port() == bootstorm_wire::dhcp::SERVER_PORT
@@ -488,17 +568,19 @@ impl XdpTx {
             }
         };
         let src_ip = if m.src.is_unspecified() {
-            self.link.local_for(*m.dst.ip())
+            self.link.local_for(*m.dst.ip(), m.vlan)
         } else {
             m.src
         };
         let sport = if m.sport == 0 { self.port } else { m.sport };
         let len = payload.len().min(MAX_DATAGRAM);
-        self.scratch[PAYLOAD_OFFSET..PAYLOAD_OFFSET + len].copy_from_slice(&payload[..len]);
-        frame::emit_udp_headers(
+        let at = frame::payload_offset(m.vlan);
+        self.scratch[at..at + len].copy_from_slice(&payload[..len]);
+        frame::emit_udp_headers_tagged(
             &mut self.scratch,
             Address(self.link.mac),
             dst_mac,
+            m.vlan,
             SocketAddrV4::new(src_ip, sport),
             m.dst,
             len,
@@ -601,5 +683,50 @@ impl TxQueue for XdpTx {
             failed,
             last_error: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vlan_devices_are_read_from_the_kernels_table() {
+        let text = "VLAN Dev name    | VLAN ID\nName-Type: VLAN_NAME_TYPE_RAW_PLUS_VID_NO_PAD\n\
+                    eth0.42        | 42  | eth0\neth1.7         | 7  | eth1\neth0.100       | 100  | eth0\n";
+        assert_eq!(
+            vlan_devices(text, "eth0"),
+            vec![("eth0.42", 42), ("eth0.100", 100)]
+        );
+        assert_eq!(vlan_devices(text, "eth2"), Vec::<(&str, u16)>::new());
+        assert_eq!(vlan_devices("", "eth0"), Vec::<(&str, u16)>::new());
+    }
+
+    #[test]
+    fn a_tagged_datagram_is_answered_from_its_vlan_device() {
+        let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let link = LinkInfo {
+            name: "eth0".into(),
+            ifindex: 2,
+            mac: [2, 0, 0, 0, 0, 1],
+            addresses: vec![(a("198.18.0.1"), a("255.255.0.0"))],
+            vlans: vec![VlanLink {
+                id: 42,
+                ifindex: 7,
+                addresses: vec![(a("198.19.42.1"), a("255.255.255.0"))],
+            }],
+        };
+        let bc = Ipv4Addr::BROADCAST;
+        // Untagged: the interface itself.
+        assert_eq!(link.ifindex_for(None), 2);
+        assert_eq!(link.local_for(bc, None), a("198.18.0.1"));
+        // VLAN 42 (priority bits ignored): its device's index and address.
+        assert_eq!(link.ifindex_for(Some(0x2000 | 42)), 7);
+        assert_eq!(link.local_for(bc, Some(42)), a("198.19.42.1"));
+        assert!(link.is_broadcast(a("198.19.42.255"), Some(42)));
+        assert!(!link.is_broadcast(a("198.19.42.255"), None));
+        // A VLAN with no device falls back to the interface.
+        assert_eq!(link.ifindex_for(Some(9)), 2);
+        assert_eq!(link.all_addresses().len(), 2);
     }
 }

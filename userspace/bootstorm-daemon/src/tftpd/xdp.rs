@@ -45,6 +45,8 @@ struct Peer {
     port: u16,
     local: Ipv4Addr,
     mac: Option<[u8; 6]>,
+    /// Its client's VLAN tag.
+    vlan: Option<u16>,
     /// Size of a full DATA packet when its windows may leave segmented (0: never).
     seg: usize,
 }
@@ -74,8 +76,8 @@ pub struct XdpTftp {
     stats: Arc<TftpStats>,
     /// Kernel sockets of the data ports in use, for segmented windows.
     sockets: HashMap<u16, PortSocket>,
-    /// The MAC of each recent requester, for an ERROR answering its request.
-    requesters: HashMap<SocketAddrV4, [u8; 6]>,
+    /// The MAC (and VLAN tag) of each recent requester, for an ERROR answering its request.
+    requesters: HashMap<SocketAddrV4, ([u8; 6], Option<u16>)>,
     buf: Vec<u8>,
 }
 
@@ -196,20 +198,22 @@ impl XdpTftp {
         len: usize,
         tx: &mut dyn TxQueue,
     ) {
-        let (sport, src, mac) = match from {
+        let (sport, src, mac, vlan) = match from {
             Source::Transfer(id) => match self.peers.get(&id) {
-                Some(p) => (p.port, p.local, p.mac),
+                Some(p) => (p.port, p.local, p.mac, p.vlan),
                 None => return,
             },
             Source::Fresh(local) => {
                 log_refusal(to, &self.buf[at..at + len]);
-                (self.ports.0, local, self.requesters.get(&to).copied())
+                let r = self.requesters.get(&to).copied();
+                (self.ports.0, local, r.map(|r| r.0), r.and_then(|r| r.1))
             }
         };
         let meta = TxMeta {
             src,
             sport,
             l2_dst: mac,
+            vlan,
             ..TxMeta::to(to)
         };
         let bytes = &self.buf[at..at + len];
@@ -315,7 +319,7 @@ impl Side for XdpTftp {
             if self.requesters.len() >= 4096 {
                 self.requesters.clear();
             }
-            self.requesters.insert(meta.src, mac);
+            self.requesters.insert(meta.src, (mac, meta.vlan));
         }
         let Accepted::Transfer {
             id,
@@ -338,6 +342,7 @@ impl Side for XdpTftp {
                         port: p,
                         local,
                         mac: meta.l2_src,
+                        vlan: meta.vlan,
                         seg,
                     },
                 );
