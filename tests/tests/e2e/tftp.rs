@@ -116,88 +116,101 @@ pub(crate) fn fetch(cmd: &mut Command, out: &std::path::Path, what: &str) -> Vec
 
 #[test]
 fn byte_exact_downloads_with_tftp_hpa_curl_and_atftp() {
-    let (tftp, curl, atftp) = (
-        tool("tftp", "tftp-hpa"),
-        tool("curl", "curl"),
-        tool("atftp", "atftp"),
-    );
     let srv = Server::start();
-    let port = srv.port().to_string();
     let dir = TempDir::new();
     for (i, (name, size)) in SIZES.iter().enumerate() {
         let data = content(*size, i as u32);
         srv.put(&format!("boot/{name}.bin"), &data);
         let remote = format!("boot/{name}.bin");
-        // tftp-hpa: plain RFC 1350, 512-byte blocks, lockstep; 40 MiB rolls the block number over.
-        let out = dir.join(&format!("{name}.hpa"));
-        let got = fetch(
-            Command::new(&tftp)
-                .args(["127.0.0.1", &port, "-m", "binary", "-c", "get", &remote])
-                .arg(&out),
-            &out,
-            "tftp-hpa",
-        );
-        assert!(
-            got == data,
-            "tftp-hpa {name}: {} bytes, want {}",
-            got.len(),
-            data.len()
-        );
-        // curl with blksize 1468 (and its tsize and timeout options). curl 7.88 fails on every
-        // 0-byte TFTP file ("getpeername() failed with errno 107"), against tftpd-hpa too, so the
-        // empty file is left to the other two clients.
-        if *size > 0 {
-            let out = dir.join(&format!("{name}.curl"));
-            let got = fetch(
-                Command::new(&curl)
-                    .args([
-                        "-sS",
-                        "--tftp-blksize",
-                        "1468",
-                        &format!("tftp://127.0.0.1:{port}/{remote}"),
-                        "-o",
-                    ])
-                    .arg(&out),
-                &out,
-                "curl",
-            );
-            assert!(
-                got == data,
-                "curl {name}: {} bytes, want {}",
-                got.len(),
-                data.len()
-            );
-        }
-        // atftp with windowsize 16 (RFC 7440).
-        let out = dir.join(&format!("{name}.atftp"));
-        let got = fetch(
-            Command::new(&atftp)
-                .args([
-                    "--option",
-                    "blksize 1468",
-                    "--option",
-                    "windowsize 16",
-                    "--option",
-                    "tsize",
-                    "-g",
-                    "-r",
-                    &remote,
-                    "-l",
-                ])
-                .arg(&out)
-                .args(["127.0.0.1", &port]),
-            &out,
-            "atftp",
-        );
-        assert!(
-            got == data,
-            "atftp {name}: {} bytes, want {}",
-            got.len(),
-            data.len()
+        each_client_fetches(
+            &|p| Command::new(p),
+            "127.0.0.1",
+            srv.port(),
+            &remote,
+            &dir,
+            &data,
         );
     }
     let s = srv.running.as_ref().unwrap().stats();
     assert_eq!(s.failed.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+/// Fetches `remote` from `host:port` with tftp-hpa (plain RFC 1350, 512-byte blocks, lockstep;
+/// 40 MiB rolls the block number over), curl (blksize 1468, with its tsize and timeout options)
+/// and atftp (blksize 1468, windowsize 16, RFC 7440), each run through `cmd` (a command in the
+/// right namespace), and checks each copy byte for byte against `data`. curl 7.88 fails on every
+/// 0-byte TFTP file ("getpeername() failed with errno 107"), against tftpd-hpa too, so an empty
+/// file is left to the other two clients.
+pub(crate) fn each_client_fetches(
+    cmd: &dyn Fn(&std::path::Path) -> Command,
+    host: &str,
+    port: u16,
+    remote: &str,
+    dir: &TempDir,
+    data: &[u8],
+) {
+    let (tftp, curl, atftp) = (
+        tool("tftp", "tftp-hpa"),
+        tool("curl", "curl"),
+        tool("atftp", "atftp"),
+    );
+    let port = port.to_string();
+    let name = remote.replace('/', "_");
+    let check = |what: &str, got: Vec<u8>| {
+        assert!(
+            got == data,
+            "{what} {remote}: {} bytes, want {}",
+            got.len(),
+            data.len()
+        );
+    };
+    let out = dir.join(&format!("{name}.hpa"));
+    let got = fetch(
+        cmd(&tftp)
+            .args([host, &port, "-m", "binary", "-c", "get", remote])
+            .arg(&out),
+        &out,
+        "tftp-hpa",
+    );
+    check("tftp-hpa", got);
+    if !data.is_empty() {
+        let out = dir.join(&format!("{name}.curl"));
+        let got = fetch(
+            cmd(&curl)
+                .args([
+                    "-sS",
+                    "--tftp-blksize",
+                    "1468",
+                    &format!("tftp://{host}:{port}/{remote}"),
+                    "-o",
+                ])
+                .arg(&out),
+            &out,
+            "curl",
+        );
+        check("curl", got);
+    }
+    let out = dir.join(&format!("{name}.atftp"));
+    let got = fetch(
+        cmd(&atftp)
+            .args([
+                "--option",
+                "blksize 1468",
+                "--option",
+                "windowsize 16",
+                "--option",
+                "tsize",
+                "-g",
+                "-r",
+                remote,
+                "-l",
+            ])
+            .arg(&out)
+            .args([host, &port]),
+        &out,
+        "atftp",
+    );
+    check("atftp", got);
 }
 
 /// Sends one datagram to the listener and returns the first reply and where it came from.

@@ -223,11 +223,6 @@ fn tftp_hpa_curl_and_atftp_download_byte_exact_over_xdp() {
         return;
     }
     let _heavy = bootstorm_tests::heavy();
-    let (tftp, curl, atftp) = (
-        tool("tftp", "tftp-hpa"),
-        tool("curl", "curl"),
-        tool("atftp", "atftp"),
-    );
     for queues in [1, 2] {
         let lab = Lab::with_queues(queues);
         lab.add_client_address("198.18.0.2/16");
@@ -256,66 +251,13 @@ fn tftp_hpa_curl_and_atftp_download_byte_exact_over_xdp() {
         assert_on_fast_path(&srv, queues as usize);
         for (i, (name, size)) in sizes.iter().enumerate() {
             let data = super::tftp::content(*size, i as u32);
-            let remote = format!("{name}.bin");
-            let out = dir.join(&format!("{name}.hpa"));
-            let got = super::tftp::fetch(
-                lab.client_cmd(&tftp)
-                    .args(["198.18.0.1", "-m", "binary", "-c", "get", &remote])
-                    .arg(&out),
-                &out,
-                "tftp-hpa",
-            );
-            assert!(
-                got == data,
-                "tftp-hpa {name}: {} bytes, want {}",
-                got.len(),
-                data.len()
-            );
-            let out = dir.join(&format!("{name}.curl"));
-            let got = super::tftp::fetch(
-                lab.client_cmd(&curl)
-                    .args([
-                        "-sS",
-                        "--tftp-blksize",
-                        "1468",
-                        &format!("tftp://198.18.0.1/{remote}"),
-                        "-o",
-                    ])
-                    .arg(&out),
-                &out,
-                "curl",
-            );
-            assert!(
-                got == data,
-                "curl {name}: {} bytes, want {}",
-                got.len(),
-                data.len()
-            );
-            let out = dir.join(&format!("{name}.atftp"));
-            let got = super::tftp::fetch(
-                lab.client_cmd(&atftp)
-                    .args([
-                        "--option",
-                        "blksize 1468",
-                        "--option",
-                        "windowsize 16",
-                        "--option",
-                        "tsize",
-                        "-g",
-                        "-r",
-                        &remote,
-                        "-l",
-                    ])
-                    .arg(&out)
-                    .arg("198.18.0.1"),
-                &out,
-                "atftp",
-            );
-            assert!(
-                got == data,
-                "atftp {name}: {} bytes, want {}",
-                got.len(),
-                data.len()
+            super::tftp::each_client_fetches(
+                &|p| lab.client_cmd(p),
+                "198.18.0.1",
+                69,
+                &format!("{name}.bin"),
+                &dir,
+                &data,
             );
         }
         let st = srv.stats();

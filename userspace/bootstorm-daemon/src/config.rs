@@ -162,6 +162,17 @@ impl std::str::FromStr for IoMode {
     }
 }
 
+impl IoMode {
+    /// The fast path attaches to named interfaces: with DHCP on, `auto` and `xdp` need
+    /// `[server] interfaces`. The one rule for the file and for `--io`.
+    pub fn check_interfaces(self, interfaces: &[String], dhcp_enabled: bool) -> Result<(), String> {
+        if self != IoMode::Socket && interfaces.is_empty() && dhcp_enabled {
+            return Err("needs [server] interfaces: XDP attaches to named interfaces".into());
+        }
+        Ok(())
+    }
+}
+
 /// The fast path's storm control, validated (see [`XdpSection`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct XdpSettings {

@@ -372,7 +372,7 @@ impl<T: TxQueue> Loop<T> {
             return None;
         }
         let until = std::time::Instant::now() + self.w.busy_poll.min(timeout);
-        let inbox = self.w.group[self.w.index].clone();
+        let inbox = &self.w.group[self.w.index];
         loop {
             match rx.recv(Duration::ZERO) {
                 // Something handed over (a transfer's ACK that landed on another queue): the

@@ -322,9 +322,8 @@ fn settings_for(a: &ServeArgs) -> anyhow::Result<Settings> {
                 s.io = v
                     .parse()
                     .map_err(|e: String| anyhow::anyhow!("--io: {e}"))?;
-                if s.io != config::IoMode::Socket && s.interfaces.is_empty() && s.dhcp_enabled {
-                    bail!("--io {v} needs [server] interfaces: XDP attaches to named interfaces");
-                }
+                s.io.check_interfaces(&s.interfaces, s.dhcp_enabled)
+                    .map_err(|e| anyhow::anyhow!("--io {v} {e}"))?;
             }
             if let Some(v) = flags.control_socket {
                 s.control_socket = v;

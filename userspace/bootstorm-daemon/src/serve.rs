@@ -317,7 +317,7 @@ pub fn start_with(
         let tftp_port = tftp.as_ref().map(|(t, _)| t.listen.port());
         match crate::xdp_path::open(settings, tftp_port) {
             Ok((f, g)) => {
-                fast = Some(Arc::new(f));
+                fast = Some(f);
                 xdp_groups = g;
             }
             Err(why) if settings.io == IoMode::Auto => {
@@ -361,7 +361,7 @@ pub fn start_with(
         _ => None,
     };
     if let (Some(f), Some(sh)) = (fast.as_mut(), &side) {
-        Arc::get_mut(f).expect("not shared yet").tftp = Some(sh.stats.clone());
+        f.tftp = Some(sh.stats.clone());
     }
     for (queues, link) in xdp_groups
         .into_iter()
@@ -383,6 +383,7 @@ pub fn start_with(
         spawner.group_with(queues, true, sides)?;
     }
     let Spawner { workers, stats, .. } = spawner;
+    let fast = fast.map(Arc::new);
     if let Some(f) = &fast {
         let names: Vec<_> = f.links.iter().map(|l| l.name.as_str()).collect();
         tracing::info!(interfaces = ?names, workers = workers.len(), subnets = settings.dhcp.subnets.len(), "serving DHCP on the XDP fast path");

@@ -203,14 +203,7 @@ pub fn start_shared(
             },
             stats.clone(),
         );
-        let host = FileHost {
-            cache: cache.clone(),
-            max_file_size: s.max_file_size,
-            unique_root: s.unique_root,
-            mac_of: mac_of.clone(),
-            upload: s.upload.clone(),
-            upload_seq: upload_seq.clone(),
-        };
+        let host = FileHost::new(s, cache.clone(), mac_of.clone(), upload_seq.clone());
         let w = Worker {
             poll,
             requests: rx,

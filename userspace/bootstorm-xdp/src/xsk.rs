@@ -558,7 +558,7 @@ impl XdpTx {
         }
     }
 
-    fn write_frame(&mut self, payload: &[u8], m: &TxMeta) -> Option<usize> {
+    fn write_frame(&mut self, payload: &[u8], m: &TxMeta, sport: u16) -> Option<usize> {
         let dst_mac = match m.l2_dst {
             Some(mac) => Address(mac),
             None if m.dst.ip().is_broadcast() => Address::BROADCAST,
@@ -572,7 +572,6 @@ impl XdpTx {
         } else {
             m.src
         };
-        let sport = if m.sport == 0 { self.port } else { m.sport };
         let len = payload.len().min(MAX_DATAGRAM);
         let at = frame::payload_offset(m.vlan);
         self.scratch[at..at + len].copy_from_slice(&payload[..len]);
@@ -614,7 +613,12 @@ impl TxQueue for XdpTx {
             self.stats.tx_full.fetch_add(1, Ordering::Relaxed);
             return false;
         };
-        let Some(n) = self.write_frame(payload, meta) else {
+        let sport = if meta.sport == 0 {
+            self.port
+        } else {
+            meta.sport
+        };
+        let Some(n) = self.write_frame(payload, meta, sport) else {
             // Not sendable (counted): nothing queued, the frame stays free.
             self.free.push(desc);
             return true;
@@ -630,11 +634,6 @@ impl TxQueue for XdpTx {
                 return true;
             }
         }
-        let sport = if meta.sport == 0 {
-            self.port
-        } else {
-            meta.sport
-        };
         self.note_answered(payload, sport);
         self.queued.push(desc);
         true

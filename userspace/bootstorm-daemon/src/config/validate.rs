@@ -181,13 +181,11 @@ fn io_path(src: &Source<'_>, file: &FileConfig) -> Result<(IoMode, XdpSettings),
             ));
         }
     }
-    if io != IoMode::Socket && file.server.interfaces.is_empty() && !file.subnets.is_empty() {
-        let span = file.server.io.as_ref().map(|v| v.span());
-        return Err(src.error(
-            span,
-            "[server] io = \"auto\" or \"xdp\" needs [server] interfaces: XDP attaches to named interfaces",
-        ));
-    }
+    io.check_interfaces(&file.server.interfaces, !file.subnets.is_empty())
+        .map_err(|e| {
+            let span = file.server.io.as_ref().map(|v| v.span());
+            src.error(span, format!("[server] io = \"auto\" or \"xdp\" {e}"))
+        })?;
     Ok((io, x))
 }
 

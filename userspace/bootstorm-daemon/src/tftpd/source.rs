@@ -70,6 +70,25 @@ pub(super) struct FileHost {
     pub(super) upload_seq: Arc<AtomicU64>,
 }
 
+impl FileHost {
+    /// The source `[tftp]` settings `s` describe, over `cache`.
+    pub(super) fn new(
+        s: &super::TftpSettings,
+        cache: Arc<FileCache>,
+        mac_of: Option<MacLookup>,
+        upload_seq: Arc<AtomicU64>,
+    ) -> FileHost {
+        FileHost {
+            cache,
+            max_file_size: s.max_file_size,
+            unique_root: s.unique_root,
+            mac_of,
+            upload: s.upload.clone(),
+            upload_seq,
+        }
+    }
+}
+
 impl Host for FileHost {
     fn read_file(
         &mut self,

@@ -126,14 +126,12 @@ impl XdpTftp {
             },
             sh.stats.clone(),
         );
-        let host = FileHost {
-            cache: sh.cache.clone(),
-            max_file_size: s.max_file_size,
-            unique_root: s.unique_root,
-            mac_of: sh.mac_of.clone(),
-            upload: s.upload.clone(),
-            upload_seq: sh.upload_seq.clone(),
-        };
+        let host = FileHost::new(
+            s,
+            sh.cache.clone(),
+            sh.mac_of.clone(),
+            sh.upload_seq.clone(),
+        );
         XdpTftp {
             core,
             host,
