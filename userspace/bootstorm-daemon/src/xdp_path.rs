@@ -40,12 +40,9 @@ pub type Groups = Vec<Vec<(XdpRx, XdpTx)>>;
 /// broadcasts, the listen address and the subnets' server identifiers.
 fn our_addresses(link: &LinkInfo, settings: &Settings) -> Vec<Ipv4Addr> {
     let mut v = Vec::new();
-    for (a, m) in &link.all_addresses() {
-        v.push(*a);
-        let (a, m) = (u32::from(*a), u32::from(*m));
-        if m != u32::MAX {
-            v.push(Ipv4Addr::from((a & m) | !m));
-        }
+    for (a, m) in link.all_addresses() {
+        v.push(a);
+        v.extend(bootstorm_xdp::subnet_broadcast(a, m));
     }
     if !settings.listen.ip().is_unspecified() {
         v.push(*settings.listen.ip());

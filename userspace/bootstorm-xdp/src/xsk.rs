@@ -81,10 +81,15 @@ fn local_among(addresses: &[(Ipv4Addr, Ipv4Addr)], dst: Ipv4Addr) -> Ipv4Addr {
 /// A broadcast among `addresses`' subnets, or the limited one.
 fn broadcast_among(addresses: &[(Ipv4Addr, Ipv4Addr)], dst: Ipv4Addr) -> bool {
     dst.is_broadcast()
-        || addresses.iter().any(|(a, m)| {
-            let (a, m) = (u32::from(*a), u32::from(*m));
-            m != u32::MAX && u32::from(dst) == (a & m) | !m
-        })
+        || addresses
+            .iter()
+            .any(|(a, m)| subnet_broadcast(*a, *m) == Some(dst))
+}
+
+/// The broadcast address of `addr`'s subnet with netmask `mask` (none for a /32).
+pub fn subnet_broadcast(addr: Ipv4Addr, mask: Ipv4Addr) -> Option<Ipv4Addr> {
+    let (a, m) = (u32::from(addr), u32::from(mask));
+    (m != u32::MAX).then(|| Ipv4Addr::from((a & m) | !m))
 }
 
 /// The VLAN devices on `parent`, from `/proc/net/vlan/config` (the file is missing when no
