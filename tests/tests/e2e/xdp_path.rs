@@ -251,14 +251,28 @@ fn tftp_hpa_curl_and_atftp_download_byte_exact_over_xdp() {
         assert_on_fast_path(&srv, queues as usize);
         for (i, (name, size)) in sizes.iter().enumerate() {
             let data = super::tftp::content(*size, i as u32);
-            super::tftp::each_client_fetches(
-                &|p| lab.client_cmd(p),
-                "198.18.0.1",
-                69,
-                &format!("{name}.bin"),
-                &dir,
-                &data,
-            );
+            // A failed fetch says what the server saw (once in a CI rehearsal tftp-hpa timed
+            // out here under a fully loaded run; not reproduced since).
+            let fetched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                super::tftp::each_client_fetches(
+                    &|p| lab.client_cmd(p),
+                    "198.18.0.1",
+                    69,
+                    &format!("{name}.bin"),
+                    &dir,
+                    &data,
+                )
+            }));
+            if let Err(e) = fetched {
+                let log = srv.log_text();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                eprintln!(
+                    "{name} over {queues} queue(s) failed; server stats: {}\nlast log lines:\n{}",
+                    srv.stats(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+                std::panic::resume_unwind(e);
+            }
         }
         let st = srv.stats();
         let t = &st["xdp"]["tftp"];
