@@ -41,6 +41,10 @@ pub const RECV_TIMEOUT: Duration = Duration::from_millis(100);
 /// owner is busy. Beyond that the owner is overloaded and the datagram is dropped (counted).
 pub const HANDOFF_CAPACITY: usize = 4096;
 
+/// How soon a worker with frames left in its transmit ring (see [`TxQueue::unsent`]) wakes to
+/// kick them on.
+const UNSENT_RETRY: Duration = Duration::from_millis(1);
+
 /// Replies a worker holds for the journal at most; beyond that it waits for the sync itself
 /// (so memory stays bounded if the disk stalls).
 pub const MAX_HELD: usize = 1024;
@@ -278,7 +282,11 @@ impl<T: TxQueue> Loop<T> {
             let timeout = if !inbox.queue.is_empty() {
                 Duration::ZERO
             } else {
-                let t = self.arm();
+                let mut t = self.arm();
+                if self.w.tx.unsent() > 0 {
+                    // Frames still in the transmit ring: wake soon to kick them on.
+                    t = t.min(UNSENT_RETRY);
+                }
                 match side_due {
                     Some(due) => {
                         let left = due.saturating_since((self.w.now)()).as_millis();
@@ -302,6 +310,7 @@ impl<T: TxQueue> Loop<T> {
                 }
             };
             if n == 0 {
+                self.flush();
                 if handed == 0 {
                     // Idle: a good moment to write the log lines out.
                     logbuf::flush_thread();
@@ -520,6 +529,11 @@ impl<T: TxQueue> Loop<T> {
 
     fn flush(&mut self) {
         if self.w.tx.is_empty() {
+            // Frames the kernel has not moved yet (the ring's last kick found the link busy)
+            // get another kick now, not when the next reply happens to be queued.
+            if self.w.tx.unsent() > 0 {
+                let _ = self.w.tx.flush();
+            }
             return;
         }
         // Counters first: whoever sees a reply sees the counters that include it.

@@ -201,4 +201,10 @@ pub trait TxQueue: Send {
     }
     /// Sends everything queued; the queue is empty afterwards.
     fn flush(&mut self) -> std::io::Result<Sent>;
+    /// Datagrams already handed to the kernel that it has not sent yet (an AF_XDP TX ring in
+    /// copy mode moves a bounded number per kick, and none while the link is busy): the owner
+    /// flushes again, with nothing queued, before it sleeps for long. Zero for sockets.
+    fn unsent(&self) -> usize {
+        0
+    }
 }

@@ -71,6 +71,9 @@ pub struct MemTx {
     filter: Option<Filter>,
     /// Datagrams the filter dropped so far.
     pub lost: u64,
+    /// Flushed but not yet moved, when a ring limit is set (see [`MemTx::set_ring_limit`]).
+    ring: VecDeque<(Vec<u8>, TxMeta)>,
+    ring_limit: Option<usize>,
 }
 
 /// One side's queue pairs, in order.
@@ -99,6 +102,8 @@ pub fn wire(a: Side, b: Side) -> (Queues, Queues) {
                         pending: Outbox::default(),
                         filter: None,
                         lost: 0,
+                        ring: VecDeque::new(),
+                        ring_limit: None,
                     },
                 )
             })
@@ -111,6 +116,13 @@ impl MemTx {
     /// Loses what `f` returns false for (from now on).
     pub fn set_filter(&mut self, f: Filter) {
         self.filter = Some(f);
+    }
+
+    /// Behaves like an AF_XDP transmit ring in copy mode from now on: each flush moves at most
+    /// `n` datagrams to the peer and leaves the rest in the ring ([`TxQueue::unsent`]) until
+    /// the next flush.
+    pub fn set_ring_limit(&mut self, n: usize) {
+        self.ring_limit = Some(n.max(1));
     }
 
     fn deliver(&mut self, payload: Vec<u8>, meta: TxMeta) -> bool {
@@ -217,12 +229,19 @@ impl TxQueue for MemTx {
 
     fn flush(&mut self) -> std::io::Result<Sent> {
         let mut sent = Sent::default();
-        for (p, m) in std::mem::take(&mut self.pending).0 {
+        let queued = std::mem::take(&mut self.pending).0;
+        sent.sent = queued.len();
+        self.ring.extend(queued);
+        let moves = self.ring_limit.unwrap_or(usize::MAX).min(self.ring.len());
+        for (p, m) in self.ring.drain(..moves).collect::<Vec<_>>() {
             // A lost datagram was sent as far as the sender can tell.
             self.deliver(p, m);
-            sent.sent += 1;
         }
         Ok(sent)
+    }
+
+    fn unsent(&self) -> usize {
+        self.ring.len()
     }
 }
 

@@ -648,6 +648,10 @@ impl TxQueue for XdpTx {
         self.queued.len()
     }
 
+    fn unsent(&self) -> usize {
+        self.in_flight
+    }
+
     fn flush(&mut self) -> std::io::Result<Sent> {
         let total = self.queued.len();
         let mut sent = 0;

@@ -91,6 +91,16 @@ impl Net {
         commits: Option<Arc<dyn Commits>>,
         srv: Arc<Server>,
     ) -> Net {
+        Net::start_with(workers, commits, srv, |_| {})
+    }
+
+    /// As [`Net::start`], with each server transmit queue set up by `tx_setup` first.
+    fn start_with(
+        workers: usize,
+        commits: Option<Arc<dyn Commits>>,
+        srv: Arc<Server>,
+        tx_setup: impl Fn(&mut MemTx),
+    ) -> Net {
         let (server_side, mut client_side) = mem::wire(
             Side {
                 addr: SERVER,
@@ -116,7 +126,8 @@ impl Net {
         let clock = bootstorm_time::Clock::new();
         let mut published = Vec::new();
         let mut threads = Vec::new();
-        for (index, (rx, tx)) in server_side.into_iter().enumerate() {
+        for (index, (rx, mut tx)) in server_side.into_iter().enumerate() {
+            tx_setup(&mut tx);
             let p = Arc::new(Mutex::new(Published::default()));
             published.push(p.clone());
             let w = Worker {
@@ -390,4 +401,25 @@ fn coalescing_pauses_only_under_load() {
     assert_eq!(coalesce_pause(c, bootstorm_io::BATCH, Duration::ZERO), None);
     // Off.
     assert_eq!(coalesce_pause(Duration::ZERO, 3, Duration::ZERO), None);
+}
+
+/// A transmit ring that moves only some of what it was given per kick (an AF_XDP ring in copy
+/// mode finding the link busy): the worker kicks it again on its own, with no new traffic to
+/// prompt it, until every reply is out. Before this was fixed, the frames left in the ring
+/// waited for the next reply to be queued, which for the last client of a burst never came.
+#[test]
+fn frames_left_in_the_transmit_ring_go_out_without_new_traffic() {
+    let n = 16u16;
+    let mut net = Net::start_with(1, None, server(), |tx| tx.set_ring_limit(1));
+    net.send(
+        &(1..=n)
+            .map(|c| message(MessageType::Discover, c, None))
+            .collect::<Vec<_>>(),
+    );
+    let offers = net.replies(n as usize);
+    let mut clients: Vec<u16> = offers.iter().map(|o| o.client).collect();
+    clients.sort_unstable();
+    assert_eq!(clients, (1..=n).collect::<Vec<_>>());
+    assert!(offers.iter().all(|o| o.mt == MessageType::Offer));
+    net.stop();
 }
