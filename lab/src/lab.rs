@@ -334,6 +334,7 @@ pub fn run(opts: &LabOptions, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
         chainload,
         boot_retries: 0,
         pin: Vec::new(),
+        xdp: false,
         boot_retry_delay: Duration::from_secs(1),
     };
     // Ctrl-C ends the storm too: the signal handler's flag is the run's stop flag.

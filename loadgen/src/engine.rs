@@ -34,6 +34,7 @@ mod fetch;
 use fetch::Fetcher;
 mod plan;
 mod progress;
+mod xdp;
 pub use plan::*;
 pub use progress::*;
 
@@ -85,6 +86,8 @@ struct Net {
     link: Option<FrameLink>,
     /// L2 mode: claimed address -> the machine holding it.
     claimed: HashMap<Ipv4Addr, usize>,
+    /// AF_XDP mode (L2 mode on the fast path): hand-offs, neighbours, ARP.
+    xdp: Option<xdp::XdpShare>,
 }
 
 impl Net {
@@ -95,16 +98,44 @@ impl Net {
         }
     }
 
-    /// L2 mode: a datagram from machine `mac` at `src` to `dst`.
+    /// L2 mode: a datagram from machine `mac` at `src` to `dst` (sent at the next flush).
     fn send_udp(&mut self, mac: [u8; 6], src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) {
-        let to = TxMeta {
+        let mut to = TxMeta {
             src: *src.ip(),
             sport: src.port(),
             l2_src: Some(mac),
             ..TxMeta::to(dst)
         };
+        if let Some(x) = self.xdp.as_mut()
+            && !dst.ip().is_broadcast()
+        {
+            match x.neighbour(dst.ip()) {
+                Some(m) => to.l2_dst = Some(m),
+                None => return x.push_unresolved(payload, &to),
+            }
+        }
         self.push(payload, &to);
-        let _ = self.tx.flush();
+    }
+
+    fn flush(&mut self) {
+        if !self.tx.is_empty() || self.tx.unsent() > 0 {
+            let _ = self.tx.flush();
+        }
+        if let Some(x) = self.xdp.as_mut() {
+            x.flush();
+        }
+    }
+
+    /// At the end: what is still in a transmit ring (the machines' last ACKs) goes out before
+    /// the socket closes (bounded: 100 ms).
+    fn drain(&mut self) {
+        for _ in 0..100 {
+            self.flush();
+            if self.tx.unsent() == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 
@@ -114,6 +145,9 @@ struct Worker<'a> {
     profiles: [Profile; 2],
     /// Relay mode: this worker's giaddr; L2 mode: unspecified.
     relay: Ipv4Addr,
+    /// This worker's index, of `workers`.
+    w: usize,
+    workers: usize,
     epoch: Instant,
     poll: Poll,
     net: Net,
@@ -132,18 +166,20 @@ struct Worker<'a> {
     by_index: Vec<Option<usize>>,
 }
 
-/// Runs worker `w` of `cfg.relays.len()`: the machines whose index modulo the worker count is
-/// `w`.
-pub fn run_worker(
+/// Runs worker `w` of [`Config::workers`]: the machines whose index modulo the worker count is
+/// `w`, through `net` if it was opened for it (AF_XDP mode), else its own.
+fn run_worker(
     cfg: &Config,
     w: usize,
     arrive: &[u64],
     epoch: Instant,
     progress: &Progress,
+    net: Option<Net>,
 ) -> anyhow::Result<WorkerResult> {
     let workers = cfg.workers();
-    let (relay, net) = match &cfg.interface {
-        Some(ifname) => {
+    let (relay, net) = match (net, &cfg.interface) {
+        (Some(net), _) => (Ipv4Addr::UNSPECIFIED, net),
+        (None, Some(ifname)) => {
             let (rx, tx, link) = bootstorm_io::frame::open(ifname)
                 .map_err(|e| anyhow::anyhow!("opening a raw socket on {ifname}: {e}"))?;
             let net = Net {
@@ -151,10 +187,11 @@ pub fn run_worker(
                 tx: Box::new(tx),
                 link: Some(link),
                 claimed: HashMap::new(),
+                xdp: None,
             };
             (Ipv4Addr::UNSPECIFIED, net)
         }
-        None => {
+        (None, None) => {
             let relay = cfg.relays[w];
             let sock = UdpSocket4::bind(&SocketOptions {
                 bind: SocketAddrV4::new(relay, 67),
@@ -169,6 +206,7 @@ pub fn run_worker(
                 tx: Box::new(UdpTx::new(sock)),
                 link: None,
                 claimed: HashMap::new(),
+                xdp: None,
             };
             (relay, net)
         }
@@ -181,6 +219,9 @@ pub fn run_worker(
         .context("the DHCP queue has no descriptor to poll")?;
     poll.registry()
         .register(&mut SourceFd(&fd), DHCP_TOKEN, Interest::READABLE)?;
+    if let Some(x) = &net.xdp {
+        x.register(&poll)?;
+    }
     let mut machines: Vec<Machine> = (w..cfg.clients)
         .step_by(workers)
         .map(|i| Machine {
@@ -205,6 +246,8 @@ pub fn run_worker(
         cfg,
         profiles: [cfg.profile.clone(), cfg.profile.ipxe_after()],
         relay,
+        w,
+        workers,
         epoch,
         poll,
         net,
@@ -218,7 +261,9 @@ pub fn run_worker(
         active: machines.len(),
         machines,
     };
-    wk.run()?;
+    let ran = wk.run();
+    wk.net.drain();
+    ran?;
     Ok(wk.result)
 }
 
@@ -258,7 +303,7 @@ impl Worker<'_> {
     }
 
     fn flush_dhcp(&mut self) {
-        let _ = self.net.tx.flush();
+        self.net.flush();
     }
 
     /// Machine `k`'s download is over: its socket or connection is closed.
@@ -347,14 +392,44 @@ impl Worker<'_> {
             let now = self.now();
             for i in 0..n {
                 let (data, meta) = rx.get(i);
-                if self.net.link.is_none() || meta.dst.port() == 68 {
-                    self.on_dhcp_reply(now, data);
-                } else if let Some(&k) = self.net.claimed.get(meta.dst.ip()) {
-                    self.on_machine_datagram(k, now, meta.src, meta.dst.port(), data);
+                // AF_XDP mode: another worker's machine's datagram goes to that worker.
+                if let Some(x) = self.net.xdp.as_mut()
+                    && x.route(data, meta).is_none()
+                {
+                    continue;
                 }
+                self.on_datagram(now, data, meta);
             }
         }
         self.net.rx = Some(rx);
+        if let Some(x) = self.net.xdp.as_mut() {
+            x.ring();
+        }
+        self.flush_dhcp();
+    }
+
+    /// A datagram for this worker's machines: a DHCP reply, or in L2 mode a TFTP datagram to
+    /// a claimed address.
+    fn on_datagram(&mut self, now: u64, data: &[u8], meta: &bootstorm_io::RxMeta) {
+        if self.net.link.is_none() || meta.dst.port() == 68 {
+            self.on_dhcp_reply(now, data);
+        } else if let Some(&k) = self.net.claimed.get(meta.dst.ip()) {
+            self.on_machine_datagram(k, now, meta.src, meta.dst.port(), data);
+        }
+    }
+
+    /// AF_XDP mode: what other workers' queues received for this worker's machines (all of
+    /// it: the bell is edge-triggered).
+    fn on_handed(&mut self) {
+        let now = self.now();
+        let mut first = true;
+        while let Some((data, meta)) = self.net.xdp.as_mut().and_then(|x| x.take_handed(first)) {
+            first = false;
+            if let Some(x) = self.net.xdp.as_mut() {
+                x.learn(&meta);
+            }
+            self.on_datagram(now, &data, &meta);
+        }
         self.flush_dhcp();
     }
 
@@ -455,7 +530,14 @@ impl Worker<'_> {
         let mut events = Events::with_capacity(1024);
         let mut next = 0usize;
         let limit = self.cfg.limit.as_micros() as u64;
-        while self.active > 0 {
+        // AF_XDP mode: a worker whose machines are all done still drains its queue and hands
+        // on what it receives for the others' until every machine is done (its socket closing
+        // would leave its queue with none, and their replies would go nowhere).
+        let all_done = |p: &Progress| {
+            p.completed.load(Ordering::Relaxed) + p.failed.load(Ordering::Relaxed)
+                >= self.cfg.clients as u64
+        };
+        while self.active > 0 || (self.net.xdp.is_some() && !all_done(self.progress)) {
             let now = self.now();
             let stopped = self.progress.stop.load(Ordering::Relaxed);
             if now >= limit || stopped {
@@ -493,7 +575,11 @@ impl Worker<'_> {
             .flatten()
             .min()
             .unwrap_or(limit);
-            let timeout = Duration::from_micros(wake.saturating_sub(self.now()).min(100_000));
+            let mut timeout = Duration::from_micros(wake.saturating_sub(self.now()).min(100_000));
+            if self.net.tx.unsent() > 0 {
+                // Frames still in an AF_XDP transmit ring: kicked on within a millisecond.
+                timeout = timeout.min(Duration::from_millis(1));
+            }
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -502,6 +588,12 @@ impl Worker<'_> {
             for ev in events.iter() {
                 match ev.token() {
                     DHCP_TOKEN => self.on_dhcp_readable(),
+                    xdp::HANDOFF_TOKEN => self.on_handed(),
+                    xdp::ARP_TOKEN => {
+                        if let Some(x) = self.net.xdp.as_mut() {
+                            x.serve_arp();
+                        }
+                    }
                     Token(k) => self.on_fetch_event(k, ev.is_writable()),
                 }
             }
@@ -541,20 +633,32 @@ pub fn run(cfg: &Config, progress: &Progress) -> anyhow::Result<WorkerResult> {
         );
     }
     anyhow::ensure!(cfg.clients < 1 << 24, "at most 16,777,215 machines");
+    anyhow::ensure!(
+        !cfg.xdp || cfg.interface.is_some(),
+        "AF_XDP mode needs an interface"
+    );
+    // AF_XDP mode: the program and every queue's socket before any worker starts (the
+    // program is detached when `opened` goes, after the workers).
+    let mut opened = if cfg.xdp { Some(xdp::open(cfg)?) } else { None };
+    let mut nets: Vec<Option<Net>> = match opened.as_mut() {
+        Some(o) => o.nets.drain(..).map(Some).collect(),
+        None => (0..cfg.workers()).map(|_| None).collect(),
+    };
     let arrive = arrivals(cfg.arrival, cfg.clients, 0x5eed_b007);
     let epoch = Instant::now();
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..cfg.workers())
+        let handles: Vec<_> = (0..nets.len())
             .map(|w| {
                 let arrive = &arrive;
                 let cpu = (!cfg.pin.is_empty()).then(|| cfg.pin[w % cfg.pin.len()]);
+                let net = nets[w].take();
                 std::thread::Builder::new()
                     .name(format!("loadgen-{w}"))
                     .spawn_scoped(s, move || {
                         if let Some(cpu) = cpu {
                             pin_to(cpu)?;
                         }
-                        run_worker(cfg, w, arrive, epoch, progress)
+                        run_worker(cfg, w, arrive, epoch, progress, net)
                     })
             })
             .collect::<Result<_, _>>()?;
@@ -564,6 +668,9 @@ pub fn run(cfg: &Config, progress: &Progress) -> anyhow::Result<WorkerResult> {
                 &h.join()
                     .map_err(|_| anyhow::anyhow!("a worker panicked"))??,
             );
+        }
+        if let Some(o) = &opened {
+            eprintln!("{}", o.summary());
         }
         Ok(all)
     })

@@ -35,6 +35,13 @@ struct Cli {
     /// (raw frames; needs CAP_NET_RAW; one worker; no HTTP).
     #[arg(long)]
     interface: Option<String>,
+    /// With --interface: the machines' frames through AF_XDP sockets (an XDP program on the
+    /// interface steers DHCP port 68 and the machines' TFTP ports 49152-65151 to them), one
+    /// worker per receive queue, so the load generator can offer more than a server answers.
+    /// Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW); the interface should carry nothing
+    /// else on those ports. Workers hand each other the replies for their machines.
+    #[arg(long, requires = "interface")]
+    xdp: bool,
     /// Machines to simulate.
     #[arg(long, default_value_t = 200)]
     clients: usize,
@@ -209,6 +216,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         chainload: cli.chainload,
         boot_retries: cli.boot_retries,
         pin: cli.pin.clone(),
+        xdp: cli.xdp,
         boot_retry_delay: Duration::try_from_secs_f64(cli.boot_retry_delay)
             .ok()
             .filter(|d| *d <= Duration::from_secs(3600))
@@ -229,6 +237,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         "server": cfg.server.to_string(),
         "relays": cfg.relays.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
         "interface": cfg.interface,
+        "xdp": cfg.xdp,
         "arrival": cfg.arrival,
         "profile": cfg.profile,
         "chainload": cfg.chainload.then(|| cfg.profile.ipxe_after()),

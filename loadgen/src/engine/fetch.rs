@@ -137,8 +137,9 @@ impl Worker<'_> {
         Ok(Fetcher::Tftp(dl, sock))
     }
 
-    /// A TFTP download in L2 mode: from the machine's leased address, port 49152 + a per-boot
-    /// number, so a late datagram of an earlier attempt does not match.
+    /// A TFTP download in L2 mode: from the machine's leased address, a port that changes per
+    /// boot, so a late datagram of an earlier attempt does not match, and that names this
+    /// worker (see [`xdp::tftp_port`]).
     pub(super) fn tftp_l2_fetcher(
         &mut self,
         k: usize,
@@ -150,7 +151,7 @@ impl Worker<'_> {
     ) -> Fetcher {
         let m = &self.machines[k];
         let addr = m.dhcp.lease().map_or(Ipv4Addr::UNSPECIFIED, |l| l.addr);
-        let port = 49152 + ((m.attempts * 2 + stage as u32) % 16_000) as u16;
+        let port = xdp::tftp_port(self.w, self.workers, m.attempts * 2 + stage as u32);
         let local = SocketAddrV4::new(addr, port);
         let mac = m.dhcp.mac();
         let p = &self.profiles[stage];

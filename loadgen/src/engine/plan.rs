@@ -84,15 +84,19 @@ pub struct Config {
     pub boot_retry_delay: Duration,
     /// Pin worker `w` to CPU `pin[w % len]` (none: the scheduler decides).
     pub pin: Vec<usize>,
+    /// L2 mode on the fast path: the machines' frames go in and out through AF_XDP sockets,
+    /// one worker per receive queue of `interface`.
+    pub xdp: bool,
 }
 
 impl Config {
-    /// Worker threads: one per relay address, or one in L2 mode.
+    /// Worker threads: one per relay address, one in L2 mode, one per receive queue of the
+    /// interface in AF_XDP mode.
     pub fn workers(&self) -> usize {
-        if self.interface.is_some() {
-            1
-        } else {
-            self.relays.len()
+        match &self.interface {
+            Some(name) if self.xdp => bootstorm_xdp::LinkInfo::rx_queues(name) as usize,
+            Some(_) => 1,
+            None => self.relays.len(),
         }
     }
 }

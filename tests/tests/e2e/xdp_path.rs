@@ -365,3 +365,116 @@ fn the_program_holds_a_retransmission_flood_while_a_real_client_gets_its_lease()
          {redirected} redirected; udhcpc bound in {took:?}"
     );
 }
+
+/// A window's short last block leaves the way the window's run of full blocks did: through the
+/// data port's kernel socket. Sent straight to the AF_XDP ring instead, it overtook the run (on
+/// a veth with two queues the two left on different queues; a NIC's qdisc holds a run but not
+/// a frame), the client took the run for a repeat and the transfer stalled until the server's
+/// resend a second later (the load generator's AF_XDP mode found it). A capture on the server's
+/// interface sees what the kernel sends and not what AF_XDP does, so it shows which way the
+/// last block went.
+#[test]
+fn a_windows_short_last_block_follows_its_run_through_the_kernel() {
+    if !need_root("a_windows_short_last_block_follows_its_run_through_the_kernel") {
+        return;
+    }
+    let tshark = tool("tshark", "tshark");
+    let lab = Lab::with_queues(2);
+    lab.add_client_address("198.18.0.2/16");
+    let dir = TempDir::new();
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    // Windows of 4 blocks of 1468: 1-4, 5-8, then 9 and 10 (a run) and the 100-byte block 11.
+    let size = 10 * 1468 + 100;
+    std::fs::write(root.join("win.bin"), super::tftp::content(size, 3)).unwrap();
+    let config = format!(
+        "{}\n[tftp]\nroot = \"{}\"\n",
+        xdp_config("xdp"),
+        root.display()
+    );
+    let srv = ServerProc::start(&lab, &dir, &config);
+    assert_on_fast_path(&srv, 2);
+    let pcap = dir.join("server.pcap");
+    let mut cap = bootstorm_tests::Proc::spawn(
+        "tshark",
+        lab.server_cmd(&tshark)
+            .args([
+                "-i",
+                &lab.server_if,
+                "-f",
+                "udp and src host 198.18.0.1",
+                "-w",
+            ])
+            .arg(&pcap)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || std::fs::metadata(&pcap)
+            .is_ok_and(|m| m.len() > 0)),
+        "tshark did not start"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let mut lg = lab.client_cmd(bootstorm_tests::bin("bootstorm-loadgen"));
+    lg.args([
+        "--server",
+        "198.18.0.1",
+        "--relay",
+        "198.18.0.2",
+        "--tftp-only",
+        "win.bin",
+        "--clients",
+        "3",
+        "--windowsize",
+        "4",
+        "--blksize",
+        "1468",
+        "--expect-size",
+        &size.to_string(),
+        "--limit",
+        "30",
+        "--json",
+    ]);
+    let out = bootstorm_tests::output_within(&mut lg, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    cap.signal("INT");
+    cap.wait(Duration::from_secs(10));
+    let fields = bootstorm_tests::output_within(
+        Command::new(&tshark).arg("-r").arg(&pcap).args([
+            "-T",
+            "fields",
+            "-e",
+            "udp.srcport",
+            "-e",
+            "udp.length",
+        ]),
+        Duration::from_secs(30),
+    );
+    let text = String::from_utf8_lossy(&fields.stdout);
+    let lines: Vec<(u16, usize)> = text
+        .lines()
+        .filter_map(|l| {
+            let (p, n) = l.split_once('\t')?;
+            Some((p.trim().parse().ok()?, n.trim().parse().ok()?))
+        })
+        .collect();
+    // The runs leave as segmented sends (one datagram of 4 or 2 full blocks on the capture, a
+    // multiple of 8 + 4 + 1468 bytes), each transfer's last block as 8 + 4 + 100 bytes.
+    let runs = lines.iter().filter(|(_, n)| *n > 112).count();
+    let tails: Vec<u16> = lines
+        .iter()
+        .filter(|(_, n)| *n == 112)
+        .map(|l| l.0)
+        .collect();
+    assert!(
+        runs >= 3 * 3,
+        "{runs} runs seen leaving the kernel: {lines:?}"
+    );
+    assert_eq!(tails.len(), 3, "the last blocks the kernel sent: {lines:?}");
+}

@@ -135,6 +135,9 @@ pub struct XdpSection {
     /// Steer only frames to this server's addresses on the interface or the limited broadcast
     /// (default true).
     pub check_destination: Option<bool>,
+    /// Receive frames per queue (a power of two, 2048 to 65536; default 16384, 2 KiB each):
+    /// the burst a queue holds while its worker is busy.
+    pub rx_frames: Option<u32>,
 }
 
 /// Which I/O path DHCP is served on (`[server] io`, `--io`).
@@ -184,6 +187,8 @@ pub struct XdpSettings {
     pub retransmit_window: Option<std::time::Duration>,
     /// Steer only frames to our addresses or the limited broadcast.
     pub check_destination: bool,
+    /// Receive frames per queue.
+    pub rx_frames: u32,
 }
 
 impl Default for XdpSettings {
@@ -193,6 +198,7 @@ impl Default for XdpSettings {
             relay_rate: (5000, 20000),
             retransmit_window: Some(std::time::Duration::from_secs(5)),
             check_destination: true,
+            rx_frames: bootstorm_xdp::RX_FRAMES,
         }
     }
 }

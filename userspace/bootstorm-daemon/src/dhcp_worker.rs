@@ -37,9 +37,12 @@ use std::time::Duration;
 /// at most this long, and idle workers wake ten times a second, which costs nothing measurable.
 pub const RECV_TIMEOUT: Duration = Duration::from_millis(100);
 
-/// Datagrams a hand-off queue holds: a burst of a few thousand DISCOVERs passed on while the
-/// owner is busy. Beyond that the owner is overloaded and the datagram is dropped (counted).
-pub const HANDOFF_CAPACITY: usize = 4096;
+/// Datagrams a hand-off queue holds: a burst of DISCOVERs passed on while the owner is busy,
+/// as much as another queue's receive ring holds (a fast-path ring of 8,192 frames, half of it
+/// someone else's broadcasts, from each of two other queues: a hall powering on at once).
+/// Beyond that the owner is overloaded and the datagram is dropped (counted); each held
+/// datagram is a copy of at most a frame, so this bounds a worker's inbox to a few MiB.
+pub const HANDOFF_CAPACITY: usize = 8192;
 
 /// How soon a worker with frames left in its transmit ring (see [`TxQueue::unsent`]) wakes to
 /// kick them on.

@@ -85,8 +85,9 @@ pub fn open(settings: &Settings, tftp_port: Option<u16>) -> Result<(FastPath, Gr
         let mut queues = Vec::new();
         let mut group = Vec::new();
         for q in 0..LinkInfo::rx_queues(name) {
-            let (rx, tx, stats) = bootstorm_xdp::open(link.clone(), q, &mut steer, port)
-                .map_err(|e| e.to_string())?;
+            let (rx, tx, stats) =
+                bootstorm_xdp::open(link.clone(), q, &mut steer, port, x.rx_frames)
+                    .map_err(|e| e.to_string())?;
             queues.push(stats);
             group.push((rx, tx));
         }

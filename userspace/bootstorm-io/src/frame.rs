@@ -30,8 +30,14 @@ use std::time::Duration;
 /// The port whose datagrams are taken without a claim: the DHCP client port.
 const CLIENT_PORT: u16 = 68;
 
-/// Frames read per [`RxQueue::recv`] at most (a GSO burst may hold many datagrams).
+/// Frames read per [`RxQueue::recv`] once they carried a datagram (a GSO burst may hold many
+/// datagrams).
 const FRAMES_PER_RECV: usize = BATCH;
+/// Frames read per [`RxQueue::recv`] at most, datagrams or not: frames with none (ARP, which
+/// is answered as it is read, and what is not ours) do not end a receive, so that an
+/// edge-triggered poller is not left with a socket full of ARP requests and no wake-up (a
+/// storm's worth of them stalled the load generator's machines for seconds).
+const MAX_FRAMES_PER_RECV: usize = 8192;
 
 struct State {
     sock: PacketSocket,
@@ -62,6 +68,15 @@ impl FrameLink {
     /// `ip` was let go.
     pub fn release(&self, ip: Ipv4Addr) {
         self.lock().claimed.remove(&ip);
+    }
+
+    /// Another transmit half on this link (for a second thread: they share the socket behind
+    /// the link's lock).
+    pub fn tx(&self) -> FrameTx {
+        FrameTx {
+            link: self.clone(),
+            pending: Outbox::default(),
+        }
     }
 
     /// Frames that were not for us or did not parse.
@@ -98,10 +113,7 @@ pub fn open(interface: &str) -> std::io::Result<(FrameRx, FrameTx, FrameLink)> {
             rbuf: vec![0u8; 65_536 + 64],
             batch: Vec::new(),
         },
-        FrameTx {
-            link: link.clone(),
-            pending: Outbox::default(),
-        },
+        link.tx(),
         link,
     ))
 }
@@ -119,12 +131,20 @@ impl FrameRx {
     fn take(&mut self) {
         self.batch.clear();
         let mut st = self.link.lock();
-        for _ in 0..FRAMES_PER_RECV {
+        let mut with_datagrams = 0;
+        for _ in 0..MAX_FRAMES_PER_RECV {
+            if with_datagrams >= FRAMES_PER_RECV {
+                break;
+            }
+            let before = self.batch.len();
             let info = match st.sock.recv(&mut self.rbuf) {
                 Ok(Some(i)) => i,
                 _ => break,
             };
             st.frame(&self.rbuf[..info.len], info, &mut self.batch);
+            if self.batch.len() > before {
+                with_datagrams += 1;
+            }
         }
     }
 }

@@ -25,7 +25,9 @@ pub mod program;
 pub mod xsk;
 
 pub use program::{Counters, Mode, Pending, Steer, SteerConfig, XdpError};
-pub use xsk::{KernelStats, LinkInfo, QueueStats, VlanLink, XdpRx, XdpTx, open, subnet_broadcast};
+pub use xsk::{
+    KernelStats, LinkInfo, QueueStats, RX_FRAMES, VlanLink, XdpRx, XdpTx, open, subnet_broadcast,
+};
 
 /// Pins the calling thread to CPU `cpu` (a fast-path worker stays with its queue's interrupts).
 pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {

@@ -33,10 +33,11 @@ use xsk_rs::config::{
 };
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, Socket, Umem};
 
-/// Receive frames of a UMEM: the fill ring holds them all, so a burst of this many datagrams
-/// (a rack's DISCOVERs at power-on) waits in the ring instead of being dropped for want of a
-/// frame while the worker is busy.
-const RX_FRAMES: u32 = 8192;
+/// Receive frames of a UMEM by default (see [`open`]): the fill ring holds them all, so a burst
+/// of this many datagrams (a hall's DISCOVERs at power-on, which a NIC's RSS puts on one queue:
+/// they share one 4-tuple) waits in the ring instead of being dropped for want of a frame while
+/// the worker is busy. 32 MiB of UMEM per queue.
+pub const RX_FRAMES: u32 = 16384;
 /// Transmit frames: a few batches in flight.
 const TX_FRAMES: u32 = 2048;
 /// Size of one frame (a 1,500-byte MTU frame with the kernel's headroom fits).
@@ -364,25 +365,28 @@ fn sock_err(what: &str, e: impl std::fmt::Display) -> XdpError {
 
 /// Opens the AF_XDP socket of `link`'s receive queue `queue`, puts it in the program's XSKMAP
 /// and returns its two halves. `port` is the UDP source port of what it sends (unless a
-/// [`TxMeta`] names one).
+/// [`TxMeta`] names one); `rx_frames` (a power of two, at least [`BATCH`]) the receive frames
+/// of its UMEM ([`RX_FRAMES`] unless configured).
 pub fn open(
     link: Arc<LinkInfo>,
     queue: u32,
     steer: &mut Steer,
     port: u16,
+    rx_frames: u32,
 ) -> Result<(XdpRx, XdpTx, Arc<QueueStats>), XdpError> {
+    let rx_frames = rx_frames.max(BATCH as u32);
     let q = |n: u32| QueueSize::new(n).map_err(|e| sock_err("queue size", e));
     let umem_cfg = UmemConfig::builder()
         .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| sock_err("frame size", e))?)
-        .fill_queue_size(q(RX_FRAMES)?)
+        .fill_queue_size(q(rx_frames)?)
         .comp_queue_size(q(TX_FRAMES)?)
         .build()
         .map_err(|e| sock_err("UMEM config", e))?;
-    let total = NonZeroU32::new(RX_FRAMES + TX_FRAMES).unwrap();
+    let total = NonZeroU32::new(rx_frames + TX_FRAMES).unwrap();
     let (umem, mut frames) = Umem::new(umem_cfg, total, false)
         .map_err(|e| sock_err("UMEM (RLIMIT_MEMLOCK without CAP_IPC_LOCK?)", e))?;
     let sock_cfg = SocketConfig::builder()
-        .rx_queue_size(q(RX_FRAMES)?)
+        .rx_queue_size(q(rx_frames)?)
         .tx_queue_size(q(TX_FRAMES)?)
         .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
         .bind_flags(BindFlags::XDP_USE_NEED_WAKEUP)
@@ -397,7 +401,7 @@ pub fn open(
         rings.ok_or_else(|| sock_err("rings", "no fill and completion ring for a new UMEM"))?;
     let fd = rx.fd().as_raw_fd();
     steer.set_socket(queue, fd)?;
-    let tx_frames = frames.split_off(RX_FRAMES as usize);
+    let tx_frames = frames.split_off(rx_frames as usize);
     // SAFETY: the receive frames belong to this UMEM and are handed to the kernel once; they
     // are read only after the receive ring gives them back.
     let filled = unsafe { fill.produce(&frames) };
@@ -582,7 +586,9 @@ impl XdpTx {
         self.scratch[at..at + len].copy_from_slice(&payload[..len]);
         frame::emit_udp_headers_tagged(
             &mut self.scratch,
-            Address(self.link.mac),
+            // The interface's own, unless the sender is a machine of its own (the load
+            // generator's).
+            Address(m.l2_src.unwrap_or(self.link.mac)),
             dst_mac,
             m.vlan,
             SocketAddrV4::new(src_ip, sport),

@@ -404,3 +404,32 @@ fn tftp_busy_poll_is_checked() {
     let e = with("busy_poll = \"fast\"").unwrap_err();
     assert!(e.contains("microseconds"), "{e}");
 }
+
+#[test]
+fn xdp_rx_frames_is_checked() {
+    let with = |extra: &str| {
+        GOOD.replacen(
+            "[server]",
+            "[server]\nio = \"xdp\"\ninterfaces = [\"eth0\"]",
+            1,
+        ) + "\n[xdp]\n"
+            + extra
+    };
+    assert_eq!(
+        check(&with("")).unwrap().xdp.rx_frames,
+        bootstorm_xdp::RX_FRAMES
+    );
+    assert_eq!(
+        check(&with("rx_frames = 4096")).unwrap().xdp.rx_frames,
+        4096
+    );
+    for bad in ["rx_frames = 3000", "rx_frames = 1024", "rx_frames = 131072"] {
+        let text = with(bad);
+        let e = check(&text).unwrap_err();
+        assert!(
+            e.starts_with(&format!("bootstorm.toml:{}:", line_of(&text, "[xdp]")))
+                && e.contains("a power of two from 2048 to 65536"),
+            "{bad}: {e}"
+        );
+    }
+}

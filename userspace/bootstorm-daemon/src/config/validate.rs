@@ -174,6 +174,15 @@ fn io_path(src: &Source<'_>, file: &FileConfig) -> Result<(IoMode, XdpSettings),
         if let Some(c) = t.check_destination {
             x.check_destination = c;
         }
+        if let Some(n) = t.rx_frames {
+            if !(2048..=65536).contains(&n) || !n.is_power_of_two() {
+                return Err(src.error(
+                    span,
+                    format!("[xdp] rx_frames = {n}: a power of two from 2048 to 65536"),
+                ));
+            }
+            x.rx_frames = n;
+        }
         if io == IoMode::Socket {
             return Err(src.error(
                 span,

@@ -223,25 +223,28 @@ impl XdpTftp {
 
     /// Sends a gathered run of `count` full-size packets (`len` bytes at the start of `buf`):
     /// one segmented send through the data port's kernel socket, or frame by frame if that
-    /// cannot be had.
+    /// cannot be had. True if it went through the kernel socket.
     fn send_run(
         &mut self,
         run: Option<(TransferId, SocketAddrV4, usize)>,
         len: usize,
         count: usize,
         tx: &mut dyn TxQueue,
-    ) {
-        let Some((id, to, seg)) = run else { return };
+    ) -> bool {
+        let Some((id, to, seg)) = run else {
+            return false;
+        };
         // Frames queued before the run leave first: nothing overtakes what was built before it.
         if count > 1 && !tx.is_empty() {
             let _ = tx.flush();
         }
         if count > 1 && self.send_segmented(id, to, seg, len) {
-            return;
+            return true;
         }
         for k in 0..count {
             self.send_frame(Source::Transfer(id), to, k * seg, seg, tx);
         }
+        false
     }
 
     /// One segmented send of `buf[..len]` in `seg`-byte datagrams; false if it did not go.
@@ -371,13 +374,26 @@ impl Side for XdpTftp {
                 && t.len == seg;
             if !joins {
                 // What was gathered goes first; then this one starts a run or goes alone.
-                self.send_run(run.take(), len, count, tx);
+                let prev = run.take();
+                let via_kernel = self.send_run(prev, len, count, tx);
                 if len > 0 {
                     self.buf.copy_within(len..len + t.len, 0);
                 }
                 (len, count) = (0, 0);
+                // The short last block of a window whose run just left through the kernel
+                // socket follows it that way: a frame put straight on the ring could overtake
+                // the run (a NIC's qdisc holds the run, not the frame; a veth may carry the two
+                // on different queues), and a client that sees the last block first takes the
+                // run for a repeat and waits for a resend.
                 match t.from {
                     Source::Transfer(id) if seg > 0 && t.len == seg => run = Some((id, t.to, seg)),
+                    Source::Transfer(id)
+                        if via_kernel
+                            && prev.is_some_and(|r| r.0 == id && r.1 == t.to)
+                            && self.send_segmented(id, t.to, seg, t.len) =>
+                    {
+                        continue;
+                    }
                     _ => {
                         self.send_frame(t.from, t.to, 0, t.len, tx);
                         continue;
