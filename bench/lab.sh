@@ -30,6 +30,8 @@ lab_up() {
 }
 
 lab_down() {
+  # A caller that changed a host-wide setting for the run defines restore_neigh to put it back.
+  if declare -F restore_neigh > /dev/null; then restore_neigh || true; fi
   [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
   ip netns del "$C" 2>/dev/null || true
   ip netns del "$S" 2>/dev/null || true

@@ -41,13 +41,29 @@ ulimit -n "$(ulimit -Hn)"
 . bench/lab.sh
 lab_up bss
 ip -n "$C" addr add 198.18.0.3/16 dev "$CIF"
+# LG_MODE=relay (default): the load generator's machines behind two relay agents (unicast
+# DHCP to port 67, TFTP from the relays' addresses); LG_MODE=xdp: its AF_XDP mode, the machines
+# on the wire as firmware is (DHCP broadcast from 0.0.0.0, TFTP from each leased address, one
+# worker per queue), Kea then on raw sockets (it answers clients without an address only so).
+# The server's kernel then keeps a neighbour per machine: the host's table is raised for the
+# run and put back after.
+case ${LG_MODE:-relay} in
+  relay) LG_TARGET="--relay 198.18.0.2,198.18.0.3" KEA_SOCKET=udp ;;
+  xdp)
+    LG_TARGET="--interface $CIF --xdp" KEA_SOCKET=raw
+    GC3=$(sysctl -n net.ipv4.neigh.default.gc_thresh3)
+    GC2=$(sysctl -n net.ipv4.neigh.default.gc_thresh2)
+    sysctl -qw net.ipv4.neigh.default.gc_thresh3=$((N * 2 + 4096)) net.ipv4.neigh.default.gc_thresh2=$((N * 2 + 2048))
+    restore_neigh() { sysctl -qw net.ipv4.neigh.default.gc_thresh3="$GC3" net.ipv4.neigh.default.gc_thresh2="$GC2"; } ;;
+  *) echo "LG_MODE: relay or xdp"; exit 1 ;;
+esac
 mkdir -p "$T/root"
 head -c $((1 << 20)) /dev/urandom > "$T/root/boot.efi"
 SHA=$(sha256sum "$T/root/boot.efi" | cut -d' ' -f1)
 
 cat > "$T/kea.json" <<JSON
 { "Dhcp4": {
-    "interfaces-config": { "interfaces": [ "$SIF" ], "dhcp-socket-type": "udp" },
+    "interfaces-config": { "interfaces": [ "$SIF" ], "dhcp-socket-type": "$KEA_SOCKET" },
     "lease-database": { "type": "memfile", "persist": false },
     "valid-lifetime": 3600,
     "next-server": "198.18.0.1",
@@ -99,7 +115,7 @@ trap 'stop_stack; lab_down' EXIT
 declare -A DUR RATE DHCP TFTP BOOT FAILED WHY RETRIED
 for st in $STACKS; do
   start_stack "$st"
-  out=$(timeout $((LIMIT + 60)) ip netns exec "$C" "$LG" ${LG_ARGS:-} --server 198.18.0.1 --relay 198.18.0.2,198.18.0.3 \
+  out=$(timeout $((LIMIT + 60)) ip netns exec "$C" "$LG" ${LG_ARGS:-} --server 198.18.0.1 $LG_TARGET \
     --clients "$N" --profile uefi-x64 --expect-size $((1 << 20)) --expect-sha256 "$SHA" \
     --boot-retries "$RETRIES" --boot-retry-delay 1 --limit "$LIMIT" --json --html "$T/report-$st.html" 2> /dev/null || true)
   stop_stack
