@@ -1,4 +1,4 @@
-//! Wire formats of bootstorm (Ethernet, IPv4, UDP, DHCPv4, TFTP): typed, zero-copy views over byte buffers and builders that write
+//! Wire formats of bootstorm (Ethernet, IPv4, UDP, DHCPv4, TFTP, iSCSI PDUs): typed, zero-copy views over byte buffers and builders that write
 //! into caller-provided buffers, in the manner of smoltcp.
 //!
 //! Each format is a view `Packet<T: AsRef<[u8]>>`: `new_checked` validates every length that comes
@@ -19,6 +19,7 @@ pub mod dhcp;
 pub mod ethernet;
 pub mod frame;
 pub mod ipv4;
+pub mod iscsi;
 pub mod tftp;
 pub mod udp;
 
