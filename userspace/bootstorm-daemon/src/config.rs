@@ -115,6 +115,45 @@ pub struct FileConfig {
     pub admission: Option<Spanned<AdmissionSection>>,
     /// `[xdp]`.
     pub xdp: Option<Spanned<XdpSection>>,
+    /// `[iscsi]` and its `[[iscsi.target]]`s.
+    pub iscsi: Option<Spanned<IscsiSection>>,
+}
+
+/// `[iscsi]`: an iSCSI target (RFC 7143) on kernel TCP.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IscsiSection {
+    /// Listen address and port (default 0.0.0.0:3260).
+    pub address: Option<String>,
+    /// CHAP user for discovery sessions (with `discovery_chap_secret`).
+    pub discovery_chap_user: Option<String>,
+    /// Its secret.
+    pub discovery_chap_secret: Option<String>,
+    /// `[[iscsi.target]]`.
+    #[serde(default, rename = "target")]
+    pub targets: Vec<Spanned<IscsiTargetSection>>,
+}
+
+/// `[[iscsi.target]]`: one target, its disk as LUN 0.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IscsiTargetSection {
+    /// Its IQN (`iqn.YYYY-MM.reversed.domain:name`).
+    pub name: String,
+    /// The backing file or block device.
+    pub file: PathBuf,
+    /// Writes refused (default false).
+    pub read_only: Option<bool>,
+    /// CHAP: the user the initiator must name and its secret (12 to 16 bytes, RFC 7143 12.1.3
+    /// asks at least 96 bits).
+    pub chap_user: Option<String>,
+    pub chap_secret: Option<String>,
+    /// Mutual CHAP: the target's user and secret.
+    pub mutual_user: Option<String>,
+    pub mutual_secret: Option<String>,
+    /// Initiator IQNs allowed (default: any).
+    #[serde(default)]
+    pub initiators: Vec<String>,
 }
 
 /// `[xdp]`: boot-storm control in the XDP program (with `[server] io = "xdp"` or `"auto"`).
@@ -564,6 +603,8 @@ pub struct Settings {
     pub http: Option<crate::httpd::HttpSettings>,
     /// The lease journal, if configured.
     pub leases: Option<bootstorm_journal::Settings>,
+    /// The iSCSI target, if configured.
+    pub iscsi: Option<crate::iscsid::IscsiSettings>,
     /// Start even if the journal is damaged, keeping what precedes the damage (a command-line
     /// choice, never from the file).
     pub repair_journal: bool,

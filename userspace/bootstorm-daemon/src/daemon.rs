@@ -13,6 +13,7 @@ use crate::config::Settings;
 use crate::control::{self, Control};
 use crate::files::FileCache;
 use crate::httpd::{self, HttpRunning, HttpSettings};
+use crate::iscsid::{self, IscsiRunning};
 use crate::serve::{self, Running};
 use crate::tftpd::{self, TftpRunning, TftpSettings};
 use anyhow::Context;
@@ -100,6 +101,21 @@ impl Service for HttpRunning {
     }
 }
 
+impl Service for IscsiRunning {
+    fn name(&self) -> &'static str {
+        "iscsi"
+    }
+
+    fn stats(&self) -> Option<StatsSource> {
+        let s = self.stats().clone();
+        Some(Arc::new(move || iscsid::stats_json(&s)))
+    }
+
+    fn stop(self: Box<Self>) {
+        IscsiRunning::stop(*self);
+    }
+}
+
 impl Service for Control {
     fn name(&self) -> &'static str {
         "control"
@@ -168,6 +184,9 @@ impl Daemon {
             let http = httpd::start_shared(h, cache, shutdown.clone())?;
             http_local = Some(http.local_addr());
             services.push(Box::new(http));
+        }
+        if let Some(i) = &settings.iscsi {
+            services.push(Box::new(iscsid::start(i, shutdown.clone())?));
         }
         for s in &services {
             if let Some(src) = s.stats() {

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod dhcp_worker;
 pub mod files;
 pub mod httpd;
+pub mod iscsid;
 /// Lease files in and out (a crate of its own: bootstorm-leasefile).
 pub use bootstorm_leasefile as leasefile;
 pub mod leaseio;

@@ -90,6 +90,12 @@ pub struct QuickFlags {
     /// (default 5ms; 0 syncs at once).
     #[arg(long)]
     pub commit_delay: Option<Dur>,
+    /// Serve FILE as LUN 0 of iSCSI target IQN (`IQN=FILE`); repeat for several targets.
+    #[arg(long = "iscsi-target", value_name = "IQN=FILE")]
+    pub iscsi_targets: Vec<String>,
+    /// iSCSI listen address, ADDR:PORT or ADDR (default 0.0.0.0:3260).
+    #[arg(long)]
+    pub iscsi_address: Option<String>,
 }
 
 impl QuickFlags {
@@ -153,12 +159,15 @@ pub fn settings(q: &QuickFlags, s: &ServerFlags) -> Result<Settings, ConfigError
         origin: "command line: ".into(),
         reason: m.into(),
     };
-    let serves_files = q.tftp_root.is_some() || q.http_root.is_some() || q.http_port.is_some();
+    let serves_files = q.tftp_root.is_some()
+        || q.http_root.is_some()
+        || q.http_port.is_some()
+        || !q.iscsi_targets.is_empty();
     // Boot files alone (beside another DHCP server): no DHCP flag at all means DHCP is off.
     let dhcp = q.server_ip.is_some() || !q.pools.is_empty() || q.subnet.is_some();
     if !dhcp && !serves_files {
         return Err(err(
-            "quick mode needs --server-ip and --pool for DHCP, or --tftp-root / --http-root for boot files alone (or use --config FILE)",
+            "quick mode needs --server-ip and --pool for DHCP, or --tftp-root / --http-root / --iscsi-target to serve without DHCP (or use --config FILE)",
         ));
     }
     let mut file = FileConfig {
@@ -284,6 +293,29 @@ pub fn settings(q: &QuickFlags, s: &ServerFlags) -> Result<Settings, ConfigError
             durability: q.durability.clone(),
             commit_delay: q.commit_delay,
             ..LeasesSection::default()
+        }));
+    }
+    if !q.iscsi_targets.is_empty() || q.iscsi_address.is_some() {
+        let mut targets = Vec::new();
+        for t in &q.iscsi_targets {
+            let (name, path) = t
+                .split_once('=')
+                .ok_or_else(|| err(&format!("--iscsi-target {t}: IQN=FILE")))?;
+            targets.push(spanned(crate::config::IscsiTargetSection {
+                name: name.to_string(),
+                file: PathBuf::from(path),
+                ..Default::default()
+            }));
+        }
+        if targets.is_empty() {
+            return Err(err(
+                "--iscsi-address needs at least one --iscsi-target IQN=FILE",
+            ));
+        }
+        file.iscsi = Some(spanned(crate::config::IscsiSection {
+            address: q.iscsi_address.clone(),
+            targets,
+            ..Default::default()
         }));
     }
     validate(&src, file)

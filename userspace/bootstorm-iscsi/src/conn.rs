@@ -82,8 +82,16 @@ pub struct IoRequest {
 /// What to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IoKind {
-    Read { offset: u64, len: u64 },
-    Write { offset: u64, data: Vec<u8> },
+    Read {
+        offset: u64,
+        len: u64,
+    },
+    /// With `fua`, durable before it completes.
+    Write {
+        offset: u64,
+        data: Vec<u8>,
+        fua: bool,
+    },
     Flush,
 }
 
@@ -139,19 +147,41 @@ enum Auth {
 /// A command waiting for data or for its I/O.
 struct Task {
     lun: u64,
-    /// Write: where, how much, and what came so far; the current R2T's end.
+    /// Write (or VERIFY with BYTCHK): where, how much, and what came so far.
     write: Option<WriteTask>,
     /// Read: how much the initiator expects (Data-In is cut to it).
     expected: u32,
+    /// VERIFY with BYTCHK: the initiator's data, compared with what the read returns.
+    compare: Option<Vec<u8>>,
+    /// The SCSI Response's residual flags and count.
+    residual: (u8, u32),
 }
 
 struct WriteTask {
     offset: u64,
+    /// Bytes to take: the CDB's length, or less if the initiator expects to send less.
     len: u64,
     data: Vec<u8>,
     ttt: u32,
     r2t_sn: u32,
     r2t_end: u64,
+    /// The DataSN the next Data-Out of the current R2T's sequence carries (from 0).
+    data_sn: u32,
+    fua: bool,
+    /// VERIFY: compare instead of write.
+    compare: bool,
+}
+
+impl Task {
+    fn new(lun: u64, expected: u32) -> Task {
+        Task {
+            lun,
+            write: None,
+            expected,
+            compare: None,
+            residual: (0, 0),
+        }
+    }
 }
 
 /// Login status classes and details (RFC 7143 11.13.5).
@@ -353,9 +383,19 @@ impl Connection {
             return;
         };
         match result {
-            IoResult::Read(data) => self.send_data_in(itt, task.lun, &data, task.expected),
-            // A write took exactly what the CDB named (checked when it came), so no residual.
-            IoResult::Done => self.send_status(itt, scsi::status::GOOD, None, 0, 0),
+            IoResult::Read(data) => match task.compare {
+                // SBC-3 5.31: MISCOMPARE DURING VERIFY OPERATION if any byte differs.
+                Some(theirs) if theirs != data => {
+                    let sense = Sense::MISCOMPARE;
+                    self.send_status(itt, scsi::status::CHECK_CONDITION, Some(sense), 0, 0);
+                }
+                Some(_) => self.send_status(itt, scsi::status::GOOD, None, 0, 0),
+                None => self.send_data_in(itt, task.lun, &data, task.expected),
+            },
+            IoResult::Done => {
+                let (flags, count) = task.residual;
+                self.send_status(itt, scsi::status::GOOD, None, flags, count)
+            }
             IoResult::Failed => {
                 let sense = if task.write.is_some() {
                     Sense::WRITE_ERROR
@@ -725,60 +765,78 @@ impl Connection {
                 self.send_status(itt, scsi::status::CHECK_CONDITION, Some(sense), 0, 0)
             }
             Action::Flush => {
-                self.tasks.insert(
-                    itt,
-                    Task {
-                        lun,
-                        write: None,
-                        expected: 0,
-                    },
-                );
+                self.tasks.insert(itt, Task::new(lun, 0));
                 self.io(itt, lun, IoKind::Flush);
             }
             Action::Read { offset, len } => {
-                self.tasks.insert(
-                    itt,
-                    Task {
-                        lun,
-                        write: None,
-                        expected,
-                    },
-                );
+                self.tasks.insert(itt, Task::new(lun, expected));
                 self.io(itt, lun, IoKind::Read { offset, len });
             }
-            Action::Write { offset, len } => {
-                // The initiator must mean to send what the CDB says (a mismatch would write
-                // part of a block); RFC 7143 11.4.5 leaves the target to fail it.
-                if u64::from(expected) != len || h.flags() & 0x20 == 0 {
-                    let sense = Sense::BAD_FIELD;
-                    return self.send_status(itt, scsi::status::CHECK_CONDITION, Some(sense), 0, 0);
-                }
-                if data.len() as u64 > len.min(u64::from(self.params.first_burst_length)) {
-                    self.reject(h.as_bytes(), reject::PROTOCOL_ERROR);
-                    return self.fail("immediate data past FirstBurstLength");
-                }
-                let mut buf = Vec::with_capacity(len as usize);
-                buf.extend_from_slice(data);
-                let ttt = self.next_ttt;
-                self.next_ttt = self.next_ttt.wrapping_add(1).max(1);
-                self.tasks.insert(
-                    itt,
-                    Task {
-                        lun,
-                        write: Some(WriteTask {
-                            offset,
-                            len,
-                            data: buf,
-                            ttt,
-                            r2t_sn: 0,
-                            r2t_end: data.len() as u64,
-                        }),
-                        expected,
-                    },
-                );
-                self.advance_write(itt);
+            Action::Write { offset, len, fua } => {
+                self.start_write(h, data, offset, len, fua, false);
+            }
+            Action::Compare { offset, len } => {
+                self.start_write(h, data, offset, len, false, true);
             }
         }
+    }
+
+    /// A command that takes data (WRITE, VERIFY with BYTCHK): immediate data first, then R2Ts.
+    fn start_write(
+        &mut self,
+        h: &Bhs<&[u8]>,
+        data: &[u8],
+        offset: u64,
+        len: u64,
+        fua: bool,
+        compare: bool,
+    ) {
+        let (itt, lun) = (h.itt(), scsi::decode_lun(h.lun()));
+        let expected = if h.flags() & 0x20 != 0 {
+            u64::from(h.expected_data_len())
+        } else {
+            0
+        };
+        // RFC 7143 11.4.5.2: the target takes what both the CDB and the initiator mean to
+        // move, and reports the difference as a residual (underflow if the initiator expected
+        // to send more, overflow if the CDB asked for more than it will send).
+        let take = len.min(expected);
+        let residual = if expected > len {
+            (0x02, (expected - len) as u32)
+        } else if expected < len {
+            (0x04, (len - expected) as u32)
+        } else {
+            (0, 0)
+        };
+        if data.len() as u64 > expected.min(u64::from(self.params.first_burst_length)) {
+            self.reject(h.as_bytes(), reject::PROTOCOL_ERROR);
+            return self.fail("immediate data past FirstBurstLength or the expected length");
+        }
+        if take == 0 {
+            return self.send_status(itt, scsi::status::GOOD, None, residual.0, residual.1);
+        }
+        // Immediate data past what the CDB takes (the initiator expected to send more) is
+        // not the command's: it is dropped.
+        let data = &data[..data.len().min(take as usize)];
+        let mut buf = Vec::with_capacity(take as usize);
+        buf.extend_from_slice(data);
+        let ttt = self.next_ttt;
+        self.next_ttt = self.next_ttt.wrapping_add(1).max(1);
+        let mut task = Task::new(lun, 0);
+        task.residual = residual;
+        task.write = Some(WriteTask {
+            offset,
+            len: take,
+            data: buf,
+            ttt,
+            r2t_sn: 0,
+            r2t_end: data.len() as u64,
+            data_sn: 0,
+            fua,
+            compare,
+        });
+        self.tasks.insert(itt, task);
+        self.advance_write(itt);
     }
 
     /// A write task with data so far: the next R2T, or its I/O once all is there.
@@ -793,9 +851,17 @@ impl Connection {
         };
         let got = w.data.len() as u64;
         if got == w.len {
-            let kind = IoKind::Write {
-                offset: w.offset,
-                data: std::mem::take(&mut w.data),
+            let data = std::mem::take(&mut w.data);
+            let kind = if w.compare {
+                let (offset, len) = (w.offset, w.len);
+                task.compare = Some(data);
+                IoKind::Read { offset, len }
+            } else {
+                IoKind::Write {
+                    offset: w.offset,
+                    data,
+                    fua: w.fua,
+                }
             };
             return self.io(itt, lun, kind);
         }
@@ -804,6 +870,7 @@ impl Connection {
         }
         let want = (w.len - got).min(max_burst);
         w.r2t_end = got + want;
+        w.data_sn = 0;
         let (ttt, sn) = (w.ttt, w.r2t_sn);
         w.r2t_sn += 1;
         let (stat, exp, max) = (self.stat_sn, self.exp_cmd_sn, self.max_cmd_sn());
@@ -832,14 +899,30 @@ impl Connection {
             return;
         };
         let got = w.data.len() as u64;
-        if h.ttt() != w.ttt || u64::from(h.buffer_offset()) != got {
-            self.reject(h.as_bytes(), reject::INVALID_PDU_FIELD);
-            return self.fail("Data-Out out of order or for another transfer");
+        // RFC 7143 11.7.5: DataSN counts the Data-Out PDUs of a sequence from 0, and the data
+        // comes in order at the offsets the R2T asked for. At ERL 0 a Data-Out that breaks
+        // this is rejected and its command fails (the connection stays: the initiator's other
+        // commands go on, and its late Data-Out for the failed one is dropped).
+        let why = if h.ttt() != w.ttt || u64::from(h.buffer_offset()) != got {
+            Some((
+                reject::INVALID_PDU_FIELD,
+                "Data-Out out of order or for another transfer",
+            ))
+        } else if got + data.len() as u64 > w.r2t_end {
+            Some((reject::PROTOCOL_ERROR, "Data-Out past the R2T's length"))
+        } else if h.data_sn() != w.data_sn {
+            Some((reject::PROTOCOL_ERROR, "Data-Out with the wrong DataSN"))
+        } else {
+            None
+        };
+        if let Some((reason, what)) = why {
+            self.tasks.remove(&itt);
+            self.reject(h.as_bytes(), reason);
+            self.events.push_back(Event::ProtocolError(what));
+            let sense = Sense::DATA_PHASE_ERROR;
+            return self.send_status(itt, scsi::status::CHECK_CONDITION, Some(sense), 0, 0);
         }
-        if got + data.len() as u64 > w.r2t_end {
-            self.reject(h.as_bytes(), reject::PROTOCOL_ERROR);
-            return self.fail("Data-Out past the R2T's length");
-        }
+        w.data_sn += 1;
         w.data.extend_from_slice(data);
         self.advance_write(itt);
     }

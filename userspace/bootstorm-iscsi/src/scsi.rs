@@ -15,6 +15,7 @@ pub mod key {
     pub const ILLEGAL_REQUEST: u8 = 0x5;
     pub const DATA_PROTECT: u8 = 0x7;
     pub const ABORTED_COMMAND: u8 = 0xb;
+    pub const MISCOMPARE: u8 = 0xe;
 }
 
 /// Why a command failed: its sense key and additional sense code and qualifier.
@@ -42,6 +43,8 @@ impl Sense {
     pub const WRITE_ERROR: Sense = Sense::new(key::MEDIUM_ERROR, 0x0c, 0x00);
     /// The data the initiator sent does not match the command (too much or too little).
     pub const DATA_PHASE_ERROR: Sense = Sense::new(key::ABORTED_COMMAND, 0x4b, 0x00);
+    /// MISCOMPARE DURING VERIFY OPERATION.
+    pub const MISCOMPARE: Sense = Sense::new(key::MISCOMPARE, 0x1d, 0x00);
 
     pub const fn new(key: u8, asc: u8, ascq: u8) -> Sense {
         Sense { key, asc, ascq }
@@ -82,8 +85,12 @@ pub enum Action {
     Good,
     /// Read `len` bytes at byte `offset` of the unit and return them.
     Read { offset: u64, len: u64 },
-    /// Take `len` bytes from the initiator and write them at byte `offset`.
-    Write { offset: u64, len: u64 },
+    /// Take `len` bytes from the initiator and write them at byte `offset`; with `fua` the
+    /// write is durable before it completes (FUA bit).
+    Write { offset: u64, len: u64, fua: bool },
+    /// VERIFY with BYTCHK: take `len` bytes from the initiator and compare them with the unit
+    /// at byte `offset` (MISCOMPARE if they differ).
+    Compare { offset: u64, len: u64 },
     /// Make written data durable (SYNCHRONIZE CACHE).
     Flush,
     /// Fail with CHECK CONDITION and this sense.
@@ -173,13 +180,7 @@ pub fn decode(cdb: &[u8], disk: Option<&Disk>, luns: &[u64]) -> Action {
         op::TEST_UNIT_READY | op::START_STOP_UNIT | op::PREVENT_ALLOW_MEDIUM_REMOVAL => {
             Action::Good
         }
-        // VERIFY without BYTCHK checks the medium: nothing to check in a file.
-        op::VERIFY_10 | op::VERIFY_16 => {
-            if cdb[1] & 0x06 != 0 {
-                return Action::Fail(Sense::BAD_FIELD);
-            }
-            Action::Good
-        }
+        op::VERIFY_10 | op::VERIFY_16 => verify(cdb, disk),
         op::INQUIRY => inquiry(cdb, disk),
         op::READ_CAPACITY_10 => {
             let last = disk.blocks.saturating_sub(1);
@@ -225,10 +226,58 @@ pub fn lba_and_count(cdb: &[u8]) -> Option<(u64, u32)> {
     }
 }
 
+/// The LBA and block count of a VERIFY (10) or (16) CDB.
+fn verify_range(cdb: &[u8]) -> Option<(u64, u32)> {
+    match *cdb.first()? {
+        op::VERIFY_10 if cdb.len() >= 10 => {
+            Some((u64::from(be32(&cdb[2..6])), u32::from(be16(&cdb[7..9]))))
+        }
+        op::VERIFY_16 if cdb.len() >= 16 => Some((be64(&cdb[2..10]), be32(&cdb[10..14]))),
+        _ => None,
+    }
+}
+
+/// VERIFY (SBC-3 5.31): without BYTCHK the medium is checked (a file has nothing to check
+/// beyond the range); BYTCHK 01 compares the initiator's data with the medium.
+fn verify(cdb: &[u8], disk: &Disk) -> Action {
+    let Some((lba, count)) = verify_range(cdb) else {
+        return Action::Fail(Sense::BAD_FIELD);
+    };
+    // VRPROTECT (bits 5-7): no protection information here.
+    if cdb[1] & 0xe0 != 0 {
+        return Action::Fail(Sense::BAD_FIELD);
+    }
+    if lba
+        .checked_add(u64::from(count))
+        .is_none_or(|end| end > disk.blocks)
+    {
+        return Action::Fail(Sense::LBA_OUT_OF_RANGE);
+    }
+    if count > MAX_TRANSFER_BLOCKS {
+        return Action::Fail(Sense::BAD_FIELD);
+    }
+    match (cdb[1] >> 1) & 0x03 {
+        0 => Action::Good,
+        1 if count == 0 => Action::Good,
+        1 => Action::Compare {
+            offset: lba * u64::from(disk.block_size),
+            len: u64::from(count) * u64::from(disk.block_size),
+        },
+        // BYTCHK 11 (one block compared with each) is not offered; 10 is reserved.
+        _ => Action::Fail(Sense::BAD_FIELD),
+    }
+}
+
 fn rw(cdb: &[u8], disk: &Disk, write: bool) -> Action {
     let Some((lba, count)) = lba_and_count(cdb) else {
         return Action::Fail(Sense::BAD_FIELD);
     };
+    // RDPROTECT / WRPROTECT (byte 1, bits 5-7) in the 10-, 12- and 16-byte CDBs: this unit
+    // has no protection information (SBC-3 5.x: a nonzero value is an invalid field).
+    if cdb[0] != op::READ_6 && cdb[0] != op::WRITE_6 && cdb[1] & 0xe0 != 0 {
+        return Action::Fail(Sense::BAD_FIELD);
+    }
+    let fua = cdb[0] != op::WRITE_6 && cdb[1] & 0x08 != 0;
     // SBC-3: an LBA range past the capacity fails before any data moves.
     if lba
         .checked_add(u64::from(count))
@@ -248,22 +297,26 @@ fn rw(cdb: &[u8], disk: &Disk, write: bool) -> Action {
     let offset = lba * u64::from(disk.block_size);
     let len = u64::from(count) * u64::from(disk.block_size);
     if write {
-        Action::Write { offset, len }
+        Action::Write { offset, len, fua }
     } else {
         Action::Read { offset, len }
     }
 }
 
 fn standard_inquiry() -> Vec<u8> {
-    let mut d = vec![0u8; 36];
+    let mut d = vec![0u8; 74];
     d[0] = 0x00; // connected direct-access block device
     d[2] = 0x06; // SPC-4
     d[3] = 0x02; // response data format 2
-    d[4] = 36 - 5; // additional length
+    d[4] = (d.len() - 5) as u8; // additional length
     d[7] = 0x02; // CmdQue
     d[8..16].copy_from_slice(VENDOR);
     d[16..32].copy_from_slice(PRODUCT);
     d[32..36].copy_from_slice(REVISION);
+    // Version descriptors (SPC-4 6.6.2, bytes 58-73): SAM-5, iSCSI, SPC-4, SBC-3.
+    for (i, v) in [0x00a0u16, 0x0960, 0x0460, 0x04c0].iter().enumerate() {
+        d[58 + 2 * i..60 + 2 * i].copy_from_slice(&v.to_be_bytes());
+    }
     d
 }
 
@@ -364,8 +417,9 @@ fn mode_sense(cdb: &[u8], disk: &Disk) -> Action {
         0x3f => [caching, control].concat(),
         _ => return Action::Fail(Sense::BAD_FIELD),
     };
-    // Device-specific parameter: WP when the unit is read-only.
-    let dsp = if disk.read_only { 0x80 } else { 0x00 };
+    // Device-specific parameter: WP when the unit is read-only; DPOFUA: DPO and FUA are
+    // taken (FUA writes are durable before they complete).
+    let dsp = if disk.read_only { 0x80 } else { 0x00 } | 0x10;
     let mut d = Vec::new();
     if ten {
         let len = (6 + pages.len()) as u16;
@@ -445,8 +499,34 @@ mod tests {
             decode(&w16, Some(&d), &[0]),
             Action::Write {
                 offset: 2047 * 512,
-                len: 512
+                len: 512,
+                fua: false
             }
+        );
+        // FUA, and the protection field that must be zero.
+        let fua = [op::WRITE_10, 0x08, 0, 0, 0, 1, 0, 0, 1, 0];
+        assert!(matches!(
+            decode(&fua, Some(&d), &[0]),
+            Action::Write { fua: true, .. }
+        ));
+        let prot = [op::READ_10, 0x20, 0, 0, 0, 1, 0, 0, 1, 0];
+        assert_eq!(
+            decode(&prot, Some(&d), &[0]),
+            Action::Fail(Sense::BAD_FIELD)
+        );
+        // VERIFY: a range check, or a compare with BYTCHK.
+        let v = [op::VERIFY_10, 0x02, 0, 0, 0, 1, 0, 0, 2, 0];
+        assert_eq!(
+            decode(&v, Some(&d), &[0]),
+            Action::Compare {
+                offset: 512,
+                len: 1024
+            }
+        );
+        let v = [op::VERIFY_10, 0, 0, 0, 0x08, 0, 0, 0, 1, 0];
+        assert_eq!(
+            decode(&v, Some(&d), &[0]),
+            Action::Fail(Sense::LBA_OUT_OF_RANGE)
         );
         // READ (6) with length 0 is 256 blocks.
         assert_eq!(
@@ -509,7 +589,11 @@ mod tests {
         let Action::Data(std) = decode(&[op::INQUIRY, 0, 0, 0, 96, 0], Some(&d), &[0]) else {
             panic!()
         };
-        assert_eq!(std.len(), 36);
+        assert_eq!(std.len(), 74);
+        assert_eq!(
+            &std[58..66],
+            &[0x00, 0xa0, 0x09, 0x60, 0x04, 0x60, 0x04, 0xc0]
+        );
         assert_eq!(&std[8..16], b"BOOTSTRM");
         // Cut to the allocation length.
         let Action::Data(short) = decode(&[op::INQUIRY, 0, 0, 0, 5, 0], Some(&d), &[0]) else {
@@ -568,7 +652,7 @@ mod tests {
             panic!()
         };
         assert_eq!(usize::from(ms[0]) + 1, ms.len());
-        assert_eq!(ms[2], 0);
+        assert_eq!(ms[2], 0x10, "DPOFUA");
         let ro = Disk {
             read_only: true,
             ..disk()
@@ -580,7 +664,7 @@ mod tests {
         ) else {
             panic!()
         };
-        assert_eq!(ms[3], 0x80);
+        assert_eq!(ms[3], 0x90, "WP and DPOFUA");
         assert_eq!(ms[8], 0x08);
     }
 }

@@ -86,7 +86,10 @@ impl Resp {
     }
 
     fn key(&self, k: &str) -> Option<String> {
-        self.keys().into_iter().find(|(x, _)| x == k).map(|(_, v)| v)
+        self.keys()
+            .into_iter()
+            .find(|(x, _)| x == k)
+            .map(|(_, v)| v)
     }
 }
 
@@ -117,7 +120,7 @@ impl Sim {
                 IoKind::Read { offset, len } => {
                     IoResult::Read(self.disk[offset as usize..(offset + len) as usize].to_vec())
                 }
-                IoKind::Write { offset, data } => {
+                IoKind::Write { offset, data, .. } => {
                     self.disk[offset as usize..offset as usize + data.len()].copy_from_slice(&data);
                     IoResult::Done
                 }
@@ -242,8 +245,8 @@ fn login_then_inquiry_read_and_status() {
     let h = got[0].h();
     assert_eq!(h.opcode(), Opcode::DataIn);
     assert_eq!(h.flags() & 0x81, 0x81, "F and S");
-    assert_eq!(h.flags() & 0x02, 0x02, "underflow: 36 of 96 bytes");
-    assert_eq!(h.word44(), 60);
+    assert_eq!(h.flags() & 0x02, 0x02, "underflow: 74 of 96 bytes");
+    assert_eq!(h.word44(), 22);
     assert_eq!(&got[0].data[8..16], b"BOOTSTRM");
     // A read of 64 KiB arrives in order, cut into PDUs of the initiator's 64 KiB limit.
     let got = s.command(&read10(10, 256), 0x40, 256 * 512, vec![]);
@@ -276,7 +279,12 @@ fn a_write_takes_immediate_data_then_asks_for_the_rest() {
     s.login();
     let len = 1200 * 512usize; // 600 KiB: immediate 64 KiB, then R2Ts of at most 256 KiB
     let payload: Vec<u8> = (0..len).map(|i| (i * 7 % 256) as u8).collect();
-    let got = s.command(&write10(100, 1200), 0x20, len as u32, payload[..65536].to_vec());
+    let got = s.command(
+        &write10(100, 1200),
+        0x20,
+        len as u32,
+        payload[..65536].to_vec(),
+    );
     assert_eq!(got.len(), 1);
     let r2t = got[0].h();
     assert_eq!(r2t.opcode(), Opcode::ReadyToTransfer);
@@ -285,22 +293,26 @@ fn a_write_takes_immediate_data_then_asks_for_the_rest() {
     let (itt, ttt) = (r2t.itt(), r2t.ttt());
     let mut off = 65536usize;
     let mut last = Vec::new();
-    let mut sn = 0;
     while off < len {
         let want = (len - off).min(262_144);
-        // The burst in Data-Out PDUs of 64 KiB.
+        // The burst in Data-Out PDUs of 64 KiB, DataSN from 0 in each R2T's sequence.
         let mut sent = 0;
+        let mut sn = 0;
         while sent < want {
             let n = (want - sent).min(65536);
             let at = off + sent;
-            let r = Req::new(Opcode::DataOut, false, if sent + n == want { 0x80 } else { 0 })
-                .with(|h| {
-                    h.set_itt(itt);
-                    h.set_word20(ttt);
-                    h.set_word36(sn);
-                    h.set_word40(at as u32);
-                })
-                .data(payload[at..at + n].to_vec());
+            let r = Req::new(
+                Opcode::DataOut,
+                false,
+                if sent + n == want { 0x80 } else { 0 },
+            )
+            .with(|h| {
+                h.set_itt(itt);
+                h.set_word20(ttt);
+                h.set_word36(sn);
+                h.set_word40(at as u32);
+            })
+            .data(payload[at..at + n].to_vec());
             last = s.send(r);
             sn += 1;
             sent += n;
@@ -344,7 +356,11 @@ fn chap_proves_the_initiator_and_mutual_chap_the_target() {
         let got = s.send(s.login_pdu(0, 1, false, &[("CHAP_A", "7,5")]));
         let id: u8 = got[0].key("CHAP_I").unwrap().parse().unwrap();
         let c = login::from_hex(&got[0].key("CHAP_C").unwrap()).unwrap();
-        let secret: &[u8] = if wrong { b"not-the-secret!!" } else { &chap.secret };
+        let secret: &[u8] = if wrong {
+            b"not-the-secret!!"
+        } else {
+            &chap.secret
+        };
         let resp = login::to_hex(&login::chap_response(id, secret, &c));
         let mine = [1u8, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
         let got = s.send(s.login_pdu(
@@ -417,7 +433,10 @@ fn discovery_lists_the_targets_and_logins_that_cannot_be_fail_with_their_status(
     assert_eq!(got[0].h().opcode(), Opcode::Reject);
     for (keys, status) in [
         (vec![("TargetName", TARGET)], 0x0207),
-        (vec![("InitiatorName", INITIATOR), ("TargetName", "iqn.nope")], 0x0203),
+        (
+            vec![("InitiatorName", INITIATOR), ("TargetName", "iqn.nope")],
+            0x0203,
+        ),
         (vec![("InitiatorName", INITIATOR)], 0x0207),
     ] {
         let mut s = Sim::new(config(None));
@@ -435,22 +454,30 @@ fn protocol_errors_close_the_connection() {
     let _ = s.command(&[0, 0, 0, 0, 0, 0], 0, 0, vec![]);
     assert!(s.c.is_closed());
     assert!(matches!(s.c.poll_event(), Some(Event::ProtocolError(_))));
-    // Data-Out at the wrong offset.
+    // Data-Out at the wrong offset, or with the wrong DataSN: rejected, and its command fails
+    // with CHECK CONDITION; the connection goes on.
     let mut s = Sim::new(config(None));
     s.login();
-    let got = s.command(&write10(0, 4), 0x20, 2048, vec![]);
-    let (itt, ttt) = (got[0].h().itt(), got[0].h().ttt());
-    let got = s.send(
-        Req::new(Opcode::DataOut, false, 0x80)
-            .with(|h| {
-                h.set_itt(itt);
-                h.set_word20(ttt);
-                h.set_word40(512);
-            })
-            .data(vec![0; 512]),
-    );
-    assert_eq!(got[0].h().opcode(), Opcode::Reject);
-    assert!(s.c.is_closed());
+    for (offset, data_sn) in [(512, 0), (0, 5)] {
+        let got = s.command(&write10(0, 4), 0x20, 2048, vec![]);
+        let (itt, ttt) = (got[0].h().itt(), got[0].h().ttt());
+        let got = s.send(
+            Req::new(Opcode::DataOut, false, 0x80)
+                .with(|h| {
+                    h.set_itt(itt);
+                    h.set_word20(ttt);
+                    h.set_word36(data_sn);
+                    h.set_word40(offset);
+                })
+                .data(vec![0; 512]),
+        );
+        assert_eq!(got[0].h().opcode(), Opcode::Reject);
+        assert_eq!(got[1].h().opcode(), Opcode::ScsiResponse);
+        assert_eq!((got[1].h().itt(), got[1].h().byte3()), (itt, 0x02));
+        assert!(!s.c.is_closed());
+    }
+    let got = s.command(&[0, 0, 0, 0, 0, 0], 0, 0, vec![]);
+    assert_eq!(got[0].h().byte3(), 0, "the next command is served");
     // A header whose data length lies about the data given.
     let mut s = Sim::new(config(None));
     let mut r = s.login_pdu(0, 1, true, &[("InitiatorName", INITIATOR)]);
@@ -461,10 +488,14 @@ fn protocol_errors_close_the_connection() {
     let mut s = Sim::new(config(None));
     s.login();
     let mut big = [0u8; 48];
-    Bhs::new_checked(&mut big[..]).unwrap().clear(Opcode::ScsiCommand, false);
+    Bhs::new_checked(&mut big[..])
+        .unwrap()
+        .clear(Opcode::ScsiCommand, false);
     s.c.handle_oversize(&big);
     assert_eq!(
-        Bhs::new_checked(&s.c.poll_transmit().unwrap()[..]).unwrap().opcode(),
+        Bhs::new_checked(&s.c.poll_transmit().unwrap()[..])
+            .unwrap()
+            .opcode(),
         Opcode::Reject
     );
     assert!(s.c.is_closed());
@@ -493,24 +524,20 @@ fn nop_task_management_and_logout() {
     for (tag, response) in [(itt, 0u8), (999, 1)] {
         let sn = s.cmd_sn;
         let got = s.send(
-            Req::new(Opcode::TaskManagementRequest, true, 0x80 | 1)
-                .with(|h| {
-                    h.set_itt(500 + tag);
-                    h.set_word20(tag);
-                    h.set_word24(sn);
-                })
+            Req::new(Opcode::TaskManagementRequest, true, 0x80 | 1).with(|h| {
+                h.set_itt(500 + tag);
+                h.set_word20(tag);
+                h.set_word24(sn);
+            }),
         );
         assert_eq!(got[0].h().opcode(), Opcode::TaskManagementResponse);
         assert_eq!(got[0].h().byte2(), response);
     }
     let sn = s.cmd_sn;
-    let got = s.send(
-        Req::new(Opcode::LogoutRequest, true, 0x80)
-            .with(|h| {
-                h.set_itt(77);
-                h.set_word24(sn);
-            }),
-    );
+    let got = s.send(Req::new(Opcode::LogoutRequest, true, 0x80).with(|h| {
+        h.set_itt(77);
+        h.set_word24(sn);
+    }));
     assert_eq!(got[0].h().opcode(), Opcode::LogoutResponse);
     assert_eq!(got[0].h().byte2(), 0);
     assert!(s.c.is_closed());

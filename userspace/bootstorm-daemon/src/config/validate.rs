@@ -64,8 +64,13 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
         Some(sp) => Some(lease_settings(src, sp)?),
         None => None,
     };
+    let iscsi = match &file.iscsi {
+        Some(sp) => Some(iscsi_settings(src, sp)?),
+        None => None,
+    };
     Ok(Settings {
         dhcp_enabled,
+        iscsi,
         tftp,
         http,
         leases,
@@ -254,10 +259,10 @@ fn without_dhcp(
 ) -> Result<(), ConfigError> {
     // Boot files alone (beside another DHCP server, as tftpd-hpa is used) need no subnet; then
     // no DHCP socket is opened at all.
-    if file.tftp.is_none() && file.http.is_none() {
+    if file.tftp.is_none() && file.http.is_none() && file.iscsi.is_none() {
         return Err(src.error(
             None,
-            "nothing to serve: no [[subnet]] (for DHCP), [tftp] or [http] section",
+            "nothing to serve: no [[subnet]] (for DHCP), [tftp], [http] or [iscsi] section",
         ));
     }
     if let Some(l) = &file.leases {
@@ -723,4 +728,153 @@ fn tftp_settings(
         unique_root,
         busy_poll,
     })
+}
+
+/// `[iscsi]` and its targets.
+fn iscsi_settings(
+    src: &Source<'_>,
+    sp: &Spanned<crate::config::IscsiSection>,
+) -> Result<crate::iscsid::IscsiSettings, ConfigError> {
+    use crate::iscsid::{Chap, DEFAULT_LISTEN, IscsiSettings, TargetSettings};
+    let sec = sp.get_ref();
+    let listen = match &sec.address {
+        Some(a) => parse_listen(a).ok_or_else(|| {
+            src.error(
+                Some(sp.span()),
+                format!("[iscsi] address = \"{a}\": ADDR:PORT or ADDR (port 3260), IPv4"),
+            )
+        })?,
+        None => DEFAULT_LISTEN,
+    };
+    let chap = |what: &str,
+                user: &Option<String>,
+                secret: &Option<String>,
+                span: std::ops::Range<usize>|
+     -> Result<Option<(String, Vec<u8>)>, ConfigError> {
+        match (user, secret) {
+            (None, None) => Ok(None),
+            (Some(u), Some(s)) => {
+                // RFC 7143 12.1.3: secrets of at least 96 bits; 16 bytes is what initiators
+                // such as open-iscsi take at most.
+                if !(12..=16).contains(&s.len()) {
+                    return Err(src.error(
+                        Some(span),
+                        format!("{what} secret: 12 to 16 characters (RFC 7143 12.1.3 asks at least 96 bits), not {}", s.len()),
+                    ));
+                }
+                Ok(Some((u.clone(), s.as_bytes().to_vec())))
+            }
+            _ => Err(src.error(
+                Some(span),
+                format!("{what}: a user needs a secret and a secret a user"),
+            )),
+        }
+    };
+    let discovery_chap = chap(
+        "[iscsi] discovery_chap",
+        &sec.discovery_chap_user,
+        &sec.discovery_chap_secret,
+        sp.span(),
+    )?
+    .map(|(user, secret)| Chap {
+        user,
+        secret,
+        mutual: None,
+    });
+    let mut targets: Vec<TargetSettings> = Vec::new();
+    for t in &sec.targets {
+        let span = t.span();
+        let t = t.get_ref();
+        if !valid_iqn(&t.name) {
+            return Err(src.error(
+                Some(span),
+                format!("[[iscsi.target]] name = \"{}\": an iSCSI name (iqn.YYYY-MM.domain[:name] or eui.HEX16)", t.name),
+            ));
+        }
+        if targets.iter().any(|x| x.name == t.name) {
+            return Err(src.error(Some(span), format!("[[iscsi.target]] {} twice", t.name)));
+        }
+        if !t.file.exists() {
+            return Err(src.error(
+                Some(span),
+                format!(
+                    "[[iscsi.target]] {}: file {} does not exist",
+                    t.name,
+                    t.file.display()
+                ),
+            ));
+        }
+        let initiator = chap(
+            "[[iscsi.target]] chap",
+            &t.chap_user,
+            &t.chap_secret,
+            span.clone(),
+        )?;
+        let mutual = chap(
+            "[[iscsi.target]] mutual",
+            &t.mutual_user,
+            &t.mutual_secret,
+            span.clone(),
+        )?;
+        if mutual.is_some() && initiator.is_none() {
+            return Err(src.error(
+                Some(span),
+                "[[iscsi.target]] mutual CHAP needs chap_user and chap_secret too",
+            ));
+        }
+        targets.push(TargetSettings {
+            name: t.name.clone(),
+            file: t.file.clone(),
+            read_only: t.read_only.unwrap_or(false),
+            chap: initiator.map(|(user, secret)| Chap {
+                user,
+                secret,
+                mutual,
+            }),
+            initiators: t.initiators.clone(),
+        });
+    }
+    if targets.is_empty() {
+        return Err(src.error(Some(sp.span()), "[iscsi] has no [[iscsi.target]]"));
+    }
+    Ok(IscsiSettings {
+        listen,
+        targets,
+        discovery_chap,
+    })
+}
+
+/// `ADDR:PORT` or `ADDR` (port 3260).
+pub fn parse_listen(a: &str) -> Option<SocketAddrV4> {
+    a.parse::<SocketAddrV4>().ok().or_else(|| {
+        a.parse::<Ipv4Addr>()
+            .ok()
+            .map(|ip| SocketAddrV4::new(ip, 3260))
+    })
+}
+
+/// An iSCSI name as RFC 7143 4.2.7 writes them: `iqn.YYYY-MM.` and a reversed domain, or
+/// `eui.` and 16 hex digits, or `naa.` and 16 or 32 hex digits; at most 223 bytes, no spaces.
+pub fn valid_iqn(name: &str) -> bool {
+    if name.len() > 223 || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return false;
+    }
+    let hex = |s: &str, lens: &[usize]| {
+        lens.contains(&s.len()) && s.chars().all(|c| c.is_ascii_hexdigit())
+    };
+    if let Some(rest) = name.strip_prefix("iqn.") {
+        let b = rest.as_bytes();
+        return b.len() > 8
+            && b[..4].iter().all(u8::is_ascii_digit)
+            && b[4] == b'-'
+            && b[5..7].iter().all(u8::is_ascii_digit)
+            && b[7] == b'.';
+    }
+    if let Some(h) = name.strip_prefix("eui.") {
+        return hex(h, &[16]);
+    }
+    if let Some(h) = name.strip_prefix("naa.") {
+        return hex(h, &[16, 32]);
+    }
+    false
 }
