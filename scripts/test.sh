@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 # tool:package pairs of the peers the tests use, and of what the build needs: the XDP program
 # (clang, libbpf-dev) and xsk-rs's C part, libxdp (clang, llvm for llc, make, m4, libelf-dev, zlib1g-dev).
-peers="clang:clang llc:llvm make:make m4:m4 /usr/include/bpf/bpf_helpers.h:libbpf-dev /usr/include/libelf.h:libelf-dev /usr/include/zlib.h:zlib1g-dev pkg-config:pkg-config dhclient:isc-dhcp-client udhcpc:udhcpc dhcpcd:dhcpcd-base perfdhcp:kea-admin kea-dhcp4:kea-dhcp4-server dnsmasq:dnsmasq-base tshark:tshark ip:iproute2 tftp:tftp-hpa atftp:atftp curl:curl ping:iputils-ping nft:nftables qemu-system-x86_64:qemu-system-x86 /usr/lib/ipxe/qemu/pxe-e1000.rom:ipxe-qemu"
+peers="clang:clang llc:llvm make:make m4:m4 /usr/include/bpf/bpf_helpers.h:libbpf-dev /usr/include/libelf.h:libelf-dev /usr/include/zlib.h:zlib1g-dev pkg-config:pkg-config dhclient:isc-dhcp-client udhcpc:udhcpc dhcpcd:dhcpcd-base perfdhcp:kea-admin kea-dhcp4:kea-dhcp4-server dnsmasq:dnsmasq-base tshark:tshark ip:iproute2 tftp:tftp-hpa atftp:atftp curl:curl ping:iputils-ping nft:nftables qemu-system-x86_64:qemu-system-x86 /usr/lib/ipxe/qemu/pxe-e1000.rom:ipxe-qemu iscsi-inq:libiscsi-bin"
 missing=()
 for pair in $peers; do
   tool=${pair%%:*}; pkg=${pair#*:}

@@ -8,6 +8,7 @@ mod conformance;
 mod course;
 mod durable;
 mod http;
+mod iscsi;
 mod lab;
 mod layers;
 mod loadgen;

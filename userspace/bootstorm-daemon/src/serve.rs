@@ -303,7 +303,7 @@ pub fn start_with(
     let hints = Arc::new(hints);
     let ifaces: Vec<Option<String>> = if !settings.dhcp_enabled {
         // No subnet: boot files only, beside another DHCP server. No socket on port 67.
-        tracing::info!("no [[subnet]]: DHCP is off, serving boot files only");
+        tracing::info!("no [[subnet]]: DHCP is off, serving the other services only");
         Vec::new()
     } else if settings.interfaces.is_empty() {
         vec![None]

@@ -1,0 +1,204 @@
+//! The iSCSI target against libiscsi's tools (package libiscsi-bin): discovery, INQUIRY and
+//! READ CAPACITY (16) with and without CHAP, a wrong secret refused, the conformance suite
+//! `iscsi-test-cu`, and malformed PDUs that close one connection while others go on. The
+//! target listens in the lab's server namespace; the initiators run in the client namespace.
+
+use bootstorm_tests::{Lab, ServerProc, TempDir, need_root, output_within, tool};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const OPEN: &str = "iqn.2026-12.test.bootstorm:open";
+const CHAP: &str = "iqn.2026-12.test.bootstorm:chap";
+const SECRET: &str = "sixteen-byte-sec";
+/// 8 MiB disks.
+const SIZE: u64 = 8 << 20;
+
+/// Two targets, one of them behind CHAP, on 8 MiB sparse files in `dir`; the client side
+/// gets an address to connect from.
+fn start(lab: &Lab, dir: &TempDir) -> ServerProc {
+    lab.add_client_address("198.18.0.2/16");
+    for name in ["open.img", "chap.img"] {
+        let f = std::fs::File::create(dir.join(name)).unwrap();
+        f.set_len(SIZE).unwrap();
+    }
+    let config = format!(
+        r#"[server]
+control_socket = "@CONTROL@"
+
+[iscsi]
+address = "198.18.0.1:3260"
+
+[[iscsi.target]]
+name = "{OPEN}"
+file = "{open}"
+
+[[iscsi.target]]
+name = "{CHAP}"
+file = "{chap}"
+chap_user = "alice"
+chap_secret = "{SECRET}"
+"#,
+        open = dir.join("open.img").display(),
+        chap = dir.join("chap.img").display(),
+    );
+    ServerProc::start(lab, dir, &config)
+}
+
+fn initiator(lab: &Lab, program: &str, args: &[&str]) -> Output {
+    let p = tool(program, "libiscsi-bin");
+    output_within(lab.client_cmd(&p).args(args), Duration::from_secs(60))
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn libiscsi_tools_discover_inquire_and_read_capacity_with_and_without_chap() {
+    if !need_root("libiscsi_tools_discover_inquire_and_read_capacity_with_and_without_chap") {
+        return;
+    }
+    let lab = Lab::new();
+    let dir = TempDir::new();
+    let srv = start(&lab, &dir);
+    // Discovery (SendTargets) lists both; it needs no CHAP here.
+    let ls = initiator(&lab, "iscsi-ls", &["iscsi://198.18.0.1"]);
+    let out = text(&ls);
+    assert!(ls.status.success(), "{out}\n{}", srv.log_text());
+    for t in [OPEN, CHAP] {
+        assert!(
+            out.contains(&format!("Target:{t} Portal:198.18.0.1:3260,1")),
+            "{out}"
+        );
+    }
+    let open = format!("iscsi://198.18.0.1/{OPEN}/0");
+    let inq = initiator(&lab, "iscsi-inq", &[&open]);
+    assert!(inq.status.success(), "{}", text(&inq));
+    assert!(text(&inq).contains("Vendor:BOOTSTRM"), "{}", text(&inq));
+    let cap = initiator(&lab, "iscsi-readcapacity16", &[&open]);
+    assert!(cap.status.success(), "{}", text(&cap));
+    assert!(
+        text(&cap).contains(&format!("Total size:{SIZE}")),
+        "{}",
+        text(&cap)
+    );
+    // CHAP: the right secret logs in, none or a wrong one is refused.
+    let good = format!("iscsi://alice%{SECRET}@198.18.0.1/{CHAP}/0");
+    let inq = initiator(&lab, "iscsi-inq", &[&good]);
+    assert!(inq.status.success(), "{}\n{}", text(&inq), srv.log_text());
+    let cap = initiator(&lab, "iscsi-readcapacity16", &[&good]);
+    assert!(
+        text(&cap).contains(&format!("Total size:{SIZE}")),
+        "{}",
+        text(&cap)
+    );
+    let before = srv.stats()["iscsi"]["login_failures"].as_u64().unwrap();
+    for url in [
+        format!("iscsi://198.18.0.1/{CHAP}/0"),
+        format!("iscsi://alice%not-the-secret!@198.18.0.1/{CHAP}/0"),
+        format!("iscsi://mallory%{SECRET}@198.18.0.1/{CHAP}/0"),
+    ] {
+        let o = initiator(&lab, "iscsi-inq", &[&url]);
+        assert!(!o.status.success(), "{url} logged in: {}", text(&o));
+    }
+    let st = srv.stats();
+    assert_eq!(
+        st["iscsi"]["login_failures"].as_u64().unwrap() - before,
+        3,
+        "{st}"
+    );
+    // The secret is never in the log.
+    assert!(!srv.log_text().contains(SECRET));
+}
+
+/// libiscsi's conformance suite: every test it runs against this target passes (those for
+/// commands the target does not implement yet report themselves skipped, and pass).
+#[test]
+fn iscsi_test_cu_runs_without_a_failure() {
+    let _heavy = bootstorm_tests::heavy();
+    if !need_root("iscsi_test_cu_runs_without_a_failure") {
+        return;
+    }
+    let lab = Lab::new();
+    let dir = TempDir::new();
+    let _srv = start(&lab, &dir);
+    let url = format!("iscsi://198.18.0.1/{OPEN}/0");
+    let o = initiator(&lab, "iscsi-test-cu", &["--dataloss", &url]);
+    let out = text(&o);
+    let summary = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("tests "))
+        .unwrap_or_else(|| panic!("no run summary:\n{out}"));
+    let n: Vec<u64> = summary
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    // Total, ran, passed, failed, inactive.
+    assert!(n.len() >= 4, "{summary}");
+    assert!(n[1] >= 600, "only {} tests ran: {summary}", n[1]);
+    assert_eq!(n[3], 0, "failures:\n{out}");
+    assert_eq!(n[1], n[2], "{summary}");
+    assert!(o.status.success(), "{out}");
+}
+
+/// A malformed PDU (a SCSI command before login, a header whose data length runs past what
+/// login allows) closes its connection; a login on another connection meanwhile still works.
+#[test]
+fn malformed_pdus_close_their_connection_and_leave_others_running() {
+    if !need_root("malformed_pdus_close_their_connection_and_leave_others_running") {
+        return;
+    }
+    let lab = Lab::new();
+    let dir = TempDir::new();
+    let srv = start(&lab, &dir);
+    // Each bad connection is bash's /dev/tcp in the client namespace: it writes the PDU and
+    // reads until the target closes.
+    let cases: [(&str, Vec<u8>); 3] = [
+        ("a SCSI command before login", {
+            let mut b = vec![0u8; 48];
+            b[0] = 0x01;
+            b
+        }),
+        ("a login PDU claiming 1 MiB of text", {
+            let mut b = vec![0u8; 48];
+            b[0] = 0x43;
+            b[5] = 0x10;
+            b
+        }),
+        ("an unknown opcode", {
+            let mut b = vec![0u8; 48];
+            b[0] = 0x1f;
+            b
+        }),
+    ];
+    for (what, pdu) in cases {
+        let hex: String = pdu.iter().map(|b| format!("\\x{b:02x}")).collect();
+        // Send the PDU, then read what comes back until the target closes (bounded).
+        let script = format!(
+            "exec 3<>/dev/tcp/198.18.0.1/3260; printf '{hex}' >&3; timeout 10 cat <&3 | wc -c; echo closed"
+        );
+        let o = output_within(
+            lab.client_cmd("bash").args(["-c", &script]),
+            Duration::from_secs(30),
+        );
+        let out = text(&o);
+        assert!(out.contains("closed"), "{what}: {out}");
+        let inq = initiator(
+            &lab,
+            "iscsi-inq",
+            &[&format!("iscsi://198.18.0.1/{OPEN}/0")],
+        );
+        assert!(inq.status.success(), "after {what}: {}", text(&inq));
+    }
+    let st = srv.stats();
+    assert!(
+        st["iscsi"]["protocol_errors"].as_u64().unwrap() >= 2,
+        "{st}\n{}",
+        srv.log_text()
+    );
+}
