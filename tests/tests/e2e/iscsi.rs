@@ -4,7 +4,7 @@
 //! target listens in the lab's server namespace; the initiators run in the client namespace.
 
 use bootstorm_tests::{Lab, ServerProc, TempDir, need_root, output_within, tool};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 const OPEN: &str = "iqn.2026-12.test.bootstorm:open";
