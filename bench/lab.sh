@@ -37,3 +37,23 @@ lab_down() {
   ip netns del "$S" 2>/dev/null || true
   rm -rf "$T"
 }
+
+# lg_mode N: the load generator's target flags for N machines, from LG_MODE. relay (default):
+# the machines behind two relay agents (unicast DHCP to port 67, TFTP from the relays'
+# addresses); xdp: its AF_XDP mode, the machines on the wire as firmware is (DHCP broadcast from
+# 0.0.0.0, TFTP from each leased address, a worker per queue), Kea then on raw sockets (it
+# answers clients without an address only so). The server's kernel then keeps a neighbour per
+# machine: the host's table is raised for the run and put back by lab_down. Sets LG_TARGET and
+# KEA_SOCKET.
+lg_mode() {
+  case ${LG_MODE:-relay} in
+    relay) LG_TARGET="--relay 198.18.0.2,198.18.0.3" KEA_SOCKET=udp ;;
+    xdp)
+      LG_TARGET="--interface $CIF --xdp" KEA_SOCKET=raw
+      GC3=$(sysctl -n net.ipv4.neigh.default.gc_thresh3)
+      GC2=$(sysctl -n net.ipv4.neigh.default.gc_thresh2)
+      sysctl -qw net.ipv4.neigh.default.gc_thresh3=$(($1 * 2 + 4096)) net.ipv4.neigh.default.gc_thresh2=$(($1 * 2 + 2048))
+      restore_neigh() { sysctl -qw net.ipv4.neigh.default.gc_thresh3="$GC3" net.ipv4.neigh.default.gc_thresh2="$GC2"; } ;;
+    *) echo "LG_MODE: relay or xdp"; exit 1 ;;
+  esac
+}

@@ -41,22 +41,7 @@ ulimit -n "$(ulimit -Hn)"
 . bench/lab.sh
 lab_up bss
 ip -n "$C" addr add 198.18.0.3/16 dev "$CIF"
-# LG_MODE=relay (default): the load generator's machines behind two relay agents (unicast
-# DHCP to port 67, TFTP from the relays' addresses); LG_MODE=xdp: its AF_XDP mode, the machines
-# on the wire as firmware is (DHCP broadcast from 0.0.0.0, TFTP from each leased address, one
-# worker per queue), Kea then on raw sockets (it answers clients without an address only so).
-# The server's kernel then keeps a neighbour per machine: the host's table is raised for the
-# run and put back after.
-case ${LG_MODE:-relay} in
-  relay) LG_TARGET="--relay 198.18.0.2,198.18.0.3" KEA_SOCKET=udp ;;
-  xdp)
-    LG_TARGET="--interface $CIF --xdp" KEA_SOCKET=raw
-    GC3=$(sysctl -n net.ipv4.neigh.default.gc_thresh3)
-    GC2=$(sysctl -n net.ipv4.neigh.default.gc_thresh2)
-    sysctl -qw net.ipv4.neigh.default.gc_thresh3=$((N * 2 + 4096)) net.ipv4.neigh.default.gc_thresh2=$((N * 2 + 2048))
-    restore_neigh() { sysctl -qw net.ipv4.neigh.default.gc_thresh3="$GC3" net.ipv4.neigh.default.gc_thresh2="$GC2"; } ;;
-  *) echo "LG_MODE: relay or xdp"; exit 1 ;;
-esac
+lg_mode "$N"
 mkdir -p "$T/root"
 head -c $((1 << 20)) /dev/urandom > "$T/root/boot.efi"
 SHA=$(sha256sum "$T/root/boot.efi" | cut -d' ' -f1)

@@ -141,6 +141,28 @@ fn assert_phases(r: &serde_json::Value, phases: &[&str], n: u64) {
     assert_eq!(got, want, "{r:#}");
 }
 
+/// `server` with the boot rules of a chainload (firmware gets `ipxe.efi`, iPXE `boot.ipxe`) and
+/// TFTP from `root`.
+fn chainload_config(server: &str, root: &std::path::Path) -> String {
+    format!(
+        r#"{server}
+[[boot]]
+name = "ipxe-script"
+match = {{ user_class = "iPXE" }}
+file = "boot.ipxe"
+
+[[boot]]
+name = "uefi"
+match = {{ arch = ["efi-x64"] }}
+file = "ipxe.efi"
+
+[tftp]
+root = "{}"
+"#,
+        root.display()
+    )
+}
+
 /// A boot root in `dir` for a chainload: `ipxe.efi` of `size` bytes (returned) and the iPXE
 /// script `boot.ipxe`.
 fn ipxe_root(dir: &TempDir, size: u32, script: &str) -> (std::path::PathBuf, Vec<u8>) {
@@ -312,24 +334,7 @@ fn l2_mode_boots_from_0_0_0_0_on_the_wire() {
     let lab = Lab::new();
     let dir = TempDir::new();
     let (root, data) = ipxe_root(&dir, 200_000, "#!ipxe\nsanboot iscsi:198.18.0.1::::iqn.x\n");
-    let config = format!(
-        r#"{SERVER}
-[[boot]]
-name = "ipxe-script"
-match = {{ user_class = "iPXE" }}
-file = "boot.ipxe"
-
-[[boot]]
-name = "uefi"
-match = {{ arch = ["efi-x64"] }}
-file = "ipxe.efi"
-
-[tftp]
-root = "{root}"
-"#,
-        root = root.display()
-    );
-    let srv = ServerProc::start(&lab, &dir, &config);
+    let srv = ServerProc::start(&lab, &dir, &chainload_config(SERVER, &root));
     let addrs = Command::new("ip")
         .args([
             "-n",
@@ -428,25 +433,8 @@ fn xdp_mode_boots_a_chainload_storm_through_two_queues() {
         let lab = Lab::with_queues(2);
         let dir = TempDir::new();
         let (root, data) = ipxe_root(&dir, 150_000, "#!ipxe\nsanboot iscsi:198.18.0.1::::iqn.x\n");
-        let config = format!(
-            r#"{}
-[[boot]]
-name = "ipxe-script"
-match = {{ user_class = "iPXE" }}
-file = "boot.ipxe"
-
-[[boot]]
-name = "uefi"
-match = {{ arch = ["efi-x64"] }}
-file = "ipxe.efi"
-
-[tftp]
-root = "{root}"
-"#,
-            SERVER.replacen("[server]", &format!("[server]\nio = \"{io}\""), 1),
-            root = root.display()
-        );
-        let srv = ServerProc::start(&lab, &dir, &config);
+        let server = SERVER.replacen("[server]", &format!("[server]\nio = \"{io}\""), 1);
+        let srv = ServerProc::start(&lab, &dir, &chainload_config(&server, &root));
         assert_eq!(srv.stats()["dhcp_path"], io, "{}", srv.log_text());
         let mut cmd = lab.client_cmd(bin("bootstorm-loadgen"));
         cmd.args([

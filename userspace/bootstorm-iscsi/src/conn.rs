@@ -452,20 +452,39 @@ impl Connection {
         self.out.push_back(pdu);
     }
 
-    fn reject(&mut self, bhs: &[u8], reason: u8) {
+    /// Queues a response that carries status: it takes the next StatSN and tells ExpCmdSN and
+    /// MaxCmdSN; `fill` sets the opcode's own fields.
+    fn respond(
+        &mut self,
+        op: Opcode,
+        flags: u8,
+        itt: u32,
+        fill: impl FnOnce(&mut Bhs<&mut [u8]>),
+        data: &[u8],
+    ) {
         let stat = self.next_stat_sn();
         let (exp, max) = (self.exp_cmd_sn, self.max_cmd_sn());
-        let header: Vec<u8> = bhs.iter().take(48).copied().collect();
         self.push(
             |h| {
-                h.clear(Opcode::Reject, false);
-                h.set_flags(0x80);
-                h.set_byte2(reason);
-                h.set_itt(RESERVED_TAG);
+                h.clear(op, false);
+                h.set_flags(flags);
+                h.set_itt(itt);
+                fill(h);
                 h.set_word24(stat);
                 h.set_word28(exp);
                 h.set_word32(max);
             },
+            data,
+        );
+    }
+
+    fn reject(&mut self, bhs: &[u8], reason: u8) {
+        let header: Vec<u8> = bhs.iter().take(48).copied().collect();
+        self.respond(
+            Opcode::Reject,
+            0x80,
+            RESERVED_TAG,
+            |h| h.set_byte2(reason),
             &header,
         );
     }
@@ -473,23 +492,18 @@ impl Connection {
     // ---- login ----
 
     fn login_response(&mut self, itt: u32, transit: bool, nsg: u8, status: u16, keys: &[u8]) {
-        let stat = self.next_stat_sn();
-        let (exp, max) = (self.exp_cmd_sn, self.max_cmd_sn());
         let (csg, isid, tsih) = (self.csg, self.isid, self.tsih);
         let tsih = if status == status::SUCCESS { tsih } else { 0 };
-        self.push(
+        let mut flags = csg << 2;
+        if transit {
+            flags |= 0x80 | (nsg & 3);
+        }
+        self.respond(
+            Opcode::LoginResponse,
+            flags,
+            itt,
             |h| {
-                h.clear(Opcode::LoginResponse, false);
-                let mut f = csg << 2;
-                if transit {
-                    f |= 0x80 | (nsg & 3);
-                }
-                h.set_flags(f);
                 h.set_isid_tsih(isid, tsih);
-                h.set_itt(itt);
-                h.set_word24(stat);
-                h.set_word28(exp);
-                h.set_word32(max);
                 h.set_word36(u32::from(status) << 16);
             },
             keys,
@@ -1007,18 +1021,13 @@ impl Connection {
             data.extend_from_slice(&(fixed.len() as u16).to_be_bytes());
             data.extend_from_slice(&fixed);
         }
-        let stat = self.next_stat_sn();
-        let (exp, max) = (self.exp_cmd_sn, self.max_cmd_sn());
-        self.push(
+        self.respond(
+            Opcode::ScsiResponse,
+            0x80 | residual_flags,
+            itt,
             |h| {
-                h.clear(Opcode::ScsiResponse, false);
-                h.set_flags(0x80 | residual_flags);
                 h.set_byte2(0x00); // command completed at target
                 h.set_byte3(status);
-                h.set_itt(itt);
-                h.set_word24(stat);
-                h.set_word28(exp);
-                h.set_word32(max);
                 h.set_word44(residual);
             },
             &data,
@@ -1030,19 +1039,14 @@ impl Connection {
         if h.itt() == RESERVED_TAG {
             return;
         }
-        let stat = self.next_stat_sn();
-        let (exp, max) = (self.exp_cmd_sn, self.max_cmd_sn());
-        let (itt, lun) = (h.itt(), h.lun());
-        self.push(
+        let lun = h.lun();
+        self.respond(
+            Opcode::NopIn,
+            0x80,
+            h.itt(),
             |o| {
-                o.clear(Opcode::NopIn, false);
-                o.set_flags(0x80);
                 o.set_lun(lun);
-                o.set_itt(itt);
                 o.set_word20(RESERVED_TAG);
-                o.set_word24(stat);
-                o.set_word28(exp);
-                o.set_word32(max);
             },
             data,
         );
@@ -1082,38 +1086,26 @@ impl Connection {
                 push_text(&mut keys, k, "NotUnderstood");
             }
         }
-        let stat = self.next_stat_sn();
-        let (exp, max) = (self.exp_cmd_sn, self.max_cmd_sn());
-        let (itt, lun) = (h.itt(), h.lun());
-        self.push(
+        let lun = h.lun();
+        self.respond(
+            Opcode::TextResponse,
+            0x80,
+            h.itt(),
             |o| {
-                o.clear(Opcode::TextResponse, false);
-                o.set_flags(0x80);
                 o.set_lun(lun);
-                o.set_itt(itt);
                 o.set_word20(RESERVED_TAG);
-                o.set_word24(stat);
-                o.set_word28(exp);
-                o.set_word32(max);
             },
             &keys,
         );
     }
 
     fn on_logout(&mut self, h: &Bhs<&[u8]>) {
-        let stat = self.next_stat_sn();
-        let (exp, max) = (self.exp_cmd_sn, self.max_cmd_sn());
-        let itt = h.itt();
-        self.push(
-            |o| {
-                o.clear(Opcode::LogoutResponse, false);
-                o.set_flags(0x80);
-                o.set_byte2(0); // connection or session closed successfully
-                o.set_itt(itt);
-                o.set_word24(stat);
-                o.set_word28(exp);
-                o.set_word32(max);
-            },
+        // Response 0: connection or session closed successfully.
+        self.respond(
+            Opcode::LogoutResponse,
+            0x80,
+            h.itt(),
+            |o| o.set_byte2(0),
             &[],
         );
         self.tasks.clear();
@@ -1145,19 +1137,11 @@ impl Connection {
             }
             _ => 5, // task management function not supported
         };
-        let stat = self.next_stat_sn();
-        let (exp, max) = (self.exp_cmd_sn, self.max_cmd_sn());
-        let itt = h.itt();
-        self.push(
-            |o| {
-                o.clear(Opcode::TaskManagementResponse, false);
-                o.set_flags(0x80);
-                o.set_byte2(response);
-                o.set_itt(itt);
-                o.set_word24(stat);
-                o.set_word28(exp);
-                o.set_word32(max);
-            },
+        self.respond(
+            Opcode::TaskManagementResponse,
+            0x80,
+            h.itt(),
+            |o| o.set_byte2(response),
             &[],
         );
     }

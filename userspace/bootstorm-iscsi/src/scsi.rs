@@ -226,6 +226,21 @@ pub fn lba_and_count(cdb: &[u8]) -> Option<(u64, u32)> {
     }
 }
 
+/// SBC-3: an LBA range past the capacity fails before any data moves; a transfer longer than
+/// the unit's limit (VPD 0xB0) is an invalid field.
+fn check_range(lba: u64, count: u32, disk: &Disk) -> Result<(), Sense> {
+    if lba
+        .checked_add(u64::from(count))
+        .is_none_or(|end| end > disk.blocks)
+    {
+        return Err(Sense::LBA_OUT_OF_RANGE);
+    }
+    if count > MAX_TRANSFER_BLOCKS {
+        return Err(Sense::BAD_FIELD);
+    }
+    Ok(())
+}
+
 /// The LBA and block count of a VERIFY (10) or (16) CDB.
 fn verify_range(cdb: &[u8]) -> Option<(u64, u32)> {
     match *cdb.first()? {
@@ -247,14 +262,8 @@ fn verify(cdb: &[u8], disk: &Disk) -> Action {
     if cdb[1] & 0xe0 != 0 {
         return Action::Fail(Sense::BAD_FIELD);
     }
-    if lba
-        .checked_add(u64::from(count))
-        .is_none_or(|end| end > disk.blocks)
-    {
-        return Action::Fail(Sense::LBA_OUT_OF_RANGE);
-    }
-    if count > MAX_TRANSFER_BLOCKS {
-        return Action::Fail(Sense::BAD_FIELD);
+    if let Err(sense) = check_range(lba, count, disk) {
+        return Action::Fail(sense);
     }
     match (cdb[1] >> 1) & 0x03 {
         0 => Action::Good,
@@ -278,15 +287,8 @@ fn rw(cdb: &[u8], disk: &Disk, write: bool) -> Action {
         return Action::Fail(Sense::BAD_FIELD);
     }
     let fua = cdb[0] != op::WRITE_6 && cdb[1] & 0x08 != 0;
-    // SBC-3: an LBA range past the capacity fails before any data moves.
-    if lba
-        .checked_add(u64::from(count))
-        .is_none_or(|end| end > disk.blocks)
-    {
-        return Action::Fail(Sense::LBA_OUT_OF_RANGE);
-    }
-    if count > MAX_TRANSFER_BLOCKS {
-        return Action::Fail(Sense::BAD_FIELD);
+    if let Err(sense) = check_range(lba, count, disk) {
+        return Action::Fail(sense);
     }
     if write && disk.read_only {
         return Action::Fail(Sense::WRITE_PROTECTED);
