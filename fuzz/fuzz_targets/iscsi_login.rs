@@ -44,16 +44,58 @@ fn config() -> Arc<Config> {
 }
 
 const KEYS: &[&str] = &[
-    "InitiatorName", "TargetName", "SessionType", "AuthMethod", "CHAP_A", "CHAP_N", "CHAP_R",
-    "CHAP_I", "CHAP_C", "HeaderDigest", "DataDigest", "MaxConnections", "InitialR2T",
-    "ImmediateData", "MaxRecvDataSegmentLength", "MaxBurstLength", "FirstBurstLength",
-    "DefaultTime2Wait", "DefaultTime2Retain", "MaxOutstandingR2T", "DataPDUInOrder",
-    "DataSequenceInOrder", "ErrorRecoveryLevel", "IFMarker", "X-unknown",
+    "InitiatorName",
+    "TargetName",
+    "SessionType",
+    "AuthMethod",
+    "CHAP_A",
+    "CHAP_N",
+    "CHAP_R",
+    "CHAP_I",
+    "CHAP_C",
+    "HeaderDigest",
+    "DataDigest",
+    "MaxConnections",
+    "InitialR2T",
+    "ImmediateData",
+    "MaxRecvDataSegmentLength",
+    "MaxBurstLength",
+    "FirstBurstLength",
+    "DefaultTime2Wait",
+    "DefaultTime2Retain",
+    "MaxOutstandingR2T",
+    "DataPDUInOrder",
+    "DataSequenceInOrder",
+    "ErrorRecoveryLevel",
+    "IFMarker",
+    "X-unknown",
 ];
 const VALUES: &[&str] = &[
-    "iqn.2026-12.fuzz:i", "iqn.2026-12.fuzz:open", "iqn.2026-12.fuzz:chap", "Normal",
-    "Discovery", "None", "CHAP", "CHAP,None", "5", "7,5", "u", "0x00", "0xffff", "CRC32C",
-    "CRC32C,None", "Yes", "No", "0", "1", "512", "8192", "262144", "16777215", "16777216", "",
+    "iqn.2026-12.fuzz:i",
+    "iqn.2026-12.fuzz:open",
+    "iqn.2026-12.fuzz:chap",
+    "Normal",
+    "Discovery",
+    "None",
+    "CHAP",
+    "CHAP,None",
+    "5",
+    "7,5",
+    "u",
+    "0x00",
+    "0xffff",
+    "CRC32C",
+    "CRC32C,None",
+    "Yes",
+    "No",
+    "0",
+    "1",
+    "512",
+    "8192",
+    "262144",
+    "16777215",
+    "16777216",
+    "",
 ];
 
 fuzz_target!(|data: &[u8]| {
@@ -94,7 +136,11 @@ fuzz_target!(|data: &[u8]| {
             let right = next(&mut i) % 4 != 0;
             let secret: &[u8] = if right { SECRET } else { b"not-the-secr" };
             push_text(&mut text, "CHAP_N", "u");
-            push_text(&mut text, "CHAP_R", &login::to_hex(&login::chap_response(*id, secret, ch)));
+            push_text(
+                &mut text,
+                "CHAP_R",
+                &login::to_hex(&login::chap_response(*id, secret, ch)),
+            );
             push_text(&mut text, "CHAP_I", "9");
             push_text(&mut text, "CHAP_C", "0x0102030405060708090a0b0c0d0e0f10");
             if right {
@@ -109,7 +155,11 @@ fuzz_target!(|data: &[u8]| {
             let mut h = Bhs::new_checked(&mut pdu[..]).unwrap();
             h.clear(Opcode::LoginRequest, true);
             h.set_flags(flags);
-            let isid = if next(&mut i) < 250 { [0x80, 0, 0, 0, 0, 1] } else { [next(&mut i); 6] };
+            let isid = if next(&mut i) < 250 {
+                [0x80, 0, 0, 0, 0, 1]
+            } else {
+                [next(&mut i); 6]
+            };
             let tsih = if next(&mut i) < 250 { 0 } else { 5 };
             h.set_isid_tsih(isid, tsih);
             h.set_word24(cmd_sn);
