@@ -319,7 +319,7 @@ fn serve_connection(
     let _ = sock.set_nodelay(true);
     let _ = sock.set_read_timeout(Some(POLL_INTERVAL));
     let mut header = [0u8; BHS_LEN];
-    let mut data = Vec::new();
+    let mut pdu = Vec::new();
     let mut out = Vec::new();
     'conn: loop {
         if !read_full(&mut sock, &mut header, shutdown) {
@@ -334,14 +334,15 @@ fn serve_connection(
         if data_len > conn.data_limit() {
             conn.handle_oversize(&header);
         } else {
-            // Additional headers, the data and its padding (digests are not negotiated yet).
-            data.resize(total - BHS_LEN, 0);
-            if !read_full(&mut sock, &mut data, shutdown) {
+            // Additional headers, digests, the data and its padding: the core checks the
+            // digests and takes the PDU whole.
+            pdu.clear();
+            pdu.extend_from_slice(&header);
+            pdu.resize(total, 0);
+            if !read_full(&mut sock, &mut pdu[BHS_LEN..], shutdown) {
                 break;
             }
-            let ahs = 4 * h.total_ahs_len();
-            let payload = &data[ahs..ahs + data_len];
-            conn.handle_pdu(&header, payload);
+            conn.handle_wire(&pdu);
         }
         while let Some(io) = conn.poll_io() {
             let file = &store.files[io.target];

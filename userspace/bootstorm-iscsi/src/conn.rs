@@ -15,7 +15,7 @@
 
 use crate::login::{self, Answer, Limits, Params};
 use crate::scsi::{self, Action, Disk, Sense};
-use bootstorm_wire::iscsi::{Bhs, Opcode, RESERVED_TAG, pad4, push_text, text_pairs};
+use bootstorm_wire::iscsi::{BHS_LEN, Bhs, Opcode, RESERVED_TAG, pad4, push_text, text_pairs};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -197,6 +197,7 @@ mod status {
 
 /// Reject reasons (RFC 7143 11.17.1).
 mod reject {
+    pub const DATA_DIGEST_ERROR: u8 = 0x02;
     pub const PROTOCOL_ERROR: u8 = 0x04;
     pub const COMMAND_NOT_SUPPORTED: u8 = 0x05;
     pub const INVALID_PDU_FIELD: u8 = 0x09;
@@ -287,9 +288,54 @@ impl Connection {
             .flatten()
     }
 
-    /// The negotiated digests (header, data): the driver reads and writes them.
+    /// The digests the PDUs carry now (header, data): what was negotiated, from the full
+    /// feature phase on (RFC 7143 13.1). The driver reads PDUs of
+    /// [`Bhs::total_len`]`(header, data)` bytes and hands them to [`Connection::handle_wire`].
     pub fn digests(&self) -> (bool, bool) {
-        (self.params.header_digest, self.params.data_digest)
+        if self.state == State::FullFeature {
+            (self.params.header_digest, self.params.data_digest)
+        } else {
+            (false, false)
+        }
+    }
+
+    /// One whole PDU as it came off the wire (header, additional headers, header digest, data,
+    /// padding, data digest, as [`Connection::digests`] says): the digests are checked (CRC32C,
+    /// RFC 7143 12.1; sent least significant byte first), then the PDU is handled. A wrong
+    /// header digest closes the connection (its lengths cannot be trusted); a wrong data digest
+    /// rejects the PDU (reason 0x02) and fails its command.
+    pub fn handle_wire(&mut self, pdu: &[u8]) {
+        let Ok(h) = Bhs::new_checked(pdu) else {
+            return self.fail("short header");
+        };
+        let (hd, dd) = self.digests();
+        if pdu.len() != h.total_len(hd, dd) {
+            return self.fail("PDU length differs from its header's");
+        }
+        let mut at = BHS_LEN + 4 * h.total_ahs_len();
+        if hd {
+            let want = crc32c::crc32c(&pdu[..at]).to_le_bytes();
+            if pdu[at..at + 4] != want {
+                return self.fail("header digest error");
+            }
+            at += 4;
+        }
+        let n = h.data_len();
+        let padded = pad4(n);
+        if dd && n > 0 {
+            let want = crc32c::crc32c(&pdu[at..at + padded]).to_le_bytes();
+            if pdu[at + padded..at + padded + 4] != want {
+                self.reject(&pdu[..BHS_LEN], reject::DATA_DIGEST_ERROR);
+                self.events
+                    .push_back(Event::ProtocolError("data digest error"));
+                if self.tasks.remove(&h.itt()).is_some() {
+                    let sense = Sense::DATA_PHASE_ERROR;
+                    self.send_status(h.itt(), scsi::status::CHECK_CONDITION, Some(sense), 0, 0);
+                }
+                return;
+            }
+        }
+        self.handle_pdu(&pdu[..BHS_LEN], &pdu[at..at + n]);
     }
 
     /// True once the connection is to be closed (after writing what is queued).
@@ -441,14 +487,29 @@ impl Connection {
     }
 
     /// Queues a PDU: `fill` sets the header (opcode first), `data` follows, padded.
+    /// Queues a PDU: `fill` sets the header (opcode first), `data` follows, padded, with the
+    /// digests the connection carries now.
     fn push(&mut self, fill: impl FnOnce(&mut Bhs<&mut [u8]>), data: &[u8]) {
-        let mut pdu = vec![0u8; 48 + pad4(data.len())];
+        let (hd, dd) = self.digests();
+        let padded = pad4(data.len());
+        let mut pdu = Vec::with_capacity(BHS_LEN + 8 + padded);
+        pdu.resize(BHS_LEN, 0);
         {
-            let mut h = Bhs::new_checked(&mut pdu[..48]).expect("48 bytes");
+            let mut h = Bhs::new_checked(&mut pdu[..]).expect("48 bytes");
             fill(&mut h);
             h.set_data_len(data.len());
         }
-        pdu[48..48 + data.len()].copy_from_slice(data);
+        if hd {
+            let c = crc32c::crc32c(&pdu[..BHS_LEN]);
+            pdu.extend_from_slice(&c.to_le_bytes());
+        }
+        let at = pdu.len();
+        pdu.extend_from_slice(data);
+        pdu.resize(at + padded, 0);
+        if dd && !data.is_empty() {
+            let c = crc32c::crc32c(&pdu[at..]);
+            pdu.extend_from_slice(&c.to_le_bytes());
+        }
         self.out.push_back(pdu);
     }
 

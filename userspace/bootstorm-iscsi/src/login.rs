@@ -89,13 +89,20 @@ fn yn(b: bool) -> &'static str {
 pub fn answer(key: &str, value: &str, p: &mut Params, lim: &Limits) -> Answer {
     let reply = |v: &str| Answer::Reply(format!("{key}={v}"));
     match key {
-        // Digests: None only for now; CRC32C when asked alone is refused by answering None
-        // (RFC 7143 13.1: the answer is the first value of the list the target supports).
+        // RFC 7143 13.1, 6.2.1: the answer is the first value of the initiator's list that the
+        // target supports (CRC32C or None). Digests apply from the full feature phase on.
         "HeaderDigest" | "DataDigest" => {
-            if value.split(',').any(|v| v == "None") {
-                reply("None")
-            } else {
-                Answer::Reject("digest: only None is supported")
+            match value.split(',').find(|v| *v == "CRC32C" || *v == "None") {
+                Some(v) => {
+                    let on = v == "CRC32C";
+                    if key == "HeaderDigest" {
+                        p.header_digest = on;
+                    } else {
+                        p.data_digest = on;
+                    }
+                    reply(v)
+                }
+                None => Answer::Reject("digest: neither CRC32C nor None offered"),
             }
         }
         "MaxConnections" => match parse_num(value, 1, 65535) {
@@ -277,11 +284,17 @@ mod tests {
         );
         assert!(!p.immediate_data);
         assert_eq!(
-            answer("HeaderDigest", "CRC32C,None", &mut p, &lim),
+            answer("HeaderDigest", "None,CRC32C", &mut p, &lim),
             Answer::Reply("HeaderDigest=None".into())
         );
+        assert!(!p.header_digest);
+        assert_eq!(
+            answer("HeaderDigest", "CRC32C,None", &mut p, &lim),
+            Answer::Reply("HeaderDigest=CRC32C".into())
+        );
+        assert!(p.header_digest);
         assert!(matches!(
-            answer("HeaderDigest", "CRC32C", &mut p, &lim),
+            answer("DataDigest", "MD5", &mut p, &lim),
             Answer::Reject(_)
         ));
         assert!(matches!(
