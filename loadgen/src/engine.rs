@@ -394,7 +394,7 @@ impl Worker<'_> {
                 let (data, meta) = rx.get(i);
                 // AF_XDP mode: another worker's machine's datagram goes to that worker.
                 if let Some(x) = self.net.xdp.as_mut()
-                    && x.route(data, meta).is_none()
+                    && !x.route(data, meta)
                 {
                     continue;
                 }

@@ -209,26 +209,27 @@ impl XdpShare {
     pub(super) fn learn(&mut self, meta: &RxMeta) {
         if let Some(mac) = meta.l2_src
             && !meta.src.ip().is_unspecified()
-            && self.neigh.get(meta.src.ip()) != Some(&mac)
         {
             self.neigh.insert(*meta.src.ip(), mac);
         }
     }
 
-    /// This worker's index if a received datagram is for it (learning where its sender is),
-    /// else None: another worker's (handed to it) or nobody's.
-    pub(super) fn route(&mut self, data: &[u8], meta: &RxMeta) -> Option<usize> {
+    /// True if a received datagram is for this worker (learning where its sender is); else it
+    /// is another worker's (handed to it) or nobody's.
+    pub(super) fn route(&mut self, data: &[u8], meta: &RxMeta) -> bool {
         self.learn(meta);
-        let o = owner(meta.dst.port(), data, self.inboxes.len())?;
+        let Some(o) = owner(meta.dst.port(), data, self.inboxes.len()) else {
+            return false;
+        };
         if o == self.index {
-            return Some(o);
+            return true;
         }
         if self.inboxes[o].queue.push((data.to_vec(), *meta)).is_err() {
             self.inboxes[o].dropped.fetch_add(1, Ordering::Relaxed);
         } else {
             self.to_ring[o] = true;
         }
-        None
+        false
     }
 
     /// After a batch: the owners handed something learn of it.

@@ -531,12 +531,9 @@ impl<T: TxQueue> Loop<T> {
     }
 
     fn flush(&mut self) {
-        if self.w.tx.is_empty() {
-            // Frames the kernel has not moved yet (the ring's last kick found the link busy)
-            // get another kick now, not when the next reply happens to be queued.
-            if self.w.tx.unsent() > 0 {
-                let _ = self.w.tx.flush();
-            }
+        // Frames the kernel has not moved yet (the ring's last kick found the link busy) are
+        // flushed again too, not only when the next reply happens to be queued.
+        if self.w.tx.is_empty() && self.w.tx.unsent() == 0 {
             return;
         }
         // Counters first: whoever sees a reply sees the counters that include it.

@@ -7,6 +7,7 @@
 //! overlays per machine and the load generator's iSCSI phase come next; what a PDU or a login
 //! does is the core's business and will not change with the transport.
 
+use bootstorm_iscsi::scsi::fnv64;
 use bootstorm_iscsi::{Config, Connection, Disk, Event, IoKind, IoResult, Target};
 use bootstorm_wire::iscsi::{BHS_LEN, Bhs};
 use std::fs::File;
@@ -14,8 +15,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddrV4, TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -138,7 +139,7 @@ pub fn start(s: &IscsiSettings, shutdown: Arc<AtomicBool>) -> anyhow::Result<Isc
             t.name,
             t.file.display()
         );
-        let serial = format!("{:08x}", fnv(t.name.as_bytes()) as u32);
+        let serial = format!("{:08x}", fnv64(t.name.as_bytes()) as u32);
         targets.push(Target {
             name: t.name.clone(),
             luns: vec![(
@@ -201,12 +202,6 @@ fn device_size(f: &File) -> std::io::Result<u64> {
     Ok(end)
 }
 
-fn fnv(b: &[u8]) -> u64 {
-    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
-        (h ^ u64::from(x)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 fn accept_loop(
     listener: TcpListener,
     cfg: Config,
@@ -216,7 +211,7 @@ fn accept_loop(
 ) {
     let mut tsih: u16 = 0;
     // Configs per local address (the portal SendTargets names), built once per address.
-    let configs: Mutex<Vec<(SocketAddrV4, Arc<Config>)>> = Mutex::new(Vec::new());
+    let mut configs: Vec<(SocketAddrV4, Arc<Config>)> = Vec::new();
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     while !shutdown.load(Ordering::Relaxed) {
         let (sock, peer) = match listener.accept() {
@@ -243,19 +238,16 @@ fn accept_loop(
             Ok(std::net::SocketAddr::V4(a)) => a,
             _ => continue,
         };
-        let cfg = {
-            let mut g = configs.lock().unwrap_or_else(|e| e.into_inner());
-            match g.iter().find(|(a, _)| *a == local) {
-                Some((_, c)) => c.clone(),
-                None => {
-                    let mut c = cfg.clone();
-                    if c.portal.is_empty() {
-                        c.portal = local.to_string();
-                    }
-                    let c = Arc::new(c);
-                    g.push((local, c.clone()));
-                    c
+        let cfg = match configs.iter().find(|(a, _)| *a == local) {
+            Some((_, c)) => c.clone(),
+            None => {
+                let mut c = cfg.clone();
+                if c.portal.is_empty() {
+                    c.portal = local.to_string();
                 }
+                let c = Arc::new(c);
+                configs.push((local, c.clone()));
+                c
             }
         };
         tsih = tsih.wrapping_add(1).max(1);
@@ -281,7 +273,7 @@ fn seed(peer: std::net::SocketAddr, tsih: u16) -> [u8; 16] {
     if let Ok(mut f) = File::open("/dev/urandom") {
         let _ = f.read_exact(&mut s);
     }
-    let extra = fnv(format!("{peer}{tsih}{:?}", std::time::SystemTime::now()).as_bytes());
+    let extra = fnv64(format!("{peer}{tsih}{:?}", std::time::SystemTime::now()).as_bytes());
     for (i, b) in extra.to_be_bytes().iter().enumerate() {
         s[i] ^= b;
     }
@@ -321,7 +313,7 @@ fn serve_connection(
     let mut header = [0u8; BHS_LEN];
     let mut pdu = Vec::new();
     let mut out = Vec::new();
-    'conn: loop {
+    loop {
         if !read_full(&mut sock, &mut header, shutdown) {
             break;
         }
@@ -387,7 +379,7 @@ fn serve_connection(
             log_event(&e, peer, stats);
         }
         if !out.is_empty() && sock.write_all(&out).is_err() {
-            break 'conn;
+            break;
         }
         if conn.is_closed() {
             break;

@@ -283,9 +283,10 @@ impl Connection {
 
     /// The session's ISID and the target it is logged in to (full feature phase only).
     pub fn session(&self) -> Option<([u8; 6], usize)> {
-        (self.state == State::FullFeature)
-            .then_some(self.target.map(|t| (self.isid, t)))
-            .flatten()
+        match self.state {
+            State::FullFeature => self.target.map(|t| (self.isid, t)),
+            _ => None,
+        }
     }
 
     /// The digests the PDUs carry now (header, data): what was negotiated, from the full
@@ -325,14 +326,8 @@ impl Connection {
         if dd && n > 0 {
             let want = crc32c::crc32c(&pdu[at..at + padded]).to_le_bytes();
             if pdu[at + padded..at + padded + 4] != want {
-                self.reject(&pdu[..BHS_LEN], reject::DATA_DIGEST_ERROR);
-                self.events
-                    .push_back(Event::ProtocolError("data digest error"));
-                if self.tasks.remove(&h.itt()).is_some() {
-                    let sense = Sense::DATA_PHASE_ERROR;
-                    self.send_status(h.itt(), scsi::status::CHECK_CONDITION, Some(sense), 0, 0);
-                }
-                return;
+                let what = "data digest error";
+                return self.fail_data_pdu(&pdu[..BHS_LEN], reject::DATA_DIGEST_ERROR, what);
             }
         }
         self.handle_pdu(&pdu[..BHS_LEN], &pdu[at..at + n]);
@@ -537,6 +532,19 @@ impl Connection {
             },
             data,
         );
+    }
+
+    /// A data-carrying PDU that cannot be taken (a digest error, a Data-Out out of order): it
+    /// is rejected for `reason`, and the command it belongs to, if one is running, fails with
+    /// CHECK CONDITION; the connection goes on.
+    fn fail_data_pdu(&mut self, bhs: &[u8], reason: u8, what: &'static str) {
+        let itt = Bhs::new_checked(bhs).map_or(RESERVED_TAG, |h| h.itt());
+        self.reject(bhs, reason);
+        self.events.push_back(Event::ProtocolError(what));
+        if self.tasks.remove(&itt).is_some() {
+            let sense = Sense::DATA_PHASE_ERROR;
+            self.send_status(itt, scsi::status::CHECK_CONDITION, Some(sense), 0, 0);
+        }
     }
 
     fn reject(&mut self, bhs: &[u8], reason: u8) {
@@ -991,11 +999,7 @@ impl Connection {
             None
         };
         if let Some((reason, what)) = why {
-            self.tasks.remove(&itt);
-            self.reject(h.as_bytes(), reason);
-            self.events.push_back(Event::ProtocolError(what));
-            let sense = Sense::DATA_PHASE_ERROR;
-            return self.send_status(itt, scsi::status::CHECK_CONDITION, Some(sense), 0, 0);
+            return self.fail_data_pdu(h.as_bytes(), reason, what);
         }
         w.data_sn += 1;
         w.data.extend_from_slice(data);

@@ -374,8 +374,9 @@ fn inquiry(cdb: &[u8], disk: &Disk) -> Action {
     cut(d, alloc)
 }
 
-/// A small stable hash (FNV-1a) for the NAA identifier: the same serial gives the same ID.
-fn fnv64(b: &[u8]) -> u64 {
+/// A small stable hash (FNV-1a) for identifiers: the same serial gives the same NAA ID (and
+/// the daemon derives a target's serial from its name with it).
+pub fn fnv64(b: &[u8]) -> u64 {
     b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
         (h ^ u64::from(x)).wrapping_mul(0x0000_0100_0000_01b3)
     })
