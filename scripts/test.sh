@@ -28,6 +28,22 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# qemu's iSCSI driver (qemu-io and qemu-img on iscsi:// URLs) is in qemu-block-extra, whose
+# version must be qemu-utils' own: take both from Debian 12's suite (7.2), replacing a newer
+# qemu-utils backport that has no matching qemu-block-extra.
+qemu_iscsi=/usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so
+if [ ! -e "$qemu_iscsi" ] || ! qemu-io --version 2>/dev/null | grep -q "version 7\.2"; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "== installing qemu-utils and qemu-block-extra 7.2 (Debian 12) for qemu's iSCSI driver"
+    [ ${#missing[@]} -gt 0 ] || apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends --allow-downgrades \
+      qemu-utils/bookworm qemu-block-extra/bookworm
+    [ -e "$qemu_iscsi" ] || { echo "qemu-block-extra did not install $qemu_iscsi" >&2; exit 1; }
+  else
+    echo "== qemu's iSCSI driver is missing (not root, cannot install qemu-block-extra)"
+  fi
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

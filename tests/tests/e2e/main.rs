@@ -9,6 +9,7 @@ mod course;
 mod durable;
 mod http;
 mod iscsi;
+mod iscsi_overlay;
 mod lab;
 mod layers;
 mod loadgen;

@@ -154,6 +154,12 @@ pub struct IscsiTargetSection {
     /// Initiator IQNs allowed (default: any).
     #[serde(default)]
     pub initiators: Vec<String>,
+    /// Diskless: `file` is a golden image shared read-only, and each machine writes to its own
+    /// copy-on-write overlay in this directory.
+    pub overlays: Option<PathBuf>,
+    /// What names a machine's overlay: "initiator" (its IQN, the default) or "mac" (the MAC
+    /// the DHCP server leased its address to).
+    pub overlay_key: Option<String>,
 }
 
 /// `[xdp]`: boot-storm control in the XDP program (with `[server] io = "xdp"` or `"auto"`).

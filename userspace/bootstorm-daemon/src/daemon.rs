@@ -186,7 +186,11 @@ impl Daemon {
             services.push(Box::new(http));
         }
         if let Some(i) = &settings.iscsi {
-            services.push(Box::new(iscsid::start(i, shutdown.clone())?));
+            // Diskless targets keyed by MAC ask the boot-session registry who holds an address.
+            let (sessions, clock) = (dhcp.sessions(), dhcp.clock());
+            let mac_of: tftpd::MacLookup =
+                Arc::new(move |ip| sessions.mac_of(clock.now(), ip).map(|m| m.to_vec()));
+            services.push(Box::new(iscsid::start(i, shutdown.clone(), Some(mac_of))?));
         }
         for s in &services {
             if let Some(src) = s.stats() {

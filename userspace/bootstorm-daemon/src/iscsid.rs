@@ -2,11 +2,17 @@
 //! [`bootstorm_iscsi::Connection`] per connection, each on a thread of its own, with the
 //! backing files read and written by `pread`/`pwrite` (`FileExt`) from that thread.
 //!
-//! This is the first step of issue 15: the protocol core and a plain transport. io_uring block
-//! I/O (several I/Os in flight per connection, registered buffers, O_DIRECT), copy-on-write
-//! overlays per machine and the load generator's iSCSI phase come next; what a PDU or a login
-//! does is the core's business and will not change with the transport.
+//! A target is either a plain disk (its file or block device, LUN 0) or diskless: its file is
+//! a golden image, opened read-only and shared, and each machine that logs in gets its own
+//! copy-on-write overlay of it ([`crate::overlay`]), found by its initiator IQN or by the MAC
+//! address the DHCP server leased its address to. The overlay is opened when the login
+//! succeeds; if it cannot be (another golden image, a full disk, an unknown MAC) the login's
+//! answer is not sent and the connection is closed, with the reason in the log.
+//!
+//! What a PDU or a login does is the core's business and does not change with the transport.
 
+use crate::overlay::{Overlay, Overlays, mac_key};
+use crate::tftpd::{MacLookup, neighbour_mac};
 use bootstorm_iscsi::scsi::fnv64;
 use bootstorm_iscsi::{Config, Connection, Disk, Event, IoKind, IoResult, Target};
 use bootstorm_wire::iscsi::{BHS_LEN, Bhs};
@@ -44,6 +50,25 @@ pub struct TargetSettings {
     pub chap: Option<Chap>,
     /// Initiator IQNs allowed (empty: any).
     pub initiators: Vec<String>,
+    /// Diskless: `file` is a golden image, each machine writes to its own overlay.
+    pub overlays: Option<OverlaySettings>,
+}
+
+/// Where a diskless target keeps its machines' overlays, and what names a machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OverlaySettings {
+    pub dir: PathBuf,
+    pub key: OverlayKey,
+}
+
+/// What names a machine's overlay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverlayKey {
+    /// Its initiator IQN (as iPXE takes it from DHCP option 203).
+    Initiator,
+    /// The MAC address the DHCP server leased the connection's source address to (else the
+    /// kernel's neighbour table).
+    Mac,
 }
 
 /// `[iscsi]`.
@@ -73,6 +98,7 @@ pub struct IscsiStats {
     pub read_bytes: AtomicU64,
     pub written_bytes: AtomicU64,
     pub io_errors: AtomicU64,
+    pub overlay_errors: AtomicU64,
 }
 
 /// The counters as `bootstorm stats` shows them.
@@ -83,7 +109,7 @@ pub fn stats_json(s: &IscsiStats) -> serde_json::Value {
         "logins": g(&s.logins), "login_failures": g(&s.login_failures),
         "protocol_errors": g(&s.protocol_errors), "logouts": g(&s.logouts),
         "read_bytes": g(&s.read_bytes), "written_bytes": g(&s.written_bytes),
-        "io_errors": g(&s.io_errors),
+        "io_errors": g(&s.io_errors), "overlay_errors": g(&s.overlay_errors),
     })
 }
 
@@ -115,20 +141,32 @@ impl IscsiRunning {
     }
 }
 
-/// The backing store of the served units, by (target, LUN).
-struct Store {
-    files: Vec<File>,
+/// The backing store of a target's LUN 0.
+enum Unit {
+    File(File),
+    Diskless { overlays: Overlays, key: OverlayKey },
 }
 
-/// Opens the backing files and starts listening.
-pub fn start(s: &IscsiSettings, shutdown: Arc<AtomicBool>) -> anyhow::Result<IscsiRunning> {
+/// The backing stores, by target index, and how to find a machine's MAC.
+struct Store {
+    units: Vec<Unit>,
+    mac_of: Option<MacLookup>,
+}
+
+/// Opens the backing files and starts listening. `mac_of` names the machine at an address
+/// (the DHCP server's boot-session registry) for overlays keyed by MAC.
+pub fn start(
+    s: &IscsiSettings,
+    shutdown: Arc<AtomicBool>,
+    mac_of: Option<MacLookup>,
+) -> anyhow::Result<IscsiRunning> {
     use anyhow::Context;
     let mut targets = Vec::new();
-    let mut files = Vec::new();
+    let mut units = Vec::new();
     for t in &s.targets {
         let file = std::fs::OpenOptions::new()
             .read(true)
-            .write(!t.read_only)
+            .write(!t.read_only && t.overlays.is_none())
             .open(&t.file)
             .with_context(|| format!("iSCSI target {}: {}", t.name, t.file.display()))?;
         let size = device_size(&file)?;
@@ -154,9 +192,22 @@ pub fn start(s: &IscsiSettings, shutdown: Arc<AtomicBool>) -> anyhow::Result<Isc
             chap: t.chap.clone(),
             initiators: t.initiators.clone(),
         });
-        files.push(file);
+        units.push(match &t.overlays {
+            None => Unit::File(file),
+            Some(o) => Unit::Diskless {
+                overlays: Overlays::new(
+                    o.dir.clone(),
+                    Arc::new(file),
+                    blocks * u64::from(BLOCK_SIZE),
+                )
+                .with_context(|| format!("iSCSI target {}: {}", t.name, t.file.display()))?,
+                key: o.key,
+            },
+        });
         tracing::info!(target = %t.name, file = %t.file.display(), blocks, read_only = t.read_only,
-            chap = t.chap.is_some(), "iSCSI target");
+            chap = t.chap.is_some(),
+            overlays = t.overlays.as_ref().map(|o| o.dir.display().to_string()).unwrap_or_default(),
+            "iSCSI target");
     }
     let listener =
         TcpListener::bind(s.listen).with_context(|| format!("binding iSCSI {}", s.listen))?;
@@ -178,7 +229,7 @@ pub fn start(s: &IscsiSettings, shutdown: Arc<AtomicBool>) -> anyhow::Result<Isc
         discovery_chap: s.discovery_chap.clone(),
         limits: bootstorm_iscsi::Limits::default(),
     };
-    let store = Arc::new(Store { files });
+    let store = Arc::new(Store { units, mac_of });
     let stats = Arc::new(IscsiStats::default());
     let (flag, stats2) = (shutdown.clone(), stats.clone());
     let thread = std::thread::Builder::new()
@@ -313,6 +364,7 @@ fn serve_connection(
     let mut header = [0u8; BHS_LEN];
     let mut pdu = Vec::new();
     let mut out = Vec::new();
+    let mut overlay: Option<Arc<Overlay>> = None;
     loop {
         if !read_full(&mut sock, &mut header, shutdown) {
             break;
@@ -336,36 +388,34 @@ fn serve_connection(
             }
             conn.handle_wire(&pdu);
         }
-        while let Some(io) = conn.poll_io() {
-            let file = &store.files[io.target];
-            let result = match io.kind {
-                IoKind::Read { offset, len } => {
-                    let mut buf = vec![0u8; len as usize];
-                    match file.read_exact_at(&mut buf, offset) {
-                        Ok(()) => {
-                            stats.read_bytes.fetch_add(len, Ordering::Relaxed);
-                            IoResult::Read(buf)
-                        }
-                        Err(_) => IoResult::Failed,
+        // Events first: a login to a diskless target opens the machine's overlay before its
+        // answer goes out (and instead of it, if the overlay cannot be opened).
+        let mut refused = false;
+        while let Some(e) = conn.poll_event() {
+            log_event(&e, peer, stats);
+            if let Event::LoggedIn {
+                initiator,
+                target: Some(name),
+                ..
+            } = &e
+            {
+                match open_overlay(store, conn.session().map(|(_, i)| i), initiator, peer) {
+                    Ok(o) => overlay = o,
+                    Err(why) => {
+                        stats.overlay_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(peer = %peer.map(|p| p.to_string()).unwrap_or_default(),
+                            initiator, target = name, reason = %why, event = "iscsi_overlay_failed",
+                            "iSCSI login dropped: no overlay");
+                        refused = true;
                     }
                 }
-                IoKind::Write { offset, data, fua } => match file
-                    .write_all_at(&data, offset)
-                    .and_then(|()| if fua { file.sync_data() } else { Ok(()) })
-                {
-                    Ok(()) => {
-                        stats
-                            .written_bytes
-                            .fetch_add(data.len() as u64, Ordering::Relaxed);
-                        IoResult::Done
-                    }
-                    Err(_) => IoResult::Failed,
-                },
-                IoKind::Flush => match file.sync_data() {
-                    Ok(()) => IoResult::Done,
-                    Err(_) => IoResult::Failed,
-                },
-            };
+            }
+        }
+        if refused {
+            break;
+        }
+        while let Some(io) = conn.poll_io() {
+            let result = perform(&store.units[io.target], overlay.as_deref(), io.kind, stats);
             if result == IoResult::Failed {
                 stats.io_errors.fetch_add(1, Ordering::Relaxed);
             }
@@ -374,9 +424,6 @@ fn serve_connection(
         out.clear();
         while let Some(p) = conn.poll_transmit() {
             out.extend_from_slice(&p);
-        }
-        while let Some(e) = conn.poll_event() {
-            log_event(&e, peer, stats);
         }
         if !out.is_empty() && sock.write_all(&out).is_err() {
             break;
@@ -387,6 +434,88 @@ fn serve_connection(
     }
     let _ = sock.shutdown(std::net::Shutdown::Both);
     stats.active.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The overlay of the machine that just logged in to target `index`, if it is diskless.
+fn open_overlay(
+    store: &Store,
+    index: Option<usize>,
+    initiator: &str,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<Option<Arc<Overlay>>, String> {
+    let Some(Unit::Diskless { overlays, key }) = index.and_then(|i| store.units.get(i)) else {
+        return Ok(None);
+    };
+    let key = match key {
+        OverlayKey::Initiator => initiator.to_string(),
+        OverlayKey::Mac => {
+            let ip = match peer {
+                Some(std::net::SocketAddr::V4(a)) => *a.ip(),
+                _ => return Err("no IPv4 peer address to find its MAC by".into()),
+            };
+            let mac = store
+                .mac_of
+                .as_ref()
+                .and_then(|f| f(ip))
+                .or_else(|| neighbour_mac(ip))
+                .ok_or_else(|| format!("no lease or neighbour entry names the MAC of {ip}"))?;
+            mac_key(&mac)
+        }
+    };
+    overlays.get(&key).map(Some).map_err(|e| e.to_string())
+}
+
+/// One backing-store operation, on the unit's file or the machine's overlay.
+fn perform(unit: &Unit, overlay: Option<&Overlay>, kind: IoKind, stats: &IscsiStats) -> IoResult {
+    let wrote = match &kind {
+        IoKind::Write { data, .. } => data.len() as u64,
+        _ => 0,
+    };
+    let r = match (unit, overlay) {
+        (Unit::File(f), _) => match kind {
+            IoKind::Read { offset, len } => {
+                let mut buf = vec![0u8; len as usize];
+                f.read_exact_at(&mut buf, offset)
+                    .map(|()| buf)
+                    .map(IoResult::Read)
+            }
+            IoKind::Write { offset, data, fua } => f
+                .write_all_at(&data, offset)
+                .and_then(|()| if fua { f.sync_data() } else { Ok(()) })
+                .map(|()| IoResult::Done),
+            IoKind::Flush => f.sync_data().map(|()| IoResult::Done),
+        },
+        (Unit::Diskless { .. }, Some(o)) => match kind {
+            IoKind::Read { offset, len } => {
+                let mut buf = vec![0u8; len as usize];
+                o.read_at(&mut buf, offset)
+                    .map(|()| buf)
+                    .map(IoResult::Read)
+            }
+            IoKind::Write { offset, data, fua } => o
+                .write_at(&data, offset)
+                .and_then(|()| if fua { o.sync() } else { Ok(()) })
+                .map(|()| IoResult::Done),
+            IoKind::Flush => o.sync().map(|()| IoResult::Done),
+        },
+        (Unit::Diskless { .. }, None) => return IoResult::Failed,
+    };
+    match r {
+        Ok(IoResult::Read(buf)) => {
+            stats
+                .read_bytes
+                .fetch_add(buf.len() as u64, Ordering::Relaxed);
+            IoResult::Read(buf)
+        }
+        Ok(r) => {
+            stats.written_bytes.fetch_add(wrote, Ordering::Relaxed);
+            r
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "iSCSI backing-store I/O failed");
+            IoResult::Failed
+        }
+    }
 }
 
 fn log_event(e: &Event, peer: Option<std::net::SocketAddr>, stats: &IscsiStats) {

@@ -17,6 +17,7 @@ pub mod iscsid;
 pub use bootstorm_leasefile as leasefile;
 pub mod leaseio;
 pub mod logbuf;
+pub mod overlay;
 pub mod quick;
 pub mod serve;
 pub mod sessions;

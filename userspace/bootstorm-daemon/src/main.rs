@@ -57,6 +57,13 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// The copy-on-write overlays of diskless iSCSI targets: list them, reset one (the machine
+    /// sees its golden image again) or delete one. Reset and delete are refused while a session
+    /// of that machine is logged in.
+    Overlay {
+        #[command(subcommand)]
+        action: OverlayAction,
+    },
     /// Print a running server's counters as JSON.
     Stats {
         /// Config file of the server (to find its control socket).
@@ -102,6 +109,46 @@ enum LeasesAction {
         /// The files, oldest first (e.g. kea-leases4.csv.2 kea-leases4.csv).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+}
+
+/// Where `bootstorm overlay` looks: the config's diskless targets, or one directory.
+#[derive(clap::Args)]
+struct OverlayWhere {
+    /// Config file of the server (its diskless `[[iscsi.target]]`s).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Only this target's overlays (its IQN).
+    #[arg(long)]
+    target: Option<String>,
+    /// An overlay directory (instead of --config).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum OverlayAction {
+    /// Every overlay: its machine, bytes written, space taken, when made and last written.
+    List {
+        #[command(flatten)]
+        at: OverlayWhere,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Empty a machine's overlay: it reads its golden image again.
+    Reset {
+        /// The machine's key: its initiator IQN, or its MAC (52-54-00-12-34-56).
+        key: String,
+        #[command(flatten)]
+        at: OverlayWhere,
+    },
+    /// Remove a machine's overlay (a new one is made at its next login).
+    Delete {
+        /// The machine's key.
+        key: String,
+        #[command(flatten)]
+        at: OverlayWhere,
     },
 }
 
@@ -199,6 +246,7 @@ fn main() -> ExitCode {
             ..
         } => import_cmd(&config, format, &files, dry_run),
         Cmd::Lab { args } => lab_cmd(&args),
+        Cmd::Overlay { action } => overlay_cmd(action),
         Cmd::Stats { config, socket } => socket_path(config, socket).and_then(|p| {
             out(&control::request(&p, "stats")
                 .with_context(|| format!("asking {}", p.display()))?)
@@ -508,6 +556,154 @@ fn leases_cmd(config: Option<PathBuf>, socket: Option<PathBuf>, json: bool) -> a
         );
     }
     out(&t)
+}
+
+/// The overlay directories `at` names, with their targets.
+fn overlay_dirs(at: &OverlayWhere) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    match (&at.config, &at.dir) {
+        (Some(_), Some(_)) => bail!("give --config or --dir, not both"),
+        (None, None) => bail!("which overlays? give --config FILE or --dir DIR"),
+        (None, Some(d)) => Ok(vec![(
+            at.target.clone().unwrap_or_else(|| "-".into()),
+            d.clone(),
+        )]),
+        (Some(c), None) => {
+            let s = config::load(c)?;
+            let dirs: Vec<(String, PathBuf)> = s
+                .iscsi
+                .iter()
+                .flat_map(|i| &i.targets)
+                .filter(|t| at.target.as_ref().is_none_or(|n| *n == t.name))
+                .filter_map(|t| t.overlays.as_ref().map(|o| (t.name.clone(), o.dir.clone())))
+                .collect();
+            if dirs.is_empty() {
+                bail!(
+                    "{} has no diskless [[iscsi.target]] (with overlays = DIR){}",
+                    c.display(),
+                    at.target
+                        .as_ref()
+                        .map(|t| format!(" named {t}"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(dirs)
+        }
+    }
+}
+
+fn overlay_cmd(action: OverlayAction) -> anyhow::Result<()> {
+    use bootstorm_daemon::overlay::{self, Action};
+    let (key, at, what) = match action {
+        OverlayAction::List { at, json } => {
+            let mut rows = Vec::new();
+            for (target, dir) in overlay_dirs(&at)? {
+                let listed =
+                    overlay::list(&dir).with_context(|| format!("reading {}", dir.display()))?;
+                rows.extend(listed.into_iter().map(|l| (target.clone(), l)));
+            }
+            if json {
+                let v: Vec<serde_json::Value> = rows
+                    .iter()
+                    .map(|(t, l)| {
+                        let mut v = serde_json::to_value(l).unwrap_or_default();
+                        v["target"] = t.clone().into();
+                        v
+                    })
+                    .collect();
+                return out(&format!("{}\n", serde_json::Value::from(v)));
+            }
+            use std::fmt::Write;
+            let mut t = format!(
+                "{:<40} {:<34} {:>10} {:>10}  {:<20} {:<20} STATE\n",
+                "TARGET", "MACHINE", "WRITTEN", "ON DISK", "CREATED", "WRITTEN AT"
+            );
+            for (target, l) in rows {
+                let state = match (&l.error, l.in_use) {
+                    (Some(e), _) => format!("damaged: {e}"),
+                    (None, true) => "in use".into(),
+                    (None, false) => "idle".into(),
+                };
+                let _ = writeln!(
+                    t,
+                    "{:<40} {:<34} {:>10} {:>10}  {:<20} {:<20} {state}",
+                    target,
+                    l.key,
+                    human_bytes(l.written),
+                    human_bytes(l.allocated),
+                    utc(l.created),
+                    utc(l.modified),
+                );
+            }
+            return out(&t);
+        }
+        OverlayAction::Reset { key, at } => (key, at, Action::Reset),
+        OverlayAction::Delete { key, at } => (key, at, Action::Delete),
+    };
+    let dirs = overlay_dirs(&at)?;
+    if dirs.len() > 1 {
+        bail!(
+            "several diskless targets ({}): name one with --target",
+            dirs.iter()
+                .map(|d| d.0.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let (target, dir) = &dirs[0];
+    overlay::act(dir, &key, what).map_err(|e| match e {
+        overlay::OpenError::Busy { .. } => anyhow::anyhow!(
+            "{e}: a session of {key} is logged in; log it out (or stop the machine) first"
+        ),
+        e => anyhow::anyhow!(e),
+    })?;
+    let verb = if what == Action::Reset {
+        "reset"
+    } else {
+        "deleted"
+    };
+    let of = if target == "-" {
+        String::new()
+    } else {
+        format!(" of target {target}")
+    };
+    out(&format!("{verb} the overlay of {key}{of}\n"))
+}
+
+/// `1.5 GiB`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Seconds since the epoch as `2026-12-02 15:04:05` (UTC).
+fn utc(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn export_cmd(

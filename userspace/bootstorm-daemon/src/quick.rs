@@ -96,6 +96,10 @@ pub struct QuickFlags {
     /// iSCSI listen address, ADDR:PORT or ADDR (default 0.0.0.0:3260).
     #[arg(long)]
     pub iscsi_address: Option<String>,
+    /// Diskless: the --iscsi-target files are golden images, and each machine (by initiator
+    /// IQN) writes to its own copy-on-write overlay in a subdirectory of DIR per target.
+    #[arg(long, value_name = "DIR")]
+    pub iscsi_overlays: Option<PathBuf>,
 }
 
 impl QuickFlags {
@@ -295,7 +299,7 @@ pub fn settings(q: &QuickFlags, s: &ServerFlags) -> Result<Settings, ConfigError
             ..LeasesSection::default()
         }));
     }
-    if !q.iscsi_targets.is_empty() || q.iscsi_address.is_some() {
+    if !q.iscsi_targets.is_empty() || q.iscsi_address.is_some() || q.iscsi_overlays.is_some() {
         let mut targets = Vec::new();
         for t in &q.iscsi_targets {
             let (name, path) = t
@@ -304,12 +308,16 @@ pub fn settings(q: &QuickFlags, s: &ServerFlags) -> Result<Settings, ConfigError
             targets.push(spanned(crate::config::IscsiTargetSection {
                 name: name.to_string(),
                 file: PathBuf::from(path),
+                overlays: q
+                    .iscsi_overlays
+                    .as_ref()
+                    .map(|d| d.join(crate::overlay::file_stem(name))),
                 ..Default::default()
             }));
         }
         if targets.is_empty() {
             return Err(err(
-                "--iscsi-address needs at least one --iscsi-target IQN=FILE",
+                "--iscsi-address and --iscsi-overlays need at least one --iscsi-target IQN=FILE",
             ));
         }
         file.iscsi = Some(spanned(crate::config::IscsiSection {

@@ -735,7 +735,9 @@ fn iscsi_settings(
     src: &Source<'_>,
     sp: &Spanned<crate::config::IscsiSection>,
 ) -> Result<crate::iscsid::IscsiSettings, ConfigError> {
-    use crate::iscsid::{Chap, DEFAULT_LISTEN, IscsiSettings, TargetSettings};
+    use crate::iscsid::{
+        Chap, DEFAULT_LISTEN, IscsiSettings, OverlayKey, OverlaySettings, TargetSettings,
+    };
     let sec = sp.get_ref();
     let listen = match &sec.address {
         Some(a) => parse_listen(a).ok_or_else(|| {
@@ -822,16 +824,66 @@ fn iscsi_settings(
                 "[[iscsi.target]] mutual CHAP needs chap_user and chap_secret too",
             ));
         }
+        let read_only = t.read_only.unwrap_or(false);
+        let key = match t.overlay_key.as_deref() {
+            None | Some("initiator") => OverlayKey::Initiator,
+            Some("mac") => OverlayKey::Mac,
+            Some(k) => {
+                return Err(src.error(
+                    Some(span),
+                    format!(
+                        "[[iscsi.target]] {}: overlay_key = \"{k}\": \"initiator\" or \"mac\"",
+                        t.name
+                    ),
+                ));
+            }
+        };
+        let overlays = match &t.overlays {
+            None if t.overlay_key.is_some() => {
+                return Err(src.error(
+                    Some(span),
+                    format!(
+                        "[[iscsi.target]] {}: overlay_key needs overlays = DIR",
+                        t.name
+                    ),
+                ));
+            }
+            None => None,
+            Some(_) if read_only => {
+                return Err(src.error(
+                    Some(span),
+                    format!(
+                        "[[iscsi.target]] {}: read_only with overlays: a read-only disk writes nothing to overlay (drop one of them)",
+                        t.name
+                    ),
+                ));
+            }
+            Some(dir) if dir.exists() && !dir.is_dir() => {
+                return Err(src.error(
+                    Some(span),
+                    format!(
+                        "[[iscsi.target]] {}: overlays = {}: not a directory",
+                        t.name,
+                        dir.display()
+                    ),
+                ));
+            }
+            Some(dir) => Some(OverlaySettings {
+                dir: dir.clone(),
+                key,
+            }),
+        };
         targets.push(TargetSettings {
             name: t.name.clone(),
             file: t.file.clone(),
-            read_only: t.read_only.unwrap_or(false),
+            read_only,
             chap: initiator.map(|(user, secret)| Chap {
                 user,
                 secret,
                 mutual,
             }),
             initiators: t.initiators.clone(),
+            overlays,
         });
     }
     if targets.is_empty() {
