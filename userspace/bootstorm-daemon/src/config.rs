@@ -510,8 +510,13 @@ pub struct BootFields {
     pub next_server: Option<Ipv4Addr>,
     /// Option 66 and sname.
     pub server_name: Option<String>,
-    /// Option 17.
+    /// Option 17 (`{server}` and `{mac}` are replaced per reply).
     pub root_path: Option<String>,
+    /// An `[[iscsi.target]]` of this server to boot from (`sanboot`): option 17 (unless
+    /// `root_path` is set) and iPXE's option 201 name it.
+    pub iscsi_target: Option<String>,
+    /// iPXE's option 203: the IQN the machine logs in as; `{mac}` is its MAC.
+    pub initiator_iqn: Option<String>,
 }
 
 /// `[[boot]]`.
@@ -529,8 +534,12 @@ pub struct BootSection {
     pub next_server: Option<Ipv4Addr>,
     /// Option 66 and sname.
     pub server_name: Option<String>,
-    /// Option 17.
+    /// Option 17 (`{server}` and `{mac}` are replaced per reply).
     pub root_path: Option<String>,
+    /// An `[[iscsi.target]]` of this server to boot from; see [`BootFields::iscsi_target`].
+    pub iscsi_target: Option<String>,
+    /// iPXE's option 203; see [`BootFields::initiator_iqn`].
+    pub initiator_iqn: Option<String>,
     /// Extra options.
     #[serde(default)]
     pub options: Vec<Spanned<OptionSection>>,

@@ -178,8 +178,14 @@ pub struct Boot {
     pub next_server: Option<Ipv4Addr>,
     /// TFTP server name (option 66 and `sname`).
     pub server_name: Option<String>,
-    /// Root path (option 17), e.g. an iSCSI URI.
+    /// Root path (option 17), e.g. an iSCSI URI (RFC 4173); `{server}` stands for the boot
+    /// server's address (next-server, else the subnet's server id), `{mac}` for the client's
+    /// MAC (`52-54-00-12-34-56`).
     pub root_path: Option<String>,
+    /// iPXE's option 201: the iSCSI target's IQN.
+    pub iscsi_target: Option<String>,
+    /// iPXE's option 203: the IQN the machine logs in as; `{mac}` as in `root_path`.
+    pub initiator_iqn: Option<String>,
 }
 
 /// A boot rule: the first rule that matches a client decides its boot file.

@@ -108,6 +108,10 @@ pub mod opt {
     pub const CLIENT_NDI: u8 = 94;
     pub const CLIENT_UUID: u8 = 97;
     pub const CLASSLESS_ROUTES: u8 = 121;
+    /// iPXE's iSCSI options (its include/ipxe/dhcp.h): the target IQNs and the initiator's.
+    pub const ISCSI_PRIMARY_TARGET_IQN: u8 = 201;
+    pub const ISCSI_SECONDARY_TARGET_IQN: u8 = 202;
+    pub const ISCSI_INITIATOR_IQN: u8 = 203;
     pub const END: u8 = 255;
 }
 

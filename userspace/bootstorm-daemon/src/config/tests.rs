@@ -433,3 +433,97 @@ fn xdp_rx_frames_is_checked() {
         );
     }
 }
+
+/// A diskless boot: `iscsi_target` names a target of this server and becomes its RFC 4173 root
+/// path; templates other than `{mac}`/`{server}`, an unknown target, and overlays on a
+/// read-only target are refused with the line.
+#[test]
+fn san_boot_rules_and_diskless_targets_are_checked() {
+    let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let base = format!(
+        r#"
+[[subnet]]
+network = "198.18.0.0/16"
+server_id = "198.18.0.1"
+pools = ["198.18.1.1-198.18.1.254"]
+
+[iscsi]
+address = "@ADDR@"
+
+[[iscsi.target]]
+name = "iqn.2026-12.test:golden"
+file = "{golden}"
+overlays = "/tmp/bootstorm-config-test-overlays"
+overlay_key = "mac"
+
+[[boot]]
+file = "undionly.kpxe"
+iscsi_target = "@TARGET@"
+initiator_iqn = "@IQN@"
+"#
+    );
+    let cfg = |addr: &str, target: &str, iqn: &str| {
+        base.replace("@ADDR@", addr)
+            .replace("@TARGET@", target)
+            .replace("@IQN@", iqn)
+    };
+    let s = check(&cfg(
+        "0.0.0.0",
+        "iqn.2026-12.test:golden",
+        "iqn.2026-12.test.m:{mac}",
+    ))
+    .unwrap();
+    let b = &s.dhcp.boot_rules[0].boot;
+    assert_eq!(
+        b.root_path.as_deref(),
+        Some("iscsi:{server}::::iqn.2026-12.test:golden")
+    );
+    assert_eq!(b.initiator_iqn.as_deref(), Some("iqn.2026-12.test.m:{mac}"));
+    let t = &s.iscsi.as_ref().unwrap().targets[0];
+    assert_eq!(
+        t.overlays.as_ref().unwrap().key,
+        crate::iscsid::OverlayKey::Mac
+    );
+    let s = check(&cfg(
+        "198.18.0.9:3261",
+        "iqn.2026-12.test:golden",
+        "iqn.2026-12.test.m:x",
+    ))
+    .unwrap();
+    assert_eq!(
+        s.dhcp.boot_rules[0].boot.root_path.as_deref(),
+        Some("iscsi:198.18.0.9::3261::iqn.2026-12.test:golden")
+    );
+    let text = cfg("0.0.0.0", "iqn.2026-12.test:other", "iqn.2026-12.test.m:x");
+    let e = check(&text).unwrap_err();
+    assert!(e.contains("no [[iscsi.target]] of this server"), "{e}");
+    assert!(
+        e.contains(&format!(":{}", line_of(&text, "[[boot]]"))),
+        "{e}"
+    );
+    let e = check(&cfg(
+        "0.0.0.0",
+        "iqn.2026-12.test:golden",
+        "iqn.2026-12.test.m:{ip}",
+    ))
+    .unwrap_err();
+    assert!(e.contains("only {mac} may be replaced"), "{e}");
+    let e = check(&cfg(
+        "0.0.0.0",
+        "iqn.2026-12.test:golden",
+        "not an iqn {mac}",
+    ))
+    .unwrap_err();
+    assert!(e.contains("not an iSCSI name"), "{e}");
+    let text = cfg("0.0.0.0", "iqn.2026-12.test:golden", "iqn.2026-12.test.m:x")
+        .replace("overlay_key = \"mac\"", "read_only = true");
+    let e = check(&text).unwrap_err();
+    assert!(e.contains("read_only with overlays"), "{e}");
+    let text = cfg("0.0.0.0", "iqn.2026-12.test:golden", "iqn.2026-12.test.m:x")
+        .replace("overlay_key = \"mac\"", "overlay_key = \"uuid\"");
+    assert!(
+        check(&text)
+            .unwrap_err()
+            .contains("\"initiator\" or \"mac\"")
+    );
+}

@@ -24,12 +24,16 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
         let sn = subnet(src, sp, &mut all_ranges, &dhcp.subnets)?;
         dhcp.subnets.push(sn);
     }
+    let iscsi = match &file.iscsi {
+        Some(sp) => Some(iscsi_settings(src, sp)?),
+        None => None,
+    };
     for sp in &file.reservations {
-        let r = reservation(src, sp, &dhcp.subnets, &dhcp.reservations)?;
+        let r = reservation(src, sp, &dhcp.subnets, &dhcp.reservations, iscsi.as_ref())?;
         dhcp.reservations.push(r);
     }
     for (i, sp) in file.boot.iter().enumerate() {
-        let rule = boot_rule(src, i, sp, &dhcp.subnets, &mut warnings)?;
+        let rule = boot_rule(src, i, sp, &dhcp.subnets, iscsi.as_ref(), &mut warnings)?;
         dhcp.boot_rules.push(rule);
     }
     for (i, sp) in file.classes.iter().enumerate() {
@@ -62,10 +66,6 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
     };
     let leases = match &file.leases {
         Some(sp) => Some(lease_settings(src, sp)?),
-        None => None,
-    };
-    let iscsi = match &file.iscsi {
-        Some(sp) => Some(iscsi_settings(src, sp)?),
         None => None,
     };
     Ok(Settings {
@@ -410,6 +410,7 @@ fn reservation(
     sp: &Spanned<ReservationSection>,
     subnets: &[core::Subnet],
     reservations: &[core::Reservation],
+    iscsi: Option<&crate::iscsid::IscsiSettings>,
 ) -> Result<core::Reservation, ConfigError> {
     let span = Some(sp.span());
     let r = sp.get_ref();
@@ -440,15 +441,19 @@ fn reservation(
         ));
     }
     let boot = match &r.boot {
-        Some(b) => {
-            check_boot_file(&b.file).map_err(|e| src.error(span.clone(), e))?;
-            Some(core::Boot {
-                file: b.file.clone(),
+        Some(b) => Some(boot_settings(
+            src,
+            span.clone(),
+            BootIn {
+                file: &b.file,
                 next_server: b.next_server,
-                server_name: b.server_name.clone(),
-                root_path: b.root_path.clone(),
-            })
-        }
+                server_name: &b.server_name,
+                root_path: &b.root_path,
+                iscsi_target: &b.iscsi_target,
+                initiator_iqn: &b.initiator_iqn,
+            },
+            iscsi,
+        )?),
         None => None,
     };
     Ok(core::Reservation {
@@ -461,17 +466,119 @@ fn reservation(
     })
 }
 
+/// The boot fields of a `[[boot]]` rule or a reservation's `boot`.
+struct BootIn<'a> {
+    file: &'a str,
+    next_server: Option<Ipv4Addr>,
+    server_name: &'a Option<String>,
+    root_path: &'a Option<String>,
+    iscsi_target: &'a Option<String>,
+    initiator_iqn: &'a Option<String>,
+}
+
+/// Checks boot fields and derives what they imply: `iscsi_target` names a target of this
+/// server, whose RFC 4173 root path (`iscsi:SERVER::PORT::IQN`) becomes option 17 unless
+/// `root_path` is given; `{mac}` and `{server}` are the only templates.
+fn boot_settings(
+    src: &Source<'_>,
+    span: Option<Range<usize>>,
+    b: BootIn<'_>,
+    iscsi: Option<&crate::iscsid::IscsiSettings>,
+) -> Result<core::Boot, ConfigError> {
+    check_boot_file(b.file).map_err(|e| src.error(span.clone(), e))?;
+    let templates = |what: &str, t: &str, allowed: &[&str]| -> Result<(), ConfigError> {
+        let mut rest = t;
+        while let Some(i) = rest.find('{') {
+            let tail = &rest[i..];
+            match allowed.iter().find(|a| tail.starts_with(*a)) {
+                Some(a) => rest = &tail[a.len()..],
+                None => {
+                    return Err(src.error(
+                        span.clone(),
+                        format!(
+                            "{what} = \"{t}\": only {} may be replaced",
+                            allowed.join(" and ")
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    };
+    if let Some(rp) = b.root_path {
+        templates("root_path", rp, &["{server}", "{mac}"])?;
+    }
+    if let Some(iqn) = b.initiator_iqn {
+        templates("initiator_iqn", iqn, &["{mac}"])?;
+        if !valid_iqn(&iqn.replace("{mac}", "52-54-00-00-00-00")) {
+            return Err(src.error(
+                span.clone(),
+                format!("initiator_iqn = \"{iqn}\": not an iSCSI name (iqn.YYYY-MM.domain:name, {{mac}} allowed)"),
+            ));
+        }
+    }
+    let mut root_path = b.root_path.clone();
+    if let Some(t) = b.iscsi_target {
+        let Some(target) =
+            iscsi.and_then(|i| i.targets.iter().find(|x| x.name == *t).map(|x| (i, x)))
+        else {
+            return Err(src.error(
+                span,
+                format!(
+                    "iscsi_target = \"{t}\": no [[iscsi.target]] of this server has that name (for a target elsewhere, set root_path = \"iscsi:SERVER::::IQN\")"
+                ),
+            ));
+        };
+        if root_path.is_none() {
+            let (i, x) = target;
+            // The address the target listens on, else the boot server's (as TFTP's is).
+            let server = if i.listen.ip().is_unspecified() {
+                "{server}".to_string()
+            } else {
+                i.listen.ip().to_string()
+            };
+            let port = if i.listen.port() == 3260 {
+                String::new()
+            } else {
+                i.listen.port().to_string()
+            };
+            root_path = Some(format!("iscsi:{server}::{port}::{}", x.name));
+        }
+    }
+    Ok(core::Boot {
+        file: b.file.to_string(),
+        next_server: b.next_server,
+        server_name: b.server_name.clone(),
+        root_path,
+        iscsi_target: b.iscsi_target.clone(),
+        initiator_iqn: b.initiator_iqn.clone(),
+    })
+}
+
 /// The `i`th `[[boot]]` rule.
 fn boot_rule(
     src: &Source<'_>,
     i: usize,
     sp: &Spanned<BootSection>,
     subnets: &[core::Subnet],
+    iscsi: Option<&crate::iscsid::IscsiSettings>,
     warnings: &mut Vec<String>,
 ) -> Result<core::BootRule, ConfigError> {
     let span = Some(sp.span());
     let b = sp.get_ref();
-    check_boot_file(&b.file).map_err(|e| src.error(span.clone(), e))?;
+    let boot = boot_settings(
+        src,
+        span.clone(),
+        BootIn {
+            file: &b.file,
+            next_server: b.next_server,
+            server_name: &b.server_name,
+            root_path: &b.root_path,
+            iscsi_target: &b.iscsi_target,
+            initiator_iqn: &b.initiator_iqn,
+        },
+        iscsi,
+    )?;
     let m = matcher(&b.matcher, subnets).map_err(|e| src.error(span.clone(), e))?;
     let name = b.name.clone().unwrap_or_else(|| format!("boot#{}", i + 1));
     let (has7, has9) = (
@@ -492,12 +599,7 @@ fn boot_rule(
     Ok(core::BootRule {
         name,
         matcher: m,
-        boot: core::Boot {
-            file: b.file.clone(),
-            next_server: b.next_server,
-            server_name: b.server_name.clone(),
-            root_path: b.root_path.clone(),
-        },
+        boot,
         options: option_set(src, &b.options)?,
     })
 }

@@ -226,7 +226,7 @@ impl Server {
                     written.insert(opt::BOOTFILE_NAME);
                 }
             }
-            let mut tmp = [0u8; 16];
+            let mut tmp = [0u8; SCRATCH];
             // RFC 2131 4.3.1: requested options in the order the client listed them.
             for &code in req.parameter_request_list.unwrap_or(&[]) {
                 if written.contains(code) || code == opt::PAD || code == opt::END {
@@ -240,7 +240,7 @@ impl Server {
             // Then what is sent unasked: the essentials, boot options for boot clients, and any
             // option configured with `always`.
             let pxe_or_http = http || vendor.starts_with(PXE_CLIENT);
-            let mut unasked = |code: u8, w: &mut OverloadWriter<'_>, tmp: &mut [u8; 16]| {
+            let mut unasked = |code: u8, w: &mut OverloadWriter<'_>, tmp: &mut [u8; SCRATCH]| {
                 if !written.contains(code) {
                     if let Some(data) = self.value(ctx, boot, code, tmp) {
                         w.push_optional(code, data);
@@ -257,7 +257,13 @@ impl Server {
                 unasked(code, &mut w, &mut tmp);
             }
             if pxe_or_http {
-                for code in [opt::TFTP_SERVER_NAME, opt::BOOTFILE_NAME, opt::ROOT_PATH] {
+                for code in [
+                    opt::TFTP_SERVER_NAME,
+                    opt::BOOTFILE_NAME,
+                    opt::ROOT_PATH,
+                    opt::ISCSI_PRIMARY_TARGET_IQN,
+                    opt::ISCSI_INITIATOR_IQN,
+                ] {
                     unasked(code, &mut w, &mut tmp);
                 }
             }
@@ -310,7 +316,7 @@ impl Server {
         ctx: &'s Ctx<'s, '_, '_>,
         boot: Option<&'s Boot>,
         code: u8,
-        tmp: &'s mut [u8; 16],
+        tmp: &'s mut [u8; SCRATCH],
     ) -> Option<&'s [u8]> {
         if let Some(v) = self.lookup(ctx, code) {
             return Some(v);
@@ -331,7 +337,26 @@ impl Server {
                 .and_then(|r| r.hostname.as_deref())
                 .map(str::as_bytes),
             opt::BOOTFILE_NAME => boot.map(|b| b.file.as_bytes()),
-            opt::ROOT_PATH => boot.and_then(|b| b.root_path.as_deref()).map(str::as_bytes),
+            opt::ROOT_PATH | opt::ISCSI_INITIATOR_IQN => {
+                let b = boot?;
+                let t = if code == opt::ROOT_PATH {
+                    b.root_path.as_deref()?
+                } else {
+                    b.initiator_iqn.as_deref()?
+                };
+                if !t.contains('{') {
+                    return Some(t.as_bytes());
+                }
+                let server = b
+                    .next_server
+                    .or(subnet.next_server)
+                    .unwrap_or(subnet.server_id);
+                let n = expand(t, &ctx.mac, server, tmp)?;
+                Some(&tmp[..n])
+            }
+            opt::ISCSI_PRIMARY_TARGET_IQN => boot
+                .and_then(|b| b.iscsi_target.as_deref())
+                .map(str::as_bytes),
             opt::TFTP_SERVER_NAME => {
                 let b = boot?;
                 if let Some(n) = &b.server_name {
@@ -341,7 +366,9 @@ impl Server {
                     .next_server
                     .or(subnet.next_server)
                     .unwrap_or(subnet.server_id);
-                let n = write_ip(ns, tmp);
+                let mut ip = [0u8; 16];
+                let n = write_ip(ns, &mut ip);
+                tmp[..n].copy_from_slice(&ip[..n]);
                 Some(&tmp[..n])
             }
             _ => None,
@@ -364,6 +391,53 @@ impl CodeSet {
 }
 
 /// Writes an address in dotted-quad text into `buf` without allocating; returns the length.
+/// The scratch space an option value derived per reply is built in (an option holds at most
+/// 255 bytes).
+const SCRATCH: usize = 256;
+
+/// `template` with `{mac}` replaced by the client's MAC (`52-54-00-12-34-56`) and `{server}` by
+/// `server`'s address, into `buf`; None if it does not fit in an option.
+pub(super) fn expand(
+    template: &str,
+    mac: &[u8; 6],
+    server: Ipv4Addr,
+    buf: &mut [u8; SCRATCH],
+) -> Option<usize> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut n = 0;
+    let mut rest = template.as_bytes();
+    let mut put = |bytes: &[u8], n: &mut usize| -> Option<()> {
+        let end = *n + bytes.len();
+        (end < SCRATCH).then(|| {
+            buf[*n..end].copy_from_slice(bytes);
+            *n = end;
+        })
+    };
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix(b"{mac}") {
+            let mut m = [0u8; 17];
+            for (i, b) in mac.iter().enumerate() {
+                m[i * 3] = HEX[usize::from(b >> 4)];
+                m[i * 3 + 1] = HEX[usize::from(b & 15)];
+                if i < 5 {
+                    m[i * 3 + 2] = b'-';
+                }
+            }
+            put(&m, &mut n)?;
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix(b"{server}") {
+            let mut ip = [0u8; 16];
+            let k = write_ip(server, &mut ip);
+            put(&ip[..k], &mut n)?;
+            rest = r;
+        } else {
+            put(&rest[..1], &mut n)?;
+            rest = &rest[1..];
+        }
+    }
+    Some(n)
+}
+
 pub(super) fn write_ip(ip: Ipv4Addr, buf: &mut [u8; 16]) -> usize {
     let mut n = 0;
     for (i, o) in ip.octets().iter().enumerate() {

@@ -915,6 +915,70 @@ fn course_d_release_then_same_address() {
     );
 }
 
+/// A diskless rule: iPXE gets its root path (option 17, with the boot server's address put in),
+/// the target's IQN (201) and an initiator IQN of its own MAC (203), asked or not.
+#[test]
+fn a_san_boot_rule_hands_out_root_path_and_ipxe_iscsi_options_per_machine() {
+    let mut cfg = pxe_config();
+    cfg.boot_rules.insert(
+        0,
+        BootRule {
+            name: "san".into(),
+            matcher: Match::default(),
+            boot: Boot {
+                file: "undionly.kpxe".into(),
+                root_path: Some("iscsi:{server}::::iqn.2026-12.test:golden".into()),
+                iscsi_target: Some("iqn.2026-12.test:golden".into()),
+                initiator_iqn: Some("iqn.2026-12.test.machine:{mac}".into()),
+                ..Boot::default()
+            },
+            options: OptionSet::new(),
+        },
+    );
+    let srv = Server::new(cfg).unwrap();
+    for (n, prl) in [(1u8, vec![1, 3, 17, 203]), (2, vec![1, 3])] {
+        let d = Req {
+            vendor: Some(b"PXEClient:Arch:00000:UNDI:002001".to_vec()),
+            prl: Some(prl),
+            ..Req::new(MessageType::Discover, n)
+        };
+        let offer = send(&srv, t(0), &meta(), &d);
+        let m = mac(n);
+        let want_iqn = format!(
+            "iqn.2026-12.test.machine:{:02x}-{:02x}-{:02x}-{:02x}-{:02x}-{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        );
+        assert_eq!(
+            offer.option(opt::ROOT_PATH).unwrap(),
+            format!("iscsi:{SERVER}::::iqn.2026-12.test:golden").as_bytes()
+        );
+        assert_eq!(
+            offer.option(opt::ISCSI_INITIATOR_IQN).unwrap(),
+            want_iqn.as_bytes()
+        );
+        assert_eq!(
+            offer.option(opt::ISCSI_PRIMARY_TARGET_IQN).unwrap(),
+            b"iqn.2026-12.test:golden"
+        );
+    }
+}
+
+#[test]
+fn templates_expand_and_refuse_what_does_not_fit() {
+    let mut b = [0u8; 256];
+    let m = [0x52, 0x54, 0, 0xab, 1, 2];
+    let n = super::reply::expand(
+        "a{mac}b{server}{x}",
+        &m,
+        Ipv4Addr::new(198, 18, 0, 1),
+        &mut b,
+    )
+    .unwrap();
+    assert_eq!(&b[..n], b"a52-54-00-ab-01-02b198.18.0.1{x}");
+    let long = "{mac}".repeat(16); // 272 bytes: more than an option holds
+    assert!(super::reply::expand(&long, &m, SERVER, &mut b).is_none());
+}
+
 #[test]
 fn write_ip_formats_dotted_quads() {
     let mut b = [0u8; 16];
