@@ -35,7 +35,7 @@ fn server(pool_end: u8) -> Server {
                 file: "ipxe.efi".into(),
                 next_server: Some(Ipv4Addr::new(198, 18, 0, 9)),
                 server_name: None,
-                root_path: None,
+                ..Boot::default()
             },
             options: OptionSet::new(),
         }],
