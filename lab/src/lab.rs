@@ -335,6 +335,7 @@ pub fn run(opts: &LabOptions, stop: Arc<AtomicBool>) -> anyhow::Result<bool> {
         boot_retries: 0,
         pin: Vec::new(),
         xdp: false,
+        iscsi: None,
         boot_retry_delay: Duration::from_secs(1),
     };
     // Ctrl-C ends the storm too: the signal handler's flag is the run's stop flag.

@@ -23,6 +23,10 @@ pub struct Lease {
     pub boot_file: Option<String>,
     /// Where to fetch it: option 66 if it is an address, else siaddr, else the server id.
     pub next_server: Ipv4Addr,
+    /// Option 17 (for a diskless machine, the RFC 4173 root path of its disk).
+    pub root_path: Option<String>,
+    /// iPXE's option 203: the IQN to log in as.
+    pub initiator_iqn: Option<String>,
 }
 
 /// Why a DHCP phase failed.
@@ -193,11 +197,16 @@ impl Client {
                     .or_else(|| (!r.file.is_empty()).then_some(r.file));
                 let tftp_server = options_of(&pkt, opt::TFTP_SERVER_NAME)
                     .and_then(|s| std::str::from_utf8(c_str(s)).ok()?.parse().ok());
+                let text = |code| {
+                    options_of(&pkt, code).map(|v| String::from_utf8_lossy(c_str(v)).into_owned())
+                };
                 self.state = State::Bound(Lease {
                     addr: *addr,
                     server_id,
                     boot_file: file.map(|f| String::from_utf8_lossy(c_str(f)).into_owned()),
                     next_server: tftp_server.or(r.siaddr).unwrap_or(server_id),
+                    root_path: text(opt::ROOT_PATH),
+                    initiator_iqn: text(opt::ISCSI_INITIATOR_IQN),
                 });
                 0
             }
@@ -269,6 +278,8 @@ impl Client {
                     opt::VENDOR_SPECIFIC,
                     opt::TFTP_SERVER_NAME,
                     opt::BOOTFILE_NAME,
+                    opt::ROOT_PATH,
+                    opt::ISCSI_INITIATOR_IQN,
                 ],
             )
             .is_ok();

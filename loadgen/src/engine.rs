@@ -516,6 +516,7 @@ impl Worker<'_> {
                         }
                     }
                     Some(Fetcher::Http { get, .. }) => get.on_timer(now),
+                    Some(Fetcher::Iscsi { sess, .. }) => sess.on_timer(now),
                     None => {}
                 }
                 self.after_fetch(k);

@@ -12,6 +12,7 @@ pub mod body;
 pub mod dhcp;
 pub mod engine;
 pub mod http;
+pub mod iscsi;
 pub mod profile;
 pub mod report;
 pub mod tftp;

@@ -106,6 +106,25 @@ struct Cli {
     /// every unanswered machine a flood of 1,000 retransmissions a second.
     #[arg(long)]
     retransmit: Option<String>,
+    /// Diskless: after its (last) boot file each machine logs in to its iSCSI disk (the root
+    /// path its lease names, `iscsi:SERVER::PORT:LUN:IQN`, else --iscsi-root-path) as iPXE's
+    /// `sanboot` does, under the initiator IQN of option 203 (else one of its MAC), and reads
+    /// the first MIB mebibytes of it (0: login and logout only).
+    #[arg(long, value_name = "MIB")]
+    iscsi_read: Option<u64>,
+    /// With --iscsi-read: each machine also writes this many KiB of a pattern of its own at
+    /// 1 MiB into its disk (its overlay), reads it back and checks it.
+    #[arg(long, value_name = "KIB", default_value_t = 0, requires = "iscsi_read")]
+    iscsi_write: u64,
+    /// With --iscsi-read: the disk when the lease names none (an RFC 4173 root path).
+    #[arg(long, requires = "iscsi_read")]
+    iscsi_root_path: Option<String>,
+    /// Use --iscsi-root-path even when the lease names a disk.
+    #[arg(long, requires = "iscsi_root_path")]
+    iscsi_override: bool,
+    /// Bytes per READ (10), in KiB (default 128).
+    #[arg(long, default_value_t = 128, requires = "iscsi_read")]
+    iscsi_chunk: u32,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -196,7 +215,37 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     if let Some(w) = cli.windowsize {
         profile.tftp.windowsize = (w != 0).then_some(w);
     }
+    let iscsi = match cli.iscsi_read {
+        None => None,
+        Some(mib) => {
+            let disk = cli
+                .iscsi_root_path
+                .as_deref()
+                .map(|rp| {
+                    bootstorm_loadgen::iscsi::parse_root_path(rp).with_context(|| {
+                        format!("--iscsi-root-path {rp}: iscsi:ADDR:PROTO:PORT:LUN:IQN")
+                    })
+                })
+                .transpose()?;
+            anyhow::ensure!(
+                (1..=16384).contains(&cli.iscsi_chunk) && cli.iscsi_write <= 16384,
+                "--iscsi-chunk: 1 to 16384 KiB; --iscsi-write: at most 16384 KiB"
+            );
+            Some(engine::IscsiPhase {
+                plan: bootstorm_loadgen::iscsi::Plan {
+                    read: mib << 20,
+                    write: cli.iscsi_write << 10,
+                    write_at: 1 << 20,
+                    chunk: cli.iscsi_chunk << 10,
+                    timeout_us: 10_000_000,
+                },
+                disk,
+                override_root_path: cli.iscsi_override,
+            })
+        }
+    };
     let cfg = Config {
+        iscsi,
         server: cli.server,
         server_port: cli.server_port,
         relays: cli.relay.clone(),
@@ -244,6 +293,11 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         "boot_retries": cfg.boot_retries,
         "boot_retry_delay_s": cfg.boot_retry_delay.as_secs_f64(),
         "clients": cfg.clients,
+        "iscsi": cfg.iscsi.as_ref().map(|i| serde_json::json!({
+            "read_bytes": i.plan.read, "write_bytes": i.plan.write,
+            "chunk_bytes": i.plan.chunk,
+            "root_path": cli.iscsi_root_path, "override": i.override_root_path,
+        })),
     });
     let report = Report::new(cfg.clients, &all, settings);
     report.output(cli.html.as_deref(), cli.json)?;

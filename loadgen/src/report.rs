@@ -30,19 +30,25 @@ pub enum Phase {
     IpxeTftp,
     /// The same over HTTP.
     IpxeHttp,
+    /// The diskless disk: connect to the end of the login.
+    IscsiLogin,
+    /// Its reads (and writes, read back), then the logout.
+    IscsiIo,
     /// Power-on to done.
     Boot,
 }
 
 impl Phase {
     /// Every phase, in report order.
-    pub const ALL: [Phase; 7] = [
+    pub const ALL: [Phase; 9] = [
         Phase::Dhcp,
         Phase::Tftp,
         Phase::Http,
         Phase::IpxeDhcp,
         Phase::IpxeTftp,
         Phase::IpxeHttp,
+        Phase::IscsiLogin,
+        Phase::IscsiIo,
         Phase::Boot,
     ];
 
@@ -55,6 +61,8 @@ impl Phase {
             Phase::IpxeDhcp => "ipxe-dhcp",
             Phase::IpxeTftp => "ipxe-tftp",
             Phase::IpxeHttp => "ipxe-http",
+            Phase::IscsiLogin => "iscsi-login",
+            Phase::IscsiIo => "iscsi-io",
             Phase::Boot => "boot",
         }
     }

@@ -1,5 +1,6 @@
 //! The boot-file phase of a machine: the download its ACK names (TFTP over a socket of its
-//! own, TFTP as frames in L2 mode, or HTTP), driven by readiness and the machine's deadline.
+//! own, TFTP as frames in L2 mode, or HTTP), driven by readiness and the machine's deadline;
+//! and after it, for a diskless machine, its iSCSI session (a TCP connection of its own).
 
 use super::*;
 
@@ -14,6 +15,10 @@ pub(super) enum Fetcher {
         /// Bytes of the request written so far.
         sent: usize,
     },
+    Iscsi {
+        sess: crate::iscsi::Session,
+        conn: mio::net::TcpStream,
+    },
 }
 
 impl Fetcher {
@@ -21,6 +26,7 @@ impl Fetcher {
         match self {
             Fetcher::Tftp(d, _) | Fetcher::TftpL2(d, _) => d.deadline(),
             Fetcher::Http { get, .. } => get.deadline(),
+            Fetcher::Iscsi { sess, .. } => sess.deadline(),
         }
     }
 
@@ -31,6 +37,7 @@ impl Fetcher {
                 d.result().map(|r| r.map(|_| ()).map_err(|f| f.name()))
             }
             Fetcher::Http { get, .. } => get.result().map(|r| r.map(|_| ()).map_err(|f| f.name())),
+            Fetcher::Iscsi { sess, .. } => sess.result().map(|r| r.map_err(|f| f.name())),
         }
     }
 
@@ -39,7 +46,7 @@ impl Fetcher {
             Fetcher::Tftp(_, sock) => {
                 r.register(&mut SourceFd(&sock.as_raw_fd()), t, Interest::READABLE)
             }
-            Fetcher::Http { conn, .. } => {
+            Fetcher::Http { conn, .. } | Fetcher::Iscsi { conn, .. } => {
                 r.register(conn, t, Interest::READABLE | Interest::WRITABLE)
             }
             Fetcher::TftpL2(..) => Ok(()),
@@ -49,7 +56,7 @@ impl Fetcher {
     pub(super) fn deregister(&mut self, r: &mio::Registry) {
         let _ = match self {
             Fetcher::Tftp(_, sock) => r.deregister(&mut SourceFd(&sock.as_raw_fd())),
-            Fetcher::Http { conn, .. } => r.deregister(conn),
+            Fetcher::Http { conn, .. } | Fetcher::Iscsi { conn, .. } => r.deregister(conn),
             Fetcher::TftpL2(..) => Ok(()),
         };
     }
@@ -73,7 +80,7 @@ impl Worker<'_> {
         self.machines[k].mark = now;
         let p = &self.profiles[stage];
         if p.fetch == Fetch::None {
-            return self.finish(k, now, Outcome::Ok);
+            return self.start_iscsi(k, now);
         }
         let Some(file) = file.filter(|f| !f.is_empty()) else {
             return self.fail(k, now, tftp::Failure::NoBootFile.name());
@@ -235,9 +242,84 @@ impl Worker<'_> {
                     }
                 }
             }
+            Some(Fetcher::Iscsi { sess, conn }) => {
+                if let Ok(Some(_)) | Err(_) = conn.take_error() {
+                    sess.on_error();
+                }
+                while sess.result().is_none() {
+                    match conn.read(rbuf) {
+                        Ok(0) => {
+                            sess.on_eof();
+                            break;
+                        }
+                        Ok(n) => sess.on_data(epoch.elapsed().as_micros() as u64, &rbuf[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotConnected => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => sess.on_error(),
+                    }
+                }
+                // What the session has to say (a login, a command, Data-Out), as far as the
+                // socket takes it; the rest when it is writable again.
+                let _ = writable;
+                while !sess.output().is_empty() && sess.result().is_none() {
+                    match conn.write(sess.output()) {
+                        Ok(n) => sess.sent(n),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotConnected => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => sess.on_error(),
+                    }
+                }
+            }
             Some(Fetcher::TftpL2(..)) | None => return,
         }
         self.after_fetch(k);
+    }
+
+    /// Machine `k` booted its last file: with a diskless phase, it logs in to its disk (the
+    /// root path its lease names, as iPXE's `sanboot`), else it is done.
+    fn start_iscsi(&mut self, k: usize, now: u64) {
+        let Some(phase) = &self.cfg.iscsi else {
+            return self.finish(k, now, Outcome::Ok);
+        };
+        let lease = self.machines[k].dhcp.lease().cloned();
+        let from_lease = lease
+            .as_ref()
+            .and_then(|l| l.root_path.as_deref())
+            .and_then(crate::iscsi::parse_root_path);
+        let disk = if phase.override_root_path {
+            phase.disk.clone()
+        } else {
+            from_lease.or_else(|| phase.disk.clone())
+        };
+        let Some(disk) = disk else {
+            return self.fail(k, now, crate::iscsi::Failure::NoTarget.name());
+        };
+        let mac = self.machines[k].dhcp.mac();
+        let initiator = lease.and_then(|l| l.initiator_iqn).unwrap_or_else(|| {
+            let m: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+            format!("iqn.2026-12.io.bootstorm.loadgen:{}", m.join("-"))
+        });
+        // Each machine writes a pattern of its own: its MAC and a byte of its index.
+        let mut pattern = [0u8; 8];
+        pattern[..6].copy_from_slice(&mac);
+        pattern[6] = 0xa5;
+        pattern[7] = self.machines[k].index as u8;
+        let sess = crate::iscsi::Session::new(disk, initiator, phase.plan.clone(), pattern, now);
+        let conn = match mio::net::TcpStream::connect(sess.portal().into()) {
+            Ok(c) => c,
+            Err(_) => return self.fail(k, now, crate::iscsi::Failure::Connect.name()),
+        };
+        let mut f = Fetcher::Iscsi { sess, conn };
+        if f.register(self.poll.registry(), Token(k)).is_err() {
+            return self.fail(k, now, crate::iscsi::Failure::Connect.name());
+        }
+        let m = &mut self.machines[k];
+        m.step = Step::Fetch;
+        m.mark = now;
+        m.fetch = Some(f);
+        self.schedule(k);
     }
 
     /// After anything happened to machine `k`'s download: the next round, the end, or its
@@ -248,6 +330,20 @@ impl Worker<'_> {
         let Some(r) = m.fetch.as_ref().and_then(Fetcher::result) else {
             return self.schedule(k);
         };
+        if let Some(Fetcher::Iscsi { sess, .. }) = &m.fetch {
+            return match r {
+                Ok(()) => {
+                    let login = sess.login_latency().unwrap_or(0);
+                    let total = now - m.mark;
+                    self.result.record(Phase::IscsiLogin, login);
+                    self.result
+                        .record(Phase::IscsiIo, total.saturating_sub(login));
+                    self.end_fetch(k);
+                    self.finish(k, now, Outcome::Ok)
+                }
+                Err(why) => self.fail(k, now, why),
+            };
+        }
         match r {
             Ok(()) => {
                 let http = matches!(m.fetch, Some(Fetcher::Http { .. }));
@@ -262,7 +358,7 @@ impl Worker<'_> {
                 if self.machines[k].stage == 0 && self.cfg.chainload {
                     self.start_dhcp(k, 1, now);
                 } else {
-                    self.finish(k, now, Outcome::Ok);
+                    self.start_iscsi(k, now);
                 }
             }
             Err(why) => self.fail(k, now, why),

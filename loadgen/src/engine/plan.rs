@@ -87,6 +87,18 @@ pub struct Config {
     /// L2 mode on the fast path: the machines' frames go in and out through AF_XDP sockets,
     /// one worker per receive queue of `interface`.
     pub xdp: bool,
+    /// After the (last) boot file, each machine logs in to its disk and reads (and writes).
+    pub iscsi: Option<IscsiPhase>,
+}
+
+/// The diskless phase: where the disk is when the lease does not say (its root path), and what
+/// each machine does with it.
+#[derive(Clone, Debug)]
+pub struct IscsiPhase {
+    pub plan: crate::iscsi::Plan,
+    /// Used when the lease has no iSCSI root path (or always, with `override_root_path`).
+    pub disk: Option<crate::iscsi::Disk>,
+    pub override_root_path: bool,
 }
 
 impl Config {

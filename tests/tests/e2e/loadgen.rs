@@ -503,3 +503,97 @@ fn xdp_mode_boots_a_chainload_storm_through_two_queues() {
         }
     }
 }
+
+/// A storm of 200 diskless machines: DHCP (whose ACK names the boot file, the root path of a
+/// golden image's target and an initiator IQN of each machine's MAC), the boot file over TFTP,
+/// then each machine's iSCSI login, a read of the first 8 MiB of its disk, a write of 16 KiB of
+/// a pattern of its own, read back and checked, and a logout. All complete; 200 overlays exist,
+/// each holding exactly what its machine wrote; the golden image is never written.
+#[test]
+fn a_storm_of_200_diskless_machines_boots_from_their_overlays() {
+    let _heavy = bootstorm_tests::heavy();
+    if !need_root("a_storm_of_200_diskless_machines_boots_from_their_overlays") {
+        return;
+    }
+    let lab = Lab::new();
+    let dir = TempDir::new();
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("boot.efi"), vec![0x42u8; 64 * 1024]).unwrap();
+    let golden: Vec<u8> = (0..16u32 << 20).map(|i| (i % 253) as u8).collect();
+    std::fs::write(dir.join("golden.img"), &golden).unwrap();
+    let config = format!(
+        r#"{SERVER}
+[[boot]]
+file = "boot.efi"
+iscsi_target = "iqn.2026-12.test.bootstorm:golden"
+initiator_iqn = "iqn.2026-12.test.machine:{{mac}}"
+
+[tftp]
+root = "{root}"
+
+[iscsi]
+address = "198.18.0.1:3260"
+
+[[iscsi.target]]
+name = "iqn.2026-12.test.bootstorm:golden"
+file = "{golden}"
+overlays = "{overlays}"
+"#,
+        root = root.display(),
+        golden = dir.join("golden.img").display(),
+        overlays = dir.join("overlays").display(),
+    );
+    let srv = ServerProc::start(&lab, &dir, &config);
+    lab.add_client_address("198.18.0.2/16");
+    lab.add_client_address("198.18.0.3/16");
+    let r = loadgen(
+        &lab,
+        &[
+            "--clients",
+            &CLIENTS.to_string(),
+            "--iscsi-read",
+            "8",
+            "--iscsi-write",
+            "16",
+        ],
+    );
+    assert_eq!(r["completed"], CLIENTS, "{r:#}\n{}", srv.log_text());
+    assert_eq!(r["failed"], 0, "{r:#}");
+    assert_phases(
+        &r,
+        &["dhcp", "tftp", "iscsi-login", "iscsi-io", "boot"],
+        CLIENTS,
+    );
+    let st = srv.stats();
+    assert_eq!(st["iscsi"]["logins"], CLIENTS, "{st}");
+    assert_eq!(st["iscsi"]["overlay_errors"], 0, "{st}");
+    assert!(
+        st["iscsi"]["read_bytes"].as_u64().unwrap() >= CLIENTS * ((8 << 20) + (16 << 10)),
+        "{st}"
+    );
+    // 200 overlays, one per machine (named by the IQN DHCP gave it), each with its 16 KiB.
+    let out = output_within(
+        Command::new(bin("bootstorm"))
+            .args(["overlay", "list", "--json", "--config"])
+            .arg(dir.join("bootstorm.toml")),
+        Duration::from_secs(30),
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len() as u64, CLIENTS);
+    for l in listed {
+        assert!(
+            l["key"]
+                .as_str()
+                .unwrap()
+                .starts_with("iqn.2026-12.test.machine:52-54-00-"),
+            "{l}"
+        );
+        assert_eq!(l["written"], 16 << 10, "{l}");
+    }
+    assert!(
+        std::fs::read(dir.join("golden.img")).unwrap() == golden,
+        "the golden image changed"
+    );
+}
