@@ -16,6 +16,11 @@ const SIZE: u64 = 8 << 20;
 /// Two targets, one of them behind CHAP, on 8 MiB sparse files in `dir`; the client side
 /// gets an address to connect from.
 fn start(lab: &Lab, dir: &TempDir) -> ServerProc {
+    start_with(lab, dir, "io_uring")
+}
+
+/// [`start`] with block I/O by `io` ("io_uring" or "pread").
+fn start_with(lab: &Lab, dir: &TempDir, io: &str) -> ServerProc {
     lab.add_client_address("198.18.0.2/16");
     for name in ["open.img", "chap.img"] {
         let f = std::fs::File::create(dir.join(name)).unwrap();
@@ -27,6 +32,7 @@ control_socket = "@CONTROL@"
 
 [iscsi]
 address = "198.18.0.1:3260"
+io = "{io}"
 
 [[iscsi.target]]
 name = "{OPEN}"
@@ -116,16 +122,29 @@ fn libiscsi_tools_discover_inquire_and_read_capacity_with_and_without_chap() {
 }
 
 /// libiscsi's conformance suite: every test it runs against this target passes (those for
-/// commands the target does not implement yet report themselves skipped, and pass).
+/// commands the target does not implement yet report themselves skipped, and pass), with block
+/// I/O on io_uring and on the pread fallback.
 #[test]
 fn iscsi_test_cu_runs_without_a_failure() {
     let _heavy = bootstorm_tests::heavy();
     if !need_root("iscsi_test_cu_runs_without_a_failure") {
         return;
     }
+    for io in ["io_uring", "pread"] {
+        conformance(io);
+    }
+}
+
+fn conformance(io: &str) {
     let lab = Lab::new();
     let dir = TempDir::new();
-    let _srv = start(&lab, &dir);
+    let srv = start_with(&lab, &dir, io);
+    let engine = if io == "pread" { "pread" } else { "io_uring" };
+    assert!(
+        srv.log_text().contains(&format!("\"engine\":\"{engine}\"")),
+        "{}",
+        srv.log_text()
+    );
     let url = format!("iscsi://198.18.0.1/{OPEN}/0");
     let o = initiator(&lab, "iscsi-test-cu", &["--dataloss", &url]);
     let out = text(&o);
@@ -141,8 +160,8 @@ fn iscsi_test_cu_runs_without_a_failure() {
     // Total, ran, passed, failed, inactive.
     assert!(n.len() >= 4, "{summary}");
     assert!(n[1] >= 600, "only {} tests ran: {summary}", n[1]);
-    assert_eq!(n[3], 0, "failures:\n{out}");
-    assert_eq!(n[1], n[2], "{summary}");
+    assert_eq!(n[3], 0, "{io}: failures:\n{out}");
+    assert_eq!(n[1], n[2], "{io}: {summary}");
     assert!(o.status.success(), "{out}");
 }
 

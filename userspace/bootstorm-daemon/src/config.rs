@@ -125,6 +125,8 @@ pub struct FileConfig {
 pub struct IscsiSection {
     /// Listen address and port (default 0.0.0.0:3260).
     pub address: Option<String>,
+    /// Block I/O: "io_uring" (the default; pread, logged, where it is unavailable) or "pread".
+    pub io: Option<String>,
     /// CHAP user for discovery sessions (with `discovery_chap_secret`).
     pub discovery_chap_user: Option<String>,
     /// Its secret.
@@ -160,6 +162,8 @@ pub struct IscsiTargetSection {
     /// What names a machine's overlay: "initiator" (its IQN, the default) or "mac" (the MAC
     /// the DHCP server leased its address to).
     pub overlay_key: Option<String>,
+    /// O_DIRECT block I/O (default: for block devices; never for a golden image).
+    pub direct: Option<bool>,
 }
 
 /// `[xdp]`: boot-storm control in the XDP program (with `[server] io = "xdp"` or `"auto"`).

@@ -1,6 +1,9 @@
 //! The iSCSI service: a target on kernel TCP (port 3260 by default) driving one
-//! [`bootstorm_iscsi::Connection`] per connection, each on a thread of its own, with the
-//! backing files read and written by `pread`/`pwrite` (`FileExt`) from that thread.
+//! [`bootstorm_iscsi::Connection`] per connection, each on a thread of its own (its socket
+//! non-blocking under a `mio::Poll`), with the block I/O done by the I/O threads of
+//! [`bootstorm_blockio`] (io_uring with registered buffers, one per core; pread where io_uring
+//! is unavailable, logged): a connection reads on while its commands' I/Os are in flight, as
+//! many as the initiator's command window holds.
 //!
 //! A target is either a plain disk (its file or block device, LUN 0) or diskless: its file is
 //! a golden image, opened read-only and shared, and each machine that logs in gets its own
@@ -13,13 +16,13 @@
 
 use crate::overlay::{Overlay, Overlays, mac_key};
 use crate::tftpd::{MacLookup, neighbour_mac};
+use bootstorm_blockio::{Engine, Mailbox, Op, Segment, Source, Submitter};
 use bootstorm_iscsi::scsi::fnv64;
 use bootstorm_iscsi::{Config, Connection, Disk, Event, IoKind, IoResult, Target};
 use bootstorm_wire::iscsi::{BHS_LEN, Bhs};
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddrV4, TcpListener, TcpStream};
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -52,6 +55,8 @@ pub struct TargetSettings {
     pub initiators: Vec<String>,
     /// Diskless: `file` is a golden image, each machine writes to its own overlay.
     pub overlays: Option<OverlaySettings>,
+    /// O_DIRECT (default: for block devices).
+    pub direct: Option<bool>,
 }
 
 /// Where a diskless target keeps its machines' overlays, and what names a machine.
@@ -80,6 +85,18 @@ pub struct IscsiSettings {
     pub targets: Vec<TargetSettings>,
     /// CHAP for discovery sessions.
     pub discovery_chap: Option<Chap>,
+    /// How block I/O is done.
+    pub io: IoEngine,
+}
+
+/// `[iscsi] io`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IoEngine {
+    /// io_uring, else (logged) pread.
+    #[default]
+    Uring,
+    /// pread/pwrite on the I/O threads.
+    Pread,
 }
 
 /// Default listen address.
@@ -143,7 +160,7 @@ impl IscsiRunning {
 
 /// The backing store of a target's LUN 0.
 enum Unit {
-    File(File),
+    File(Arc<Source>),
     Diskless { overlays: Overlays, key: OverlayKey },
 }
 
@@ -151,6 +168,7 @@ enum Unit {
 struct Store {
     units: Vec<Unit>,
     mac_of: Option<MacLookup>,
+    engine: Engine,
 }
 
 /// Opens the backing files and starts listening. `mac_of` names the machine at an address
@@ -192,12 +210,26 @@ pub fn start(
             chap: t.chap.clone(),
             initiators: t.initiators.clone(),
         });
+        // O_DIRECT for block devices (the initiator caches; a second cache here is waste),
+        // unless the config says otherwise; never for a golden image, which many machines read
+        // and the page cache should hold once.
+        let direct = t.overlays.is_none()
+            && t.direct.unwrap_or_else(|| {
+                use std::os::unix::fs::FileTypeExt;
+                file.metadata()
+                    .is_ok_and(|m| m.file_type().is_block_device())
+            });
+        let (src, note) = Source::open(file, &t.file, !t.read_only && t.overlays.is_none(), direct);
+        if let Some(why) = note {
+            tracing::warn!(target = %t.name, file = %t.file.display(), "{why}");
+        }
+        let direct = src.is_direct();
         units.push(match &t.overlays {
-            None => Unit::File(file),
+            None => Unit::File(Arc::new(src)),
             Some(o) => Unit::Diskless {
                 overlays: Overlays::new(
                     o.dir.clone(),
-                    Arc::new(file),
+                    Arc::new(src),
                     blocks * u64::from(BLOCK_SIZE),
                 )
                 .with_context(|| format!("iSCSI target {}: {}", t.name, t.file.display()))?,
@@ -205,7 +237,7 @@ pub fn start(
             },
         });
         tracing::info!(target = %t.name, file = %t.file.display(), blocks, read_only = t.read_only,
-            chap = t.chap.is_some(),
+            chap = t.chap.is_some(), direct,
             overlays = t.overlays.as_ref().map(|o| o.dir.display().to_string()).unwrap_or_default(),
             "iSCSI target");
     }
@@ -229,7 +261,22 @@ pub fn start(
         discovery_chap: s.discovery_chap.clone(),
         limits: bootstorm_iscsi::Limits::default(),
     };
-    let store = Arc::new(Store { units, mac_of });
+    let engine = Engine::start(bootstorm_blockio::Settings {
+        force_pread: s.io == IoEngine::Pread,
+        ..bootstorm_blockio::Settings::default()
+    })
+    .context("starting the iSCSI block I/O threads")?;
+    match engine.why_pread() {
+        Some(why) if s.io != IoEngine::Pread => {
+            tracing::warn!(reason = why, "iSCSI block I/O: pread fallback")
+        }
+        _ => tracing::info!(engine = engine.kind(), "iSCSI block I/O"),
+    }
+    let store = Arc::new(Store {
+        units,
+        mac_of,
+        engine,
+    });
     let stats = Arc::new(IscsiStats::default());
     let (flag, stats2) = (shutdown.clone(), stats.clone());
     let thread = std::thread::Builder::new()
@@ -305,9 +352,10 @@ fn accept_loop(
         let seed = seed(peer, tsih);
         let conn = Connection::new(cfg, tsih, seed);
         let (store, stats, flag) = (store.clone(), stats.clone(), shutdown.clone());
+        let key = usize::from(tsih);
         match std::thread::Builder::new()
             .name("iscsi-conn".into())
-            .spawn(move || serve_connection(sock, conn, &store, &stats, &flag))
+            .spawn(move || serve_connection(sock, conn, &store, &stats, &flag, key))
         {
             Ok(t) => threads.push(t),
             Err(e) => tracing::warn!(error = %e, "iSCSI: no thread for a connection"),
@@ -331,109 +379,375 @@ fn seed(peer: std::net::SocketAddr, tsih: u16) -> [u8; 16] {
     s
 }
 
-/// Reads exactly `buf.len()` bytes; false on EOF, error or shutdown.
-fn read_full(sock: &mut TcpStream, buf: &mut [u8], shutdown: &AtomicBool) -> bool {
-    let mut got = 0;
-    while got < buf.len() {
-        match sock.read(&mut buf[got..]) {
-            Ok(0) => return false,
-            Ok(n) => got += n,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                if shutdown.load(Ordering::Relaxed) {
-                    return false;
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
-    }
-    true
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 256 << 10;
+/// Past this much unsent output, no more PDUs are taken in until the initiator reads.
+const OUTPUT_LIMIT: usize = 8 << 20;
+/// At the end, how long in-flight I/Os are waited for.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+const SOCK: mio::Token = mio::Token(0);
+const WAKE: mio::Token = mio::Token(1);
+
+/// What a request handed to the I/O threads stands for.
+enum Pending {
+    Read {
+        id: u64,
+    },
+    /// A write; with FUA, a sync of `src` follows before it completes.
+    Write {
+        id: u64,
+        len: u64,
+        fua: Option<Arc<Source>>,
+    },
+    Sync {
+        id: u64,
+        len: u64,
+    },
+}
+
+/// One connection's state around its [`Connection`].
+struct Served<'a> {
+    conn: Connection,
+    store: &'a Store,
+    stats: &'a IscsiStats,
+    sub: Submitter,
+    pending: std::collections::HashMap<u64, Pending>,
+    next_tag: u64,
+    overlay: Option<Arc<Overlay>>,
+    peer: Option<std::net::SocketAddr>,
+    out: Vec<u8>,
+    sent: usize,
 }
 
 fn serve_connection(
-    mut sock: TcpStream,
-    mut conn: Connection,
+    sock: TcpStream,
+    conn: Connection,
     store: &Store,
     stats: &IscsiStats,
     shutdown: &AtomicBool,
+    key: usize,
 ) {
     stats.active.fetch_add(1, Ordering::Relaxed);
     let peer = sock.peer_addr().ok();
+    if let Err(e) = serve(sock, conn, store, stats, shutdown, key, peer) {
+        tracing::debug!(error = %e, "iSCSI connection ended");
+    }
+    stats.active.fetch_sub(1, Ordering::Relaxed);
+}
+
+fn serve(
+    sock: TcpStream,
+    conn: Connection,
+    store: &Store,
+    stats: &IscsiStats,
+    shutdown: &AtomicBool,
+    key: usize,
+    peer: Option<std::net::SocketAddr>,
+) -> std::io::Result<()> {
     let _ = sock.set_nodelay(true);
-    let _ = sock.set_read_timeout(Some(POLL_INTERVAL));
-    let mut header = [0u8; BHS_LEN];
-    let mut pdu = Vec::new();
-    let mut out = Vec::new();
-    let mut overlay: Option<Arc<Overlay>> = None;
+    sock.set_nonblocking(true)?;
+    let mut sock = mio::net::TcpStream::from_std(sock);
+    let mut poll = mio::Poll::new()?;
+    poll.registry()
+        .register(&mut sock, SOCK, mio::Interest::READABLE)?;
+    let mailbox = Mailbox::new(mio::Waker::new(poll.registry(), WAKE)?);
+    let mut s = Served {
+        conn,
+        store,
+        stats,
+        sub: store.engine.submitter(key, mailbox.clone()),
+        pending: std::collections::HashMap::new(),
+        next_tag: 0,
+        overlay: None,
+        peer,
+        out: Vec::new(),
+        sent: 0,
+    };
+    // Received bytes are rbuf[rstart..rend]; the buffer is zeroed once and grows (doubling)
+    // only for a PDU larger than it.
+    let mut rbuf: Vec<u8> = vec![0u8; 2 * READ_CHUNK];
+    let (mut rstart, mut rend) = (0usize, 0usize);
+    let mut events = mio::Events::with_capacity(16);
+    let mut eof = false;
+    let mut writable_armed = false;
+    let mut closing = false;
+    let mut drain_end: Option<std::time::Instant> = None;
     loop {
-        if !read_full(&mut sock, &mut header, shutdown) {
-            break;
+        // Take in what came, unless the initiator is not reading what we send.
+        if !eof && !closing && s.out.len() - s.sent < OUTPUT_LIMIT {
+            loop {
+                if rbuf.len() - rend < READ_CHUNK / 4 {
+                    rbuf.copy_within(rstart..rend, 0);
+                    (rstart, rend) = (0, rend - rstart);
+                    if rbuf.len() - rend < READ_CHUNK / 4 {
+                        if rbuf.len() >= 64 << 20 {
+                            break;
+                        }
+                        let n = rbuf.len() * 2;
+                        rbuf.resize(n, 0);
+                    }
+                }
+                match sock.read(&mut rbuf[rend..]) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => rend += n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        eof = true;
+                        break;
+                    }
+                }
+            }
+            // Whole PDUs to the core.
+            while !closing && rend - rstart >= BHS_LEN {
+                let Ok(h) = Bhs::new_checked(&rbuf[rstart..rstart + BHS_LEN]) else {
+                    closing = true;
+                    break;
+                };
+                let (hd, dd) = s.conn.digests();
+                let total = h.total_len(hd, dd);
+                if h.data_len() > s.conn.data_limit() {
+                    let header: [u8; BHS_LEN] = rbuf[rstart..rstart + BHS_LEN].try_into().unwrap();
+                    s.conn.handle_oversize(&header);
+                    rstart += BHS_LEN;
+                } else if rend - rstart >= total {
+                    s.conn.handle_wire(&rbuf[rstart..rstart + total]);
+                    rstart += total;
+                } else {
+                    break;
+                }
+                if !s.after_input() {
+                    closing = true;
+                }
+            }
+            if rstart == rend {
+                (rstart, rend) = (0, 0);
+            }
         }
-        let Ok(h) = Bhs::new_checked(&header[..]) else {
-            break;
-        };
-        let (hd, dd) = conn.digests();
-        let total = h.total_len(hd, dd);
-        let data_len = h.data_len();
-        if data_len > conn.data_limit() {
-            conn.handle_oversize(&header);
-        } else {
-            // Additional headers, digests, the data and its padding: the core checks the
-            // digests and takes the PDU whole.
-            pdu.clear();
-            pdu.extend_from_slice(&header);
-            pdu.resize(total, 0);
-            if !read_full(&mut sock, &mut pdu[BHS_LEN..], shutdown) {
+        s.sub.flush();
+        for c in mailbox.take() {
+            s.completed(c);
+        }
+        s.sub.flush();
+        s.collect_output();
+        // Send what we can; the rest when the socket is writable again.
+        while s.sent < s.out.len() {
+            match sock.write(&s.out[s.sent..]) {
+                Ok(n) => s.sent += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    eof = true;
+                    s.out.clear();
+                    s.sent = 0;
+                    break;
+                }
+            }
+        }
+        if s.sent == s.out.len() {
+            s.out.clear();
+            s.sent = 0;
+        }
+        let want_write = !s.out.is_empty();
+        if want_write != writable_armed {
+            let interest = if want_write {
+                mio::Interest::READABLE | mio::Interest::WRITABLE
+            } else {
+                mio::Interest::READABLE
+            };
+            poll.registry().reregister(&mut sock, SOCK, interest)?;
+            writable_armed = want_write;
+        }
+        let done = s.conn.is_closed() || closing || eof || shutdown.load(Ordering::Relaxed);
+        if done && (s.out.is_empty() || eof) {
+            // In-flight I/O finishes first (its buffers and the overlay stay ours until then).
+            if s.pending.is_empty() {
                 break;
             }
-            conn.handle_wire(&pdu);
+            let end = *drain_end.get_or_insert_with(|| std::time::Instant::now() + DRAIN_LIMIT);
+            if std::time::Instant::now() >= end {
+                tracing::warn!(
+                    pending = s.pending.len(),
+                    "iSCSI connection closed with I/O still in flight"
+                );
+                break;
+            }
         }
-        // Events first: a login to a diskless target opens the machine's overlay before its
-        // answer goes out (and instead of it, if the overlay cannot be opened).
-        let mut refused = false;
-        while let Some(e) = conn.poll_event() {
-            log_event(&e, peer, stats);
+        match poll.poll(&mut events, Some(POLL_INTERVAL)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let _ = sock.shutdown(std::net::Shutdown::Both);
+    Ok(())
+}
+
+impl Served<'_> {
+    /// After a PDU: its events (a login to a diskless target opens the machine's overlay, or
+    /// the connection closes without the login's answer), then its I/O to the threads. False
+    /// if the connection must close now.
+    fn after_input(&mut self) -> bool {
+        while let Some(e) = self.conn.poll_event() {
+            log_event(&e, self.peer, self.stats);
             if let Event::LoggedIn {
                 initiator,
                 target: Some(name),
                 ..
             } = &e
             {
-                match open_overlay(store, conn.session().map(|(_, i)| i), initiator, peer) {
-                    Ok(o) => overlay = o,
+                let index = self.conn.session().map(|(_, i)| i);
+                match open_overlay(self.store, index, initiator, self.peer) {
+                    Ok(o) => self.overlay = o,
                     Err(why) => {
-                        stats.overlay_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(peer = %peer.map(|p| p.to_string()).unwrap_or_default(),
+                        self.stats.overlay_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(peer = %self.peer.map(|p| p.to_string()).unwrap_or_default(),
                             initiator, target = name, reason = %why, event = "iscsi_overlay_failed",
                             "iSCSI login dropped: no overlay");
-                        refused = true;
+                        // Not even the login's answer goes out.
+                        while self.conn.poll_transmit().is_some() {}
+                        return false;
                     }
                 }
             }
         }
-        if refused {
-            break;
+        while let Some(io) = self.conn.poll_io() {
+            self.dispatch(io.id, io.target, io.kind);
         }
-        while let Some(io) = conn.poll_io() {
-            let result = perform(&store.units[io.target], overlay.as_deref(), io.kind, stats);
-            if result == IoResult::Failed {
-                stats.io_errors.fetch_add(1, Ordering::Relaxed);
-            }
-            conn.complete_io(io.id, result);
-        }
-        out.clear();
-        while let Some(p) = conn.poll_transmit() {
-            out.extend_from_slice(&p);
-        }
-        if !out.is_empty() && sock.write_all(&out).is_err() {
-            break;
-        }
-        if conn.is_closed() {
-            break;
+        self.collect_output();
+        true
+    }
+
+    fn collect_output(&mut self) {
+        while let Some(p) = self.conn.poll_transmit() {
+            self.out.extend_from_slice(&p);
         }
     }
-    let _ = sock.shutdown(std::net::Shutdown::Both);
-    stats.active.fetch_sub(1, Ordering::Relaxed);
+
+    fn tag(&mut self, p: Pending) -> u64 {
+        self.next_tag += 1;
+        self.pending.insert(self.next_tag, p);
+        self.next_tag
+    }
+
+    /// Hands an I/O to the threads (or, for an overlay's first writes and its syncs, does it
+    /// here: copy-up and the map's update are the overlay's, and rare).
+    fn dispatch(&mut self, id: u64, target: usize, kind: IoKind) {
+        let unit = &self.store.units[target];
+        match (unit, self.overlay.clone(), kind) {
+            (Unit::File(src), _, IoKind::Read { offset, len }) => {
+                let seg = Segment {
+                    src: src.clone(),
+                    offset,
+                    len: len as usize,
+                };
+                let t = self.tag(Pending::Read { id });
+                self.sub.submit(t, Op::Read(vec![seg]));
+            }
+            (Unit::File(src), _, IoKind::Write { offset, data, fua }) => {
+                let fua = fua.then(|| src.clone());
+                let len = data.len() as u64;
+                let t = self.tag(Pending::Write { id, len, fua });
+                self.sub.submit(
+                    t,
+                    Op::Write {
+                        src: src.clone(),
+                        offset,
+                        data,
+                    },
+                );
+            }
+            (Unit::File(src), _, IoKind::Flush) => {
+                let t = self.tag(Pending::Sync { id, len: 0 });
+                self.sub.submit(t, Op::Sync(src.clone()));
+            }
+            (Unit::Diskless { .. }, Some(o), IoKind::Read { offset, len }) => {
+                match o.read_segments(offset, len) {
+                    Ok(segs) => {
+                        let t = self.tag(Pending::Read { id });
+                        self.sub.submit(t, Op::Read(segs));
+                    }
+                    Err(e) => self.failed(id, &e),
+                }
+            }
+            (Unit::Diskless { .. }, Some(o), IoKind::Write { offset, data, fua })
+                if !fua && o.all_written(offset, data.len() as u64) =>
+            {
+                let len = data.len() as u64;
+                let t = self.tag(Pending::Write { id, len, fua: None });
+                let src = o.data_source().clone();
+                self.sub.submit(t, Op::Write { src, offset, data });
+            }
+            (Unit::Diskless { .. }, Some(o), IoKind::Write { offset, data, fua }) => {
+                let r = o
+                    .write_at(&data, offset)
+                    .and_then(|()| if fua { o.sync() } else { Ok(()) });
+                match r {
+                    Ok(()) => {
+                        self.stats
+                            .written_bytes
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                        self.conn.complete_io(id, IoResult::Done);
+                    }
+                    Err(e) => self.failed(id, &e),
+                }
+            }
+            (Unit::Diskless { .. }, Some(o), IoKind::Flush) => match o.sync() {
+                Ok(()) => self.conn.complete_io(id, IoResult::Done),
+                Err(e) => self.failed(id, &e),
+            },
+            (Unit::Diskless { .. }, None, _) => {
+                self.stats.io_errors.fetch_add(1, Ordering::Relaxed);
+                self.conn.complete_io(id, IoResult::Failed);
+            }
+        }
+    }
+
+    fn failed(&mut self, id: u64, e: &std::io::Error) {
+        tracing::warn!(error = %e, "iSCSI backing-store I/O failed");
+        self.stats.io_errors.fetch_add(1, Ordering::Relaxed);
+        self.conn.complete_io(id, IoResult::Failed);
+    }
+
+    /// A request came back from the I/O threads.
+    fn completed(&mut self, c: bootstorm_blockio::Completion) {
+        let Some(p) = self.pending.remove(&c.tag) else {
+            return;
+        };
+        match (p, c.result) {
+            (Pending::Read { id }, Ok(data)) => {
+                self.stats
+                    .read_bytes
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                self.conn.complete_io(id, IoResult::Read(data));
+            }
+            (
+                Pending::Write {
+                    id,
+                    len,
+                    fua: Some(src),
+                },
+                Ok(_),
+            ) => {
+                // FUA: durable before it completes.
+                let t = self.tag(Pending::Sync { id, len });
+                self.sub.submit(t, Op::Sync(src));
+            }
+            (Pending::Write { id, len, fua: None }, Ok(_)) | (Pending::Sync { id, len }, Ok(_)) => {
+                self.stats.written_bytes.fetch_add(len, Ordering::Relaxed);
+                self.conn.complete_io(id, IoResult::Done);
+            }
+            (
+                Pending::Read { id } | Pending::Write { id, .. } | Pending::Sync { id, .. },
+                Err(e),
+            ) => self.failed(id, &e),
+        }
+        self.collect_output();
+    }
 }
 
 /// The overlay of the machine that just logged in to target `index`, if it is diskless.
@@ -463,59 +777,6 @@ fn open_overlay(
         }
     };
     overlays.get(&key).map(Some).map_err(|e| e.to_string())
-}
-
-/// One backing-store operation, on the unit's file or the machine's overlay.
-fn perform(unit: &Unit, overlay: Option<&Overlay>, kind: IoKind, stats: &IscsiStats) -> IoResult {
-    let wrote = match &kind {
-        IoKind::Write { data, .. } => data.len() as u64,
-        _ => 0,
-    };
-    let r = match (unit, overlay) {
-        (Unit::File(f), _) => match kind {
-            IoKind::Read { offset, len } => {
-                let mut buf = vec![0u8; len as usize];
-                f.read_exact_at(&mut buf, offset)
-                    .map(|()| buf)
-                    .map(IoResult::Read)
-            }
-            IoKind::Write { offset, data, fua } => f
-                .write_all_at(&data, offset)
-                .and_then(|()| if fua { f.sync_data() } else { Ok(()) })
-                .map(|()| IoResult::Done),
-            IoKind::Flush => f.sync_data().map(|()| IoResult::Done),
-        },
-        (Unit::Diskless { .. }, Some(o)) => match kind {
-            IoKind::Read { offset, len } => {
-                let mut buf = vec![0u8; len as usize];
-                o.read_at(&mut buf, offset)
-                    .map(|()| buf)
-                    .map(IoResult::Read)
-            }
-            IoKind::Write { offset, data, fua } => o
-                .write_at(&data, offset)
-                .and_then(|()| if fua { o.sync() } else { Ok(()) })
-                .map(|()| IoResult::Done),
-            IoKind::Flush => o.sync().map(|()| IoResult::Done),
-        },
-        (Unit::Diskless { .. }, None) => return IoResult::Failed,
-    };
-    match r {
-        Ok(IoResult::Read(buf)) => {
-            stats
-                .read_bytes
-                .fetch_add(buf.len() as u64, Ordering::Relaxed);
-            IoResult::Read(buf)
-        }
-        Ok(r) => {
-            stats.written_bytes.fetch_add(wrote, Ordering::Relaxed);
-            r
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "iSCSI backing-store I/O failed");
-            IoResult::Failed
-        }
-    }
 }
 
 fn log_event(e: &Event, peer: Option<std::net::SocketAddr>, stats: &IscsiStats) {

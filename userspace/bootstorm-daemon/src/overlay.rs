@@ -29,6 +29,7 @@
 //! The format is written by hand because it is the product's own on-disk format (as the lease
 //! journal is); there is no crate for "a bitmap of written chunks beside a sparse file".
 
+use bootstorm_blockio::{Segment, Source};
 use bootstorm_iscsi::scsi::fnv64;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -167,9 +168,9 @@ fn bitmap_words(size: u64) -> usize {
 
 /// One machine's overlay, open (and locked) while a session uses it.
 pub struct Overlay {
-    golden: Arc<File>,
+    golden: Arc<Source>,
     size: u64,
-    data: File,
+    data: Arc<Source>,
     map: File,
     bits: Vec<AtomicU64>,
     /// Taken by writes that set bits (copy-up and the map's update).
@@ -216,7 +217,7 @@ impl Overlay {
     pub fn open(
         dir: &Path,
         key: &str,
-        golden: Arc<File>,
+        golden: Arc<Source>,
         id: Golden,
     ) -> Result<Overlay, OpenError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
@@ -256,7 +257,7 @@ impl Overlay {
         map_path: &Path,
         data_path: &Path,
         key: &str,
-        golden: Arc<File>,
+        golden: Arc<Source>,
         id: Golden,
     ) -> Result<Overlay, OpenError> {
         let header = read_header(&map, map_path)?;
@@ -285,7 +286,7 @@ impl Overlay {
         Ok(Overlay {
             golden,
             size: id.size,
-            data,
+            data: Arc::new(Source::buffered(data)),
             map,
             bits,
             setting: Mutex::new(()),
@@ -310,6 +311,43 @@ impl Overlay {
             .sum()
     }
 
+    /// Where the `len` bytes at `offset` are: runs of the overlay's data file (chunks the
+    /// machine wrote) and of the golden image (the others), in order, for the block I/O engine.
+    pub fn read_segments(&self, offset: u64, len: u64) -> io::Result<Vec<Segment>> {
+        check_range(offset, len, self.size)?;
+        let mut out = Vec::new();
+        let stop = offset + len;
+        let mut pos = offset;
+        while pos < stop {
+            let here = self.is_set(pos / CHUNK);
+            let mut end = (pos / CHUNK + 1) * CHUNK;
+            while end < stop && self.is_set(end / CHUNK) == here {
+                end += CHUNK;
+            }
+            let end = end.min(stop);
+            out.push(Segment {
+                src: if here { &self.data } else { &self.golden }.clone(),
+                offset: pos,
+                len: (end - pos) as usize,
+            });
+            pos = end;
+        }
+        Ok(out)
+    }
+
+    /// True if every chunk the range touches is in the overlay already: a write there goes
+    /// straight to the data file (no copy-up, no map update).
+    pub fn all_written(&self, offset: u64, len: u64) -> bool {
+        len > 0
+            && offset.checked_add(len).is_some_and(|e| e <= self.size)
+            && (offset / CHUNK..=(offset + len - 1) / CHUNK).all(|c| self.is_set(c))
+    }
+
+    /// The overlay's data file.
+    pub fn data_source(&self) -> &Arc<Source> {
+        &self.data
+    }
+
     /// Reads `buf.len()` bytes at `offset`: each chunk from the overlay if the machine wrote
     /// it, else from the golden image.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
@@ -325,7 +363,11 @@ impl Overlay {
                 end += CHUNK;
             }
             let n = (end.min(stop) - pos) as usize;
-            let src: &File = if here { &self.data } else { &self.golden };
+            let src: &File = if here {
+                self.data.file()
+            } else {
+                self.golden.file()
+            };
             src.read_exact_at(&mut buf[done..done + n], pos)?;
             done += n;
         }
@@ -342,7 +384,7 @@ impl Overlay {
         }
         let (first, last) = (offset / CHUNK, (offset + len - 1) / CHUNK);
         if (first..=last).all(|c| self.is_set(c)) {
-            return self.data.write_all_at(data, offset);
+            return self.data.file().write_all_at(data, offset);
         }
         let _g = self.setting.lock().unwrap_or_else(|e| e.into_inner());
         let (a, b) = (first * CHUNK, ((last + 1) * CHUNK).min(self.size));
@@ -358,9 +400,9 @@ impl Overlay {
             self.read_at(&mut buf[..h], a)?;
             self.read_at(&mut buf[t..], end)?;
             buf[h..t].copy_from_slice(data);
-            self.data.write_all_at(&buf, a)?;
+            self.data.file().write_all_at(&buf, a)?;
         } else {
-            self.data.write_all_at(data, offset)?;
+            self.data.file().write_all_at(data, offset)?;
         }
         for c in first..=last {
             self.bits[(c / 64) as usize].fetch_or(1 << (c % 64), Ordering::Release);
@@ -375,7 +417,7 @@ impl Overlay {
 
     /// Makes every write so far durable: the data, then the map that points at it.
     pub fn sync(&self) -> io::Result<()> {
-        self.data.sync_data()?;
+        self.data.file().sync_data()?;
         self.map.sync_data()
     }
 }
@@ -439,15 +481,15 @@ fn create(map_path: &Path, data_path: &Path, key: &str, id: Golden) -> Result<()
 /// the sessions of one machine.
 pub struct Overlays {
     dir: PathBuf,
-    golden: Arc<File>,
+    golden: Arc<Source>,
     id: Golden,
     open: Mutex<HashMap<String, Weak<Overlay>>>,
 }
 
 impl Overlays {
     /// Overlays in `dir` of `golden`, of which `size` bytes are served.
-    pub fn new(dir: PathBuf, golden: Arc<File>, size: u64) -> io::Result<Overlays> {
-        let id = Golden::of(&golden, size)?;
+    pub fn new(dir: PathBuf, golden: Arc<Source>, size: u64) -> io::Result<Overlays> {
+        let id = Golden::of(golden.file(), size)?;
         Ok(Overlays {
             dir,
             golden,
@@ -611,11 +653,17 @@ pub fn act(dir: &Path, key: &str, action: Action) -> Result<(), OpenError> {
 mod tests {
     use super::*;
 
-    fn golden(dir: &Path, size: usize) -> (Arc<File>, u64) {
+    fn golden(dir: &Path, size: usize) -> (Arc<Source>, u64) {
         let p = dir.join("golden.img");
         let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
         std::fs::write(&p, &bytes).unwrap();
-        (Arc::new(File::open(&p).unwrap()), size as u64)
+        (open_golden(dir), size as u64)
+    }
+
+    fn open_golden(dir: &Path) -> Arc<Source> {
+        Arc::new(Source::buffered(
+            File::open(dir.join("golden.img")).unwrap(),
+        ))
     }
 
     fn tmpdir(name: &str) -> PathBuf {
@@ -651,8 +699,7 @@ mod tests {
         assert!(o.write_at(&[0; 512], size - 256).is_err());
         drop(o);
         // Reopened (a restart): the same bytes.
-        let (g2, _) = (Arc::new(File::open(d.join("golden.img")).unwrap()), 0);
-        let ovs = Overlays::new(d.join("ov"), g2, size).unwrap();
+        let ovs = Overlays::new(d.join("ov"), open_golden(&d), size).unwrap();
         let o = ovs.get("iqn.2026-12.test:a").unwrap();
         o.read_at(&mut got, 0).unwrap();
         assert_eq!(got, want);
@@ -710,8 +757,7 @@ mod tests {
                 .unwrap(),
         );
         std::fs::write(d.join("golden.img"), vec![7u8; 16 * 1024]).unwrap();
-        let g = Arc::new(File::open(d.join("golden.img")).unwrap());
-        let err = Overlays::new(dir.clone(), g, size)
+        let err = Overlays::new(dir.clone(), open_golden(&d), size)
             .unwrap()
             .get("m")
             .unwrap_err();
@@ -754,8 +800,16 @@ mod tests {
             let mut got = vec![0u8; size as usize];
             o.read_at(&mut got, 0).unwrap();
             proptest::prop_assert_eq!(&got, &model);
+            // The block I/O engine's view: the runs it reads hold the same bytes.
+            let mut runs = Vec::new();
+            for seg in o.read_segments(0, size).unwrap() {
+                let mut b = vec![0u8; seg.len];
+                seg.src.file().read_exact_at(&mut b, seg.offset).unwrap();
+                runs.extend_from_slice(&b);
+            }
+            proptest::prop_assert_eq!(&runs, &model);
             let mut gold = vec![0u8; size as usize];
-            g.read_exact_at(&mut gold, 0).unwrap();
+            g.file().read_exact_at(&mut gold, 0).unwrap();
             proptest::prop_assert_eq!(gold, expect(size as usize));
             let _ = std::fs::remove_dir_all(&d);
         }

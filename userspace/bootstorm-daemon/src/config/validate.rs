@@ -986,15 +986,39 @@ fn iscsi_settings(
             }),
             initiators: t.initiators.clone(),
             overlays,
+            direct: t.direct,
         });
     }
     if targets.is_empty() {
         return Err(src.error(Some(sp.span()), "[iscsi] has no [[iscsi.target]]"));
     }
+    let io = match sec.io.as_deref() {
+        None | Some("io_uring") => crate::iscsid::IoEngine::Uring,
+        Some("pread") => crate::iscsid::IoEngine::Pread,
+        Some(x) => {
+            return Err(src.error(
+                Some(sp.span()),
+                format!("[iscsi] io = \"{x}\": \"io_uring\" or \"pread\""),
+            ));
+        }
+    };
+    if let Some(t) = sec.targets.iter().find(|t| {
+        let t = t.get_ref();
+        t.direct == Some(true) && t.overlays.is_some()
+    }) {
+        return Err(src.error(
+            Some(t.span()),
+            format!(
+                "[[iscsi.target]] {}: direct with overlays: a golden image is read by many machines and belongs in the page cache",
+                t.get_ref().name
+            ),
+        ));
+    }
     Ok(IscsiSettings {
         listen,
         targets,
         discovery_chap,
+        io,
     })
 }
 
