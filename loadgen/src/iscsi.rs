@@ -128,6 +128,8 @@ pub struct Session {
     got: Vec<u8>,
     /// Read so far.
     read_done: u64,
+    /// UNIT ATTENTIONs retried.
+    unit_attentions: u32,
     result: Option<Result<(), Failure>>,
     last_io: u64,
     login_done: Option<u64>,
@@ -138,6 +140,8 @@ const ISID: [u8; 6] = [0x80, 0x42, 0x53, 0x54, 0x00, 0x01];
 const READ_10: u8 = 0x28;
 const WRITE_10: u8 = 0x2a;
 const BLOCK: u64 = 512;
+/// Sense key UNIT ATTENTION.
+const UNIT_ATTENTION: u8 = 0x6;
 
 impl Session {
     /// A session to `disk` as `initiator`, whose writes are `pattern` repeated. It starts with
@@ -160,6 +164,7 @@ impl Session {
             cmd: None,
             got: Vec::new(),
             read_done: 0,
+            unit_attentions: 0,
             result: None,
             last_io: now,
             login_done: None,
@@ -300,6 +305,20 @@ impl Session {
                 self.exp_stat_sn = h.stat_sn().wrapping_add(1);
                 // A response byte other than "command completed" is a failure too.
                 let status = if h.byte2() != 0 { 0xff } else { h.byte3() };
+                // A UNIT ATTENTION (a target's first command after its start, tgt's "power on
+                // or reset occurred") is retried, as every initiator does.
+                let key = (data.len() >= 2 + 3).then(|| data[2 + 2] & 0x0f);
+                if status == 0x02 && key == Some(UNIT_ATTENTION) && self.unit_attentions < 8 {
+                    self.unit_attentions += 1;
+                    if let Some((_, off, len)) = self.cmd.take() {
+                        let op = if self.state == State::Writing {
+                            WRITE_10
+                        } else {
+                            READ_10
+                        };
+                        return self.command(op, off, len);
+                    }
+                }
                 self.command_done(now, status);
             }
             Opcode::ReadyToTransfer => self.on_r2t(&h),

@@ -19,8 +19,11 @@ fn start(lab: &Lab, dir: &TempDir) -> ServerProc {
     start_with(lab, dir, "io_uring")
 }
 
-/// [`start`] with block I/O by `io` ("io_uring" or "pread").
+/// [`start`] with block I/O by `io` ("io_uring" or "pread"), every I/O through the I/O threads
+/// (none served inline from the page cache) unless `io` is "io_uring".
 fn start_with(lab: &Lab, dir: &TempDir, io: &str) -> ServerProc {
+    let inline = io == "io_uring";
+    let io = io.trim_end_matches("-threads");
     lab.add_client_address("198.18.0.2/16");
     for name in ["open.img", "chap.img"] {
         let f = std::fs::File::create(dir.join(name)).unwrap();
@@ -33,6 +36,7 @@ control_socket = "@CONTROL@"
 [iscsi]
 address = "198.18.0.1:3260"
 io = "{io}"
+inline = {inline}
 
 [[iscsi.target]]
 name = "{OPEN}"
@@ -130,7 +134,9 @@ fn iscsi_test_cu_runs_without_a_failure() {
     if !need_root("iscsi_test_cu_runs_without_a_failure") {
         return;
     }
-    for io in ["io_uring", "pread"] {
+    // io_uring and pread with every I/O through the I/O threads (the other tests serve most
+    // reads from the page cache on the connection's thread).
+    for io in ["io_uring-threads", "pread"] {
         conformance(io);
     }
 }
@@ -139,7 +145,7 @@ fn conformance(io: &str) {
     let lab = Lab::new();
     let dir = TempDir::new();
     let srv = start_with(&lab, &dir, io);
-    let engine = if io == "pread" { "pread" } else { "io_uring" };
+    let engine = io.trim_end_matches("-threads");
     assert!(
         srv.log_text().contains(&format!("\"engine\":\"{engine}\"")),
         "{}",
@@ -162,6 +168,10 @@ fn conformance(io: &str) {
     assert!(n[1] >= 600, "only {} tests ran: {summary}", n[1]);
     assert_eq!(n[3], 0, "{io}: failures:\n{out}");
     assert_eq!(n[1], n[2], "{io}: {summary}");
+    // Every I/O went through the I/O threads.
+    let st = srv.stats();
+    assert!(st["iscsi"]["ring_ios"].as_u64().unwrap() > 1000, "{st}");
+    assert_eq!(st["iscsi"]["inline_ios"], 0, "{st}");
     assert!(o.status.success(), "{out}");
 }
 

@@ -191,3 +191,32 @@ fn o_direct_where_the_file_system_allows_it() {
     assert!(got[0].result.as_ref().unwrap().iter().all(|&x| x == 5));
     let _ = std::fs::remove_file(&p);
 }
+
+#[test]
+fn page_cache_reads_and_writes_go_inline() {
+    let bytes: Vec<u8> = (0..64 * 1024u32).map(|i| (i % 241) as u8).collect();
+    let (p, src) = file("nowait", &bytes);
+    // Just written: in the page cache.
+    let mut buf = vec![0u8; 8192];
+    match src.read_nowait(&mut buf, 4096) {
+        Nowait::Done => assert_eq!(buf, &bytes[4096..4096 + 8192]),
+        other => panic!("{other:?}"),
+    }
+    // Past the end: not all of it, so not done here.
+    let mut tail = vec![0u8; 8192];
+    assert!(matches!(
+        src.read_nowait(&mut tail, 60 * 1024),
+        Nowait::WouldBlock
+    ));
+    match src.write_nowait(&[1u8; 4096], 0) {
+        Nowait::Done => {
+            let mut b = vec![0u8; 4096];
+            src.file().read_exact_at(&mut b, 0).unwrap();
+            assert!(b.iter().all(|&x| x == 1));
+        }
+        // A file system without RWF_NOWAIT writes: the ring does them.
+        Nowait::WouldBlock => {}
+        Nowait::Failed(e) => panic!("{e}"),
+    }
+    let _ = std::fs::remove_file(p);
+}

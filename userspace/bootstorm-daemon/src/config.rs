@@ -127,6 +127,8 @@ pub struct IscsiSection {
     pub address: Option<String>,
     /// Block I/O: "io_uring" (the default; pread, logged, where it is unavailable) or "pread".
     pub io: Option<String>,
+    /// Serve what the page cache holds on the connection's thread first (default true).
+    pub inline: Option<bool>,
     /// CHAP user for discovery sessions (with `discovery_chap_secret`).
     pub discovery_chap_user: Option<String>,
     /// Its secret.

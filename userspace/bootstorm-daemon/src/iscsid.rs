@@ -87,6 +87,8 @@ pub struct IscsiSettings {
     pub discovery_chap: Option<Chap>,
     /// How block I/O is done.
     pub io: IoEngine,
+    /// Serve what the page cache holds on the connection's thread (RWF_NOWAIT) first.
+    pub inline: bool,
 }
 
 /// `[iscsi] io`.
@@ -116,6 +118,10 @@ pub struct IscsiStats {
     pub written_bytes: AtomicU64,
     pub io_errors: AtomicU64,
     pub overlay_errors: AtomicU64,
+    /// I/Os the page cache served on the connection's thread without waiting.
+    pub inline_ios: AtomicU64,
+    /// I/Os handed to the I/O threads.
+    pub ring_ios: AtomicU64,
 }
 
 /// The counters as `bootstorm stats` shows them.
@@ -127,6 +133,7 @@ pub fn stats_json(s: &IscsiStats) -> serde_json::Value {
         "protocol_errors": g(&s.protocol_errors), "logouts": g(&s.logouts),
         "read_bytes": g(&s.read_bytes), "written_bytes": g(&s.written_bytes),
         "io_errors": g(&s.io_errors), "overlay_errors": g(&s.overlay_errors),
+        "inline_ios": g(&s.inline_ios), "ring_ios": g(&s.ring_ios),
     })
 }
 
@@ -169,6 +176,7 @@ struct Store {
     units: Vec<Unit>,
     mac_of: Option<MacLookup>,
     engine: Engine,
+    inline: bool,
 }
 
 /// Opens the backing files and starts listening. `mac_of` names the machine at an address
@@ -270,12 +278,13 @@ pub fn start(
         Some(why) if s.io != IoEngine::Pread => {
             tracing::warn!(reason = why, "iSCSI block I/O: pread fallback")
         }
-        _ => tracing::info!(engine = engine.kind(), "iSCSI block I/O"),
+        _ => tracing::info!(engine = engine.kind(), inline = s.inline, "iSCSI block I/O"),
     }
     let store = Arc::new(Store {
         units,
         mac_of,
         engine,
+        inline: s.inline,
     });
     let stats = Arc::new(IscsiStats::default());
     let (flag, stats2) = (shutdown.clone(), stats.clone());
@@ -634,53 +643,38 @@ impl Served<'_> {
         self.next_tag
     }
 
-    /// Hands an I/O to the threads (or, for an overlay's first writes and its syncs, does it
-    /// here: copy-up and the map's update are the overlay's, and rare).
+    /// Hands an I/O to the threads, after trying it here without waiting (what the page cache
+    /// holds); an overlay's first writes (copy-up and the map's update) and its syncs are done
+    /// here too: they are the overlay's, and rare.
     fn dispatch(&mut self, id: u64, target: usize, kind: IoKind) {
-        let unit = &self.store.units[target];
-        match (unit, self.overlay.clone(), kind) {
+        let overlay = self.overlay.clone();
+        match (&self.store.units[target], overlay, kind) {
             (Unit::File(src), _, IoKind::Read { offset, len }) => {
                 let seg = Segment {
                     src: src.clone(),
                     offset,
                     len: len as usize,
                 };
-                let t = self.tag(Pending::Read { id });
-                self.sub.submit(t, Op::Read(vec![seg]));
+                self.read(id, vec![seg]);
             }
             (Unit::File(src), _, IoKind::Write { offset, data, fua }) => {
                 let fua = fua.then(|| src.clone());
-                let len = data.len() as u64;
-                let t = self.tag(Pending::Write { id, len, fua });
-                self.sub.submit(
-                    t,
-                    Op::Write {
-                        src: src.clone(),
-                        offset,
-                        data,
-                    },
-                );
+                self.write(id, src.clone(), offset, data, fua);
             }
             (Unit::File(src), _, IoKind::Flush) => {
                 let t = self.tag(Pending::Sync { id, len: 0 });
-                self.sub.submit(t, Op::Sync(src.clone()));
+                self.ring(t, Op::Sync(src.clone()));
             }
             (Unit::Diskless { .. }, Some(o), IoKind::Read { offset, len }) => {
                 match o.read_segments(offset, len) {
-                    Ok(segs) => {
-                        let t = self.tag(Pending::Read { id });
-                        self.sub.submit(t, Op::Read(segs));
-                    }
+                    Ok(segs) => self.read(id, segs),
                     Err(e) => self.failed(id, &e),
                 }
             }
             (Unit::Diskless { .. }, Some(o), IoKind::Write { offset, data, fua })
                 if !fua && o.all_written(offset, data.len() as u64) =>
             {
-                let len = data.len() as u64;
-                let t = self.tag(Pending::Write { id, len, fua: None });
-                let src = o.data_source().clone();
-                self.sub.submit(t, Op::Write { src, offset, data });
+                self.write(id, o.data_source().clone(), offset, data, None);
             }
             (Unit::Diskless { .. }, Some(o), IoKind::Write { offset, data, fua }) => {
                 let r = o
@@ -691,6 +685,7 @@ impl Served<'_> {
                         self.stats
                             .written_bytes
                             .fetch_add(data.len() as u64, Ordering::Relaxed);
+                        self.stats.inline_ios.fetch_add(1, Ordering::Relaxed);
                         self.conn.complete_io(id, IoResult::Done);
                     }
                     Err(e) => self.failed(id, &e),
@@ -705,6 +700,64 @@ impl Served<'_> {
                 self.conn.complete_io(id, IoResult::Failed);
             }
         }
+    }
+
+    fn ring(&mut self, tag: u64, op: Op) {
+        self.stats.ring_ios.fetch_add(1, Ordering::Relaxed);
+        self.sub.submit(tag, op);
+    }
+
+    /// A read: from the page cache here if every run is there, else on the ring.
+    fn read(&mut self, id: u64, segs: Vec<Segment>) {
+        let total: usize = segs.iter().map(|s| s.len).sum();
+        let mut data = vec![0u8; total];
+        let mut at = 0;
+        let mut inline = self.store.inline;
+        for s in segs.iter().take_while(|_| inline) {
+            match s.src.read_nowait(&mut data[at..at + s.len], s.offset) {
+                bootstorm_blockio::Nowait::Done => at += s.len,
+                bootstorm_blockio::Nowait::WouldBlock => {
+                    inline = false;
+                    break;
+                }
+                bootstorm_blockio::Nowait::Failed(e) => return self.failed(id, &e),
+            }
+        }
+        if inline {
+            self.stats.inline_ios.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .read_bytes
+                .fetch_add(total as u64, Ordering::Relaxed);
+            return self.conn.complete_io(id, IoResult::Read(data));
+        }
+        let t = self.tag(Pending::Read { id });
+        self.ring(t, Op::Read(segs));
+    }
+
+    /// A write: through the page cache here if it need not wait (and is not FUA), else on the
+    /// ring (FUA: a sync follows there).
+    fn write(
+        &mut self,
+        id: u64,
+        src: Arc<Source>,
+        offset: u64,
+        data: Vec<u8>,
+        fua: Option<Arc<Source>>,
+    ) {
+        let len = data.len() as u64;
+        if fua.is_none() && self.store.inline {
+            match src.write_nowait(&data, offset) {
+                bootstorm_blockio::Nowait::Done => {
+                    self.stats.inline_ios.fetch_add(1, Ordering::Relaxed);
+                    self.stats.written_bytes.fetch_add(len, Ordering::Relaxed);
+                    return self.conn.complete_io(id, IoResult::Done);
+                }
+                bootstorm_blockio::Nowait::WouldBlock => {}
+                bootstorm_blockio::Nowait::Failed(e) => return self.failed(id, &e),
+            }
+        }
+        let t = self.tag(Pending::Write { id, len, fua });
+        self.ring(t, Op::Write { src, offset, data });
     }
 
     fn failed(&mut self, id: u64, e: &std::io::Error) {
@@ -735,7 +788,7 @@ impl Served<'_> {
             ) => {
                 // FUA: durable before it completes.
                 let t = self.tag(Pending::Sync { id, len });
-                self.sub.submit(t, Op::Sync(src));
+                self.ring(t, Op::Sync(src));
             }
             (Pending::Write { id, len, fua: None }, Ok(_)) | (Pending::Sync { id, len }, Ok(_)) => {
                 self.stats.written_bytes.fetch_add(len, Ordering::Relaxed);

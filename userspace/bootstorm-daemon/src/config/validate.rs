@@ -1019,6 +1019,7 @@ fn iscsi_settings(
         targets,
         discovery_chap,
         io,
+        inline: sec.inline.unwrap_or(true),
     })
 }
 
