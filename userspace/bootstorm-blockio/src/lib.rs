@@ -101,12 +101,20 @@ impl Source {
         }
     }
 
-    /// Writes `data` at `offset` through the page cache without waiting
-    /// (`pwritev2(RWF_NOWAIT)`), where the file system takes that; else (or if it would wait)
-    /// [`Nowait::WouldBlock`]. Never for an `O_DIRECT` source.
+    /// Writes `data` at `offset` through the page cache on the caller's thread: without
+    /// waiting (`pwritev2(RWF_NOWAIT)`) where the file system takes that ([`Nowait::WouldBlock`]
+    /// if it would wait), else with a plain `pwrite` (a copy into the page cache, which waits
+    /// only under writeback throttling; ext4 has no RWF_NOWAIT for buffered writes). Never for
+    /// an `O_DIRECT` source.
     pub fn write_nowait(&self, data: &[u8], offset: u64) -> Nowait {
-        if self.is_direct() || data.is_empty() || self.no_nowait_writes.load(Ordering::Relaxed) {
+        if self.is_direct() || data.is_empty() {
             return Nowait::WouldBlock;
+        }
+        if self.no_nowait_writes.load(Ordering::Relaxed) {
+            return match self.buffered.write_all_at(data, offset) {
+                Ok(()) => Nowait::Done,
+                Err(e) => Nowait::Failed(e),
+            };
         }
         let iov = libc::iovec {
             iov_base: data.as_ptr() as *mut libc::c_void,
@@ -130,7 +138,7 @@ impl Source {
                 e if e.raw_os_error() == Some(libc::EAGAIN) => Nowait::WouldBlock,
                 e if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
                     self.no_nowait_writes.store(true, Ordering::Relaxed);
-                    Nowait::WouldBlock
+                    self.write_nowait(data, offset)
                 }
                 e => Nowait::Failed(e),
             },
