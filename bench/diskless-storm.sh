@@ -12,6 +12,9 @@
 #                  N) and tgtd serving the golden image itself as LUN 1 (tgt has no overlays:
 #                  every machine shares one disk)
 #
+# With RETRIES=N a machine whose boot fails starts over after 1 s, up to N times (firmware with
+# "boot retry" on), so a stack that drops requests still completes its storm.
+#
 # Usage (as root): bench/diskless-storm.sh [machines] [MiB read per machine]   (default 1000 16)
 # STACKS="bootstorm" to run some; LIMIT=seconds bounds each storm (default 600).
 set -euo pipefail
@@ -24,6 +27,7 @@ done
 N=${1:-1000}
 MIB=${2:-16}
 LIMIT=${LIMIT:-600}
+RETRIES=${RETRIES:-0}
 STACKS=${STACKS:-"bootstorm dnsmasq+tgt"}
 cargo build --release -q -p bootstorm-daemon -p bootstorm-loadgen
 BIN=$PWD/target/release/bootstorm
@@ -114,7 +118,7 @@ for st in $STACKS; do
   start_stack "$st"
   out=$(timeout $((LIMIT + 60)) ip netns exec "$C" "$LG" --server 198.18.0.1 --relay 198.18.0.2,198.18.0.3 \
     --clients "$N" --profile uefi-x64 --expect-size $((1 << 20)) --expect-sha256 "$SHA" \
-    --iscsi-read "$MIB" --limit "$LIMIT" --json 2> /dev/null || true)
+    --iscsi-read "$MIB" --boot-retries "$RETRIES" --boot-retry-delay 1 --limit "$LIMIT" --json 2> /dev/null || true)
   OVL[$st]=-
   if [ "$st" = bootstorm ]; then
     OVL[$st]=$("$BIN" overlay list --config "$T/bootstorm.toml" --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
@@ -134,7 +138,7 @@ except Exception:
 done
 
 echo
-echo "kernel $(uname -r), $(nproc) cores, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%F), $MIB MiB read per machine"
+echo "kernel $(uname -r), $(nproc) cores, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%F), $MIB MiB read per machine, boot retries $RETRIES"
 echo "| stack | $N machines: completion (s) | boots/s | p99 DHCP (ms) | p99 TFTP (ms) | p99 iSCSI login (ms) | p99 iSCSI read (ms) | p99 boot (ms) | failed | overlays |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for st in $STACKS; do

@@ -176,6 +176,9 @@ pub struct Overlay {
     /// Taken by writes that set bits (copy-up and the map's update).
     setting: Mutex<()>,
     key: String,
+    /// The directory, and whether the files and their names were synced since opening.
+    dir: PathBuf,
+    durable: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Overlay {
@@ -247,6 +250,13 @@ impl Overlay {
             if !same {
                 continue;
             }
+            if never_flushed(&map) {
+                tracing::warn!(overlay = %map_path.display(),
+                    "overlay map without a header (created, never flushed, then a power loss): made again");
+                let _ = std::fs::remove_file(&map_path);
+                let _ = std::fs::remove_file(&data_path);
+                continue;
+            }
             return Overlay::load(map, &map_path, &data_path, key, golden, id);
         }
         Err(OpenError::Busy { path: map_path })
@@ -291,6 +301,8 @@ impl Overlay {
             bits,
             setting: Mutex::new(()),
             key: key.to_string(),
+            dir: map_path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            durable: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -416,9 +428,17 @@ impl Overlay {
     }
 
     /// Makes every write so far durable: the data, then the map that points at it.
+    /// The first time, the files whole (their sizes) and the directory (their names) too.
     pub fn sync(&self) -> io::Result<()> {
-        self.data.file().sync_data()?;
-        self.map.sync_data()
+        if self.durable.load(Ordering::Acquire) {
+            self.data.file().sync_data()?;
+            return self.map.sync_data();
+        }
+        self.data.file().sync_all()?;
+        self.map.sync_all()?;
+        File::open(&self.dir)?.sync_all()?;
+        self.durable.store(true, Ordering::Release);
+        Ok(())
     }
 }
 
@@ -451,12 +471,15 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Makes an empty overlay: the sparse data file, then the map written aside, synced and
-/// renamed into place (the map's existence is the overlay's).
+/// Makes an empty overlay: the sparse data file, then the map written aside and renamed into
+/// place (the map's existence is the overlay's). Nothing is synced here: a storm of first
+/// logins would queue on a thousand fsyncs, and an overlay nobody flushed promises nothing.
+/// The machine's first SYNCHRONIZE CACHE (or FUA write) makes the files and their names
+/// durable ([`Overlay::sync`]); a map a power loss left empty or short was never flushed, and
+/// is made again at the next login.
 fn create(map_path: &Path, data_path: &Path, key: &str, id: Golden) -> Result<(), OpenError> {
     let data = File::create(data_path).map_err(io_err(data_path))?;
     data.set_len(id.size).map_err(io_err(data_path))?;
-    data.sync_all().map_err(io_err(data_path))?;
     let tmp = map_path.with_extension("map.new");
     let map = File::create(&tmp).map_err(io_err(&tmp))?;
     let header = Header {
@@ -466,15 +489,20 @@ fn create(map_path: &Path, data_path: &Path, key: &str, id: Golden) -> Result<()
     };
     map.write_all_at(&header.encode(), 0)
         .and_then(|()| map.set_len(HEADER_LEN + bitmap_words(id.size) as u64 * 8))
-        .and_then(|()| map.sync_all())
         .map_err(io_err(&tmp))?;
     std::fs::rename(&tmp, map_path).map_err(io_err(map_path))?;
-    if let Some(dir) = map_path.parent() {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(dir))?;
-    }
     Ok(())
+}
+
+/// True if `map` holds no header at all (shorter than one, or all zeros): what a power loss
+/// leaves of an overlay created and never flushed.
+fn never_flushed(map: &File) -> bool {
+    let mut raw = vec![0u8; HEADER_LEN as usize];
+    match map.metadata() {
+        Ok(m) if m.len() < HEADER_LEN => true,
+        Ok(_) => map.read_exact_at(&mut raw, 0).is_ok() && raw.iter().all(|&b| b == 0),
+        Err(_) => false,
+    }
 }
 
 /// The overlays of one diskless target: its golden image and the overlays open now, shared by
@@ -813,6 +841,26 @@ mod tests {
             proptest::prop_assert_eq!(gold, expect(size as usize));
             let _ = std::fs::remove_dir_all(&d);
         }
+    }
+
+    /// A map a power loss left empty (created, never flushed) is made again at the next open;
+    /// one with a damaged header is refused.
+    #[test]
+    fn a_never_flushed_overlay_is_made_again() {
+        let d = tmpdir("unflushed");
+        let (g, size) = golden(&d, 16 * 1024);
+        let dir = d.join("ov");
+        let ovs = Overlays::new(dir.clone(), g, size).unwrap();
+        drop(ovs.get("m").unwrap());
+        std::fs::write(dir.join("m.map"), b"").unwrap();
+        let o = ovs.get("m").unwrap();
+        assert_eq!(o.written_chunks(), 0);
+        o.write_at(&[1; 4096], 0).unwrap();
+        o.sync().unwrap();
+        o.sync().unwrap();
+        drop(o);
+        assert_eq!(list(&dir).unwrap()[0].written, 4096);
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
