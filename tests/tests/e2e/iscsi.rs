@@ -231,3 +231,123 @@ fn malformed_pdus_close_their_connection_and_leave_others_running() {
         srv.log_text()
     );
 }
+
+/// A TCP connection to the target from the client namespace.
+fn connect_from_client(lab: &Lab) -> std::net::TcpStream {
+    let path = format!("/var/run/netns/{}", lab.client_ns);
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let s = std::net::TcpStream::connect("198.18.0.1:3260").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    })
+    .join()
+    .unwrap()
+}
+
+/// Reads one PDU (header and data, no digests).
+fn read_pdu(s: &mut std::net::TcpStream) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+    use std::io::Read;
+    let mut bhs = vec![0u8; 48];
+    s.read_exact(&mut bhs)?;
+    let h = bootstorm_wire::iscsi::Bhs::new_checked(&bhs[..]).unwrap();
+    let mut rest = vec![0u8; h.total_len(false, false) - 48];
+    s.read_exact(&mut rest)?;
+    let data = rest[h.total_ahs_len()..h.total_ahs_len() + h.data_len()].to_vec();
+    Ok((bhs, data))
+}
+
+/// Logs in to OPEN as `initiator` with `isid` (security stage, then operational), to the full
+/// feature phase.
+fn login(s: &mut std::net::TcpStream, initiator: &str, isid: [u8; 6]) {
+    use bootstorm_wire::iscsi::{Bhs, Opcode, push_text};
+    use std::io::Write;
+    let stages: [(u8, Vec<(&str, &str)>); 2] = [
+        (
+            0x81,
+            vec![
+                ("InitiatorName", initiator),
+                ("TargetName", OPEN),
+                ("SessionType", "Normal"),
+                ("AuthMethod", "None"),
+            ],
+        ),
+        (0x87, vec![("HeaderDigest", "None"), ("DataDigest", "None")]),
+    ];
+    for (flags, keys) in stages {
+        let mut text = Vec::new();
+        for (k, v) in keys {
+            push_text(&mut text, k, v);
+        }
+        let mut pdu = vec![0u8; 48];
+        {
+            let mut h = Bhs::new_checked(&mut pdu[..]).unwrap();
+            h.clear(Opcode::LoginRequest, true);
+            h.set_flags(flags);
+            h.set_isid_tsih(isid, 0);
+            h.set_word24(1);
+            h.set_data_len(text.len());
+        }
+        pdu.extend_from_slice(&text);
+        pdu.resize(48 + text.len().div_ceil(4) * 4, 0);
+        s.write_all(&pdu).unwrap();
+        let (bhs, _) = read_pdu(s).unwrap();
+        let h = Bhs::new_checked(&bhs[..]).unwrap();
+        assert_eq!(h.opcode(), Opcode::LoginResponse);
+        assert_eq!(h.login_status(), 0, "login refused");
+    }
+}
+
+/// A second login with the same initiator name and ISID (and TSIH 0) reinstates the session
+/// (RFC 7143 6.3.5): the target closes the first connection, the second goes on; another ISID
+/// is another session, untouched.
+#[test]
+fn a_login_with_the_same_isid_reinstates_the_session() {
+    use bootstorm_wire::iscsi::{Bhs, Opcode};
+    use std::io::Write;
+    if !need_root("a_login_with_the_same_isid_reinstates_the_session") {
+        return;
+    }
+    let lab = Lab::new();
+    let dir = TempDir::new();
+    let srv = start(&lab, &dir);
+    let me = "iqn.2026-12.test:reinstating";
+    let isid = [0x80, 1, 2, 3, 4, 5];
+    let mut first = connect_from_client(&lab);
+    login(&mut first, me, isid);
+    let mut other = connect_from_client(&lab);
+    login(&mut other, me, [0x80, 9, 9, 9, 9, 9]);
+    let mut second = connect_from_client(&lab);
+    login(&mut second, me, isid);
+    // The first connection is closed by the target (EOF, or a reset).
+    let closed = match read_pdu(&mut first) {
+        Err(e) => {
+            e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut
+        }
+        Ok(_) => false,
+    };
+    assert!(
+        closed,
+        "the old connection is still open\n{}",
+        srv.log_text()
+    );
+    // The new one and the other session answer a NOP-Out.
+    for s in [&mut second, &mut other] {
+        let mut nop = vec![0u8; 48];
+        {
+            let mut h = Bhs::new_checked(&mut nop[..]).unwrap();
+            h.clear(Opcode::NopOut, true);
+            h.set_flags(0x80);
+            h.set_itt(7);
+            h.set_word20(0xffff_ffff);
+            h.set_word24(1);
+        }
+        s.write_all(&nop).unwrap();
+        let (bhs, _) = read_pdu(s).unwrap();
+        let h = Bhs::new_checked(&bhs[..]).unwrap();
+        assert_eq!((h.opcode(), h.itt()), (Opcode::NopIn, 7));
+    }
+    assert_eq!(srv.stats()["iscsi"]["reinstated"], 1);
+    assert!(srv.log_text().contains("iscsi_session_reinstated"));
+}

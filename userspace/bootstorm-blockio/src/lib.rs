@@ -243,6 +243,11 @@ impl Mailbox {
         std::mem::take(&mut *self.done.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Wakes the poll (something other than a completion wants the connection's attention).
+    pub fn wake(&self) {
+        let _ = self.waker.wake();
+    }
+
     fn deliver(&self, c: Completion) {
         self.done.lock().unwrap_or_else(|e| e.into_inner()).push(c);
         let _ = self.waker.wake();

@@ -20,12 +20,13 @@ use bootstorm_blockio::{Engine, Mailbox, Op, Segment, Source, Submitter};
 use bootstorm_iscsi::scsi::fnv64;
 use bootstorm_iscsi::{Config, Connection, Disk, Event, IoKind, IoResult, Target};
 use bootstorm_wire::iscsi::{BHS_LEN, Bhs};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddrV4, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -122,6 +123,8 @@ pub struct IscsiStats {
     pub inline_ios: AtomicU64,
     /// I/Os handed to the I/O threads.
     pub ring_ios: AtomicU64,
+    /// Sessions closed because their initiator logged in again with the same ISID.
+    pub reinstated: AtomicU64,
 }
 
 /// The counters as `bootstorm stats` shows them.
@@ -134,6 +137,7 @@ pub fn stats_json(s: &IscsiStats) -> serde_json::Value {
         "read_bytes": g(&s.read_bytes), "written_bytes": g(&s.written_bytes),
         "io_errors": g(&s.io_errors), "overlay_errors": g(&s.overlay_errors),
         "inline_ios": g(&s.inline_ios), "ring_ios": g(&s.ring_ios),
+        "reinstated": g(&s.reinstated),
     })
 }
 
@@ -177,6 +181,18 @@ struct Store {
     mac_of: Option<MacLookup>,
     engine: Engine,
     inline: bool,
+    /// Normal sessions by (initiator, ISID, target): a login with the same three reinstates
+    /// the session (RFC 7143 6.3.5): the old connection is told to close.
+    sessions: Mutex<HashMap<SessionKey, LiveSession>>,
+}
+
+type SessionKey = (String, [u8; 6], String);
+
+/// A logged-in connection, as the registry knows it.
+struct LiveSession {
+    conn: u64,
+    close: Arc<AtomicBool>,
+    mailbox: Arc<Mailbox>,
 }
 
 /// Opens the backing files and starts listening. `mac_of` names the machine at an address
@@ -285,6 +301,7 @@ pub fn start(
         mac_of,
         engine,
         inline: s.inline,
+        sessions: Mutex::new(HashMap::new()),
     });
     let stats = Arc::new(IscsiStats::default());
     let (flag, stats2) = (shutdown.clone(), stats.clone());
@@ -317,6 +334,7 @@ fn accept_loop(
     stats: Arc<IscsiStats>,
 ) {
     let mut tsih: u16 = 0;
+    let mut conn_no: u64 = 0;
     // Configs per local address (the portal SendTargets names), built once per address.
     let mut configs: Vec<(SocketAddrV4, Arc<Config>)> = Vec::new();
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
@@ -361,7 +379,8 @@ fn accept_loop(
         let seed = seed(peer, tsih);
         let conn = Connection::new(cfg, tsih, seed);
         let (store, stats, flag) = (store.clone(), stats.clone(), shutdown.clone());
-        let key = usize::from(tsih);
+        conn_no += 1;
+        let key = conn_no as usize;
         match std::thread::Builder::new()
             .name("iscsi-conn".into())
             .spawn(move || serve_connection(sock, conn, &store, &stats, &flag, key))
@@ -427,6 +446,12 @@ struct Served<'a> {
     peer: Option<std::net::SocketAddr>,
     out: Vec<u8>,
     sent: usize,
+    /// This connection's number, the flag another login of its session sets, its mailbox.
+    id: u64,
+    close: Arc<AtomicBool>,
+    mailbox: Arc<Mailbox>,
+    /// Its key in the session registry, once logged in.
+    session: Option<SessionKey>,
 }
 
 fn serve_connection(
@@ -472,6 +497,10 @@ fn serve(
         peer,
         out: Vec::new(),
         sent: 0,
+        id: key as u64,
+        close: Arc::new(AtomicBool::new(false)),
+        mailbox: mailbox.clone(),
+        session: None,
     };
     // Received bytes are rbuf[rstart..rend]; the buffer is zeroed once and grows (doubling)
     // only for a PDU larger than it.
@@ -571,7 +600,11 @@ fn serve(
             poll.registry().reregister(&mut sock, SOCK, interest)?;
             writable_armed = want_write;
         }
-        let done = s.conn.is_closed() || closing || eof || shutdown.load(Ordering::Relaxed);
+        let done = s.conn.is_closed()
+            || closing
+            || eof
+            || shutdown.load(Ordering::Relaxed)
+            || s.close.load(Ordering::Relaxed);
         if done && (s.out.is_empty() || eof) {
             // In-flight I/O finishes first (its buffers and the overlay stay ours until then).
             if s.pending.is_empty() {
@@ -593,10 +626,56 @@ fn serve(
         }
     }
     let _ = sock.shutdown(std::net::Shutdown::Both);
+    s.leave();
     Ok(())
 }
 
 impl Served<'_> {
+    /// Logged in: the registry names this connection for its session; a connection of the
+    /// same session (initiator, ISID, target) is closed (reinstatement).
+    fn join(&mut self, initiator: &str, isid: [u8; 6], target: &str) {
+        let key = (initiator.to_string(), isid, target.to_string());
+        let live = LiveSession {
+            conn: self.id,
+            close: self.close.clone(),
+            mailbox: self.mailbox.clone(),
+        };
+        let old = self
+            .store
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), live);
+        if let Some(old) = old.filter(|o| o.conn != self.id) {
+            old.close.store(true, Ordering::SeqCst);
+            old.mailbox.wake();
+            self.stats.reinstated.fetch_add(1, Ordering::Relaxed);
+            let isid: String = isid.iter().map(|b| format!("{b:02x}")).collect();
+            tracing::info!(
+                initiator,
+                isid,
+                target,
+                event = "iscsi_session_reinstated",
+                "iSCSI session reinstated: the old connection is closed"
+            );
+        }
+        self.session = Some(key);
+    }
+
+    /// The connection ends: out of the registry, unless another connection took its place.
+    fn leave(&mut self) {
+        if let Some(key) = self.session.take() {
+            let mut m = self
+                .store
+                .sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if m.get(&key).is_some_and(|l| l.conn == self.id) {
+                m.remove(&key);
+            }
+        }
+    }
+
     /// After a PDU: its events (a login to a diskless target opens the machine's overlay, or
     /// the connection closes without the login's answer), then its I/O to the threads. False
     /// if the connection must close now.
@@ -606,9 +685,10 @@ impl Served<'_> {
             if let Event::LoggedIn {
                 initiator,
                 target: Some(name),
-                ..
+                isid,
             } = &e
             {
+                self.join(initiator, *isid, name);
                 let index = self.conn.session().map(|(_, i)| i);
                 match open_overlay(self.store, index, initiator, self.peer) {
                     Ok(o) => self.overlay = o,
