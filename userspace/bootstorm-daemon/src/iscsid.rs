@@ -681,7 +681,7 @@ impl Served<'_> {
     /// if the connection must close now.
     fn after_input(&mut self) -> bool {
         while let Some(e) = self.conn.poll_event() {
-            log_event(&e, self.peer, self.stats);
+            log_event(&e, self.peer, self.stats, self.conn.digests());
             if let Event::LoggedIn {
                 initiator,
                 target: Some(name),
@@ -912,8 +912,15 @@ fn open_overlay(
     overlays.get(&key).map(Some).map_err(|e| e.to_string())
 }
 
-fn log_event(e: &Event, peer: Option<std::net::SocketAddr>, stats: &IscsiStats) {
+/// Logs `e`; `digests` are the connection's header and data digests (CRC32C or not).
+fn log_event(
+    e: &Event,
+    peer: Option<std::net::SocketAddr>,
+    stats: &IscsiStats,
+    digests: (bool, bool),
+) {
     let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+    let name = |on: bool| if on { "CRC32C" } else { "None" };
     match e {
         Event::LoggedIn {
             initiator, target, ..
@@ -923,6 +930,8 @@ fn log_event(e: &Event, peer: Option<std::net::SocketAddr>, stats: &IscsiStats) 
                 peer,
                 initiator,
                 target = target.as_deref().unwrap_or("(discovery)"),
+                header_digest = name(digests.0),
+                data_digest = name(digests.1),
                 event = "iscsi_login",
                 "iSCSI login"
             );
