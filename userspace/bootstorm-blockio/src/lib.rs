@@ -89,15 +89,10 @@ impl Source {
                 libc::RWF_NOWAIT,
             )
         };
-        match n {
-            n if n >= 0 && n as usize == buf.len() => Nowait::Done,
-            n if n >= 0 => Nowait::WouldBlock,
-            _ => match io::Error::last_os_error() {
-                e if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EOPNOTSUPP)) => {
-                    Nowait::WouldBlock
-                }
-                e => Nowait::Failed(e),
-            },
+        match nowait_result(n, buf.len()) {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Nowait::WouldBlock,
+            Err(e) => Nowait::Failed(e),
+            Ok(r) => r,
         }
     }
 
@@ -130,18 +125,14 @@ impl Source {
                 libc::RWF_NOWAIT,
             )
         };
-        match n {
-            n if n >= 0 && n as usize == data.len() => Nowait::Done,
-            // A part went: the rest (all of it again, the same bytes) through the ring.
-            n if n >= 0 => Nowait::WouldBlock,
-            _ => match io::Error::last_os_error() {
-                e if e.raw_os_error() == Some(libc::EAGAIN) => Nowait::WouldBlock,
-                e if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-                    self.no_nowait_writes.store(true, Ordering::Relaxed);
-                    self.write_nowait(data, offset)
-                }
-                e => Nowait::Failed(e),
-            },
+        // A part that went is written again (the same bytes) by the ring.
+        match nowait_result(n, data.len()) {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                self.no_nowait_writes.store(true, Ordering::Relaxed);
+                self.write_nowait(data, offset)
+            }
+            Err(e) => Nowait::Failed(e),
+            Ok(r) => r,
         }
     }
 
@@ -190,6 +181,19 @@ impl Source {
             }
             _ => self.buffered.as_raw_fd(),
         }
+    }
+}
+
+/// What a `preadv2`/`pwritev2` with `RWF_NOWAIT` of `want` bytes that returned `n` means: all
+/// of it done, or (a part, or EAGAIN) not here; other errors as they are.
+fn nowait_result(n: isize, want: usize) -> io::Result<Nowait> {
+    match n {
+        n if n >= 0 && n as usize == want => Ok(Nowait::Done),
+        n if n >= 0 => Ok(Nowait::WouldBlock),
+        _ => match io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::EAGAIN) => Ok(Nowait::WouldBlock),
+            e => Err(e),
+        },
     }
 }
 

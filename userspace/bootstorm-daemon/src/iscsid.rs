@@ -454,6 +454,7 @@ struct Served<'a> {
     session: Option<SessionKey>,
 }
 
+/// Serves one connection to its end (counted as active meanwhile).
 fn serve_connection(
     sock: TcpStream,
     conn: Connection,
@@ -464,170 +465,162 @@ fn serve_connection(
 ) {
     stats.active.fetch_add(1, Ordering::Relaxed);
     let peer = sock.peer_addr().ok();
-    if let Err(e) = serve(sock, conn, store, stats, shutdown, key, peer) {
-        tracing::debug!(error = %e, "iSCSI connection ended");
-    }
-    stats.active.fetch_sub(1, Ordering::Relaxed);
-}
-
-fn serve(
-    sock: TcpStream,
-    conn: Connection,
-    store: &Store,
-    stats: &IscsiStats,
-    shutdown: &AtomicBool,
-    key: usize,
-    peer: Option<std::net::SocketAddr>,
-) -> std::io::Result<()> {
-    let _ = sock.set_nodelay(true);
-    sock.set_nonblocking(true)?;
-    let mut sock = mio::net::TcpStream::from_std(sock);
-    let mut poll = mio::Poll::new()?;
-    poll.registry()
-        .register(&mut sock, SOCK, mio::Interest::READABLE)?;
-    let mailbox = Mailbox::new(mio::Waker::new(poll.registry(), WAKE)?);
-    let mut s = Served {
-        conn,
-        store,
-        stats,
-        sub: store.engine.submitter(key, mailbox.clone()),
-        pending: std::collections::HashMap::new(),
-        next_tag: 0,
-        overlay: None,
-        peer,
-        out: Vec::new(),
-        sent: 0,
-        id: key as u64,
-        close: Arc::new(AtomicBool::new(false)),
-        mailbox: mailbox.clone(),
-        session: None,
-    };
-    // Received bytes are rbuf[rstart..rend]; the buffer is zeroed once and grows (doubling)
-    // only for a PDU larger than it.
-    let mut rbuf: Vec<u8> = vec![0u8; 2 * READ_CHUNK];
-    let (mut rstart, mut rend) = (0usize, 0usize);
-    let mut events = mio::Events::with_capacity(16);
-    let mut eof = false;
-    let mut writable_armed = false;
-    let mut closing = false;
-    let mut drain_end: Option<std::time::Instant> = None;
-    loop {
-        // Take in what came, unless the initiator is not reading what we send.
-        if !eof && !closing && s.out.len() - s.sent < OUTPUT_LIMIT {
-            loop {
-                if rbuf.len() - rend < READ_CHUNK / 4 {
-                    rbuf.copy_within(rstart..rend, 0);
-                    (rstart, rend) = (0, rend - rstart);
+    let r = (|| -> std::io::Result<()> {
+        let _ = sock.set_nodelay(true);
+        sock.set_nonblocking(true)?;
+        let mut sock = mio::net::TcpStream::from_std(sock);
+        let mut poll = mio::Poll::new()?;
+        poll.registry()
+            .register(&mut sock, SOCK, mio::Interest::READABLE)?;
+        let mailbox = Mailbox::new(mio::Waker::new(poll.registry(), WAKE)?);
+        let mut s = Served {
+            conn,
+            store,
+            stats,
+            sub: store.engine.submitter(key, mailbox.clone()),
+            pending: std::collections::HashMap::new(),
+            next_tag: 0,
+            overlay: None,
+            peer,
+            out: Vec::new(),
+            sent: 0,
+            id: key as u64,
+            close: Arc::new(AtomicBool::new(false)),
+            mailbox: mailbox.clone(),
+            session: None,
+        };
+        // Received bytes are rbuf[rstart..rend]; the buffer is zeroed once and grows (doubling)
+        // only for a PDU larger than it.
+        let mut rbuf: Vec<u8> = vec![0u8; 2 * READ_CHUNK];
+        let (mut rstart, mut rend) = (0usize, 0usize);
+        let mut events = mio::Events::with_capacity(16);
+        let mut eof = false;
+        let mut writable_armed = false;
+        let mut closing = false;
+        let mut drain_end: Option<std::time::Instant> = None;
+        loop {
+            // Take in what came, unless the initiator is not reading what we send.
+            if !eof && !closing && s.out.len() - s.sent < OUTPUT_LIMIT {
+                loop {
                     if rbuf.len() - rend < READ_CHUNK / 4 {
-                        if rbuf.len() >= 64 << 20 {
+                        rbuf.copy_within(rstart..rend, 0);
+                        (rstart, rend) = (0, rend - rstart);
+                        if rbuf.len() - rend < READ_CHUNK / 4 {
+                            if rbuf.len() >= 64 << 20 {
+                                break;
+                            }
+                            let n = rbuf.len() * 2;
+                            rbuf.resize(n, 0);
+                        }
+                    }
+                    match sock.read(&mut rbuf[rend..]) {
+                        Ok(0) => {
+                            eof = true;
                             break;
                         }
-                        let n = rbuf.len() * 2;
-                        rbuf.resize(n, 0);
+                        Ok(n) => rend += n,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(_) => {
+                            eof = true;
+                            break;
+                        }
                     }
                 }
-                match sock.read(&mut rbuf[rend..]) {
-                    Ok(0) => {
-                        eof = true;
+                // Whole PDUs to the core.
+                while !closing && rend - rstart >= BHS_LEN {
+                    let Ok(h) = Bhs::new_checked(&rbuf[rstart..rstart + BHS_LEN]) else {
+                        closing = true;
+                        break;
+                    };
+                    let (hd, dd) = s.conn.digests();
+                    let total = h.total_len(hd, dd);
+                    if h.data_len() > s.conn.data_limit() {
+                        let header: [u8; BHS_LEN] =
+                            rbuf[rstart..rstart + BHS_LEN].try_into().unwrap();
+                        s.conn.handle_oversize(&header);
+                        rstart += BHS_LEN;
+                    } else if rend - rstart >= total {
+                        s.conn.handle_wire(&rbuf[rstart..rstart + total]);
+                        rstart += total;
+                    } else {
                         break;
                     }
-                    Ok(n) => rend += n,
+                    if !s.after_input() {
+                        closing = true;
+                    }
+                }
+                if rstart == rend {
+                    (rstart, rend) = (0, 0);
+                }
+            }
+            s.sub.flush();
+            for c in mailbox.take() {
+                s.completed(c);
+            }
+            s.sub.flush();
+            s.collect_output();
+            // Send what we can; the rest when the socket is writable again.
+            while s.sent < s.out.len() {
+                match sock.write(&s.out[s.sent..]) {
+                    Ok(n) => s.sent += n,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(_) => {
                         eof = true;
+                        s.out.clear();
+                        s.sent = 0;
                         break;
                     }
                 }
             }
-            // Whole PDUs to the core.
-            while !closing && rend - rstart >= BHS_LEN {
-                let Ok(h) = Bhs::new_checked(&rbuf[rstart..rstart + BHS_LEN]) else {
-                    closing = true;
-                    break;
-                };
-                let (hd, dd) = s.conn.digests();
-                let total = h.total_len(hd, dd);
-                if h.data_len() > s.conn.data_limit() {
-                    let header: [u8; BHS_LEN] = rbuf[rstart..rstart + BHS_LEN].try_into().unwrap();
-                    s.conn.handle_oversize(&header);
-                    rstart += BHS_LEN;
-                } else if rend - rstart >= total {
-                    s.conn.handle_wire(&rbuf[rstart..rstart + total]);
-                    rstart += total;
+            if s.sent == s.out.len() {
+                s.out.clear();
+                s.sent = 0;
+            }
+            let want_write = !s.out.is_empty();
+            if want_write != writable_armed {
+                let interest = if want_write {
+                    mio::Interest::READABLE | mio::Interest::WRITABLE
                 } else {
+                    mio::Interest::READABLE
+                };
+                poll.registry().reregister(&mut sock, SOCK, interest)?;
+                writable_armed = want_write;
+            }
+            let done = s.conn.is_closed()
+                || closing
+                || eof
+                || shutdown.load(Ordering::Relaxed)
+                || s.close.load(Ordering::Relaxed);
+            if done && (s.out.is_empty() || eof) {
+                // In-flight I/O finishes first (its buffers and the overlay stay ours until then).
+                if s.pending.is_empty() {
                     break;
                 }
-                if !s.after_input() {
-                    closing = true;
+                let end = *drain_end.get_or_insert_with(|| std::time::Instant::now() + DRAIN_LIMIT);
+                if std::time::Instant::now() >= end {
+                    tracing::warn!(
+                        pending = s.pending.len(),
+                        "iSCSI connection closed with I/O still in flight"
+                    );
+                    break;
                 }
             }
-            if rstart == rend {
-                (rstart, rend) = (0, 0);
-            }
-        }
-        s.sub.flush();
-        for c in mailbox.take() {
-            s.completed(c);
-        }
-        s.sub.flush();
-        s.collect_output();
-        // Send what we can; the rest when the socket is writable again.
-        while s.sent < s.out.len() {
-            match sock.write(&s.out[s.sent..]) {
-                Ok(n) => s.sent += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            match poll.poll(&mut events, Some(POLL_INTERVAL)) {
+                Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => {
-                    eof = true;
-                    s.out.clear();
-                    s.sent = 0;
-                    break;
-                }
+                Err(e) => return Err(e),
             }
         }
-        if s.sent == s.out.len() {
-            s.out.clear();
-            s.sent = 0;
-        }
-        let want_write = !s.out.is_empty();
-        if want_write != writable_armed {
-            let interest = if want_write {
-                mio::Interest::READABLE | mio::Interest::WRITABLE
-            } else {
-                mio::Interest::READABLE
-            };
-            poll.registry().reregister(&mut sock, SOCK, interest)?;
-            writable_armed = want_write;
-        }
-        let done = s.conn.is_closed()
-            || closing
-            || eof
-            || shutdown.load(Ordering::Relaxed)
-            || s.close.load(Ordering::Relaxed);
-        if done && (s.out.is_empty() || eof) {
-            // In-flight I/O finishes first (its buffers and the overlay stay ours until then).
-            if s.pending.is_empty() {
-                break;
-            }
-            let end = *drain_end.get_or_insert_with(|| std::time::Instant::now() + DRAIN_LIMIT);
-            if std::time::Instant::now() >= end {
-                tracing::warn!(
-                    pending = s.pending.len(),
-                    "iSCSI connection closed with I/O still in flight"
-                );
-                break;
-            }
-        }
-        match poll.poll(&mut events, Some(POLL_INTERVAL)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+        let _ = sock.shutdown(std::net::Shutdown::Both);
+        s.leave();
+        Ok(())
+    })();
+    if let Err(e) = r {
+        tracing::debug!(error = %e, "iSCSI connection ended");
     }
-    let _ = sock.shutdown(std::net::Shutdown::Both);
-    s.leave();
-    Ok(())
+    stats.active.fetch_sub(1, Ordering::Relaxed);
 }
 
 impl Served<'_> {
