@@ -18,6 +18,7 @@ fn config() -> Arc<Config> {
         block_size: 512,
         read_only: false,
         serial: "f".into(),
+        unmap: Default::default(),
     };
     let target = |name: &str, chap: Option<Chap>| Target {
         name: name.into(),

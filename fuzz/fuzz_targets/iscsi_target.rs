@@ -17,6 +17,7 @@ fn config() -> Arc<Config> {
         block_size: 512,
         read_only: false,
         serial: "f".into(),
+        unmap: bootstorm_iscsi::scsi::Unmap::Zeroes,
     };
     Arc::new(Config {
         targets: vec![
@@ -71,10 +72,16 @@ fuzz_target!(|data: &[u8]| {
                 IoKind::Read { offset, len } => offset + len,
                 IoKind::Write { offset, data, .. } => offset + data.len() as u64,
                 IoKind::Flush => 0,
+                IoKind::Unmap { ranges } => ranges.iter().map(|r| r.0 + r.1).max().unwrap_or(0),
+                IoKind::Extent { offset } => *offset,
             };
             assert!(end <= BLOCKS * 512, "I/O past the unit: {io:?}");
             let r = match io.kind {
                 IoKind::Read { len, .. } => IoResult::Read(vec![0; len as usize]),
+                IoKind::Extent { offset } => IoResult::Extent {
+                    len: BLOCKS * 512 - offset,
+                    mapped: offset % 2 == 0,
+                },
                 _ => IoResult::Done,
             };
             c.complete_io(io.id, r);

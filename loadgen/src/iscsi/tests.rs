@@ -19,6 +19,7 @@ fn connection() -> Connection {
                     block_size: 512,
                     read_only: false,
                     serial: "1".into(),
+                    unmap: Default::default(),
                 },
             )],
             chap: None,
@@ -59,7 +60,7 @@ fn run(s: &mut Session, c: &mut Connection, mem: &mut [u8]) {
                     mem[offset as usize..offset as usize + data.len()].copy_from_slice(&data);
                     IoResult::Done
                 }
-                IoKind::Flush => IoResult::Done,
+                IoKind::Flush | IoKind::Unmap { .. } | IoKind::Extent { .. } => IoResult::Done,
             };
             c.complete_io(io.id, r);
         }

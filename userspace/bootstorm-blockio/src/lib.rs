@@ -160,6 +160,50 @@ impl Source {
         (s, None)
     }
 
+    /// Hands `len` bytes at `offset` back to the file system (`fallocate` with PUNCH_HOLE and
+    /// KEEP_SIZE): they read as zeros and take no space (UNMAP).
+    pub fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        // SAFETY: fallocate takes no memory; the descriptor is ours and open.
+        let r = unsafe {
+            libc::fallocate(
+                self.buffered.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset as i64,
+                len as i64,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// The run of bytes from `offset` that is all data or all hole (`lseek` SEEK_DATA and
+    /// SEEK_HOLE): its length, and whether it is data. A file system without holes reports
+    /// everything as data.
+    pub fn extent(&self, offset: u64) -> io::Result<(u64, bool)> {
+        let fd = self.buffered.as_raw_fd();
+        let seek = |whence| {
+            // SAFETY: lseek takes no memory; the descriptor is ours and open.
+            let r = unsafe { libc::lseek(fd, offset as i64, whence) };
+            if r < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(r as u64)
+            }
+        };
+        let size = self.buffered.metadata()?.len();
+        match seek(libc::SEEK_DATA) {
+            // No data from here to the end.
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                Ok((size.saturating_sub(offset), false))
+            }
+            Err(e) => Err(e),
+            Ok(d) if d > offset => Ok((d - offset, false)),
+            Ok(_) => Ok((seek(libc::SEEK_HOLE)?.saturating_sub(offset), true)),
+        }
+    }
+
     /// The buffered descriptor.
     pub fn file(&self) -> &File {
         &self.buffered

@@ -221,3 +221,25 @@ fn page_cache_reads_and_writes_go_inline() {
     }
     let _ = std::fs::remove_file(p);
 }
+
+#[test]
+fn holes_and_data_are_told_apart() {
+    let p =
+        std::path::Path::new("/var/tmp").join(format!("bootstorm-holes-{}", std::process::id()));
+    let f = std::fs::File::create(&p).unwrap();
+    f.set_len(1 << 20).unwrap();
+    f.write_all_at(&[1u8; 65536], 256 * 1024).unwrap();
+    drop(f);
+    let src = Source::buffered(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .unwrap(),
+    );
+    assert_eq!(src.extent(0).unwrap(), (256 * 1024, false));
+    assert_eq!(src.extent(256 * 1024).unwrap(), (65536, true));
+    src.punch_hole(256 * 1024, 65536).unwrap();
+    assert_eq!(src.extent(0).unwrap(), (1 << 20, false));
+    let _ = std::fs::remove_file(&p);
+}

@@ -229,6 +229,15 @@ pub fn start(
                     block_size: BLOCK_SIZE,
                     read_only: t.read_only,
                     serial,
+                    // UNMAP where a range can become a hole that reads as zeros: a plain,
+                    // writable file or device. Not a diskless target: an overlay's chunk
+                    // handed back would read as the golden image, which an initiator told
+                    // "deallocated" (GET LBA STATUS) may skip copying.
+                    unmap: if t.read_only || t.overlays.is_some() {
+                        bootstorm_iscsi::scsi::Unmap::No
+                    } else {
+                        bootstorm_iscsi::scsi::Unmap::Zeroes
+                    },
                 },
             )],
             chap: t.chap.clone(),
@@ -733,6 +742,20 @@ impl Served<'_> {
             (Unit::File(src), _, IoKind::Write { offset, data, fua }) => {
                 let fua = fua.then(|| src.clone());
                 self.write(id, src.clone(), offset, data, fua);
+            }
+            (Unit::File(src), _, IoKind::Unmap { ranges }) => {
+                match ranges.iter().try_for_each(|&(o, l)| src.punch_hole(o, l)) {
+                    Ok(()) => self.conn.complete_io(id, IoResult::Done),
+                    Err(e) => self.failed(id, &e),
+                }
+            }
+            (Unit::File(src), _, IoKind::Extent { offset }) => match src.extent(offset) {
+                Ok((len, mapped)) => self.conn.complete_io(id, IoResult::Extent { len, mapped }),
+                Err(e) => self.failed(id, &e),
+            },
+            (Unit::Diskless { .. }, _, IoKind::Unmap { .. } | IoKind::Extent { .. }) => {
+                self.stats.io_errors.fetch_add(1, Ordering::Relaxed);
+                self.conn.complete_io(id, IoResult::Failed);
             }
             (Unit::File(src), _, IoKind::Flush) => {
                 let t = self.tag(Pending::Sync { id, len: 0 });

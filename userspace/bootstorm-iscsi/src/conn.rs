@@ -93,6 +93,15 @@ pub enum IoKind {
         fua: bool,
     },
     Flush,
+    /// Hand these byte ranges back (UNMAP): afterwards they read as zeros.
+    Unmap {
+        ranges: Vec<(u64, u64)>,
+    },
+    /// How the unit's bytes from `offset` are provisioned (GET LBA STATUS): answered with
+    /// [`IoResult::Extent`].
+    Extent {
+        offset: u64,
+    },
 }
 
 /// How an [`IoRequest`] ended.
@@ -104,6 +113,8 @@ pub enum IoResult {
     Done,
     /// It failed (the initiator gets a MEDIUM ERROR).
     Failed,
+    /// An [`IoKind::Extent`]: the next `len` bytes are all mapped (data) or all holes.
+    Extent { len: u64, mapped: bool },
 }
 
 /// Something worth telling the operator.
@@ -155,6 +166,8 @@ struct Task {
     compare: Option<Vec<u8>>,
     /// The SCSI Response's residual flags and count.
     residual: (u8, u32),
+    /// GET LBA STATUS: from where.
+    extent_at: Option<u64>,
 }
 
 struct WriteTask {
@@ -168,8 +181,23 @@ struct WriteTask {
     /// The DataSN the next Data-Out of the current R2T's sequence carries (from 0).
     data_sn: u32,
     fua: bool,
-    /// VERIFY: compare instead of write.
-    compare: bool,
+    /// What the data is for.
+    then: Then,
+}
+
+/// What a command that takes data does with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Then {
+    Write,
+    /// VERIFY with BYTCHK: compare with the unit.
+    Compare,
+    /// WRITE SAME: one block, written over `len` bytes (or unmapped).
+    Same {
+        len: u64,
+        unmap: bool,
+    },
+    /// UNMAP: a parameter list.
+    Unmap,
 }
 
 impl Task {
@@ -180,6 +208,7 @@ impl Task {
             expected,
             compare: None,
             residual: (0, 0),
+            extent_at: None,
         }
     }
 }
@@ -436,6 +465,20 @@ impl Connection {
             IoResult::Done => {
                 let (flags, count) = task.residual;
                 self.send_status(itt, scsi::status::GOOD, None, flags, count)
+            }
+            IoResult::Extent { len, mapped } => {
+                let disk = self.disk(task.lun).cloned();
+                match (task.extent_at, disk) {
+                    (Some(offset), Some(disk)) => {
+                        let d = scsi::lba_status(&disk, offset, len, mapped);
+                        let d = &d[..d.len().min(task.expected as usize)];
+                        self.send_data_in(itt, task.lun, d, task.expected);
+                    }
+                    _ => {
+                        let sense = Sense::READ_ERROR;
+                        self.send_status(itt, scsi::status::CHECK_CONDITION, Some(sense), 0, 0);
+                    }
+                }
             }
             IoResult::Failed => {
                 let sense = if task.write.is_some() {
@@ -856,10 +899,21 @@ impl Connection {
                 self.io(itt, lun, IoKind::Read { offset, len });
             }
             Action::Write { offset, len, fua } => {
-                self.start_write(h, data, offset, len, fua, false);
+                self.start_write(h, data, offset, len, fua, Then::Write);
             }
             Action::Compare { offset, len } => {
-                self.start_write(h, data, offset, len, false, true);
+                self.start_write(h, data, offset, len, false, Then::Compare);
+            }
+            Action::WriteSame { offset, len, unmap } => {
+                let block = self.disk(lun).map_or(512, |d| u64::from(d.block_size));
+                self.start_write(h, data, offset, block, false, Then::Same { len, unmap });
+            }
+            Action::Unmap { len } => self.start_write(h, data, 0, len, false, Then::Unmap),
+            Action::LbaStatus { offset, alloc } => {
+                let mut task = Task::new(lun, alloc.min(expected));
+                task.extent_at = Some(offset);
+                self.tasks.insert(itt, task);
+                self.io(itt, lun, IoKind::Extent { offset });
             }
         }
     }
@@ -872,7 +926,7 @@ impl Connection {
         offset: u64,
         len: u64,
         fua: bool,
-        compare: bool,
+        then: Then,
     ) {
         let (itt, lun) = (h.itt(), scsi::decode_lun(h.lun()));
         let expected = if h.flags() & 0x20 != 0 {
@@ -916,7 +970,7 @@ impl Connection {
             r2t_end: data.len() as u64,
             data_sn: 0,
             fua,
-            compare,
+            then,
         });
         self.tasks.insert(itt, task);
         self.advance_write(itt);
@@ -935,15 +989,49 @@ impl Connection {
         let got = w.data.len() as u64;
         if got == w.len {
             let data = std::mem::take(&mut w.data);
-            let kind = if w.compare {
-                let (offset, len) = (w.offset, w.len);
-                task.compare = Some(data);
-                IoKind::Read { offset, len }
-            } else {
-                IoKind::Write {
-                    offset: w.offset,
-                    data,
-                    fua: w.fua,
+            let (offset, len, fua, then) = (w.offset, w.len, w.fua, w.then);
+            let kind = match then {
+                Then::Compare => {
+                    task.compare = Some(data);
+                    IoKind::Read { offset, len }
+                }
+                Then::Write => IoKind::Write { offset, data, fua },
+                Then::Same { len, unmap } => {
+                    let zeroes = self
+                        .disk(lun)
+                        .is_some_and(|d| d.unmap == scsi::Unmap::Zeroes);
+                    // SBC-3 5.42: with UNMAP the range may be unmapped if it then reads as
+                    // the block given (zeros on a unit whose holes read as zeros; an overlay
+                    // writes, since its unmapped chunks read as the golden image).
+                    if unmap && zeroes && data.iter().all(|&b| b == 0) {
+                        IoKind::Unmap {
+                            ranges: vec![(offset, len)],
+                        }
+                    } else {
+                        let n = (len / data.len().max(1) as u64) as usize;
+                        IoKind::Write {
+                            offset,
+                            data: data.repeat(n),
+                            fua: false,
+                        }
+                    }
+                }
+                Then::Unmap => {
+                    let Some(disk) = self.disk(lun) else {
+                        return;
+                    };
+                    match scsi::unmap_ranges(&data, disk) {
+                        Ok(r) if r.is_empty() => {
+                            self.tasks.remove(&itt);
+                            return self.send_status(itt, scsi::status::GOOD, None, 0, 0);
+                        }
+                        Ok(ranges) => IoKind::Unmap { ranges },
+                        Err(sense) => {
+                            self.tasks.remove(&itt);
+                            let status = scsi::status::CHECK_CONDITION;
+                            return self.send_status(itt, status, Some(sense), 0, 0);
+                        }
+                    }
                 }
             };
             return self.io(itt, lun, kind);

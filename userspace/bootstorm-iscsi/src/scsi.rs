@@ -45,6 +45,8 @@ impl Sense {
     pub const DATA_PHASE_ERROR: Sense = Sense::new(key::ABORTED_COMMAND, 0x4b, 0x00);
     /// MISCOMPARE DURING VERIFY OPERATION.
     pub const MISCOMPARE: Sense = Sense::new(key::MISCOMPARE, 0x1d, 0x00);
+    /// INVALID FIELD IN PARAMETER LIST.
+    pub const BAD_PARAMETER: Sense = Sense::new(key::ILLEGAL_REQUEST, 0x26, 0x00);
 
     pub const fn new(key: u8, asc: u8, ascq: u8) -> Sense {
         Sense { key, asc, ascq }
@@ -73,6 +75,18 @@ pub struct Disk {
     pub read_only: bool,
     /// The unit serial number (VPD page 0x80) and the base of its device identifier (0x83).
     pub serial: String,
+    /// Thin provisioning: UNMAP (and WRITE SAME's UNMAP bit) hand blocks back.
+    pub unmap: Unmap,
+}
+
+/// What UNMAP does on a unit (SBC-3 4.7).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Unmap {
+    /// Not offered (the unit is fully provisioned).
+    #[default]
+    No,
+    /// Blocks handed back read as zeros (LBPRZ 1: a file's punched hole).
+    Zeroes,
 }
 
 /// What a command asks of the target.
@@ -91,6 +105,15 @@ pub enum Action {
     /// VERIFY with BYTCHK: take `len` bytes from the initiator and compare them with the unit
     /// at byte `offset` (MISCOMPARE if they differ).
     Compare { offset: u64, len: u64 },
+    /// WRITE SAME: take one block from the initiator and write it `len / block` times from
+    /// byte `offset`; with `unmap` (and a block of zeros on a unit whose holes read as zeros)
+    /// the range may be unmapped instead.
+    WriteSame { offset: u64, len: u64, unmap: bool },
+    /// UNMAP: take the `len`-byte parameter list (block descriptors) from the initiator.
+    Unmap { len: u64 },
+    /// GET LBA STATUS: the provisioning status of the run of blocks from byte `offset`,
+    /// returned in at most `alloc` bytes.
+    LbaStatus { offset: u64, alloc: u32 },
     /// Make written data durable (SYNCHRONIZE CACHE).
     Flush,
     /// Fail with CHECK CONDITION and this sense.
@@ -110,6 +133,9 @@ pub mod op {
     pub const READ_CAPACITY_10: u8 = 0x25;
     pub const READ_10: u8 = 0x28;
     pub const WRITE_10: u8 = 0x2a;
+    pub const WRITE_SAME_10: u8 = 0x41;
+    pub const UNMAP: u8 = 0x42;
+    pub const WRITE_SAME_16: u8 = 0x93;
     pub const VERIFY_10: u8 = 0x2f;
     pub const SYNCHRONIZE_CACHE_10: u8 = 0x35;
     pub const MODE_SENSE_10: u8 = 0x5a;
@@ -123,6 +149,8 @@ pub mod op {
     pub const WRITE_12: u8 = 0xaa;
     /// SERVICE ACTION IN (16)'s READ CAPACITY (16).
     pub const SA_READ_CAPACITY_16: u8 = 0x10;
+    /// SERVICE ACTION IN (16)'s GET LBA STATUS.
+    pub const SA_GET_LBA_STATUS: u8 = 0x12;
 }
 
 /// The product's name in INQUIRY (8-byte vendor, 16-byte product, 4-byte revision).
@@ -132,6 +160,9 @@ const REVISION: &[u8; 4] = b"0001";
 /// Largest transfer a command may ask for, in blocks (VPD 0xB0 says so): 32 MiB of 512-byte
 /// blocks. A single command's data is held in memory while it runs.
 pub const MAX_TRANSFER_BLOCKS: u32 = 65536;
+/// UNMAP limits (VPD 0xB0): blocks per command and block descriptors per parameter list.
+pub const MAX_UNMAP_BLOCKS: u32 = 1 << 20;
+pub const MAX_UNMAP_DESCRIPTORS: u32 = 256;
 
 fn be16(b: &[u8]) -> u16 {
     u16::from_be_bytes([b[0], b[1]])
@@ -193,14 +224,142 @@ pub fn decode(cdb: &[u8], disk: Option<&Disk>, luns: &[u64]) -> Action {
             let mut d = vec![0u8; 32];
             d[0..8].copy_from_slice(&disk.blocks.saturating_sub(1).to_be_bytes());
             d[8..12].copy_from_slice(&disk.block_size.to_be_bytes());
+            // LBPME (thin provisioning), LBPRZ (unmapped blocks read as zeros).
+            d[14] = match disk.unmap {
+                Unmap::No => 0,
+                Unmap::Zeroes => 0xc0,
+            };
             cut(d, be32(&cdb[10..14]) as usize)
+        }
+        op::SERVICE_ACTION_IN_16
+            if cdb.len() >= 16
+                && cdb[1] & 0x1f == op::SA_GET_LBA_STATUS
+                && disk.unmap != Unmap::No =>
+        {
+            let lba = be64(&cdb[2..10]);
+            if lba >= disk.blocks {
+                return Action::Fail(Sense::LBA_OUT_OF_RANGE);
+            }
+            match be32(&cdb[10..14]) {
+                0 => Action::Good,
+                alloc => Action::LbaStatus {
+                    offset: lba * u64::from(disk.block_size),
+                    alloc,
+                },
+            }
         }
         op::MODE_SENSE_6 | op::MODE_SENSE_10 => mode_sense(cdb, disk),
         op::SYNCHRONIZE_CACHE_10 | op::SYNCHRONIZE_CACHE_16 => Action::Flush,
         op::READ_6 | op::READ_10 | op::READ_12 | op::READ_16 => rw(cdb, disk, false),
         op::WRITE_6 | op::WRITE_10 | op::WRITE_12 | op::WRITE_16 => rw(cdb, disk, true),
+        op::WRITE_SAME_10 | op::WRITE_SAME_16 => write_same(cdb, disk),
+        op::UNMAP if disk.unmap != Unmap::No && cdb.len() >= 10 => {
+            // SBC-3 5.28: ANCHOR is not offered.
+            if cdb[1] & 0x01 != 0 {
+                return Action::Fail(Sense::BAD_FIELD);
+            }
+            if disk.read_only {
+                return Action::Fail(Sense::WRITE_PROTECTED);
+            }
+            match be16(&cdb[7..9]) {
+                0 => Action::Good,
+                n => Action::Unmap { len: u64::from(n) },
+            }
+        }
         _ => Action::Fail(Sense::BAD_OPCODE),
     }
+}
+
+/// WRITE SAME (10)/(16), SBC-3 5.41/5.42.
+fn write_same(cdb: &[u8], disk: &Disk) -> Action {
+    let (lba, count) = match cdb[0] {
+        op::WRITE_SAME_10 if cdb.len() >= 10 => {
+            (u64::from(be32(&cdb[2..6])), u32::from(be16(&cdb[7..9])))
+        }
+        op::WRITE_SAME_16 if cdb.len() >= 16 => (be64(&cdb[2..10]), be32(&cdb[10..14])),
+        _ => return Action::Fail(Sense::BAD_FIELD),
+    };
+    let (wrprotect, anchor, unmap, ndob) = (
+        cdb[1] & 0xe0,
+        cdb[1] & 0x10 != 0,
+        cdb[1] & 0x08 != 0,
+        cdb[0] == op::WRITE_SAME_16 && cdb[1] & 0x01 != 0,
+    );
+    // No protection information, no anchored blocks, PBDATA/LBDATA (byte 1 bits 1-2 of the
+    // 10-byte CDB) obsolete and refused; NDOB (no data-out buffer) not offered; UNMAP only
+    // where the unit unmaps.
+    if wrprotect != 0 || anchor || ndob || cdb[1] & 0x06 != 0 || (unmap && disk.unmap == Unmap::No)
+    {
+        return Action::Fail(Sense::BAD_FIELD);
+    }
+    // A count of 0 would mean "to the end of the unit": refused (WSNZ in VPD 0xB0).
+    if count == 0 {
+        return Action::Fail(Sense::BAD_FIELD);
+    }
+    if let Err(sense) = check_range(lba, count, disk) {
+        return Action::Fail(sense);
+    }
+    if disk.read_only {
+        return Action::Fail(Sense::WRITE_PROTECTED);
+    }
+    let bs = u64::from(disk.block_size);
+    Action::WriteSame {
+        offset: lba * bs,
+        len: u64::from(count) * bs,
+        unmap,
+    }
+}
+
+/// GET LBA STATUS parameter data (SBC-3 5.6.2) for one descriptor: `len` bytes from
+/// `offset`, mapped or deallocated.
+pub fn lba_status(disk: &Disk, offset: u64, len: u64, mapped: bool) -> Vec<u8> {
+    let bs = u64::from(disk.block_size);
+    let lba = offset / bs;
+    let count = (len / bs)
+        .clamp(1, u64::from(u32::MAX))
+        .min(disk.blocks - lba);
+    let mut d = vec![0u8; 24];
+    d[0..4].copy_from_slice(&20u32.to_be_bytes());
+    d[8..16].copy_from_slice(&lba.to_be_bytes());
+    d[16..20].copy_from_slice(&(count as u32).to_be_bytes());
+    d[20] = if mapped { 0 } else { 1 };
+    d
+}
+
+/// The byte ranges of an UNMAP parameter list (SBC-3 5.28.2), checked against `disk`: None for
+/// a list whose lengths do not hold together (INVALID FIELD IN PARAMETER LIST).
+pub fn unmap_ranges(list: &[u8], disk: &Disk) -> Result<Vec<(u64, u64)>, Sense> {
+    if list.len() < 8 {
+        return if list.is_empty() {
+            Ok(Vec::new())
+        } else {
+            Err(Sense::BAD_PARAMETER)
+        };
+    }
+    let desc_len = usize::from(be16(&list[2..4]));
+    if desc_len % 16 != 0 || 8 + desc_len > list.len() {
+        return Err(Sense::BAD_PARAMETER);
+    }
+    if desc_len / 16 > MAX_UNMAP_DESCRIPTORS as usize {
+        return Err(Sense::BAD_PARAMETER);
+    }
+    let bs = u64::from(disk.block_size);
+    let mut out = Vec::new();
+    let mut total = 0u64;
+    for d in list[8..8 + desc_len].chunks_exact(16) {
+        let (lba, count) = (be64(&d[0..8]), u64::from(be32(&d[8..12])));
+        if lba.checked_add(count).is_none_or(|e| e > disk.blocks) {
+            return Err(Sense::LBA_OUT_OF_RANGE);
+        }
+        total += count;
+        if count > 0 {
+            out.push((lba * bs, count * bs));
+        }
+    }
+    if total > u64::from(MAX_UNMAP_BLOCKS) {
+        return Err(Sense::BAD_PARAMETER);
+    }
+    Ok(out)
 }
 
 /// The LBA and block count of a READ or WRITE CDB, or None if the CDB is too short.
@@ -335,7 +494,8 @@ fn inquiry(cdb: &[u8], disk: &Disk) -> Action {
     }
     let body: Vec<u8> = match page {
         // Supported VPD pages.
-        0x00 => vec![0x00, 0x80, 0x83, 0xb0, 0xb1],
+        0x00 if disk.unmap == Unmap::No => vec![0x00, 0x80, 0x83, 0xb0, 0xb1],
+        0x00 => vec![0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2],
         // Unit serial number.
         0x80 => disk.serial.as_bytes().to_vec(),
         // Device identification: a T10 vendor ID designator (vendor + serial) and an NAA
@@ -358,7 +518,22 @@ fn inquiry(cdb: &[u8], disk: &Disk) -> Action {
             let mut v = vec![0u8; 0x3c];
             v[4..8].copy_from_slice(&MAX_TRANSFER_BLOCKS.to_be_bytes());
             v[8..12].copy_from_slice(&MAX_TRANSFER_BLOCKS.to_be_bytes());
+            if disk.unmap != Unmap::No {
+                v[16..20].copy_from_slice(&MAX_UNMAP_BLOCKS.to_be_bytes());
+                v[20..24].copy_from_slice(&MAX_UNMAP_DESCRIPTORS.to_be_bytes());
+                // Optimal granularity: 8 blocks (4 KiB, an overlay's chunk, a file system's
+                // block).
+                v[24..28].copy_from_slice(&8u32.to_be_bytes());
+            }
+            // WSNZ: WRITE SAME with no block count is refused. MAXIMUM WRITE SAME LENGTH.
+            v[0] = 0x01;
+            v[32..40].copy_from_slice(&u64::from(MAX_TRANSFER_BLOCKS).to_be_bytes());
             v
+        }
+        // Logical block provisioning (SBC-3 6.6.4): UNMAP and WRITE SAME with UNMAP, LBPRZ,
+        // thin.
+        0xb2 if disk.unmap != Unmap::No => {
+            vec![0x00, 0x80 | 0x40 | 0x20 | 0x04, 0x02, 0x00]
         }
         // Block device characteristics: non-rotating medium.
         0xb1 => {
@@ -483,6 +658,7 @@ mod tests {
             block_size: 512,
             read_only: false,
             serial: "beef0001".into(),
+            unmap: Default::default(),
         }
     }
 

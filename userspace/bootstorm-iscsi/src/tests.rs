@@ -15,6 +15,7 @@ fn disk(blocks: u64) -> Disk {
         block_size: 512,
         read_only: false,
         serial: "0001".into(),
+        unmap: crate::scsi::Unmap::Zeroes,
     }
 }
 
@@ -125,6 +126,17 @@ impl Sim {
                     IoResult::Done
                 }
                 IoKind::Flush => IoResult::Done,
+                IoKind::Unmap { ranges } => {
+                    for (off, len) in ranges {
+                        self.disk[off as usize..(off + len) as usize].fill(0);
+                    }
+                    IoResult::Done
+                }
+                // A disk of data to its end.
+                IoKind::Extent { offset } => IoResult::Extent {
+                    len: self.disk.len() as u64 - offset,
+                    mapped: true,
+                },
             };
             self.c.complete_io(io.id, res);
         }
@@ -607,4 +619,74 @@ fn crc32c_digests_are_checked_and_sent() {
     bad[50] ^= 1;
     s.c.handle_wire(&bad);
     assert!(s.c.is_closed());
+}
+
+/// WRITE SAME repeats its one block over the range (with UNMAP and a block of zeros, the range
+/// is unmapped instead); UNMAP hands its descriptors' ranges back; bad fields and ranges fail
+/// with their sense; VPD 0xB2 and READ CAPACITY (16) say the unit is thin with LBPRZ.
+#[test]
+fn write_same_and_unmap() {
+    let mut s = Sim::new(config(None));
+    s.login();
+    let status = |got: &[Resp]| {
+        let h = got.last().unwrap().h();
+        (h.opcode(), h.byte3())
+    };
+    // WRITE SAME (10): LBA 100, 20 blocks of one 512-byte block.
+    let mut ws = vec![0x41, 0, 0, 0, 0, 100, 0, 0, 20, 0];
+    let block: Vec<u8> = (0..512).map(|i| (i % 7) as u8 + 1).collect();
+    let got = s.command(&ws, 0x20, 512, block.clone());
+    assert_eq!(status(&got), (Opcode::ScsiResponse, 0));
+    for b in 100..120 {
+        assert_eq!(&s.disk[b * 512..(b + 1) * 512], &block[..], "block {b}");
+    }
+    assert_ne!(&s.disk[120 * 512..121 * 512], &block[..]);
+    // With UNMAP and zeros: unmapped (reads as zeros here).
+    ws[1] = 0x08;
+    let got = s.command(&ws, 0x20, 512, vec![0; 512]);
+    assert_eq!(status(&got), (Opcode::ScsiResponse, 0));
+    assert!(s.disk[100 * 512..120 * 512].iter().all(|&b| b == 0));
+    // No block count, past the end, protection bits: refused.
+    for cdb in [
+        vec![0x41, 0, 0, 0, 0, 100, 0, 0, 0, 0],
+        vec![0x41, 0, 0, 0, 0x07, 0xff, 0, 0, 2, 0],
+        vec![0x41, 0x20, 0, 0, 0, 1, 0, 0, 1, 0],
+    ] {
+        let got = s.command(&cdb, 0x20, 512, block.clone());
+        assert_eq!(status(&got), (Opcode::ScsiResponse, 2), "{cdb:?}");
+    }
+    // UNMAP two ranges: blocks 10..12 and 500..501 read as zeros; others stay.
+    let mut list = vec![0u8; 8 + 32];
+    list[0..2].copy_from_slice(&(6u16 + 32).to_be_bytes());
+    list[2..4].copy_from_slice(&32u16.to_be_bytes());
+    list[8..16].copy_from_slice(&10u64.to_be_bytes());
+    list[16..20].copy_from_slice(&2u32.to_be_bytes());
+    list[24..32].copy_from_slice(&500u64.to_be_bytes());
+    list[32..36].copy_from_slice(&1u32.to_be_bytes());
+    let before = s.disk[12 * 512];
+    let unmap = [0x42, 0, 0, 0, 0, 0, 0, 0, 40, 0];
+    let got = s.command(&unmap, 0x20, 40, list.clone());
+    assert_eq!(status(&got), (Opcode::ScsiResponse, 0));
+    assert!(s.disk[10 * 512..12 * 512].iter().all(|&b| b == 0));
+    assert!(s.disk[500 * 512..501 * 512].iter().all(|&b| b == 0));
+    assert_eq!(s.disk[12 * 512], before);
+    // A descriptor past the end: LBA OUT OF RANGE.
+    list[24..32].copy_from_slice(&2048u64.to_be_bytes());
+    let got = s.command(&unmap, 0x20, 40, list);
+    assert_eq!(status(&got), (Opcode::ScsiResponse, 2));
+    assert_eq!(got.last().unwrap().data[2 + 12], 0x21);
+    // Thin, LBPRZ: VPD 0xB2 and READ CAPACITY (16).
+    let got = s.command(&[0x12, 1, 0xb2, 0, 8, 0], 0x40, 8, vec![]);
+    assert_eq!(&got[0].data[..], &[0, 0xb2, 0, 4, 0, 0xe4, 2, 0]);
+    let rc16 = [0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0];
+    let got = s.command(&rc16, 0x40, 32, vec![]);
+    assert_eq!(got[0].data[14], 0xc0);
+    // GET LBA STATUS from LBA 2000: one descriptor, mapped to the end (48 blocks).
+    let gls = [0x9e, 0x12, 0, 0, 0, 0, 0, 0, 0x07, 0xd0, 0, 0, 0, 24, 0, 0];
+    let got = s.command(&gls, 0x40, 24, vec![]);
+    let d = &got[0].data;
+    assert_eq!(&d[0..4], &20u32.to_be_bytes());
+    assert_eq!(&d[8..16], &2000u64.to_be_bytes());
+    assert_eq!(&d[16..20], &48u32.to_be_bytes());
+    assert_eq!(d[20], 0);
 }
