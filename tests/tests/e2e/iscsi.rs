@@ -39,6 +39,7 @@ control_socket = "@CONTROL@"
 address = "198.18.0.1:3260"
 io = "{io}"
 inline = {inline}
+login_timeout = "5s"
 
 [[iscsi.target]]
 name = "{OPEN}"
@@ -201,7 +202,8 @@ fn conformance(io: &str, target: &str) {
 }
 
 /// A malformed PDU (a SCSI command before login, a header whose data length runs past what
-/// login allows) closes its connection; a login on another connection meanwhile still works.
+/// login allows) closes its connection; a login on another connection meanwhile still works;
+/// a connection that never logs in is closed after the login timeout.
 #[test]
 fn malformed_pdus_close_their_connection_and_leave_others_running() {
     if !need_root("malformed_pdus_close_their_connection_and_leave_others_running") {
@@ -255,6 +257,21 @@ fn malformed_pdus_close_their_connection_and_leave_others_running() {
         "{st}\n{}",
         srv.log_text()
     );
+    // A connection that never logs in is closed after login_timeout (5 s here), so idle
+    // connections cannot hold the slots machines need.
+    let script = "exec 3<>/dev/tcp/198.18.0.1/3260; timeout 30 cat <&3 | wc -c; echo closed";
+    let t0 = std::time::Instant::now();
+    let o = output_within(
+        lab.client_cmd("bash").args(["-c", script]),
+        Duration::from_secs(60),
+    );
+    assert!(text(&o).contains("closed"), "{}", text(&o));
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(29),
+        "closed after {took:?}"
+    );
+    assert_eq!(srv.stats()["iscsi"]["login_timeouts"], 1);
 }
 
 /// A TCP connection to the target from the client namespace.

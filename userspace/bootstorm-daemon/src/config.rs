@@ -129,6 +129,8 @@ pub struct IscsiSection {
     pub io: Option<String>,
     /// Serve what the page cache holds on the connection's thread first (default true).
     pub inline: Option<bool>,
+    /// A connection not logged in after this is closed (default 30s).
+    pub login_timeout: Option<Dur>,
     /// CHAP user for discovery sessions (with `discovery_chap_secret`).
     pub discovery_chap_user: Option<String>,
     /// Its secret.

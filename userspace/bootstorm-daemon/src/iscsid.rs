@@ -90,7 +90,13 @@ pub struct IscsiSettings {
     pub io: IoEngine,
     /// Serve what the page cache holds on the connection's thread (RWF_NOWAIT) first.
     pub inline: bool,
+    /// A connection not logged in after this is closed: a thousand idle connections must not
+    /// hold the connection slots real machines need.
+    pub login_timeout: Duration,
 }
+
+/// Default `[iscsi] login_timeout`.
+pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `[iscsi] io`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -125,6 +131,8 @@ pub struct IscsiStats {
     pub ring_ios: AtomicU64,
     /// Sessions closed because their initiator logged in again with the same ISID.
     pub reinstated: AtomicU64,
+    /// Connections closed for not logging in within `login_timeout`.
+    pub login_timeouts: AtomicU64,
 }
 
 /// The counters as `bootstorm stats` shows them.
@@ -137,7 +145,7 @@ pub fn stats_json(s: &IscsiStats) -> serde_json::Value {
         "read_bytes": g(&s.read_bytes), "written_bytes": g(&s.written_bytes),
         "io_errors": g(&s.io_errors), "overlay_errors": g(&s.overlay_errors),
         "inline_ios": g(&s.inline_ios), "ring_ios": g(&s.ring_ios),
-        "reinstated": g(&s.reinstated),
+        "reinstated": g(&s.reinstated), "login_timeouts": g(&s.login_timeouts),
     })
 }
 
@@ -181,6 +189,7 @@ struct Store {
     mac_of: Option<MacLookup>,
     engine: Engine,
     inline: bool,
+    login_timeout: Duration,
     /// Normal sessions by (initiator, ISID, target): a login with the same three reinstates
     /// the session (RFC 7143 6.3.5): the old connection is told to close.
     sessions: Mutex<HashMap<SessionKey, LiveSession>>,
@@ -310,6 +319,7 @@ pub fn start(
         mac_of,
         engine,
         inline: s.inline,
+        login_timeout: s.login_timeout,
         sessions: Mutex::new(HashMap::new()),
     });
     let stats = Arc::new(IscsiStats::default());
@@ -507,6 +517,7 @@ fn serve_connection(
         let mut writable_armed = false;
         let mut closing = false;
         let mut drain_end: Option<std::time::Instant> = None;
+        let accepted = std::time::Instant::now();
         loop {
             // Take in what came, unless the initiator is not reading what we send.
             if !eof && !closing && s.out.len() - s.sent < OUTPUT_LIMIT {
@@ -596,6 +607,12 @@ fn serve_connection(
                 };
                 poll.registry().reregister(&mut sock, SOCK, interest)?;
                 writable_armed = want_write;
+            }
+            if !s.conn.logged_in() && !closing && accepted.elapsed() > store.login_timeout {
+                stats.login_timeouts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(peer = %peer.map(|p| p.to_string()).unwrap_or_default(),
+                    event = "iscsi_login_timeout", "iSCSI connection closed: no login in time");
+                closing = true;
             }
             let done = s.conn.is_closed()
                 || closing

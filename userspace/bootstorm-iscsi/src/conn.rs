@@ -305,6 +305,11 @@ impl Connection {
         }
     }
 
+    /// True once the login is done (a normal or a discovery session).
+    pub fn logged_in(&self) -> bool {
+        self.state == State::FullFeature
+    }
+
     /// The initiator's name, once it said it.
     pub fn initiator(&self) -> Option<&str> {
         self.initiator.as_deref()

@@ -1020,6 +1020,15 @@ fn iscsi_settings(
         discovery_chap,
         io,
         inline: sec.inline.unwrap_or(true),
+        login_timeout: match sec.login_timeout {
+            None => crate::iscsid::DEFAULT_LOGIN_TIMEOUT,
+            Some(d) if (1000..=600_000).contains(&d.0.as_millis()) => {
+                std::time::Duration::from_millis(d.0.as_millis())
+            }
+            Some(_) => {
+                return Err(src.error(Some(sp.span()), "[iscsi] login_timeout: 1s to 10m"));
+            }
+        },
     })
 }
 
