@@ -518,6 +518,15 @@ impl Drop for Lab {
     }
 }
 
+/// A lab, a temporary directory, and a `root` directory in it (for boot files).
+pub fn lab_with_root() -> (Lab, TempDir, PathBuf) {
+    let lab = Lab::new();
+    let dir = TempDir::new();
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    (lab, dir, root)
+}
+
 /// A `bootstorm serve` process in a lab's server namespace, with its log and control socket.
 pub struct ServerProc {
     /// The process.

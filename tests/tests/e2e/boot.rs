@@ -5,7 +5,7 @@
 //! A third case boots from a disk: iPXE `sanboot`s, from bootstorm's iSCSI target, the root path
 //! bootstorm's DHCP gave it, and the disk's boot sector prints its own marker.
 
-use bootstorm_tests::{Lab, Proc, ServerProc, TempDir, need_root, tool, wait_until};
+use bootstorm_tests::{Lab, Proc, ServerProc, need_root, tool, wait_until};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -45,11 +45,8 @@ fn boot(case: &str, script_url: &str, http: bool, io: &str) {
     if !need_root(case) {
         return;
     }
-    let lab = Lab::new();
+    let (lab, dir, root) = bootstorm_tests::lab_with_root();
     let tap = lab.client_tap();
-    let dir = TempDir::new();
-    let root = dir.join("root");
-    std::fs::create_dir_all(&root).unwrap();
     let marker = format!("BOOTSTORM-MARKER-{case}");
     let script = format!("#!ipxe\necho {marker}\nsleep 1\n");
     // Over TFTP the script is in the machine's own directory (per-client root by MAC, its MAC
@@ -195,11 +192,8 @@ fn qemu_ipxe_sanboots_a_diskless_disk_from_the_iscsi_target() {
     if !need_root("qemu_ipxe_sanboots_a_diskless_disk_from_the_iscsi_target") {
         return;
     }
-    let lab = Lab::new();
+    let (lab, dir, root) = bootstorm_tests::lab_with_root();
     let tap = lab.client_tap();
-    let dir = TempDir::new();
-    let root = dir.join("root");
-    std::fs::create_dir_all(&root).unwrap();
     let marker = "BOOTSTORM-SANBOOT-FROM-ISCSI";
     // 64 MiB (sparse): iPXE's INT 13 guesses 255 heads and 63 sectors for a disk without a
     // partition table, and a disk under 8 MiB would have no cylinder at all.

@@ -31,10 +31,7 @@ fn a_storm_of_200_machines_boots() {
     if !need_root("a_storm_of_200_machines_boots") {
         return;
     }
-    let lab = Lab::new();
-    let dir = TempDir::new();
-    let root = dir.join("root");
-    std::fs::create_dir_all(&root).unwrap();
+    let (lab, dir, root) = bootstorm_tests::lab_with_root();
     let data: Vec<u8> = (0..256 * 1024u32)
         .map(|i| (i * 31 + i / 977) as u8)
         .collect();
@@ -515,10 +512,7 @@ fn a_storm_of_200_diskless_machines_boots_from_their_overlays() {
     if !need_root("a_storm_of_200_diskless_machines_boots_from_their_overlays") {
         return;
     }
-    let lab = Lab::new();
-    let dir = TempDir::new();
-    let root = dir.join("root");
-    std::fs::create_dir_all(&root).unwrap();
+    let (lab, dir, root) = bootstorm_tests::lab_with_root();
     std::fs::write(root.join("boot.efi"), vec![0x42u8; 64 * 1024]).unwrap();
     let golden: Vec<u8> = (0..16u32 << 20).map(|i| (i % 253) as u8).collect();
     std::fs::write(dir.join("golden.img"), &golden).unwrap();

@@ -80,15 +80,7 @@ impl Source {
             iov_len: buf.len(),
         };
         // SAFETY: one iovec over `buf`, which is live and exclusively borrowed for the call.
-        let n = unsafe {
-            libc::preadv2(
-                self.buffered.as_raw_fd(),
-                &iov,
-                1,
-                offset as i64,
-                libc::RWF_NOWAIT,
-            )
-        };
+        let n = unsafe { libc::preadv2(self.buffered.as_raw_fd(), &iov, 1, offset as i64, NOWAIT) };
         match nowait_result(n, buf.len()) {
             Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Nowait::WouldBlock,
             Err(e) => Nowait::Failed(e),
@@ -116,15 +108,8 @@ impl Source {
             iov_len: data.len(),
         };
         // SAFETY: one iovec over `data`, live for the call; pwritev2 only reads through it.
-        let n = unsafe {
-            libc::pwritev2(
-                self.buffered.as_raw_fd(),
-                &iov,
-                1,
-                offset as i64,
-                libc::RWF_NOWAIT,
-            )
-        };
+        let n =
+            unsafe { libc::pwritev2(self.buffered.as_raw_fd(), &iov, 1, offset as i64, NOWAIT) };
         // A part that went is written again (the same bytes) by the ring.
         match nowait_result(n, data.len()) {
             Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
@@ -227,6 +212,8 @@ impl Source {
         }
     }
 }
+
+const NOWAIT: libc::c_int = libc::RWF_NOWAIT;
 
 /// What a `preadv2`/`pwritev2` with `RWF_NOWAIT` of `want` bytes that returned `n` means: all
 /// of it done, or (a part, or EAGAIN) not here; other errors as they are.

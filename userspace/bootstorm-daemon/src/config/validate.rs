@@ -5,6 +5,21 @@
 use super::options::{check_boot_file, matcher, option_set};
 use super::*;
 
+/// The boot fields of a `[[boot]]` rule or a reservation's `boot` (two tables with the same
+/// fields), borrowed from either.
+macro_rules! boot_in {
+    ($b:expr) => {
+        BootIn {
+            file: &$b.file,
+            next_server: $b.next_server,
+            server_name: &$b.server_name,
+            root_path: &$b.root_path,
+            iscsi_target: &$b.iscsi_target,
+            initiator_iqn: &$b.initiator_iqn,
+        }
+    };
+}
+
 /// Validates a parsed file (or flags turned into one) into [`Settings`], one section at a time.
 pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigError> {
     let s = &file.server;
@@ -441,19 +456,7 @@ fn reservation(
         ));
     }
     let boot = match &r.boot {
-        Some(b) => Some(boot_settings(
-            src,
-            span.clone(),
-            BootIn {
-                file: &b.file,
-                next_server: b.next_server,
-                server_name: &b.server_name,
-                root_path: &b.root_path,
-                iscsi_target: &b.iscsi_target,
-                initiator_iqn: &b.initiator_iqn,
-            },
-            iscsi,
-        )?),
+        Some(b) => Some(boot_settings(src, span.clone(), boot_in!(b), iscsi)?),
         None => None,
     };
     Ok(core::Reservation {
@@ -566,19 +569,7 @@ fn boot_rule(
 ) -> Result<core::BootRule, ConfigError> {
     let span = Some(sp.span());
     let b = sp.get_ref();
-    let boot = boot_settings(
-        src,
-        span.clone(),
-        BootIn {
-            file: &b.file,
-            next_server: b.next_server,
-            server_name: &b.server_name,
-            root_path: &b.root_path,
-            iscsi_target: &b.iscsi_target,
-            initiator_iqn: &b.initiator_iqn,
-        },
-        iscsi,
-    )?;
+    let boot = boot_settings(src, span.clone(), boot_in!(b), iscsi)?;
     let m = matcher(&b.matcher, subnets).map_err(|e| src.error(span.clone(), e))?;
     let name = b.name.clone().unwrap_or_else(|| format!("boot#{}", i + 1));
     let (has7, has9) = (
