@@ -340,13 +340,73 @@ impl Report {
         s += &latency_svg(&self.phases);
         s += "<h2>Completions over time</h2>\n";
         s += &completions_svg(&self.completions_per_100ms, self.clients);
-        let settings = serde_json::to_string_pretty(&self.settings).unwrap_or_default();
-        let _ = write!(
-            s,
-            "<h2>Settings</h2>\n<pre>{}</pre>\n</body></html>\n",
-            escape(&settings)
-        );
+        s += "<h2>Settings</h2>\n<table>\n";
+        for (k, v) in settings_rows(&self.settings) {
+            let _ = writeln!(
+                s,
+                "<tr><th style=\"text-align:left\">{}</th><td style=\"text-align:left\">{}</td></tr>",
+                escape(&k),
+                escape(&v)
+            );
+        }
+        s += "</table>\n</body></html>\n";
         s
+    }
+}
+
+/// The run's settings as rows a person reads: nested keys joined by dots, durations (serde's
+/// `{"secs": S, "nanos": N}`) as `1.5s`, lists joined by commas, nulls left out.
+fn settings_rows(v: &serde_json::Value) -> Vec<(String, String)> {
+    fn duration(v: &serde_json::Value) -> Option<String> {
+        let o = v.as_object()?;
+        if o.len() != 2 {
+            return None;
+        }
+        let (secs, nanos) = (o.get("secs")?.as_u64()?, o.get("nanos")?.as_u64()?);
+        Some(human_duration(secs as f64 + nanos as f64 / 1e9))
+    }
+    fn text(v: &serde_json::Value) -> String {
+        if let Some(d) = duration(v) {
+            return d;
+        }
+        match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Array(a) => a.iter().map(text).collect::<Vec<_>>().join(", "),
+            other => other.to_string(),
+        }
+    }
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        match v {
+            serde_json::Value::Null => {}
+            serde_json::Value::Object(o) if duration(v).is_none() => {
+                for (k, x) in o {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, x, out);
+                }
+            }
+            _ => out.push((prefix.to_string(), text(v))),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", v, &mut out);
+    out
+}
+
+/// Seconds as a person writes them: `850us`, `12ms`, `1.5s`, `59m43s`.
+fn human_duration(secs: f64) -> String {
+    if secs < 1e-3 {
+        format!("{}us", trim(secs * 1e6))
+    } else if secs < 1.0 {
+        format!("{}ms", trim(secs * 1e3))
+    } else if secs < 60.0 {
+        format!("{}s", trim(secs))
+    } else {
+        let whole = secs.round() as u64;
+        format!("{}m{:02}s", whole / 60, whole % 60)
     }
 }
 
@@ -357,8 +417,9 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-const COLORS: [&str; 7] = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#333333",
+const COLORS: [&str; 9] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+    "#333333",
 ];
 const W: f64 = 720.0;
 const H: f64 = 320.0;
@@ -408,17 +469,53 @@ fn trim(v: f64) -> String {
     t.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
+/// Latency against percentile, the latency axis logarithmic (a storm's phases span microseconds
+/// to seconds: on a linear axis all but the slowest lie flat on the floor), one decade a line.
 fn latency_svg(phases: &[PhaseStats]) -> String {
     let mut s = String::new();
     svg_open(&mut s, "latency by percentile");
-    let max = nice_max(phases.iter().map(|p| p.max_ms).fold(0.0, f64::max));
-    y_axis(&mut s, max, "ms");
+    let positive = |v: f64| v > 0.0 && v.is_finite();
+    let top = phases
+        .iter()
+        .map(|p| p.max_ms)
+        .filter(|v| positive(*v))
+        .fold(0.0, f64::max);
+    let bottom = phases
+        .iter()
+        .flat_map(|p| p.distribution.iter().map(|d| d[1]))
+        .filter(|v| positive(*v))
+        .fold(f64::INFINITY, f64::min);
+    // Whole decades around the data, 1 us at the least.
+    let hi = if top > 0.0 { top.log10().ceil() } else { 0.0 };
+    let lo = if bottom.is_finite() {
+        bottom.log10().floor().max(-3.0).min(hi - 1.0)
+    } else {
+        hi - 1.0
+    };
+    let plot_h = H - BOTTOM - 10.0;
+    let y_of = |v: f64| {
+        let l = if positive(v) { v.log10() } else { lo };
+        H - BOTTOM - plot_h * ((l - lo) / (hi - lo)).clamp(0.0, 1.0)
+    };
+    let mut d = lo;
+    while d <= hi + 1e-9 {
+        let y = y_of(10f64.powf(d));
+        let _ = writeln!(
+            s,
+            "<line x1=\"{LEFT}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\
+             <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            W - RIGHT,
+            LEFT - 4.0,
+            y + 4.0,
+            human_duration(10f64.powf(d) / 1e3)
+        );
+        d += 1.0;
+    }
     // x: log10(1 / (1 - q)), 0 (p0) to 5 (p99.999); p100 drawn at 5.
     let x_of = |pct: f64| {
         let tail = (1.0 - pct / 100.0).max(1e-5);
         LEFT + (W - LEFT - RIGHT) * (-tail.log10()) / 5.0
     };
-    let y_of = |v: f64| H - BOTTOM - (H - BOTTOM - 10.0) * (v / max).min(1.0);
     for (pct, label) in [
         (0.0, "0%"),
         (90.0, "90%"),
@@ -564,6 +661,64 @@ mod tests {
         let h = rep.html();
         assert_eq!(h.matches("</svg>").count(), 2);
         assert!(!h.contains("NaN") && !h.contains("inf"));
+    }
+
+    #[test]
+    fn settings_read_as_a_table_with_durations_a_person_writes() {
+        let v = serde_json::json!({
+            "server": "198.18.0.1",
+            "profile": {"retransmit": [{"secs": 4, "nanos": 0}, {"secs": 8, "nanos": 0}],
+                        "tftp_timeout": {"secs": 0, "nanos": 500_000_000}, "blksize": 1468},
+            "chainload": null,
+            "iscsi": {"read_bytes": 8_388_608},
+        });
+        let rows = settings_rows(&v);
+        let get = |k: &str| rows.iter().find(|r| r.0 == k).map(|r| r.1.as_str());
+        assert_eq!(get("server"), Some("198.18.0.1"));
+        assert_eq!(get("profile.retransmit"), Some("4s, 8s"));
+        assert_eq!(get("profile.tftp_timeout"), Some("500ms"));
+        assert_eq!(get("profile.blksize"), Some("1468"));
+        assert_eq!(get("iscsi.read_bytes"), Some("8388608"));
+        assert_eq!(get("chainload"), None);
+        let h = sample().html();
+        assert!(
+            !h.contains("<pre>") && !h.contains("\"secs\""),
+            "settings as raw JSON"
+        );
+        assert_eq!(
+            [0.00085, 0.012, 1.5, 3583.0].map(human_duration),
+            ["850us", "12ms", "1.5s", "59m43s"]
+        );
+    }
+
+    /// The latency axis is logarithmic: phases a hundred times apart both rise off the floor, and
+    /// every decade between is labelled.
+    #[test]
+    fn latency_axis_is_logarithmic() {
+        let rep = sample(); // dhcp up to 100 ms, tftp up to 1 s
+        let svg = latency_svg(&rep.phases);
+        for label in ["100us", "1ms", "10ms", "100ms", "1s"] {
+            assert!(svg.contains(&format!(">{label}</text>")), "{label}: {svg}");
+        }
+        // dhcp's line (the first; 0.1 to 100 ms) rises far off the floor: its median point is in
+        // the upper half of the plot (on a linear axis up to 1 s it would be in the bottom 5%).
+        let pts = svg
+            .split("points=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let ys: Vec<f64> = pts
+            .split(' ')
+            .map(|p| p.split(',').nth(1).unwrap().parse().unwrap())
+            .collect();
+        let median = ys[ys.len() / 2];
+        assert!(
+            median < (H - BOTTOM) / 2.0 + 10.0,
+            "median y {median} of {ys:?}"
+        );
+        assert!(!svg.contains("NaN"));
     }
 
     #[test]
