@@ -452,16 +452,20 @@ fn y_axis(s: &mut String, max: f64, unit: &str) {
     for i in 0..=4 {
         let v = max * f64::from(i) / 4.0;
         let y = H - BOTTOM - (H - BOTTOM - 10.0) * f64::from(i) / 4.0;
-        let _ = writeln!(
-            s,
-            "<line x1=\"{LEFT}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\
-             <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{} {unit}</text>",
-            W - RIGHT,
-            LEFT - 4.0,
-            y + 4.0,
-            trim(v)
-        );
+        grid_line(s, y, &format!("{} {unit}", trim(v)));
     }
+}
+
+/// A horizontal grid line at `y`, labelled left of the plot.
+fn grid_line(s: &mut String, y: f64, label: &str) {
+    let _ = writeln!(
+        s,
+        "<line x1=\"{LEFT}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\
+         <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{label}</text>",
+        W - RIGHT,
+        LEFT - 4.0,
+        y + 4.0,
+    );
 }
 
 fn trim(v: f64) -> String {
@@ -499,15 +503,10 @@ fn latency_svg(phases: &[PhaseStats]) -> String {
     };
     let mut d = lo;
     while d <= hi + 1e-9 {
-        let y = y_of(10f64.powf(d));
-        let _ = writeln!(
-            s,
-            "<line x1=\"{LEFT}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\
-             <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            W - RIGHT,
-            LEFT - 4.0,
-            y + 4.0,
-            human_duration(10f64.powf(d) / 1e3)
+        grid_line(
+            &mut s,
+            y_of(10f64.powf(d)),
+            &human_duration(10f64.powf(d) / 1e3),
         );
         d += 1.0;
     }

@@ -62,6 +62,62 @@ impl Fetcher {
     }
 }
 
+/// A client state machine over a TCP connection of its own (HTTP's GET, iSCSI's session): what
+/// [`pump`] feeds it.
+trait TcpClient {
+    fn done(&self) -> bool;
+    fn on_data(&mut self, now: u64, data: &[u8]);
+    fn on_eof(&mut self);
+    fn on_error(&mut self);
+}
+
+impl TcpClient for http::Get {
+    fn done(&self) -> bool {
+        self.result().is_some()
+    }
+    fn on_data(&mut self, now: u64, data: &[u8]) {
+        http::Get::on_data(self, now, data)
+    }
+    fn on_eof(&mut self) {
+        http::Get::on_eof(self)
+    }
+    fn on_error(&mut self) {
+        http::Get::on_error(self)
+    }
+}
+
+impl TcpClient for crate::iscsi::Session {
+    fn done(&self) -> bool {
+        self.result().is_some()
+    }
+    fn on_data(&mut self, now: u64, data: &[u8]) {
+        crate::iscsi::Session::on_data(self, now, data)
+    }
+    fn on_eof(&mut self) {
+        crate::iscsi::Session::on_eof(self)
+    }
+    fn on_error(&mut self) {
+        crate::iscsi::Session::on_error(self)
+    }
+}
+
+/// Feeds `c` what `conn` holds, until it would block, ends, or `c` is done.
+fn pump(c: &mut impl TcpClient, conn: &mut mio::net::TcpStream, rbuf: &mut [u8], epoch: &Instant) {
+    while !c.done() {
+        match conn.read(rbuf) {
+            Ok(0) => {
+                c.on_eof();
+                break;
+            }
+            Ok(n) => c.on_data(epoch.elapsed().as_micros() as u64, &rbuf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::NotConnected => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => c.on_error(),
+        }
+    }
+}
+
 impl Worker<'_> {
     /// The DHCP round of machine `k` ended with an ACK: fetch what it names.
     pub(super) fn start_fetch(&mut self, k: usize, now: u64) {
@@ -228,40 +284,15 @@ impl Worker<'_> {
                         Err(_) => get.on_error(),
                     }
                 }
-                while get.result().is_none() {
-                    match conn.read(rbuf) {
-                        Ok(0) => {
-                            get.on_eof();
-                            break;
-                        }
-                        Ok(n) => get.on_data(epoch.elapsed().as_micros() as u64, &rbuf[..n]),
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == std::io::ErrorKind::NotConnected => break,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(_) => get.on_error(),
-                    }
-                }
+                pump(get, conn, rbuf, epoch);
             }
             Some(Fetcher::Iscsi { sess, conn }) => {
                 if let Ok(Some(_)) | Err(_) = conn.take_error() {
                     sess.on_error();
                 }
-                while sess.result().is_none() {
-                    match conn.read(rbuf) {
-                        Ok(0) => {
-                            sess.on_eof();
-                            break;
-                        }
-                        Ok(n) => sess.on_data(epoch.elapsed().as_micros() as u64, &rbuf[..n]),
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == std::io::ErrorKind::NotConnected => break,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(_) => sess.on_error(),
-                    }
-                }
+                pump(sess, conn, rbuf, epoch);
                 // What the session has to say (a login, a command, Data-Out), as far as the
                 // socket takes it; the rest when it is writable again.
-                let _ = writable;
                 while !sess.output().is_empty() && sess.result().is_none() {
                     match conn.write(sess.output()) {
                         Ok(n) => sess.sent(n),

@@ -402,8 +402,11 @@ fn accept_loop(
         let key = conn_no as usize;
         match std::thread::Builder::new()
             .name("iscsi-conn".into())
-            .spawn(move || serve_connection(sock, conn, &store, &stats, &flag, key))
-        {
+            .spawn(move || {
+                if let Err(e) = serve_connection(sock, conn, &store, &stats, &flag, key) {
+                    tracing::debug!(error = %e, "iSCSI connection ended");
+                }
+            }) {
             Ok(t) => threads.push(t),
             Err(e) => tracing::warn!(error = %e, "iSCSI: no thread for a connection"),
         }
@@ -481,172 +484,187 @@ fn serve_connection(
     stats: &IscsiStats,
     shutdown: &AtomicBool,
     key: usize,
-) {
-    stats.active.fetch_add(1, Ordering::Relaxed);
+) -> std::io::Result<()> {
+    let _active = Active::new(&stats.active);
     let peer = sock.peer_addr().ok();
-    let r = (|| -> std::io::Result<()> {
-        let _ = sock.set_nodelay(true);
-        sock.set_nonblocking(true)?;
-        let mut sock = mio::net::TcpStream::from_std(sock);
-        let mut poll = mio::Poll::new()?;
-        poll.registry()
-            .register(&mut sock, SOCK, mio::Interest::READABLE)?;
-        let mailbox = Mailbox::new(mio::Waker::new(poll.registry(), WAKE)?);
-        let mut s = Served {
-            conn,
-            store,
-            stats,
-            sub: store.engine.submitter(key, mailbox.clone()),
-            pending: std::collections::HashMap::new(),
-            next_tag: 0,
-            overlay: None,
-            peer,
-            out: Vec::new(),
-            sent: 0,
-            id: key as u64,
-            close: Arc::new(AtomicBool::new(false)),
-            mailbox: mailbox.clone(),
-            session: None,
-        };
-        // Received bytes are rbuf[rstart..rend]; the buffer is zeroed once and grows (doubling)
-        // only for a PDU larger than it.
-        let mut rbuf: Vec<u8> = vec![0u8; 2 * READ_CHUNK];
-        let (mut rstart, mut rend) = (0usize, 0usize);
-        let mut events = mio::Events::with_capacity(16);
-        let mut eof = false;
-        let mut writable_armed = false;
-        let mut closing = false;
-        let mut drain_end: Option<std::time::Instant> = None;
-        let accepted = std::time::Instant::now();
-        loop {
-            // Take in what came, unless the initiator is not reading what we send.
-            if !eof && !closing && s.out.len() - s.sent < OUTPUT_LIMIT {
-                loop {
+    let _ = sock.set_nodelay(true);
+    sock.set_nonblocking(true)?;
+    let mut sock = mio::net::TcpStream::from_std(sock);
+    let mut poll = mio::Poll::new()?;
+    poll.registry()
+        .register(&mut sock, SOCK, mio::Interest::READABLE)?;
+    let mailbox = Mailbox::new(mio::Waker::new(poll.registry(), WAKE)?);
+    let mut s = Served {
+        conn,
+        store,
+        stats,
+        sub: store.engine.submitter(key, mailbox.clone()),
+        pending: std::collections::HashMap::new(),
+        next_tag: 0,
+        overlay: None,
+        peer,
+        out: Vec::new(),
+        sent: 0,
+        id: key as u64,
+        close: Arc::new(AtomicBool::new(false)),
+        mailbox: mailbox.clone(),
+        session: None,
+    };
+    // Received bytes are rbuf[rstart..rend]; the buffer is zeroed once and grows (doubling)
+    // only for a PDU larger than it.
+    let mut rbuf: Vec<u8> = vec![0u8; 2 * READ_CHUNK];
+    let (mut rstart, mut rend) = (0usize, 0usize);
+    let mut events = mio::Events::with_capacity(16);
+    let mut eof = false;
+    let mut writable_armed = false;
+    let mut closing = false;
+    let mut drain_end: Option<std::time::Instant> = None;
+    let accepted = std::time::Instant::now();
+    loop {
+        // Take in what came, unless the initiator is not reading what we send.
+        if !eof && !closing && s.out.len() - s.sent < OUTPUT_LIMIT {
+            loop {
+                if rbuf.len() - rend < READ_CHUNK / 4 {
+                    rbuf.copy_within(rstart..rend, 0);
+                    (rstart, rend) = (0, rend - rstart);
                     if rbuf.len() - rend < READ_CHUNK / 4 {
-                        rbuf.copy_within(rstart..rend, 0);
-                        (rstart, rend) = (0, rend - rstart);
-                        if rbuf.len() - rend < READ_CHUNK / 4 {
-                            if rbuf.len() >= 64 << 20 {
-                                break;
-                            }
-                            let n = rbuf.len() * 2;
-                            rbuf.resize(n, 0);
-                        }
-                    }
-                    match sock.read(&mut rbuf[rend..]) {
-                        Ok(0) => {
-                            eof = true;
+                        if rbuf.len() >= 64 << 20 {
                             break;
                         }
-                        Ok(n) => rend += n,
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                        Err(_) => {
-                            eof = true;
-                            break;
-                        }
+                        let n = rbuf.len() * 2;
+                        rbuf.resize(n, 0);
                     }
                 }
-                // Whole PDUs to the core.
-                while !closing && rend - rstart >= BHS_LEN {
-                    let Ok(h) = Bhs::new_checked(&rbuf[rstart..rstart + BHS_LEN]) else {
-                        closing = true;
-                        break;
-                    };
-                    let (hd, dd) = s.conn.digests();
-                    let total = h.total_len(hd, dd);
-                    if h.data_len() > s.conn.data_limit() {
-                        let header: [u8; BHS_LEN] =
-                            rbuf[rstart..rstart + BHS_LEN].try_into().unwrap();
-                        s.conn.handle_oversize(&header);
-                        rstart += BHS_LEN;
-                    } else if rend - rstart >= total {
-                        s.conn.handle_wire(&rbuf[rstart..rstart + total]);
-                        rstart += total;
-                    } else {
+                match sock.read(&mut rbuf[rend..]) {
+                    Ok(0) => {
+                        eof = true;
                         break;
                     }
-                    if !s.after_input() {
-                        closing = true;
-                    }
-                }
-                if rstart == rend {
-                    (rstart, rend) = (0, 0);
-                }
-            }
-            s.sub.flush();
-            for c in mailbox.take() {
-                s.completed(c);
-            }
-            s.sub.flush();
-            s.collect_output();
-            // Send what we can; the rest when the socket is writable again.
-            while s.sent < s.out.len() {
-                match sock.write(&s.out[s.sent..]) {
-                    Ok(n) => s.sent += n,
+                    Ok(n) => rend += n,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(_) => {
                         eof = true;
-                        s.out.clear();
-                        s.sent = 0;
                         break;
                     }
                 }
             }
-            if s.sent == s.out.len() {
-                s.out.clear();
-                s.sent = 0;
-            }
-            let want_write = !s.out.is_empty();
-            if want_write != writable_armed {
-                let interest = if want_write {
-                    mio::Interest::READABLE | mio::Interest::WRITABLE
-                } else {
-                    mio::Interest::READABLE
+            // Whole PDUs to the core.
+            while !closing && rend - rstart >= BHS_LEN {
+                let Ok(h) = Bhs::new_checked(&rbuf[rstart..rstart + BHS_LEN]) else {
+                    closing = true;
+                    break;
                 };
-                poll.registry().reregister(&mut sock, SOCK, interest)?;
-                writable_armed = want_write;
-            }
-            if !s.conn.logged_in() && !closing && accepted.elapsed() > store.login_timeout {
-                stats.login_timeouts.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(peer = %peer.map(|p| p.to_string()).unwrap_or_default(),
-                    event = "iscsi_login_timeout", "iSCSI connection closed: no login in time");
-                closing = true;
-            }
-            let done = s.conn.is_closed()
-                || closing
-                || eof
-                || shutdown.load(Ordering::Relaxed)
-                || s.close.load(Ordering::Relaxed);
-            if done && (s.out.is_empty() || eof) {
-                // In-flight I/O finishes first (its buffers and the overlay stay ours until then).
-                if s.pending.is_empty() {
+                let (hd, dd) = s.conn.digests();
+                let total = h.total_len(hd, dd);
+                if h.data_len() > s.conn.data_limit() {
+                    let header: [u8; BHS_LEN] = rbuf[rstart..rstart + BHS_LEN].try_into().unwrap();
+                    s.conn.handle_oversize(&header);
+                    rstart += BHS_LEN;
+                } else if rend - rstart >= total {
+                    s.conn.handle_wire(&rbuf[rstart..rstart + total]);
+                    rstart += total;
+                } else {
                     break;
                 }
-                let end = *drain_end.get_or_insert_with(|| std::time::Instant::now() + DRAIN_LIMIT);
-                if std::time::Instant::now() >= end {
-                    tracing::warn!(
-                        pending = s.pending.len(),
-                        "iSCSI connection closed with I/O still in flight"
-                    );
-                    break;
+                if !s.after_input() {
+                    closing = true;
                 }
             }
-            match poll.poll(&mut events, Some(POLL_INTERVAL)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+            if rstart == rend {
+                (rstart, rend) = (0, 0);
             }
         }
-        let _ = sock.shutdown(std::net::Shutdown::Both);
-        s.leave();
-        Ok(())
-    })();
-    if let Err(e) = r {
-        tracing::debug!(error = %e, "iSCSI connection ended");
+        s.sub.flush();
+        for c in mailbox.take() {
+            s.completed(c);
+        }
+        s.sub.flush();
+        s.collect_output();
+        // Send what we can; the rest when the socket is writable again.
+        while s.sent < s.out.len() {
+            match sock.write(&s.out[s.sent..]) {
+                Ok(n) => s.sent += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    eof = true;
+                    s.out.clear();
+                    s.sent = 0;
+                    break;
+                }
+            }
+        }
+        if s.sent == s.out.len() {
+            s.out.clear();
+            s.sent = 0;
+        }
+        let want_write = !s.out.is_empty();
+        if want_write != writable_armed {
+            let interest = if want_write {
+                mio::Interest::READABLE | mio::Interest::WRITABLE
+            } else {
+                mio::Interest::READABLE
+            };
+            poll.registry().reregister(&mut sock, SOCK, interest)?;
+            writable_armed = want_write;
+        }
+        if !s.conn.logged_in() && !closing && accepted.elapsed() > store.login_timeout {
+            stats.login_timeouts.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(peer = %peer.map(|p| p.to_string()).unwrap_or_default(),
+                    event = "iscsi_login_timeout", "iSCSI connection closed: no login in time");
+            closing = true;
+        }
+        let done = s.conn.is_closed()
+            || closing
+            || eof
+            || shutdown.load(Ordering::Relaxed)
+            || s.close.load(Ordering::Relaxed);
+        if done && (s.out.is_empty() || eof) {
+            // In-flight I/O finishes first (its buffers and the overlay stay ours until then).
+            if s.pending.is_empty() {
+                break;
+            }
+            let end = *drain_end.get_or_insert_with(|| std::time::Instant::now() + DRAIN_LIMIT);
+            if std::time::Instant::now() >= end {
+                tracing::warn!(
+                    pending = s.pending.len(),
+                    "iSCSI connection closed with I/O still in flight"
+                );
+                break;
+            }
+        }
+        match poll.poll(&mut events, Some(POLL_INTERVAL)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
-    stats.active.fetch_sub(1, Ordering::Relaxed);
+    let _ = sock.shutdown(std::net::Shutdown::Both);
+    Ok(())
+}
+
+impl Drop for Served<'_> {
+    /// However the connection ends (an I/O error included), its session leaves the registry.
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+/// Counts a connection as active while it lives (whichever way it ends).
+struct Active<'a>(&'a AtomicU64);
+
+impl<'a> Active<'a> {
+    fn new(n: &'a AtomicU64) -> Active<'a> {
+        n.fetch_add(1, Ordering::Relaxed);
+        Active(n)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Served<'_> {
@@ -770,10 +788,6 @@ impl Served<'_> {
                 Ok((len, mapped)) => self.conn.complete_io(id, IoResult::Extent { len, mapped }),
                 Err(e) => self.failed(id, &e),
             },
-            (Unit::Diskless { .. }, _, IoKind::Unmap { .. } | IoKind::Extent { .. }) => {
-                self.stats.io_errors.fetch_add(1, Ordering::Relaxed);
-                self.conn.complete_io(id, IoResult::Failed);
-            }
             (Unit::File(src), _, IoKind::Flush) => {
                 let t = self.tag(Pending::Sync { id, len: 0 });
                 self.ring(t, Op::Sync(src.clone()));
@@ -808,7 +822,9 @@ impl Served<'_> {
                 Ok(()) => self.conn.complete_io(id, IoResult::Done),
                 Err(e) => self.failed(id, &e),
             },
-            (Unit::Diskless { .. }, None, _) => {
+            // No overlay (cannot happen after a login), or what a diskless unit does not offer.
+            (Unit::Diskless { .. }, None, _)
+            | (Unit::Diskless { .. }, _, IoKind::Unmap { .. } | IoKind::Extent { .. }) => {
                 self.stats.io_errors.fetch_add(1, Ordering::Relaxed);
                 self.conn.complete_io(id, IoResult::Failed);
             }
@@ -822,26 +838,28 @@ impl Served<'_> {
 
     /// A read: from the page cache here if every run is there, else on the ring.
     fn read(&mut self, id: u64, segs: Vec<Segment>) {
-        let total: usize = segs.iter().map(|s| s.len).sum();
-        let mut data = vec![0u8; total];
-        let mut at = 0;
-        let mut inline = self.store.inline;
-        for s in segs.iter().take_while(|_| inline) {
-            match s.src.read_nowait(&mut data[at..at + s.len], s.offset) {
-                bootstorm_blockio::Nowait::Done => at += s.len,
-                bootstorm_blockio::Nowait::WouldBlock => {
-                    inline = false;
-                    break;
+        if self.store.inline {
+            let total: usize = segs.iter().map(|s| s.len).sum();
+            let mut data = vec![0u8; total];
+            let mut at = 0;
+            let mut whole = true;
+            for s in &segs {
+                match s.src.read_nowait(&mut data[at..at + s.len], s.offset) {
+                    bootstorm_blockio::Nowait::Done => at += s.len,
+                    bootstorm_blockio::Nowait::WouldBlock => {
+                        whole = false;
+                        break;
+                    }
+                    bootstorm_blockio::Nowait::Failed(e) => return self.failed(id, &e),
                 }
-                bootstorm_blockio::Nowait::Failed(e) => return self.failed(id, &e),
             }
-        }
-        if inline {
-            self.stats.inline_ios.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .read_bytes
-                .fetch_add(total as u64, Ordering::Relaxed);
-            return self.conn.complete_io(id, IoResult::Read(data));
+            if whole {
+                self.stats.inline_ios.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .read_bytes
+                    .fetch_add(total as u64, Ordering::Relaxed);
+                return self.conn.complete_io(id, IoResult::Read(data));
+            }
         }
         let t = self.tag(Pending::Read { id });
         self.ring(t, Op::Read(segs));

@@ -363,25 +363,12 @@ impl Overlay {
     /// Reads `buf.len()` bytes at `offset`: each chunk from the overlay if the machine wrote
     /// it, else from the golden image.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        check_range(offset, buf.len() as u64, self.size)?;
         let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let here = self.is_set(pos / CHUNK);
-            // The run of chunks with the same source.
-            let mut end = (pos / CHUNK + 1) * CHUNK;
-            let stop = offset + buf.len() as u64;
-            while end < stop && self.is_set(end / CHUNK) == here {
-                end += CHUNK;
-            }
-            let n = (end.min(stop) - pos) as usize;
-            let src: &File = if here {
-                self.data.file()
-            } else {
-                self.golden.file()
-            };
-            src.read_exact_at(&mut buf[done..done + n], pos)?;
-            done += n;
+        for seg in self.read_segments(offset, buf.len() as u64)? {
+            seg.src
+                .file()
+                .read_exact_at(&mut buf[done..done + seg.len], seg.offset)?;
+            done += seg.len;
         }
         Ok(())
     }
