@@ -378,7 +378,11 @@ pub fn open(
     let q = |n: u32| QueueSize::new(n).map_err(|e| sock_err("queue size", e));
     let umem_cfg = UmemConfig::builder()
         .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| sock_err("frame size", e))?)
-        .fill_queue_size(q(rx_frames)?)
+        // Twice the receive frames: the kernel publishes how far it has consumed the fill ring
+        // only when its cached batch runs out, so frames it already moved to the receive ring
+        // may still count as occupying the fill ring; with room for every frame twice, giving a
+        // batch back always fits.
+        .fill_queue_size(q(rx_frames * 2)?)
         .comp_queue_size(q(TX_FRAMES)?)
         .build()
         .map_err(|e| sock_err("UMEM config", e))?;
@@ -458,7 +462,8 @@ impl XdpRx {
         // SAFETY: these descriptors came from this socket's receive ring and nothing borrows
         // their bytes any more (the batch that lent them is over: `kept` is cleared).
         let n = unsafe { self.fill.produce(&self.descs[..self.taken]) };
-        // The fill ring holds every receive frame, so it always has room for these.
+        // The fill ring has room for every receive frame twice (see `open`), so these fit even
+        // while the kernel has not yet published what it consumed.
         debug_assert_eq!(n, self.taken);
         self.taken = 0;
     }
