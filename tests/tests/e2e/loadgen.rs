@@ -103,7 +103,7 @@ root = "{}"
 
 /// Runs the load generator in the client namespace against 198.18.0.1 with `args`; returns its
 /// exit code and its JSON report.
-fn run_loadgen(lab: &Lab, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+pub(crate) fn run_loadgen(lab: &Lab, args: &[&str]) -> (Option<i32>, serde_json::Value) {
     let mut cmd = lab.client_cmd(bin("bootstorm-loadgen"));
     cmd.args(["--server", "198.18.0.1", "--json"]).args(args);
     let out = output_within(&mut cmd, Duration::from_secs(90));

@@ -18,6 +18,7 @@ mod msg;
 mod perfdhcp;
 mod pxe;
 mod services;
+mod sessions;
 mod tftp;
 mod tftp_upload;
 mod xdp;

@@ -1,5 +1,6 @@
-//! The control socket: a Unix stream socket where `bootstorm leases` (and operators' scripts) ask
-//! a running server for its leases and counters. One request line, one JSON answer, then close.
+//! The control socket: a Unix stream socket where `bootstorm leases`, `stats` and `sessions`
+//! (and operators' scripts) ask a running server for its leases, counters and boot sessions.
+//! One request line, one JSON answer, then close.
 
 use crate::serve::fmt_hw;
 use bootstorm_dhcp::{DropReason, Server, Stats};
@@ -76,6 +77,68 @@ pub fn stats_json(stats: &Stats) -> serde_json::Value {
     })
 }
 
+/// `sessions [mac=M] [phase=P] [failed] [limit=N] [offset=N]`: the boot sessions that match
+/// (live first, newest first), at most `limit` (default 100, at most 10,000); with `mac=` the
+/// one machine's session with its timeline.
+pub fn sessions_json(
+    sessions: &crate::sessions::Sessions,
+    clock: &Clock,
+    args: &[&str],
+) -> serde_json::Value {
+    let wall = bootstorm_journal::WallClock::new(*clock);
+    let to_ms = |i| wall.to_unix_ms(i);
+    let (mut mac, mut phase, mut failed, mut limit, mut offset) = (None, None, false, 100, 0);
+    for a in args {
+        let parsed = match a.split_once('=') {
+            Some(("mac", m)) => parse_mac(m).map(|m| mac = Some(m)),
+            Some(("phase", p)) => crate::boots::Phase::ALL
+                .iter()
+                .find(|x| x.name() == p)
+                .map(|x| phase = Some(*x))
+                .ok_or(format!("phase '{p}': expected one of dhcp, bound, tftp, http, loaded, iscsi, booted, failed")),
+            Some(("limit", n)) => n.parse().map(|n: usize| limit = n.min(10_000)).map_err(|_| format!("limit '{n}': expected a number")),
+            Some(("offset", n)) => n.parse().map(|n| offset = n).map_err(|_| format!("offset '{n}': expected a number")),
+            None if *a == "failed" => {
+                failed = true;
+                Ok(())
+            }
+            _ => Err(format!("'{a}': expected mac=, phase=, failed, limit= or offset=")),
+        };
+        if let Err(e) = parsed {
+            return serde_json::json!({ "error": e });
+        }
+    }
+    if let Some(m) = mac {
+        return match sessions.boots.get(&m) {
+            Some(s) => s.json(&to_ms, true),
+            None => serde_json::json!({ "error": format!("no session of {}", fmt_hw(&m)) }),
+        };
+    }
+    let (list, total) = sessions.boots.list(
+        |s| phase.is_none_or(|p| s.phase == p) && (!failed || s.failure.is_some()),
+        offset,
+        limit,
+    );
+    serde_json::json!({
+        "total": total,
+        "sessions": list.iter().map(|s| s.json(&to_ms, false)).collect::<Vec<_>>(),
+    })
+}
+
+/// A MAC as `52:54:00:12:34:56` (or with dashes).
+pub fn parse_mac(s: &str) -> Result<Vec<u8>, String> {
+    let bytes: Result<Vec<u8>, _> = s
+        .split([':', '-'])
+        .map(|b| u8::from_str_radix(b, 16))
+        .collect();
+    match bytes {
+        Ok(b) if (1..=16).contains(&b.len()) && s.split([':', '-']).all(|x| x.len() == 2) => Ok(b),
+        _ => Err(format!(
+            "'{s}' is not a MAC address (expected 52:54:00:12:34:56)"
+        )),
+    }
+}
+
 /// The listening control socket.
 pub struct Control {
     path: PathBuf,
@@ -87,6 +150,7 @@ impl Control {
     pub fn start(
         path: &Path,
         server: Arc<crate::serve::ServerCell>,
+        sessions: Arc<crate::sessions::Sessions>,
         clock: Clock,
         stats: impl Fn() -> serde_json::Value + Send + 'static,
         shutdown: Arc<AtomicBool>,
@@ -112,7 +176,7 @@ impl Control {
                 while !shutdown.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((conn, _)) => {
-                            let _ = answer(conn, &server.get(), &clock, &stats);
+                            let _ = answer(conn, &server.get(), &sessions, &clock, &stats);
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                             std::thread::sleep(Duration::from_millis(50))
@@ -148,6 +212,7 @@ impl Drop for Control {
 fn answer(
     conn: UnixStream,
     server: &Server,
+    sessions: &crate::sessions::Sessions,
     clock: &Clock,
     stats: &dyn Fn() -> serde_json::Value,
 ) -> std::io::Result<()> {
@@ -156,13 +221,15 @@ fn answer(
     let mut line = String::new();
     // At most 256 bytes: requests are one word.
     BufReader::new(std::io::Read::take(&conn, 256)).read_line(&mut line)?;
-    let body = match line.trim() {
-        "leases" => serde_json::to_string(&leases_json(server, clock))?,
-        "stats" => stats().to_string(),
-        other => {
-            serde_json::json!({ "error": format!("unknown request '{other}' (leases, stats)") })
-                .to_string()
-        }
+    let mut words = line.split_whitespace();
+    let body = match (words.next().unwrap_or(""), words.collect::<Vec<_>>()) {
+        ("leases", _) => serde_json::to_string(&leases_json(server, clock))?,
+        ("stats", _) => stats().to_string(),
+        ("sessions", args) => sessions_json(sessions, clock, &args).to_string(),
+        (other, _) => serde_json::json!({
+            "error": format!("unknown request '{other}' (leases, stats, sessions)")
+        })
+        .to_string(),
     };
     let mut w = &conn;
     w.write_all(body.as_bytes())?;

@@ -171,26 +171,46 @@ impl Daemon {
             let t = tftp_limits(t, tftp_budget, nofile, &settings.interfaces);
             // Who holds an address: the boot-session registry the DHCP workers feed.
             let (sessions, clock) = (dhcp.sessions(), dhcp.clock());
+            let for_notes = sessions.clone();
             let mac_of: tftpd::MacLookup =
                 Arc::new(move |ip| sessions.mac_of(clock.now(), ip).map(|m| m.to_vec()));
+            let note: tftpd::BootNote =
+                Arc::new(move |ip, step| for_notes.note(clock.now(), ip, step));
             let cache = tftp_cache.clone().context("a TFTP file cache")?;
-            let tftp =
-                tftpd::start_shared(&t, cache, dhcp.clock(), shutdown.clone(), Some(mac_of))?;
+            let tftp = tftpd::start_shared(
+                &t,
+                cache,
+                dhcp.clock(),
+                shutdown.clone(),
+                Some(mac_of),
+                Some(note),
+            )?;
             tftp_local = Some(tftp.local_addr());
             services.push(Box::new(tftp));
         }
         if let Some(h) = &http_settings {
             let cache = http_cache.clone().context("an HTTP file cache")?;
-            let http = httpd::start_shared(h, cache, shutdown.clone())?;
+            let (sessions, clock) = (dhcp.sessions(), dhcp.clock());
+            let note: tftpd::BootNote =
+                Arc::new(move |ip, step| sessions.note(clock.now(), ip, step));
+            let http = httpd::start_shared(h, cache, shutdown.clone(), Some(note))?;
             http_local = Some(http.local_addr());
             services.push(Box::new(http));
         }
         if let Some(i) = &settings.iscsi {
             // Diskless targets keyed by MAC ask the boot-session registry who holds an address.
             let (sessions, clock) = (dhcp.sessions(), dhcp.clock());
+            let for_notes = sessions.clone();
             let mac_of: tftpd::MacLookup =
                 Arc::new(move |ip| sessions.mac_of(clock.now(), ip).map(|m| m.to_vec()));
-            services.push(Box::new(iscsid::start(i, shutdown.clone(), Some(mac_of))?));
+            let note: tftpd::BootNote =
+                Arc::new(move |ip, step| for_notes.note(clock.now(), ip, step));
+            services.push(Box::new(iscsid::start(
+                i,
+                shutdown.clone(),
+                Some(mac_of),
+                Some(note),
+            )?));
         }
         for s in &services {
             if let Some(src) = s.stats() {
@@ -198,8 +218,10 @@ impl Daemon {
             }
         }
         let top = Service::stats(&dhcp).context("DHCP stats")?;
+        let registry = dhcp.sessions();
         let stats: StatsSource = Arc::new(move || {
             let mut v = top();
+            v["boot"] = registry.boots.stats_json();
             for (name, src) in &sections {
                 v[*name] = src();
             }
@@ -213,6 +235,7 @@ impl Daemon {
         let control = Control::start(
             &settings.control_socket,
             dhcp.server_cell(),
+            dhcp.sessions(),
             dhcp.clock(),
             move || for_control(),
             shutdown.clone(),
@@ -265,6 +288,7 @@ impl Daemon {
             .leases()
             .sweep(now, |l| expired.push((l.addr, l.hwaddr.clone(), l.subnet)));
         let sessions = self.dhcp.sessions();
+        sessions.boots.sweep(now);
         for (ip, hw, subnet) in expired {
             sessions.forget(ip, &hw);
             let mac = serve::fmt_hw(&hw);

@@ -436,7 +436,7 @@ impl<T: TxQueue> Loop<T> {
             }
         }
         if let Some(ev) = outcome.event {
-            self.w.sessions.seen(&ev);
+            self.w.sessions.seen(now, &ev);
             log_event(self.w.id, now, &ev, server);
         }
         if let Some(r) = outcome.dropped

@@ -199,6 +199,40 @@ pub fn parse_range(value: &str, len: usize) -> RangeAsk {
 struct Files {
     cache: Arc<FileCache>,
     limit: u64,
+    note: Option<crate::tftpd::BootNote>,
+}
+
+/// The client of a request (put in its extensions by [`CountRequests`]).
+#[derive(Clone, Copy)]
+struct Client(std::net::SocketAddr);
+
+impl Files {
+    /// Tells the boot-session registry what `client` got: `Ok(bytes)` served, or the refusal.
+    fn note(&self, client: Option<&Client>, path: &[u8], got: Result<u64, String>) {
+        let (Some(note), Some(Client(std::net::SocketAddr::V4(peer)))) = (&self.note, client)
+        else {
+            return;
+        };
+        let (proto, name) = ("http", String::from_utf8_lossy(path).into());
+        note(
+            *peer.ip(),
+            match got {
+                // Handed to the connection; the body's end is not watched.
+                Ok(bytes) => crate::boots::Step::FileDone {
+                    proto,
+                    name,
+                    bytes,
+                    millis: 0,
+                    resent: 0,
+                },
+                Err(reason) => crate::boots::Step::FileFailed {
+                    proto,
+                    name,
+                    reason: reason.into(),
+                },
+            },
+        );
+    }
 }
 
 async fn serve_file(
@@ -207,7 +241,9 @@ async fn serve_file(
     version: Version,
     uri: Uri,
     headers: HeaderMap,
+    client: Option<axum::Extension<Client>>,
 ) -> Response {
+    let client = client.map(|c| c.0);
     // RFC 9112 3.2: "A server MUST respond with a 400 (Bad Request) status code to any
     // HTTP/1.1 request message that lacks a Host header field".
     if version == Version::HTTP_11 && !headers.contains_key(header::HOST) {
@@ -231,6 +267,11 @@ async fn serve_file(
                 FileError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             };
             tracing::info!(target: "bootstorm::http", event = "refused", path = %String::from_utf8_lossy(&path), status = status.as_u16(), reason = %e);
+            files.note(
+                client.as_ref(),
+                &path,
+                Err(format!("{} {e}", status.as_u16())),
+            );
             return (status, format!("{e}\n")).into_response();
         }
     };
@@ -253,6 +294,9 @@ async fn serve_file(
         }
     };
     tracing::info!(target: "bootstorm::http", event = "serve", path = %String::from_utf8_lossy(&path), status = status.as_u16(), bytes = end - start);
+    if method == Method::GET {
+        files.note(client.as_ref(), &path, Ok((end - start) as u64));
+    }
     let body = if method == Method::HEAD {
         Body::empty()
     } else {
@@ -433,15 +477,17 @@ pub fn start(s: &HttpSettings, shutdown: Arc<AtomicBool>) -> anyhow::Result<Http
         FileCache::new(&s.root, s.max_file_size)
             .with_context(|| format!("HTTP root {}", s.root.display()))?,
     );
-    start_shared(s, cache, shutdown)
+    start_shared(s, cache, shutdown, None)
 }
 
 /// [`start`] with a file cache shared with another service (TFTP from the same root); files
-/// over `s.max_file_size` are refused here whatever the cache allows.
+/// over `s.max_file_size` are refused here whatever the cache allows; `note` hears of each file
+/// served or refused (the boot-session registry).
 pub fn start_shared(
     s: &HttpSettings,
     cache: Arc<FileCache>,
     shutdown: Arc<AtomicBool>,
+    note: Option<crate::tftpd::BootNote>,
 ) -> anyhow::Result<HttpRunning> {
     use anyhow::Context;
     let std_listener = listen(s.listen).with_context(|| format!("binding HTTP {}", s.listen))?;
@@ -457,6 +503,7 @@ pub fn start_shared(
     let app = Router::new().fallback(serve_file).with_state(Files {
         cache,
         limit: s.max_file_size,
+        note,
     });
     let stats = Arc::new(HttpStats::default());
     let (flag, settings, stats2) = (shutdown.clone(), s.clone(), stats.clone());
@@ -527,6 +574,7 @@ async fn accept_loop(
         let counted = CountRequests {
             inner: app.clone(),
             stats: stats.clone(),
+            peer,
         };
         let svc = hyper_util::service::TowerToHyperService::new(counted);
         let header_timeout = s.header_timeout;
@@ -565,6 +613,7 @@ async fn accept_loop(
 struct CountRequests {
     inner: Router,
     stats: Arc<HttpStats>,
+    peer: std::net::SocketAddr,
 }
 
 impl tower_service::Service<axum::http::Request<hyper::body::Incoming>> for CountRequests {
@@ -580,8 +629,9 @@ impl tower_service::Service<axum::http::Request<hyper::body::Incoming>> for Coun
         )
     }
 
-    fn call(&mut self, req: axum::http::Request<hyper::body::Incoming>) -> Self::Future {
+    fn call(&mut self, mut req: axum::http::Request<hyper::body::Incoming>) -> Self::Future {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        req.extensions_mut().insert(Client(self.peer));
         self.inner.call(req)
     }
 }

@@ -14,8 +14,9 @@
 //!
 //! What a PDU or a login does is the core's business and does not change with the transport.
 
+use crate::boots::Step;
 use crate::overlay::{Overlay, Overlays, mac_key};
-use crate::tftpd::{MacLookup, neighbour_mac};
+use crate::tftpd::{BootNote, MacLookup, neighbour_mac};
 use bootstorm_blockio::{Engine, Mailbox, Op, Segment, Source, Submitter};
 use bootstorm_iscsi::scsi::fnv64;
 use bootstorm_iscsi::{Config, Connection, Disk, Event, IoKind, IoResult, Target};
@@ -187,6 +188,8 @@ enum Unit {
 struct Store {
     units: Vec<Unit>,
     mac_of: Option<MacLookup>,
+    /// Tells the boot-session registry of logins and first reads.
+    note: Option<BootNote>,
     engine: Engine,
     inline: bool,
     login_timeout: Duration,
@@ -210,6 +213,7 @@ pub fn start(
     s: &IscsiSettings,
     shutdown: Arc<AtomicBool>,
     mac_of: Option<MacLookup>,
+    note: Option<BootNote>,
 ) -> anyhow::Result<IscsiRunning> {
     use anyhow::Context;
     let mut targets = Vec::new();
@@ -317,6 +321,7 @@ pub fn start(
     let store = Arc::new(Store {
         units,
         mac_of,
+        note,
         engine,
         inline: s.inline,
         login_timeout: s.login_timeout,
@@ -474,6 +479,8 @@ struct Served<'a> {
     mailbox: Arc<Mailbox>,
     /// Its key in the session registry, once logged in.
     session: Option<SessionKey>,
+    /// Its first read was told to the boot-session registry.
+    read_noted: bool,
 }
 
 /// Serves one connection to its end (counted as active meanwhile).
@@ -509,6 +516,7 @@ fn serve_connection(
         close: Arc::new(AtomicBool::new(false)),
         mailbox: mailbox.clone(),
         session: None,
+        read_noted: false,
     };
     // Received bytes are rbuf[rstart..rend]; the buffer is zeroed once and grows (doubling)
     // only for a PDU larger than it.
@@ -719,6 +727,23 @@ impl Served<'_> {
     fn after_input(&mut self) -> bool {
         while let Some(e) = self.conn.poll_event() {
             log_event(&e, self.peer, self.stats, self.conn.digests());
+            let step = match &e {
+                Event::LoggedIn {
+                    initiator,
+                    target: Some(t),
+                    ..
+                } => Some(Step::IscsiLogin {
+                    initiator: initiator.as_str().into(),
+                    target: t.as_str().into(),
+                }),
+                Event::LoginFailed { reason, .. } => Some(Step::IscsiRefused {
+                    reason: (*reason).into(),
+                }),
+                _ => None,
+            };
+            if let Some(step) = step {
+                self.note(step);
+            }
             if let Event::LoggedIn {
                 initiator,
                 target: Some(name),
@@ -754,6 +779,13 @@ impl Served<'_> {
         }
     }
 
+    /// Tells the boot-session registry `step` of this connection's machine.
+    fn note(&self, step: Step) {
+        if let (Some(note), Some(std::net::SocketAddr::V4(p))) = (&self.store.note, self.peer) {
+            note(*p.ip(), step);
+        }
+    }
+
     fn tag(&mut self, p: Pending) -> u64 {
         self.next_tag += 1;
         self.pending.insert(self.next_tag, p);
@@ -764,6 +796,10 @@ impl Served<'_> {
     /// holds); an overlay's first writes (copy-up and the map's update) and its syncs are done
     /// here too: they are the overlay's, and rare.
     fn dispatch(&mut self, id: u64, target: usize, kind: IoKind) {
+        if !self.read_noted && matches!(kind, IoKind::Read { .. }) {
+            self.read_noted = true;
+            self.note(Step::IscsiRead);
+        }
         let overlay = self.overlay.clone();
         match (&self.store.units[target], overlay, kind) {
             (Unit::File(src), _, IoKind::Read { offset, len }) => {

@@ -6,6 +6,7 @@
 //! (`bootstorm-net`). It wires them together and owns threads, signals and logs.
 #![forbid(unsafe_code)]
 
+pub mod boots;
 pub mod config;
 pub mod control;
 pub mod daemon;

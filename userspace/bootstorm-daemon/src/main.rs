@@ -64,6 +64,31 @@ enum Cmd {
         #[command(subcommand)]
         action: OverlayAction,
     },
+    /// The boot sessions of a running server: every booting machine with its phase, newest
+    /// first; with --mac, one machine's timeline (DHCP, boot files, iSCSI) and its failure.
+    Sessions {
+        /// Config file of the server (to find its control socket).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Control socket path (instead of --config).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// One machine's session with its timeline.
+        #[arg(long)]
+        mac: Option<String>,
+        /// Only sessions in this phase (dhcp, bound, tftp, http, loaded, iscsi, booted, failed).
+        #[arg(long)]
+        phase: Option<String>,
+        /// Only sessions that saw a failure.
+        #[arg(long)]
+        failed: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a running server's counters as JSON.
     Stats {
         /// Config file of the server (to find its control socket).
@@ -247,6 +272,15 @@ fn main() -> ExitCode {
         } => import_cmd(&config, format, &files, dry_run),
         Cmd::Lab { args } => lab_cmd(&args),
         Cmd::Overlay { action } => overlay_cmd(action),
+        Cmd::Sessions {
+            config,
+            socket,
+            mac,
+            phase,
+            failed,
+            limit,
+            json,
+        } => sessions_cmd(config, socket, mac, phase, failed, limit, json),
         Cmd::Stats { config, socket } => socket_path(config, socket).and_then(|p| {
             out(&control::request(&p, "stats")
                 .with_context(|| format!("asking {}", p.display()))?)
@@ -670,6 +704,114 @@ fn overlay_cmd(action: OverlayAction) -> anyhow::Result<()> {
 }
 
 /// `1.5 GiB`.
+#[allow(clippy::too_many_arguments)]
+fn sessions_cmd(
+    config: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    mac: Option<String>,
+    phase: Option<String>,
+    failed: bool,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let path = socket_path(config, socket)?;
+    let mut ask = String::from("sessions");
+    if let Some(m) = &mac {
+        control::parse_mac(m).map_err(|e| anyhow::anyhow!("--mac: {e}"))?;
+        ask += &format!(" mac={m}");
+    }
+    if let Some(p) = &phase {
+        ask += &format!(" phase={p}");
+    }
+    if failed {
+        ask += " failed";
+    }
+    ask += &format!(" limit={limit}");
+    let answer = control::request(&path, &ask)
+        .with_context(|| format!("asking the server at {} (is it running?)", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&answer).context("reading the server's answer")?;
+    if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
+        bail!("{e}");
+    }
+    if json {
+        return out(&answer);
+    }
+    let s = |v: &serde_json::Value, k: &str| {
+        v.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_string()
+    };
+    let ms = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+    use std::fmt::Write;
+    let mut t = String::new();
+    if mac.is_some() {
+        let _ = writeln!(t, "MAC      {}", s(&v, "mac"));
+        let _ = writeln!(t, "ADDRESS  {}", s(&v, "address"));
+        let _ = writeln!(t, "IQN      {}", s(&v, "iqn"));
+        let _ = writeln!(
+            t,
+            "PHASE    {}{}",
+            s(&v, "phase"),
+            if v["ended"] == true { " (ended)" } else { "" }
+        );
+        let _ = writeln!(t, "STARTED  {}", utc(ms(&v, "started_ms") / 1000));
+        let _ = writeln!(t, "ELAPSED  {}", human_ms(ms(&v, "elapsed_ms")));
+        if let Some(f) = v["failure"].as_str() {
+            let _ = writeln!(t, "FAILURE  {f}");
+        }
+        let _ = writeln!(t, "\n{:>9}  {:<14} DETAIL", "AFTER", "STEP");
+        for st in v["timeline"].as_array().into_iter().flatten() {
+            let detail: Vec<String> = st
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| !matches!(k.as_str(), "step" | "at_ms" | "after_ms"))
+                .map(|(k, x)| format!("{k}={}", x.as_str().map_or(x.to_string(), str::to_string)))
+                .collect();
+            let _ = writeln!(
+                t,
+                "{:>9}  {:<14} {}",
+                human_ms(ms(st, "after_ms")),
+                s(st, "step"),
+                detail.join(" ")
+            );
+        }
+        return out(&t);
+    }
+    let _ = writeln!(
+        t,
+        "{:<18} {:<16} {:<7} {:>9} {:>6}  FAILURE",
+        "MAC", "ADDRESS", "PHASE", "ELAPSED", "ROUNDS"
+    );
+    for x in v["sessions"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            t,
+            "{:<18} {:<16} {:<7} {:>9} {:>6}  {}",
+            s(x, "mac"),
+            s(x, "address"),
+            s(x, "phase"),
+            human_ms(ms(x, "elapsed_ms")),
+            ms(x, "rounds"),
+            x["failure"].as_str().unwrap_or("")
+        );
+    }
+    let shown = v["sessions"].as_array().map_or(0, Vec::len);
+    let total = ms(&v, "total");
+    if total as usize > shown {
+        let _ = writeln!(t, "({shown} of {total}; --limit for more)");
+    }
+    out(&t)
+}
+
+/// Milliseconds as a person writes them: `850ms`, `4.2s`, `59m43s`, `3h05m`.
+fn human_ms(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60),
+        _ => format!("{}h{:02}m", ms / 3_600_000, ms / 60_000 % 60),
+    }
+}
+
 fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;

@@ -356,7 +356,15 @@ pub fn start_with(
             let (sess, clock) = (sessions.clone(), clock);
             let mac_of: crate::tftpd::MacLookup =
                 Arc::new(move |ip| sess.mac_of(clock.now(), ip).map(|m| m.to_vec()));
-            Some(crate::tftpd::xdp::Shared::new(&t, cache, Some(mac_of)))
+            let sess = sessions.clone();
+            let note: crate::tftpd::BootNote =
+                Arc::new(move |ip, step| sess.note(clock.now(), ip, step));
+            Some(crate::tftpd::xdp::Shared::new(
+                &t,
+                cache,
+                Some(mac_of),
+                Some(note),
+            ))
         }
         _ => None,
     };

@@ -1,12 +1,14 @@
 //! The boot-session registry: which machine holds which address now, as the DHCP workers saw it
 //! happen (each offer, bind, release, decline and expiry). TFTP and HTTP ask it who a request
-//! comes from (per-MAC roots), instead of walking every shard of the lease table; later issues
-//! add each machine's boot phases to its session.
+//! comes from (per-MAC roots), instead of walking every shard of the lease table. It also holds
+//! each machine's boot session ([`crate::boots`]): DHCP events go there by MAC, and what TFTP,
+//! HTTP and iSCSI see goes there by the client's address ([`Sessions::note`]).
 //!
 //! Memory is bounded by the address space served: one entry per address (an offer or lease
 //! replaces the one before it), and addresses come only from the configured pools and
 //! reservations.
 
+use crate::boots::{Boots, Step};
 use bootstorm_dhcp::{Event, EventKind};
 use bootstorm_time::Instant;
 use std::collections::HashMap;
@@ -28,6 +30,8 @@ pub struct Session {
 #[derive(Debug, Default)]
 pub struct Sessions {
     by_addr: Mutex<HashMap<Ipv4Addr, Session>>,
+    /// Each machine's boot, by MAC.
+    pub boots: Boots,
 }
 
 impl Sessions {
@@ -42,7 +46,27 @@ impl Sessions {
 
     /// Records what a DHCP event says: an offer or a bind gives the address to the event's
     /// client; a release, decline or withdrawn offer ends that client's hold on it.
-    pub fn seen(&self, ev: &Event) {
+    pub fn seen(&self, now: Instant, ev: &Event) {
+        let mac = ev.hwaddr();
+        let step = match ev.kind {
+            EventKind::Offer => Some(Step::Offer {
+                addr: ev.addr,
+                round: 0,
+            }),
+            EventKind::Bind => Some(Step::Ack { addr: ev.addr }),
+            EventKind::Nak => Some(Step::Nak {
+                reason: ev.nak.map_or("refused", |r| r.name()),
+            }),
+            EventKind::Release => Some(Step::Release),
+            EventKind::Decline => Some(Step::Decline),
+            EventKind::OfferWithdrawn | EventKind::Inform => None,
+        };
+        if let Some(step) = step {
+            self.boots.step(now, mac, step);
+        }
+        if ev.no_boot_rule && matches!(ev.kind, EventKind::Offer | EventKind::Bind) {
+            self.boots.step(now, mac, Step::NoBootRule);
+        }
         match ev.kind {
             EventKind::Offer | EventKind::Bind => {
                 let Some(until) = ev.expires else { return };
@@ -79,6 +103,13 @@ impl Sessions {
         let mut m = self.map();
         if m.get(&addr).is_some_and(|s| &*s.mac == mac) {
             m.remove(&addr);
+        }
+    }
+
+    /// Records what TFTP, HTTP or iSCSI saw of the machine at `addr` (if one holds it).
+    pub fn note(&self, now: Instant, addr: Ipv4Addr, step: Step) {
+        if let Some(mac) = self.mac_of(now, addr) {
+            self.boots.step(now, &mac, step);
         }
     }
 
@@ -130,7 +161,7 @@ mod tests {
         let ip = Ipv4Addr::new(198, 18, 1, 5);
         let t = Instant::from_secs;
         assert_eq!(s.mac_of(t(0), ip), None);
-        s.seen(&ev(EventKind::Offer, 5, 1, Some(30)));
+        s.seen(t(0), &ev(EventKind::Offer, 5, 1, Some(30)));
         assert_eq!(
             s.mac_of(t(1), ip).as_deref(),
             Some(&[0x52, 0x54, 0, 0, 0, 1][..])
@@ -138,13 +169,13 @@ mod tests {
         // The offer lapses.
         assert_eq!(s.mac_of(t(30), ip), None);
         // Another machine takes the address (a reclaimed offer); then binds.
-        s.seen(&ev(EventKind::Offer, 5, 2, Some(40)));
-        s.seen(&ev(EventKind::Bind, 5, 2, Some(3600)));
+        s.seen(t(0), &ev(EventKind::Offer, 5, 2, Some(40)));
+        s.seen(t(0), &ev(EventKind::Bind, 5, 2, Some(3600)));
         assert_eq!(s.mac_of(t(100), ip).unwrap()[5], 2);
         // The first machine's late release does not end the second's lease.
-        s.seen(&ev(EventKind::Release, 5, 1, None));
+        s.seen(t(0), &ev(EventKind::Release, 5, 1, None));
         assert_eq!(s.mac_of(t(100), ip).unwrap()[5], 2);
-        s.seen(&ev(EventKind::Release, 5, 2, None));
+        s.seen(t(0), &ev(EventKind::Release, 5, 2, None));
         assert_eq!(s.mac_of(t(100), ip), None);
         assert!(s.is_empty());
         // Restored from before a restart.

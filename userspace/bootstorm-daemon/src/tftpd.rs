@@ -156,7 +156,7 @@ pub fn start(
         FileCache::new(&s.root, s.max_file_size)
             .with_context(|| format!("TFTP root {}", s.root.display()))?,
     );
-    start_shared(s, cache, clock, shutdown, mac_of)
+    start_shared(s, cache, clock, shutdown, mac_of, None)
 }
 
 /// A request datagram passed from the listener to the worker that owns its client.
@@ -167,13 +167,15 @@ struct Request {
 }
 
 /// [`start`] with a file cache shared with another service (HTTP from the same root); files
-/// over `s.max_file_size` are refused here whatever the cache allows.
+/// over `s.max_file_size` are refused here whatever the cache allows; `note` hears of each
+/// download (the boot-session registry).
 pub fn start_shared(
     s: &TftpSettings,
     cache: Arc<FileCache>,
     clock: Clock,
     shutdown: Arc<AtomicBool>,
     mac_of: Option<MacLookup>,
+    note: Option<BootNote>,
 ) -> anyhow::Result<TftpRunning> {
     // The batched socket: a 4 MiB receive buffer holds a boot storm's worth of requests, and
     // IP_PKTINFO tells which local address each was sent to, so its transfer answers from it.
@@ -203,7 +205,13 @@ pub fn start_shared(
             },
             stats.clone(),
         );
-        let host = FileHost::new(s, cache.clone(), mac_of.clone(), upload_seq.clone());
+        let host = FileHost::new(
+            s,
+            cache.clone(),
+            mac_of.clone(),
+            note.clone(),
+            upload_seq.clone(),
+        );
         let w = Worker {
             poll,
             requests: rx,
@@ -405,7 +413,7 @@ impl Worker {
                 if let Some(mut slot) = slots.remove(&f.id) {
                     let _ = self.poll.registry().deregister(&mut slot.socket);
                 }
-                log_finished(&f, now);
+                log_finished(&f, now, self.host.note.as_ref());
             }
             if last_flush.elapsed() >= logbuf::FLUSH_INTERVAL || events.is_empty() {
                 logbuf::flush_thread();
@@ -558,8 +566,30 @@ fn log_refusal(client: SocketAddrV4, bytes: &[u8]) {
     }
 }
 
-fn log_finished(f: &Finished, now: Instant) {
+fn log_finished(f: &Finished, now: Instant, note: Option<&BootNote>) {
     let millis = now.saturating_since(f.started).as_millis();
+    if let Some(note) = note
+        && f.read
+    {
+        let (proto, name) = ("tftp", f.file.as_str().into());
+        note(
+            *f.peer.ip(),
+            match f.state {
+                State::Failed(reason) => Step::FileFailed {
+                    proto,
+                    name,
+                    reason: format!("{reason:?}").into(),
+                },
+                _ => Step::FileDone {
+                    proto,
+                    name,
+                    bytes: f.bytes,
+                    millis,
+                    resent: f.resent,
+                },
+            },
+        );
+    }
     let (peer, file, p) = (&f.peer, &f.file, &f.params);
     match (f.read, f.state) {
         (true, State::Failed(reason)) => {
@@ -595,8 +625,9 @@ pub fn stats_json(s: &TftpStats) -> serde_json::Value {
 
 mod source;
 pub mod xdp;
+use crate::boots::Step;
 use source::FileHost;
-pub use source::{MacLookup, neighbour_mac};
+pub use source::{BootNote, MacLookup, neighbour_mac};
 
 #[cfg(test)]
 mod tests;

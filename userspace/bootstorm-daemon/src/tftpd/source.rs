@@ -5,6 +5,7 @@
 //! with overwrite, renamed) into place when whole.
 
 use super::{UniqueRoot, UploadSettings};
+use crate::boots::Step;
 use crate::files::{FileCache, FileError};
 use bootstorm_tftp::server::{Host, Refusal, UploadSink};
 use bootstorm_wire::tftp::{ErrorCode, Mode};
@@ -16,6 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Finds the hardware address the DHCP server leased `addr` to.
 pub type MacLookup = Arc<dyn Fn(Ipv4Addr) -> Option<Vec<u8>> + Send + Sync>;
+
+/// Tells the boot-session registry a step of the machine at an address.
+pub type BootNote = Arc<dyn Fn(Ipv4Addr, Step) + Send + Sync>;
 
 /// The hardware address of `addr` from the kernel's neighbour table (`/proc/net/arp`): a client
 /// on the local link that just sent us a request has asked for our address, which left an entry.
@@ -65,6 +69,8 @@ pub(super) struct FileHost {
     pub(super) max_file_size: u64,
     pub(super) unique_root: Option<UniqueRoot>,
     pub(super) mac_of: Option<MacLookup>,
+    /// Tells the boot-session registry what each client asked for.
+    pub(super) note: Option<BootNote>,
     pub(super) upload: Option<UploadSettings>,
     /// Makes temporary upload names unique across workers.
     pub(super) upload_seq: Arc<AtomicU64>,
@@ -76,6 +82,7 @@ impl FileHost {
         s: &super::TftpSettings,
         cache: Arc<FileCache>,
         mac_of: Option<MacLookup>,
+        note: Option<BootNote>,
         upload_seq: Arc<AtomicU64>,
     ) -> FileHost {
         FileHost {
@@ -83,6 +90,7 @@ impl FileHost {
             max_file_size: s.max_file_size,
             unique_root: s.unique_root,
             mac_of,
+            note,
             upload: s.upload.clone(),
             upload_seq,
         }
@@ -101,7 +109,7 @@ impl Host for FileHost {
         } else {
             Mode::Octet
         };
-        lookup(
+        let found = lookup(
             &self.cache,
             self.max_file_size,
             self.unique_root,
@@ -117,7 +125,25 @@ impl Host for FileHost {
                 FileError::BadName(_) | FileError::OutsideRoot => ErrorCode::AccessViolation,
             };
             Refusal::new(code, format!("{}: {e}", String::from_utf8_lossy(name)))
-        })
+        });
+        if let Some(note) = &self.note {
+            let name: Box<str> = String::from_utf8_lossy(name).into();
+            note(
+                *client.ip(),
+                match &found {
+                    Ok(_) => Step::File {
+                        proto: "tftp",
+                        name,
+                    },
+                    Err(r) => Step::FileFailed {
+                        proto: "tftp",
+                        name,
+                        reason: r.message.as_str().into(),
+                    },
+                },
+            );
+        }
+        found
     }
 
     fn open_upload(

@@ -102,6 +102,7 @@ root = "{}"
         max_file_size: t.max_file_size,
         unique_root: None,
         mac_of: None,
+        note: None,
         upload: None,
         upload_seq: Arc::default(),
     };

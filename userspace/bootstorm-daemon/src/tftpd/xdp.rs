@@ -90,6 +90,8 @@ pub struct Shared {
     pub cache: Arc<FileCache>,
     /// The MAC of a client address (the DHCP leases).
     pub mac_of: Option<super::MacLookup>,
+    /// See [`super::BootNote`].
+    pub note: Option<super::BootNote>,
     /// The counters of every fast-path worker's TFTP.
     pub stats: Arc<TftpStats>,
     /// Uploads' sequence numbers.
@@ -102,11 +104,13 @@ impl Shared {
         settings: &TftpSettings,
         cache: Arc<FileCache>,
         mac_of: Option<super::MacLookup>,
+        note: Option<super::BootNote>,
     ) -> Shared {
         Shared {
             settings: settings.clone(),
             cache,
             mac_of,
+            note,
             stats: Arc::new(TftpStats::default()),
             upload_seq: Arc::new(AtomicU64::new(0)),
         }
@@ -130,6 +134,7 @@ impl XdpTftp {
             s,
             sh.cache.clone(),
             sh.mac_of.clone(),
+            sh.note.clone(),
             sh.upload_seq.clone(),
         );
         XdpTftp {
@@ -413,7 +418,7 @@ impl Side for XdpTftp {
             if let Some(p) = self.peers.remove(&f.id) {
                 self.close_port(p.port, f.peer);
             }
-            log_finished(&f, now);
+            log_finished(&f, now, self.host.note.as_ref());
         }
         self.core.poll_timeout()
     }
