@@ -13,7 +13,7 @@ const CLIENTS: u64 = 200;
 
 /// The server and subnet every storm here runs against; tests add their boot rules, [tftp] and
 /// [http] after it.
-const SERVER: &str = r#"
+pub(crate) const SERVER: &str = r#"
 [server]
 interfaces = ["@IF@"]
 workers = 2

@@ -3,22 +3,10 @@
 //! sessions`; machines that fail (a boot file missing, no boot rule at all) show the failing
 //! phase and the reason.
 
-use crate::loadgen::run_loadgen;
+use crate::loadgen::{SERVER, run_loadgen};
 use bootstorm_tests::{ServerProc, bin, need_root, run};
 use std::process::Command;
 use std::time::Duration;
-
-const SERVER: &str = r#"
-[server]
-interfaces = ["@IF@"]
-workers = 2
-control_socket = "@CONTROL@"
-
-[[subnet]]
-network = "198.18.0.0/16"
-server_id = "198.18.0.1"
-pools = ["198.18.1.1-198.18.3.254"]
-"#;
 
 /// `bootstorm sessions --socket S ARGS`: its stdout, which must succeed.
 fn sessions(srv: &ServerProc, args: &[&str]) -> String {
@@ -156,6 +144,34 @@ fn a_storm_s_machines_each_have_a_session_through_dhcp_and_tftp() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no session of 02:00:00:00:00:99"));
 }
 
+/// Serves `config`, boots 5 machines that must fail, and returns the server with the sessions
+/// `filter` lists (all 5 of them).
+fn failed_storm(
+    lab: &bootstorm_tests::Lab,
+    dir: &bootstorm_tests::TempDir,
+    config: &str,
+    filter: &[&str],
+) -> (ServerProc, Vec<serde_json::Value>) {
+    let srv = ServerProc::start(lab, dir, config);
+    let args = [
+        "--interface",
+        &lab.client_if,
+        "--clients",
+        "5",
+        "--limit",
+        "20",
+    ];
+    let (code, r) = run_loadgen(lab, &args);
+    assert_ne!(code, Some(0), "{r:#}");
+    let v = sessions_json(&srv, filter);
+    assert_eq!(v["total"], 5, "{v:#}");
+    let list = v["sessions"].as_array().unwrap().clone();
+    for s in &list {
+        assert_eq!(s["phase"], "failed", "{s}");
+    }
+    (srv, list)
+}
+
 #[test]
 fn a_failed_boot_shows_its_phase_and_reason() {
     let _heavy = bootstorm_tests::heavy();
@@ -168,23 +184,8 @@ fn a_failed_boot_shows_its_phase_and_reason() {
         "{SERVER}\n[[boot]]\nfile = \"missing.efi\"\n\n[tftp]\nroot = \"{}\"\n",
         root.display()
     );
-    let srv = ServerProc::start(&lab, &dir, &config);
-    let (code, r) = run_loadgen(
-        &lab,
-        &[
-            "--interface",
-            &lab.client_if,
-            "--clients",
-            "5",
-            "--limit",
-            "20",
-        ],
-    );
-    assert_ne!(code, Some(0), "{r:#}");
-    let v = sessions_json(&srv, &["--failed"]);
-    assert_eq!(v["total"], 5, "{v:#}");
-    for s in v["sessions"].as_array().unwrap() {
-        assert_eq!(s["phase"], "failed", "{s}");
+    let (srv, list) = failed_storm(&lab, &dir, &config, &["--failed"]);
+    for s in &list {
         let f = s["failure"].as_str().unwrap();
         assert!(
             f.starts_with("tftp missing.efi:") && f.contains("not found"),
@@ -200,22 +201,8 @@ fn a_failed_boot_shows_its_phase_and_reason() {
     drop(srv);
 
     // No boot rule at all: the firmware gets an address and nothing to boot.
-    let srv = ServerProc::start(&lab, &dir, SERVER);
-    let (code, r) = run_loadgen(
-        &lab,
-        &[
-            "--interface",
-            &lab.client_if,
-            "--clients",
-            "5",
-            "--limit",
-            "20",
-        ],
-    );
-    assert_ne!(code, Some(0), "{r:#}");
-    let v = sessions_json(&srv, &["--phase", "failed"]);
-    assert_eq!(v["total"], 5, "{v:#}");
-    for s in v["sessions"].as_array().unwrap() {
+    let (srv, list) = failed_storm(&lab, &dir, SERVER, &["--phase", "failed"]);
+    for s in &list {
         let f = s["failure"].as_str().unwrap();
         assert!(f.starts_with("no boot rule matched"), "{f}");
     }

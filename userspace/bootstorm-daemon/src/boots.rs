@@ -405,39 +405,25 @@ impl Boots {
                     round: s.rounds,
                 }
             }
+            other => other,
+        };
+        match &step {
             Step::Ack { addr } => {
                 lap(Lap::Dhcp, s.round_start.take());
-                s.addr = Some(addr);
+                s.addr = Some(*addr);
                 s.bound_at = Some(now);
-                Step::Ack { addr }
             }
-            Step::FileDone {
-                proto,
-                name,
-                bytes,
-                millis,
-                resent,
-            } => {
-                if proto == "tftp" {
-                    lap(
-                        Lap::Tftp,
-                        Some(Instant::from_millis(now.as_millis().saturating_sub(millis))),
-                    );
+            Step::FileDone { proto, millis, .. } => {
+                if *proto == "tftp" {
+                    let began = now.as_millis().saturating_sub(*millis);
+                    lap(Lap::Tftp, Some(Instant::from_millis(began)));
                 }
                 s.loaded = true;
-                Step::FileDone {
-                    proto,
-                    name,
-                    bytes,
-                    millis,
-                    resent,
-                }
             }
-            Step::IscsiLogin { initiator, target } => {
+            Step::IscsiLogin { initiator, .. } => {
                 lap(Lap::IscsiLogin, s.bound_at);
                 s.login_at = Some(now);
                 s.iqn = Some(initiator.clone());
-                Step::IscsiLogin { initiator, target }
             }
             Step::IscsiRead => {
                 if s.phase == Phase::Booted {
@@ -446,10 +432,9 @@ impl Boots {
                 lap(Lap::IscsiRead, s.login_at);
                 lap(Lap::Boot, Some(s.started));
                 inner.counts.booted += 1;
-                Step::IscsiRead
             }
-            other => other,
-        };
+            _ => {}
+        }
         if let Some(f) = step.failure() {
             s.failure = Some(f);
             inner.counts.failures += 1;
