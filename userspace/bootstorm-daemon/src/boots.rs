@@ -349,12 +349,6 @@ impl Boots {
             inner.seq += 1;
             let seq = inner.seq;
             inner.order.push_back((seq, mac.into()));
-            if inner.order.len() > 2 * self.live_cap {
-                let live = &inner.live;
-                inner
-                    .order
-                    .retain(|(s, k)| k.as_ref() == mac || live.get(k).is_some_and(|x| x.seq == *s));
-            }
             inner.live.insert(
                 mac.into(),
                 Session {
@@ -378,6 +372,13 @@ impl Boots {
             );
             inner.counts.started += 1;
             inner.counts.per_phase[Phase::Dhcp.index()] += 1;
+            // Ended sessions leave their entries behind: drop them once they are half.
+            if inner.order.len() > 2 * self.live_cap {
+                let live = &inner.live;
+                inner
+                    .order
+                    .retain(|(s, k)| live.get(k).is_some_and(|x| x.seq == *s));
+            }
         }
         let Some(s) = inner.live.get_mut(mac) else {
             return;

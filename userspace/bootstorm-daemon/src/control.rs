@@ -125,14 +125,11 @@ pub fn sessions_json(
     })
 }
 
-/// A MAC as `52:54:00:12:34:56` (or with dashes).
+/// A hardware address as the config file writes one (`52:54:00:12:34:56`, [`crate::config::Hex`]),
+/// at most 16 bytes (chaddr).
 pub fn parse_mac(s: &str) -> Result<Vec<u8>, String> {
-    let bytes: Result<Vec<u8>, _> = s
-        .split([':', '-'])
-        .map(|b| u8::from_str_radix(b, 16))
-        .collect();
-    match bytes {
-        Ok(b) if (1..=16).contains(&b.len()) && s.split([':', '-']).all(|x| x.len() == 2) => Ok(b),
+    match s.parse::<crate::config::Hex>() {
+        Ok(h) if h.0.len() <= 16 => Ok(h.0),
         _ => Err(format!(
             "'{s}' is not a MAC address (expected 52:54:00:12:34:56)"
         )),

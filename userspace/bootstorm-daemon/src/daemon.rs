@@ -171,28 +171,21 @@ impl Daemon {
             let t = tftp_limits(t, tftp_budget, nofile, &settings.interfaces);
             // Who holds an address: the boot-session registry the DHCP workers feed.
             let (sessions, clock) = (dhcp.sessions(), dhcp.clock());
-            let for_notes = sessions.clone();
-            let mac_of: tftpd::MacLookup =
-                Arc::new(move |ip| sessions.mac_of(clock.now(), ip).map(|m| m.to_vec()));
-            let note: tftpd::BootNote =
-                Arc::new(move |ip, step| for_notes.note(clock.now(), ip, step));
             let cache = tftp_cache.clone().context("a TFTP file cache")?;
             let tftp = tftpd::start_shared(
                 &t,
                 cache,
                 dhcp.clock(),
                 shutdown.clone(),
-                Some(mac_of),
-                Some(note),
+                Some(sessions.lookup(clock)),
+                Some(sessions.notes(clock)),
             )?;
             tftp_local = Some(tftp.local_addr());
             services.push(Box::new(tftp));
         }
         if let Some(h) = &http_settings {
             let cache = http_cache.clone().context("an HTTP file cache")?;
-            let (sessions, clock) = (dhcp.sessions(), dhcp.clock());
-            let note: tftpd::BootNote =
-                Arc::new(move |ip, step| sessions.note(clock.now(), ip, step));
+            let note = dhcp.sessions().notes(dhcp.clock());
             let http = httpd::start_shared(h, cache, shutdown.clone(), Some(note))?;
             http_local = Some(http.local_addr());
             services.push(Box::new(http));
@@ -200,16 +193,11 @@ impl Daemon {
         if let Some(i) = &settings.iscsi {
             // Diskless targets keyed by MAC ask the boot-session registry who holds an address.
             let (sessions, clock) = (dhcp.sessions(), dhcp.clock());
-            let for_notes = sessions.clone();
-            let mac_of: tftpd::MacLookup =
-                Arc::new(move |ip| sessions.mac_of(clock.now(), ip).map(|m| m.to_vec()));
-            let note: tftpd::BootNote =
-                Arc::new(move |ip, step| for_notes.note(clock.now(), ip, step));
             services.push(Box::new(iscsid::start(
                 i,
                 shutdown.clone(),
-                Some(mac_of),
-                Some(note),
+                Some(sessions.lookup(clock)),
+                Some(sessions.notes(clock)),
             )?));
         }
         for s in &services {

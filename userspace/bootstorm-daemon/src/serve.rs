@@ -352,20 +352,12 @@ pub fn start_with(
     }
     // TFTP on the fast path: each worker a side of its own, over one file cache and counters.
     let side = match (&fast, tftp) {
-        (Some(_), Some((t, cache))) => {
-            let (sess, clock) = (sessions.clone(), clock);
-            let mac_of: crate::tftpd::MacLookup =
-                Arc::new(move |ip| sess.mac_of(clock.now(), ip).map(|m| m.to_vec()));
-            let sess = sessions.clone();
-            let note: crate::tftpd::BootNote =
-                Arc::new(move |ip, step| sess.note(clock.now(), ip, step));
-            Some(crate::tftpd::xdp::Shared::new(
-                &t,
-                cache,
-                Some(mac_of),
-                Some(note),
-            ))
-        }
+        (Some(_), Some((t, cache))) => Some(crate::tftpd::xdp::Shared::new(
+            &t,
+            cache,
+            Some(sessions.lookup(clock)),
+            Some(sessions.notes(clock)),
+        )),
         _ => None,
     };
     if let (Some(f), Some(sh)) = (fast.as_mut(), &side) {

@@ -9,11 +9,12 @@
 //! reservations.
 
 use crate::boots::{Boots, Step};
+use crate::tftpd::{BootNote, MacLookup};
 use bootstorm_dhcp::{Event, EventKind};
-use bootstorm_time::Instant;
+use bootstorm_time::{Clock, Instant};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// What is known of the machine at one address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,6 +105,19 @@ impl Sessions {
         if m.get(&addr).is_some_and(|s| &*s.mac == mac) {
             m.remove(&addr);
         }
+    }
+
+    /// [`Sessions::mac_of`] at `clock`'s now, as TFTP's per-MAC roots and diskless iSCSI
+    /// targets ask it.
+    pub fn lookup(self: &Arc<Self>, clock: Clock) -> MacLookup {
+        let s = self.clone();
+        Arc::new(move |ip| s.mac_of(clock.now(), ip).map(|m| m.to_vec()))
+    }
+
+    /// [`Sessions::note`] at `clock`'s now, as TFTP, HTTP and iSCSI report their steps.
+    pub fn notes(self: &Arc<Self>, clock: Clock) -> BootNote {
+        let s = self.clone();
+        Arc::new(move |ip, step| s.note(clock.now(), ip, step))
     }
 
     /// Records what TFTP, HTTP or iSCSI saw of the machine at `addr` (if one holds it).
