@@ -325,13 +325,45 @@ impl Worker<'_> {
         }
     }
 
+    /// The phase machine `k` is in, if any.
+    fn phase_now(&self, k: usize) -> Option<Phase> {
+        let m = &self.machines[k];
+        let ipxe = m.stage > 0;
+        Some(match (&m.step, &m.fetch) {
+            (Step::Dhcp, _) if ipxe => Phase::IpxeDhcp,
+            (Step::Dhcp, _) => Phase::Dhcp,
+            (Step::Fetch, Some(Fetcher::Tftp(..) | Fetcher::TftpL2(..))) if ipxe => Phase::IpxeTftp,
+            (Step::Fetch, Some(Fetcher::Tftp(..) | Fetcher::TftpL2(..))) => Phase::Tftp,
+            (Step::Fetch, Some(Fetcher::Http { .. })) if ipxe => Phase::IpxeHttp,
+            (Step::Fetch, Some(Fetcher::Http { .. })) => Phase::Http,
+            (Step::Fetch, Some(Fetcher::Iscsi { sess, .. })) if sess.login_latency().is_some() => {
+                Phase::IscsiIo
+            }
+            (Step::Fetch, Some(Fetcher::Iscsi { .. })) => Phase::IscsiLogin,
+            _ => return None,
+        })
+    }
+
+    /// Machine `k` leaves the phase it is in at `now` without finishing it (it failed): the
+    /// report still counts it in flight until then.
+    fn abandon_phase(&mut self, k: usize, now: u64) {
+        if let Some(p) = self.phase_now(k) {
+            let mark = self.machines[k].mark;
+            self.result.span(p, mark, now);
+        }
+    }
+
     fn finish(&mut self, k: usize, now: u64, outcome: Outcome) {
         let m = &mut self.machines[k];
         if m.step == Step::Done {
             return;
         }
-        m.step = Step::Done;
         let arrive = m.arrive;
+        if matches!(outcome, Outcome::Failed(_)) && m.step != Step::Waiting {
+            self.abandon_phase(k, now);
+            self.result.span(Phase::Boot, arrive, now);
+        }
+        self.machines[k].step = Step::Done;
         self.release(k);
         self.active -= 1;
         match outcome {
@@ -340,7 +372,7 @@ impl Worker<'_> {
                 self.progress.completed.fetch_add(1, Ordering::Relaxed);
             }
             Outcome::Failed(why) => {
-                self.result.fail(why);
+                self.result.fail(why, now);
                 self.progress.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -354,11 +386,12 @@ impl Worker<'_> {
             return self.finish(k, now, Outcome::Failed(why));
         }
         m.attempts += 1;
+        self.abandon_phase(k, now);
         self.release(k);
         let m = &mut self.machines[k];
         m.step = Step::Rebooting;
         m.retry_at = now + self.cfg.boot_retry_delay.as_micros() as u64;
-        self.result.retry(why);
+        self.result.retry(why, now);
         self.schedule(k);
     }
 
@@ -493,6 +526,9 @@ impl Worker<'_> {
                     let why = if stage == 0 { f.name() } else { f.ipxe_name() };
                     return self.fail(k, now, why);
                 }
+                if len > 0 {
+                    self.result.resend("dhcp", now);
+                }
                 self.send_dhcp(k, len);
                 self.schedule(k);
             }
@@ -508,10 +544,14 @@ impl Worker<'_> {
                 match machines[k].fetch.as_mut() {
                     Some(Fetcher::Tftp(dl, sock)) => {
                         let a = dl.on_timer(now, buf);
+                        if matches!(a, Action::Send(..)) {
+                            self.result.resend("tftp", now);
+                        }
                         send_one(sock, tx, buf, a);
                     }
                     Some(Fetcher::TftpL2(dl, local)) => {
                         if let Action::Send(to, n) = dl.on_timer(now, buf) {
+                            self.result.resend("tftp", now);
                             net.send_udp(mac, *local, to, &buf[..n]);
                         }
                     }

@@ -84,6 +84,38 @@ pub struct WorkerResult {
     pub retries: BTreeMap<&'static str, u64>,
     /// When each boot completed (us from the start).
     pub completions: Vec<u64>,
+    /// Per phase, per [`BUCKET_US`]: machines that entered it (+1) and left it (-1); the
+    /// running sum is the machines in it. [`Phase::Boot`] is "booting" (power-on to done).
+    pub entered: BTreeMap<Phase, Vec<i32>>,
+    /// Retransmissions per bucket, by protocol (`dhcp`, `tftp`).
+    pub resent: BTreeMap<&'static str, Vec<u32>>,
+    /// Machines that failed for good, per bucket.
+    pub failed_at: Vec<u32>,
+    /// Boot attempts that failed and started over, per bucket.
+    pub retried_at: Vec<u32>,
+}
+
+/// The width of the report's time buckets: 100 ms.
+pub const BUCKET_US: u64 = 100_000;
+
+/// Adds `d` to bucket `at_us / BUCKET_US` of `v`, growing it (bounded by the run's limit: at
+/// most an hour of buckets).
+fn bump<T: Copy + Default + std::ops::Add<Output = T>>(v: &mut Vec<T>, at_us: u64, d: T) {
+    let i = ((at_us / BUCKET_US) as usize).min(36_000);
+    if v.len() <= i {
+        v.resize(i + 1, T::default());
+    }
+    v[i] = v[i] + d;
+}
+
+/// `b` added into `a` element by element.
+fn add_into<T: Copy + Default + std::ops::Add<Output = T>>(a: &mut Vec<T>, b: &[T]) {
+    if a.len() < b.len() {
+        a.resize(b.len(), T::default());
+    }
+    for (x, y) in a.iter_mut().zip(b) {
+        *x = *x + *y;
+    }
 }
 
 impl Default for WorkerResult {
@@ -100,20 +132,38 @@ impl WorkerResult {
             failures: BTreeMap::new(),
             retries: BTreeMap::new(),
             completions: Vec::new(),
+            entered: BTreeMap::new(),
+            resent: BTreeMap::new(),
+            failed_at: Vec::new(),
+            retried_at: Vec::new(),
         }
     }
 
-    /// Phase `p` took `us`.
-    pub fn record(&mut self, p: Phase, us: u64) {
+    /// Phase `p` took `us` and ended at `at` (us from the start).
+    pub fn record(&mut self, p: Phase, us: u64, at: u64) {
         self.phases
             .entry(p)
             .or_insert_with(histogram)
             .saturating_record(us.max(1));
+        self.span(p, at.saturating_sub(us), at);
+    }
+
+    /// A machine was in phase `p` from `from` to `to` (a phase it finished, or one it failed
+    /// in: in flight either way).
+    pub fn span(&mut self, p: Phase, from: u64, to: u64) {
+        let v = self.entered.entry(p).or_default();
+        bump(v, from, 1);
+        bump(v, to, -1);
+    }
+
+    /// A retransmission of `proto` at `at`.
+    pub fn resend(&mut self, proto: &'static str, at: u64) {
+        bump(self.resent.entry(proto).or_default(), at, 1);
     }
 
     /// A boot took `us` and ended at `at`.
     pub fn boot(&mut self, us: u64, at: u64) {
-        self.record(Phase::Boot, us);
+        self.record(Phase::Boot, us, at);
         self.completions.push(at);
     }
 
@@ -122,14 +172,16 @@ impl WorkerResult {
         self.phases.get(&Phase::Boot).map_or(0, |h| h.len())
     }
 
-    /// A machine failed.
-    pub fn fail(&mut self, why: &'static str) {
+    /// A machine failed at `at`.
+    pub fn fail(&mut self, why: &'static str, at: u64) {
         *self.failures.entry(why).or_default() += 1;
+        bump(&mut self.failed_at, at, 1);
     }
 
-    /// A boot attempt failed and the machine starts over.
-    pub fn retry(&mut self, why: &'static str) {
+    /// A boot attempt failed at `at` and the machine starts over.
+    pub fn retry(&mut self, why: &'static str, at: u64) {
         *self.retries.entry(why).or_default() += 1;
+        bump(&mut self.retried_at, at, 1);
     }
 
     /// Adds `o` into this one.
@@ -145,6 +197,14 @@ impl WorkerResult {
             *self.retries.entry(k).or_default() += v;
         }
         self.completions.extend_from_slice(&o.completions);
+        for (p, v) in &o.entered {
+            add_into(self.entered.entry(*p).or_default(), v);
+        }
+        for (k, v) in &o.resent {
+            add_into(self.resent.entry(k).or_default(), v);
+        }
+        add_into(&mut self.failed_at, &o.failed_at);
+        add_into(&mut self.retried_at, &o.retried_at);
     }
 }
 
@@ -213,6 +273,14 @@ pub struct Report {
     pub phases: Vec<PhaseStats>,
     /// Completions per 100 ms from the start (for plots).
     pub completions_per_100ms: Vec<u64>,
+    /// Machines in each phase at the end of every 100 ms (`boot`: booting at all).
+    pub in_flight_per_100ms: BTreeMap<String, Vec<u64>>,
+    /// Retransmissions per 100 ms, by protocol.
+    pub retransmissions_per_100ms: BTreeMap<String, Vec<u64>>,
+    /// Machines that failed for good, per 100 ms.
+    pub failures_per_100ms: Vec<u64>,
+    /// Boot attempts started over, per 100 ms.
+    pub retried_per_100ms: Vec<u64>,
     /// The run's settings, for the record.
     pub settings: serde_json::Value,
 }
@@ -250,6 +318,28 @@ impl Report {
             },
             phases,
             completions_per_100ms: buckets,
+            in_flight_per_100ms: r
+                .entered
+                .iter()
+                .map(|(p, v)| {
+                    let mut n = 0i64;
+                    let run = v
+                        .iter()
+                        .map(|d| {
+                            n += i64::from(*d);
+                            n.max(0) as u64
+                        })
+                        .collect();
+                    (p.name().to_string(), run)
+                })
+                .collect(),
+            retransmissions_per_100ms: r
+                .resent
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.iter().map(|&x| u64::from(x)).collect()))
+                .collect(),
+            failures_per_100ms: r.failed_at.iter().map(|&x| u64::from(x)).collect(),
+            retried_per_100ms: r.retried_at.iter().map(|&x| u64::from(x)).collect(),
             settings,
         }
     }
@@ -299,8 +389,10 @@ impl Report {
     }
 
     /// A self-contained HTML page: the summary, the latency distribution of every phase
-    /// (milliseconds against percentile, the tail stretched as in HdrHistogram's plots) and
-    /// completions over time (per 100 ms, and the running total).
+    /// (milliseconds on a logarithmic axis against percentile, the tail stretched as in
+    /// HdrHistogram's plots), completions over time (per 100 ms, and the running total),
+    /// machines in flight per phase over time, retransmissions, failures and restarts over
+    /// time, and the settings as a table.
     pub fn html(&self) -> String {
         let mut s = String::from(
             "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>bootstorm-loadgen report</title>\n\
@@ -340,6 +432,44 @@ impl Report {
         s += &latency_svg(&self.phases);
         s += "<h2>Completions over time</h2>\n";
         s += &completions_svg(&self.completions_per_100ms, self.clients);
+        s += "<h2>Machines in flight per phase</h2>\n";
+        let in_flight: Vec<(&str, &[u64])> = Phase::ALL
+            .iter()
+            .filter_map(|p| {
+                let v = self.in_flight_per_100ms.get(p.name())?;
+                let name = if *p == Phase::Boot {
+                    "booting"
+                } else {
+                    p.name()
+                };
+                Some((name, v.as_slice()))
+            })
+            .collect();
+        // Every time plot spans the whole run.
+        let run = self
+            .in_flight_per_100ms
+            .values()
+            .map(Vec::len)
+            .chain([self.completions_per_100ms.len()])
+            .max()
+            .unwrap_or(0);
+        s += &series_svg("machines in flight per phase", &in_flight, run, 1.0, "");
+        s += "<h2>Retransmissions and failures over time</h2>\n";
+        let mut trouble: Vec<(String, &[u64])> = self
+            .retransmissions_per_100ms
+            .iter()
+            .map(|(k, v)| (format!("{k} retransmissions"), v.as_slice()))
+            .collect();
+        trouble.push(("failed".into(), &self.failures_per_100ms));
+        trouble.push(("started over".into(), &self.retried_per_100ms));
+        let trouble: Vec<(&str, &[u64])> = trouble.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        s += &series_svg(
+            "retransmissions and failures per second",
+            &trouble,
+            run,
+            10.0,
+            "/s",
+        );
         s += "<h2>Settings</h2>\n<table>\n";
         for (k, v) in settings_rows(&self.settings) {
             let _ = writeln!(
@@ -604,6 +734,75 @@ fn completions_svg(per_100ms: &[u64], clients: usize) -> String {
     s
 }
 
+/// Lines over time, one per series of 100 ms buckets, each value times `scale` (10: per
+/// second), with a legend; an x axis in seconds, at least `buckets` long (the run's).
+fn series_svg(
+    label: &str,
+    series: &[(&str, &[u64])],
+    buckets: usize,
+    scale: f64,
+    unit: &str,
+) -> String {
+    let mut s = String::new();
+    svg_open(&mut s, label);
+    let n = series
+        .iter()
+        .map(|(_, v)| v.len())
+        .max()
+        .unwrap_or(0)
+        .max(buckets)
+        .max(1);
+    let peak = series
+        .iter()
+        .flat_map(|(_, v)| v.iter())
+        .copied()
+        .max()
+        .unwrap_or(0) as f64
+        * scale;
+    let top = nice_max(peak);
+    y_axis(&mut s, top, unit);
+    let x_of = |i: f64| LEFT + (W - LEFT - RIGHT) * i / n as f64;
+    let secs = n as f64 / 10.0;
+    let span = nice_max(secs) / 5.0;
+    let mut t = 0.0;
+    while t <= secs + 1e-9 {
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{} s</text>",
+            x_of(t * 10.0),
+            H - BOTTOM + 16.0,
+            trim(t)
+        );
+        t += span;
+    }
+    let y_of = |v: f64| H - BOTTOM - (H - BOTTOM - 10.0) * (v * scale / top).min(1.0);
+    for (i, (name, v)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        // Steps: each bucket's value held across its 100 ms; a series ends at zero.
+        let mut pts = Vec::with_capacity(2 * v.len() + 2);
+        for (j, &c) in v.iter().enumerate() {
+            let y = y_of(c as f64);
+            pts.push(format!("{:.1},{y:.1}", x_of(j as f64)));
+            pts.push(format!("{:.1},{y:.1}", x_of(j as f64 + 1.0)));
+        }
+        if pts.is_empty() {
+            pts.push(format!("{LEFT:.1},{:.1}", y_of(0.0)));
+        }
+        let _ = writeln!(
+            s,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/>\
+             <text x=\"{}\" y=\"{}\" fill=\"{color}\">{} (peak {})</text>",
+            pts.join(" "),
+            W - RIGHT - 190.0,
+            22.0 + 14.0 * i as f64,
+            escape(name),
+            trim(v.iter().copied().max().unwrap_or(0) as f64 * scale)
+        );
+    }
+    s += "</svg>\n";
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -611,11 +810,11 @@ mod tests {
     fn sample() -> Report {
         let mut r = WorkerResult::new();
         for i in 1..=1000u64 {
-            r.record(Phase::Dhcp, i * 100);
-            r.record(Phase::Tftp, i * 1000);
+            r.record(Phase::Dhcp, i * 100, i * 100 + 100);
+            r.record(Phase::Tftp, i * 1000, i * 1100 + 100);
             r.boot(i * 1100, i * 1200);
         }
-        r.fail("tftp: timeout");
+        r.fail("tftp: timeout", 500_000);
         Report::new(1001, &r, serde_json::json!({"server": "198.18.0.1"}))
     }
 
@@ -645,10 +844,11 @@ mod tests {
         rep.failures.insert("<script>".into(), 1);
         let h = rep.html();
         assert!(h.starts_with("<!doctype html>") && h.trim_end().ends_with("</html>"));
-        assert_eq!(h.matches("<svg").count(), 2);
-        assert_eq!(h.matches("</svg>").count(), 2);
-        // One line per phase in the latency plot, one for the running total.
-        assert_eq!(h.matches("<polyline").count(), 4);
+        assert_eq!(h.matches("<svg").count(), 4);
+        assert_eq!(h.matches("</svg>").count(), 4);
+        // One line per phase in the latency plot, one for the running total, one per phase in
+        // flight, and failed and started over (no retransmissions in this run).
+        assert_eq!(h.matches("<polyline").count(), 3 + 1 + 3 + 2);
         assert!(!h.contains("<script>") && h.contains("&lt;script&gt;"));
         assert_eq!(h.matches("<rect").count(), rep.completions_per_100ms.len());
     }
@@ -658,7 +858,7 @@ mod tests {
         let rep = Report::new(10, &WorkerResult::new(), serde_json::Value::Null);
         assert_eq!(rep.completed, 0);
         let h = rep.html();
-        assert_eq!(h.matches("</svg>").count(), 2);
+        assert_eq!(h.matches("</svg>").count(), 4);
         assert!(!h.contains("NaN") && !h.contains("inf"));
     }
 
@@ -688,6 +888,38 @@ mod tests {
             [0.00085, 0.012, 1.5, 3583.0].map(human_duration),
             ["850us", "12ms", "1.5s", "59m43s"]
         );
+    }
+
+    /// In flight is the running sum of phases entered and left; retransmissions, failures and
+    /// restarts land in the bucket of their time; workers' series add up.
+    #[test]
+    fn in_flight_and_trouble_over_time() {
+        let mut a = WorkerResult::new();
+        // Three machines in DHCP: 0-250 ms, 50-150 ms, 120-330 ms.
+        a.record(Phase::Dhcp, 250_000, 250_000);
+        a.record(Phase::Dhcp, 100_000, 150_000);
+        a.resend("dhcp", 110_000);
+        let mut b = WorkerResult::new();
+        b.span(Phase::Dhcp, 120_000, 330_000); // failed in DHCP
+        b.fail("dhcp: no offer", 330_000);
+        b.retry("dhcp: no ack", 40_000);
+        b.resend("dhcp", 150_000);
+        b.resend("tftp", 10_000);
+        a.merge(&b);
+        let rep = Report::new(3, &a, serde_json::Value::Null);
+        // Buckets (end of each 100 ms): [0,100) 2, [100,200) 2 (one left at 150, one came at
+        // 120), [200,300) 1, [300,400) 0.
+        assert_eq!(rep.in_flight_per_100ms["dhcp"], [2, 2, 1, 0]);
+        assert_eq!(rep.retransmissions_per_100ms["dhcp"], [0, 2]);
+        assert_eq!(rep.retransmissions_per_100ms["tftp"], [1]);
+        assert_eq!(rep.failures_per_100ms, [0, 0, 0, 1]);
+        assert_eq!(rep.retried_per_100ms, [1]);
+        let h = rep.html();
+        assert!(
+            h.contains("dhcp retransmissions (peak 20)"),
+            "per second: {h}"
+        );
+        assert!(h.contains(">dhcp (peak 2)<"), "{h}");
     }
 
     /// The latency axis is logarithmic: phases a hundred times apart both rise off the floor, and

@@ -237,8 +237,16 @@ port = 8080
     );
     assert_phases(&r, &["dhcp", "tftp", "ipxe-dhcp", "ipxe-http", "boot"], 100);
     let page = std::fs::read_to_string(&html).unwrap();
-    assert!(page.contains("100 booted") && page.matches("</svg>").count() == 2);
-    for p in ["ipxe-dhcp", "ipxe-http"] {
+    // Four plots: latency, completions, machines in flight, retransmissions and failures.
+    assert!(page.contains("100 booted"), "{page}");
+    assert_eq!(page.matches("</svg>").count(), 4, "{page}");
+    for p in [
+        "ipxe-dhcp",
+        "ipxe-http",
+        "Machines in flight per phase",
+        "Retransmissions and failures over time",
+        "Settings",
+    ] {
         assert!(page.contains(p), "{p} missing from the HTML report");
     }
 
