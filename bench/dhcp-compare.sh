@@ -20,7 +20,7 @@
 # bootstorm-write, bootstorm-none (leases journaled with that durability), bootstorm-fsync-nodelay
 # (fsync with commit_delay = 0 instead of the default 5 ms), bootstorm-fsync-nocoalesce (fsync with
 # rx_coalesce = 0 instead of the default 1 ms) and kea-persist (memfile with persist on);
-# bench/lease-compare.sh runs those six. A bootstorm variant with xdp- after "bootstorm-"
+# bench/lease-compare.sh runs those six; bootstorm-nosessions runs without boot sessions. A bootstorm variant with xdp- after "bootstorm-"
 # (bootstorm-xdp-fsync, bootstorm-xdp-none, ...) serves on the XDP fast path (--io xdp); kea-mt
 # and kea-mt-persist run Kea with multi-threading on (2 threads, as many as cores).
 #
@@ -70,6 +70,11 @@ start_server() {
     bootstorm)
       ip netns exec "$S" "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
         --router 198.18.0.1 --workers 2 --control-socket "$T/bs.sock" 2> "$T/bootstorm.log" & ;;
+    bootstorm-nosessions)
+      # bootstorm without its boot-session registry ([sessions] enabled = false): what recording
+      # sessions costs.
+      ip netns exec "$S" "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
+        --router 198.18.0.1 --workers 2 --control-socket "$T/bs.sock" --no-boot-sessions 2> "$T/bootstorm.log" & ;;
     bootstorm-*)
       # bootstorm-DURABILITY, or fsync with one default turned off.
       local dur=${1#bootstorm-} extra=

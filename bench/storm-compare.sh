@@ -6,6 +6,7 @@
 #
 #   bootstorm          one process, DHCP + TFTP (quick mode, 2 workers, no lease journal)
 #   bootstorm-fsync    the same with its lease journal at durability fsync
+#   bootstorm-nosessions  bootstorm without its boot-session registry (what recording costs)
 #   dnsmasq            DHCP + TFTP in one process (--tftp-max and --dhcp-lease-max raised to N,
 #                      as an operator facing a storm would; its defaults are 50 and 1,000)
 #   kea+tftpd-hpa      kea-dhcp4 (memfile, persist off) with next-server/boot-file-name, and
@@ -63,8 +64,9 @@ PIDS=()
 start_stack() {
   PIDS=()
   case $1 in
-    bootstorm|bootstorm-fsync|bootstorm-xdp|bootstorm-xdp-fsync)
+    bootstorm|bootstorm-fsync|bootstorm-xdp|bootstorm-xdp-fsync|bootstorm-nosessions)
       local journal=() io=socket
+      case $1 in *-nosessions) journal=(--no-boot-sessions) ;; esac
       case $1 in *-fsync) rm -rf "$T/leases"; journal=(--lease-dir "$T/leases" --durability fsync) ;; esac
       case $1 in bootstorm-xdp*) io=xdp ;; esac
       ip netns exec "$S" "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \

@@ -6,6 +6,7 @@ use std::time::Duration;
 mod dhcp_core;
 mod journal;
 mod lease;
+mod sessions;
 mod tftp;
 mod wire;
 
@@ -20,6 +21,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = wire::benches, dhcp_core::benches, lease::benches, tftp::benches, journal::benches
+    targets = wire::benches, dhcp_core::benches, lease::benches, sessions::benches, tftp::benches, journal::benches
 }
 criterion_main!(benches);

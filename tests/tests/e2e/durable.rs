@@ -116,8 +116,17 @@ fn acknowledged_leases_survive_sigkill_five_times() {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         );
-        // Kill at a random moment 0.5-3 s into the load.
-        let wait_ms = 500 + next_random(&mut seed) % 2500;
+        // Kill at a random moment 0-2.5 s after the server has sent its first 150 ACKs (on a
+        // loaded machine perfdhcp may take a second or more to get going: a fixed delay from
+        // its start can kill the server before anything was acknowledged).
+        let acks_sent = || srv.stats()["sent"]["ack"].as_u64().unwrap_or(0);
+        assert!(
+            wait_until(Duration::from_secs(30), || acks_sent() >= 150),
+            "round {round}: the server sent only {} ACKs in 30 s\n{}",
+            acks_sent(),
+            srv.log_text()
+        );
+        let wait_ms = next_random(&mut seed) % 2500;
         std::thread::sleep(Duration::from_millis(wait_ms));
         srv.proc.signal("KILL");
         assert!(
@@ -132,7 +141,7 @@ fn acknowledged_leases_survive_sigkill_five_times() {
         let acks = acks_in(&tshark, &pcap);
         assert!(
             acks.len() > 100,
-            "round {round}: only {} ACKs in {wait_ms} ms",
+            "round {round}: only {} ACKs seen by the client ({wait_ms} ms after 150 were sent)",
             acks.len()
         );
         total_acks += acks.len();

@@ -1,11 +1,13 @@
 //! End-to-end tests, one module per area. Loopback tests run anywhere; namespace tests need root
 //! (they print why they skip otherwise; CI runs them as root).
 
+mod api;
 mod boot;
 mod cli;
 mod clients;
 mod conformance;
 mod course;
+mod dashboard;
 mod durable;
 mod http;
 mod iscsi;

@@ -10,13 +10,53 @@
 //! Each session keeps at most [`MAX_STEPS`] steps of its timeline (later ones are counted).
 //!
 //! Written by hand: it is the product's own state (what a boot is, in which phase), fed from the
-//! DHCP workers' hot path under one short lock per event.
+//! DHCP workers' hot path under one short lock per event. The hot path is kept cheap: MACs are a
+//! fixed-size `Copy` key (no allocation per session), the maps hash with foldhash (seeded per
+//! process) and are sized up front, and a large registry is split into shards by MAC, each with
+//! its own lock, caps (the configured ones divided among them) and histograms, merged on read, so
+//! the DHCP workers do not wait on each other. Eviction is by start order within a shard.
 
 use bootstorm_time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use std::collections::{HashMap, VecDeque};
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A hardware address as a fixed-size key (DHCP's chaddr holds at most 16 bytes).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Mac {
+    len: u8,
+    bytes: [u8; 16],
+}
+
+impl Mac {
+    /// The key of `mac` (bytes beyond 16 are not kept: no client address is that long).
+    pub fn new(mac: &[u8]) -> Mac {
+        let n = mac.len().min(16);
+        let mut bytes = [0; 16];
+        bytes[..n].copy_from_slice(&mac[..n]);
+        Mac {
+            len: n as u8,
+            bytes,
+        }
+    }
+}
+
+impl std::ops::Deref for Mac {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl std::fmt::Debug for Mac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::serve::fmt_hw(self))
+    }
+}
+
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Steps kept per session.
 pub const MAX_STEPS: usize = 48;
@@ -69,7 +109,8 @@ impl Phase {
         }
     }
 
-    fn index(self) -> usize {
+    /// Its place in [`Phase::ALL`] (and in [`Counts::per_phase`]).
+    pub fn index(self) -> usize {
         self as usize
     }
 }
@@ -115,7 +156,12 @@ impl Lap {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     /// A DISCOVER answered with this address (`round` 1 is the firmware's, 2 an iPXE chain...).
-    Offer { addr: Ipv4Addr, round: u32 },
+    Offer {
+        addr: Ipv4Addr,
+        round: u32,
+        /// The machine's UUID (option 97), if it sent one.
+        uuid: Option<[u8; 16]>,
+    },
     /// The address bound (ACK).
     Ack { addr: Ipv4Addr },
     /// A NAK, and why.
@@ -210,11 +256,13 @@ impl Step {
 #[derive(Clone, Debug)]
 pub struct Session {
     /// Its hardware address.
-    pub mac: Box<[u8]>,
+    pub mac: Mac,
     /// Its address, once offered.
     pub addr: Option<Ipv4Addr>,
     /// Its iSCSI initiator name, once it logged in.
     pub iqn: Option<Box<str>>,
+    /// Its UUID (DHCP option 97), once it sent one.
+    pub uuid: Option<[u8; 16]>,
     /// When its first step came.
     pub started: Instant,
     /// When its last step came.
@@ -236,6 +284,7 @@ pub struct Session {
     login_at: Option<Instant>,
     loaded: bool,
     seq: u64,
+    end_seq: u64,
 }
 
 /// Counts for the storm view and metrics.
@@ -245,6 +294,8 @@ pub struct Counts {
     pub per_phase: [u64; 8],
     /// Sessions started.
     pub started: u64,
+    /// Boot files delivered (TFTP or HTTP).
+    pub loaded: u64,
     /// Sessions that reached their first iSCSI read.
     pub booted: u64,
     /// Failures seen (steps that failed).
@@ -253,19 +304,45 @@ pub struct Counts {
     pub evicted: u64,
 }
 
+impl Counts {
+    fn add(&mut self, o: &Counts) {
+        for (a, b) in self.per_phase.iter_mut().zip(o.per_phase) {
+            *a += b;
+        }
+        self.started += o.started;
+        self.loaded += o.loaded;
+        self.booted += o.booted;
+        self.failures += o.failures;
+        self.evicted += o.evicted;
+    }
+}
+
+/// One shard: the sessions of the MACs that hash to it. Sessions stay in their slot from start
+/// to the end of their time in the recent ring; then the slot (and its steps' buffer) serves the
+/// next new machine, so a storm neither moves sessions nor allocates per machine, and the map
+/// holds small entries.
 struct Inner {
-    live: HashMap<Box<[u8]>, Session>,
-    /// Live keys by start order (entries of ended sessions are skipped lazily).
-    order: VecDeque<(u64, Box<[u8]>)>,
-    recent: VecDeque<Session>,
+    /// Live sessions' slots by MAC.
+    index: Map<Mac, u32>,
+    /// Every session held, live or ended.
+    slots: Vec<Session>,
+    /// Slots free for the next new session.
+    free: Vec<u32>,
+    /// Live slots by start order (`(seq, slot)`; entries of ended sessions are skipped lazily).
+    order: VecDeque<(u64, u32)>,
+    /// Ended sessions' slots, oldest first.
+    recent: VecDeque<u32>,
     counts: Counts,
     laps: Vec<Histogram<u64>>,
-    seq: u64,
+    live_cap: usize,
+    recent_cap: usize,
 }
 
 /// The registry of boot sessions.
 pub struct Boots {
-    inner: Mutex<Inner>,
+    shards: Box<[Mutex<Inner>]>,
+    /// Start and end order across shards.
+    seq: AtomicU64,
     live_cap: usize,
     recent_cap: usize,
     idle: Duration,
@@ -276,6 +353,7 @@ impl std::fmt::Debug for Boots {
         f.debug_struct("Boots")
             .field("live_cap", &self.live_cap)
             .field("recent_cap", &self.recent_cap)
+            .field("shards", &self.shards.len())
             .finish()
     }
 }
@@ -286,6 +364,11 @@ pub const DEFAULT_LIVE: usize = 16_384;
 pub const DEFAULT_RECENT: usize = 4_096;
 /// A session with no step for this long ends.
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(600);
+/// Shards of a registry of at least [`SHARD_FROM`] live sessions (one below that, where the caps
+/// are small enough that dividing them would change which sessions stay).
+const SHARDS: usize = 8;
+/// See [`SHARDS`].
+const SHARD_FROM: usize = 4_096;
 
 impl Default for Boots {
     fn default() -> Boots {
@@ -293,96 +376,120 @@ impl Default for Boots {
     }
 }
 
+/// `total` divided among `n` shards, the first ones taking the remainder.
+fn share(total: usize, n: usize, i: usize) -> usize {
+    total / n + usize::from(i < total % n)
+}
+
 impl Boots {
     /// A registry with these caps.
     pub fn new(live: usize, recent: usize, idle: Duration) -> Boots {
-        let laps = Lap::ALL
-            .iter()
-            // 1 µs to 1 hour, 2 significant figures: a few KiB each.
-            .map(|_| Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid bounds"))
+        let live = live.max(1);
+        let n = if live >= SHARD_FROM { SHARDS } else { 1 };
+        let shards = (0..n)
+            .map(|i| {
+                let live_cap = share(live, n, i);
+                let laps = Lap::ALL
+                    .iter()
+                    // 1 µs to 1 hour, 2 significant figures: a few KiB each.
+                    .map(|_| Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid bounds"))
+                    .collect();
+                Mutex::new(Inner {
+                    // Sized for its cap up to a point: no rehash while a storm fills it.
+                    index: Map::with_capacity_and_hasher(
+                        live_cap.min(1 << 16),
+                        foldhash::fast::RandomState::default(),
+                    ),
+                    slots: Vec::new(),
+                    free: Vec::new(),
+                    order: VecDeque::new(),
+                    recent: VecDeque::new(),
+                    counts: Counts::default(),
+                    laps,
+                    live_cap,
+                    recent_cap: share(recent, n, i),
+                })
+            })
             .collect();
         Boots {
-            inner: Mutex::new(Inner {
-                live: HashMap::new(),
-                order: VecDeque::new(),
-                recent: VecDeque::new(),
-                counts: Counts::default(),
-                laps,
-                seq: 0,
-            }),
-            live_cap: live.max(1),
+            shards,
+            seq: AtomicU64::new(0),
+            live_cap: live,
             recent_cap: recent,
             idle,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    fn shard(&self, mac: &Mac) -> std::sync::MutexGuard<'_, Inner> {
+        let i = if self.shards.len() == 1 {
+            0
+        } else {
+            // FNV-1a: cheap, and a machine always lands in the same shard.
+            let h = mac.iter().fold(0x811c_9dc5u32, |h, b| {
+                (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+            });
+            h as usize % self.shards.len()
+        };
+        lock(&self.shards[i])
+    }
+
+    fn each(&self) -> impl Iterator<Item = std::sync::MutexGuard<'_, Inner>> {
+        self.shards.iter().map(lock)
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Records `step` of the machine `mac` at `now`.
     pub fn step(&self, now: Instant, mac: &[u8], step: Step) {
-        let mut g = self.lock();
+        let mac = Mac::new(mac);
+        let mut g = self.shard(&mac);
         let inner = &mut *g;
         // A machine that booted and asks again starts a new session.
-        let restart = matches!(step, Step::Offer { .. })
-            && inner
-                .live
-                .get(mac)
-                .is_some_and(|s| s.phase == Phase::Booted);
-        if restart {
-            self.end(inner, mac);
+        let mut slot = inner.index.get(&mac).copied();
+        if let Some(i) = slot
+            && matches!(step, Step::Offer { .. })
+            && inner.at(i).phase == Phase::Booted
+        {
+            self.end(inner, &mac);
+            slot = None;
         }
-        if !inner.live.contains_key(mac) {
-            if matches!(step, Step::Release | Step::Decline) {
-                return; // nothing to say about a machine that is not booting
-            }
-            while inner.live.len() >= self.live_cap {
-                let Some((seq, key)) = inner.order.pop_front() else {
-                    break;
-                };
-                if inner.live.get(&key).is_some_and(|s| s.seq == seq) {
-                    self.end(inner, &key);
-                    inner.counts.evicted += 1;
+        let slot = match slot {
+            Some(i) => i,
+            None => {
+                if matches!(step, Step::Release | Step::Decline) {
+                    return; // nothing to say about a machine that is not booting
                 }
+                while inner.index.len() >= inner.live_cap {
+                    let Some((seq, i)) = inner.order.pop_front() else {
+                        break;
+                    };
+                    let old = inner.at(i);
+                    if old.seq == seq && !old.ended {
+                        let key = old.mac;
+                        self.end(inner, &key);
+                        inner.counts.evicted += 1;
+                    }
+                }
+                let seq = self.next_seq();
+                let i = inner.take_slot(mac, now, seq);
+                inner.order.push_back((seq, i));
+                inner.index.insert(mac, i);
+                inner.counts.started += 1;
+                inner.counts.per_phase[Phase::Dhcp.index()] += 1;
+                // Ended sessions leave their entries behind: drop them once they are half.
+                if inner.order.len() > 2 * inner.live_cap {
+                    let slots = &inner.slots;
+                    inner.order.retain(|&(seq, i)| {
+                        let s = &slots[i as usize];
+                        s.seq == seq && !s.ended
+                    });
+                }
+                i
             }
-            inner.seq += 1;
-            let seq = inner.seq;
-            inner.order.push_back((seq, mac.into()));
-            inner.live.insert(
-                mac.into(),
-                Session {
-                    mac: mac.into(),
-                    addr: None,
-                    iqn: None,
-                    started: now,
-                    updated: now,
-                    phase: Phase::Dhcp,
-                    rounds: 0,
-                    failure: None,
-                    steps: Vec::new(),
-                    steps_dropped: 0,
-                    ended: false,
-                    round_start: None,
-                    bound_at: None,
-                    login_at: None,
-                    loaded: false,
-                    seq,
-                },
-            );
-            inner.counts.started += 1;
-            inner.counts.per_phase[Phase::Dhcp.index()] += 1;
-            // Ended sessions leave their entries behind: drop them once they are half.
-            if inner.order.len() > 2 * self.live_cap {
-                let live = &inner.live;
-                inner
-                    .order
-                    .retain(|(s, k)| live.get(k).is_some_and(|x| x.seq == *s));
-            }
-        }
-        let Some(s) = inner.live.get_mut(mac) else {
-            return;
         };
+        let s = &mut inner.slots[slot as usize];
         let before = s.phase;
         // The clock counts milliseconds; histograms hold microseconds (1 for "under 1 ms").
         let laps = &mut inner.laps;
@@ -393,7 +500,10 @@ impl Boots {
             }
         };
         let step = match step {
-            Step::Offer { addr, .. } => {
+            Step::Offer { addr, uuid, .. } => {
+                if uuid.is_some() {
+                    s.uuid = uuid;
+                }
                 // A new round: the first, or one after a boot file was loaded (iPXE).
                 if s.rounds == 0 || s.loaded || s.round_start.is_none() {
                     s.rounds += 1;
@@ -404,6 +514,7 @@ impl Boots {
                 Step::Offer {
                     addr,
                     round: s.rounds,
+                    uuid,
                 }
             }
             other => other,
@@ -420,6 +531,7 @@ impl Boots {
                     lap(Lap::Tftp, Some(Instant::from_millis(began)));
                 }
                 s.loaded = true;
+                inner.counts.loaded += 1;
             }
             Step::IscsiLogin { initiator, .. } => {
                 lap(Lap::IscsiLogin, s.bound_at);
@@ -453,43 +565,48 @@ impl Boots {
         }
     }
 
-    /// Moves a live session to the recent ring.
-    fn end(&self, inner: &mut Inner, mac: &[u8]) {
-        let Some(mut s) = inner.live.remove(mac) else {
+    /// Moves a live session to the recent ring (the ring's oldest slot is freed).
+    fn end(&self, inner: &mut Inner, mac: &Mac) {
+        let Some(i) = inner.index.remove(mac) else {
             return;
         };
+        let s = &mut inner.slots[i as usize];
         inner.counts.per_phase[s.phase.index()] -= 1;
         s.ended = true;
-        if self.recent_cap == 0 {
-            return;
+        s.end_seq = self.next_seq();
+        inner.recent.push_back(i);
+        while inner.recent.len() > inner.recent_cap {
+            if let Some(old) = inner.recent.pop_front() {
+                inner.free.push(old);
+            }
         }
-        if inner.recent.len() >= self.recent_cap {
-            inner.recent.pop_front();
-        }
-        inner.recent.push_back(s);
     }
 
     /// Ends the sessions idle since before `now - idle`; returns how many.
     pub fn sweep(&self, now: Instant) -> usize {
-        let mut g = self.lock();
-        let idle: Vec<Box<[u8]>> = g
-            .live
-            .values()
-            .filter(|s| now.saturating_since(s.updated) >= self.idle)
-            .map(|s| s.mac.clone())
-            .collect();
-        for m in &idle {
-            self.end(&mut g, m);
+        let mut n = 0;
+        for mut g in self.each() {
+            let idle: Vec<Mac> = g
+                .index
+                .values()
+                .map(|&i| g.at(i))
+                .filter(|s| now.saturating_since(s.updated) >= self.idle)
+                .map(|s| s.mac)
+                .collect();
+            for m in &idle {
+                self.end(&mut g, m);
+            }
+            n += idle.len();
         }
-        idle.len()
+        n
     }
 
     /// The session of `mac`: the live one, else the latest ended one.
     pub fn get(&self, mac: &[u8]) -> Option<Session> {
-        let g = self.lock();
-        g.live
-            .get(mac)
-            .or_else(|| g.recent.iter().rev().find(|s| &*s.mac == mac))
+        let mac = Mac::new(mac);
+        let g = self.shard(&mac);
+        g.live(&mac)
+            .or_else(|| g.recent().rev().find(|s| s.mac == mac))
             .cloned()
     }
 
@@ -501,36 +618,151 @@ impl Boots {
         offset: usize,
         limit: usize,
     ) -> (Vec<Session>, usize) {
-        let g = self.lock();
-        let mut live: Vec<&Session> = g.live.values().filter(|s| keep(s)).collect();
-        live.sort_unstable_by_key(|s| std::cmp::Reverse(s.seq));
-        let recent = g.recent.iter().rev().filter(|s| keep(s));
-        let mut total = 0;
-        let mut out = Vec::new();
-        for s in live.into_iter().chain(recent) {
-            if total >= offset && out.len() < limit {
+        // Under each shard's lock only the keys that match are taken; the page is cloned after.
+        let mut live: Vec<(u64, usize, u32)> = Vec::new();
+        let mut recent: Vec<(u64, usize, u32)> = Vec::new();
+        for (i, g) in self.each().enumerate() {
+            live.extend(
+                g.index
+                    .values()
+                    .filter(|&&slot| keep(g.at(slot)))
+                    .map(|&slot| (g.at(slot).seq, i, slot)),
+            );
+            recent.extend(
+                g.recent
+                    .iter()
+                    .filter(|&&slot| keep(g.at(slot)))
+                    .map(|&slot| (g.at(slot).end_seq, i, slot)),
+            );
+        }
+        let total = live.len() + recent.len();
+        let page = |v: &mut Vec<(u64, usize, u32)>, skip: usize, take: usize| {
+            if take > 0 && skip < v.len() {
+                let k = (skip + take).min(v.len());
+                if k < v.len() {
+                    v.select_nth_unstable_by_key(k, |e| std::cmp::Reverse(e.0));
+                    v.truncate(k);
+                }
+                v.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
+                v.drain(..skip);
+                v.truncate(take);
+            } else {
+                v.clear();
+            }
+        };
+        let skip_recent = offset.saturating_sub(live.len());
+        page(&mut live, offset, limit);
+        page(&mut recent, skip_recent, limit - live.len());
+        let mut out = Vec::with_capacity(live.len() + recent.len());
+        // A slot may have moved on between the locks: the sequence numbers say.
+        for (seq, i, slot) in live {
+            let g = lock(&self.shards[i]);
+            let s = g.at(slot);
+            if s.seq == seq && !s.ended {
                 out.push(s.clone());
             }
-            total += 1;
+        }
+        for (seq, i, slot) in recent {
+            let g = lock(&self.shards[i]);
+            let s = g.at(slot);
+            if s.ended && s.end_seq == seq {
+                out.push(s.clone());
+            }
         }
         (out, total)
     }
 
     /// The counters now.
     pub fn counts(&self) -> Counts {
-        self.lock().counts.clone()
+        let mut c = Counts::default();
+        for g in self.each() {
+            c.add(&g.counts);
+        }
+        c
     }
 
     /// Live and ended sessions held.
     pub fn held(&self) -> (usize, usize) {
-        let g = self.lock();
-        (g.live.len(), g.recent.len())
+        self.each()
+            .fold((0, 0), |(l, r), g| (l + g.index.len(), r + g.recent.len()))
     }
 
     /// A copy of each lap's histogram (microseconds), in [`Lap::ALL`] order.
     pub fn laps(&self) -> Vec<Histogram<u64>> {
-        self.lock().laps.clone()
+        let mut out: Vec<Histogram<u64>> = Vec::new();
+        for g in self.each() {
+            if out.is_empty() {
+                out = g.laps.clone();
+            } else {
+                for (a, b) in out.iter_mut().zip(&g.laps) {
+                    // Same bounds on both sides: adding cannot fail.
+                    let _ = a.add(b);
+                }
+            }
+        }
+        out
     }
+}
+
+impl Inner {
+    fn at(&self, slot: u32) -> &Session {
+        &self.slots[slot as usize]
+    }
+
+    fn live(&self, mac: &Mac) -> Option<&Session> {
+        self.index.get(mac).map(|&i| self.at(i))
+    }
+
+    fn recent(&self) -> impl DoubleEndedIterator<Item = &Session> {
+        self.recent.iter().map(|&i| self.at(i))
+    }
+
+    /// A slot for a new session: a free one (its steps' buffer kept), else a new one.
+    fn take_slot(&mut self, mac: Mac, now: Instant, seq: u64) -> u32 {
+        match self.free.pop() {
+            Some(i) => {
+                let s = &mut self.slots[i as usize];
+                let mut steps = std::mem::take(&mut s.steps);
+                steps.clear();
+                *s = Session::fresh(mac, now, seq, steps);
+                i
+            }
+            None => {
+                self.slots
+                    .push(Session::fresh(mac, now, seq, Vec::with_capacity(4)));
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+}
+
+impl Session {
+    fn fresh(mac: Mac, now: Instant, seq: u64, steps: Vec<(Instant, Step)>) -> Session {
+        Session {
+            mac,
+            addr: None,
+            iqn: None,
+            uuid: None,
+            started: now,
+            updated: now,
+            phase: Phase::Dhcp,
+            rounds: 0,
+            failure: None,
+            steps,
+            steps_dropped: 0,
+            ended: false,
+            round_start: None,
+            bound_at: None,
+            login_at: None,
+            loaded: false,
+            seq,
+            end_seq: 0,
+        }
+    }
+}
+
+fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Step {
@@ -538,7 +770,9 @@ impl Step {
     fn detail_json(&self) -> serde_json::Value {
         use serde_json::json;
         match self {
-            Step::Offer { addr, round } => json!({ "address": addr.to_string(), "round": round }),
+            Step::Offer { addr, round, .. } => {
+                json!({ "address": addr.to_string(), "round": round })
+            }
             Step::Ack { addr } => json!({ "address": addr.to_string() }),
             Step::Nak { reason } => json!({ "reason": reason }),
             Step::File { proto, name } => json!({ "protocol": proto, "file": name }),
@@ -574,6 +808,7 @@ impl Session {
             "mac": crate::serve::fmt_hw(&self.mac),
             "address": self.addr.map(|a| a.to_string()),
             "iqn": self.iqn.as_deref(),
+            "uuid": self.uuid.map(|u| fmt_uuid(&u)),
             "phase": self.phase.name(),
             "started_ms": to_unix_ms(self.started),
             "updated_ms": to_unix_ms(self.updated),
@@ -599,6 +834,19 @@ impl Session {
         }
         v
     }
+}
+
+/// A UUID as RFC 4122 writes it (`8-4-4-4-12` hex digits), as SMBIOS and `dmidecode` show it.
+pub fn fmt_uuid(u: &[u8; 16]) -> String {
+    let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 impl Boots {
@@ -644,6 +892,16 @@ mod tests {
         Ipv4Addr::new(198, 18, 0, n)
     }
 
+    /// `mac` is offered 198.18.0.1 at `ms`.
+    fn offer(b: &Boots, ms: u64, mac: &[u8]) {
+        let step = Step::Offer {
+            addr: ip(1),
+            round: 0,
+            uuid: None,
+        };
+        b.step(t(ms), mac, step);
+    }
+
     #[test]
     fn a_diskless_boot_goes_through_every_phase_with_its_laps() {
         let b = Boots::default();
@@ -654,6 +912,7 @@ mod tests {
             Step::Offer {
                 addr: ip(10),
                 round: 0,
+                uuid: None,
             },
         );
         assert_eq!(b.get(&mac).unwrap().phase, Phase::Dhcp);
@@ -685,6 +944,7 @@ mod tests {
             Step::Offer {
                 addr: ip(10),
                 round: 0,
+                uuid: None,
             },
         );
         b.step(t(62), &mac, Step::Ack { addr: ip(10) });
@@ -721,7 +981,8 @@ mod tests {
             s.steps[4].1,
             Step::Offer {
                 addr: ip(10),
-                round: 2
+                round: 2,
+                uuid: None
             }
         );
         let c = b.counts();
@@ -742,6 +1003,7 @@ mod tests {
             Step::Offer {
                 addr: ip(10),
                 round: 0,
+                uuid: None,
             },
         );
         let (all, n) = b.list(|_| true, 0, 10);
@@ -761,6 +1023,7 @@ mod tests {
             Step::Offer {
                 addr: ip(1),
                 round: 0,
+                uuid: None,
             },
         );
         b.step(t(1), &m1, Step::NoBootRule);
@@ -778,6 +1041,7 @@ mod tests {
             Step::Offer {
                 addr: ip(2),
                 round: 0,
+                uuid: None,
             },
         );
         b.step(t(1), &m2, Step::Ack { addr: ip(2) });
@@ -814,6 +1078,7 @@ mod tests {
             Step::Offer {
                 addr: ip(2),
                 round: 0,
+                uuid: None,
             },
         );
         let s = b.get(&m2).unwrap();
@@ -826,14 +1091,7 @@ mod tests {
         let b = Boots::new(100, 50, Duration::from_secs(60));
         for i in 0..10_000u32 {
             let mac = i.to_be_bytes();
-            b.step(
-                t(u64::from(i)),
-                &mac,
-                Step::Offer {
-                    addr: ip(1),
-                    round: 0,
-                },
-            );
+            offer(&b, u64::from(i), &mac);
             b.step(t(u64::from(i)), &mac, Step::Ack { addr: ip(1) });
         }
         assert_eq!(b.held(), (100, 50));
@@ -868,5 +1126,69 @@ mod tests {
         // A release from a machine with no session records nothing.
         b.step(t(75_000), &[9, 9], Step::Release);
         assert!(b.get(&[9, 9]).is_none());
+    }
+
+    #[test]
+    fn a_sharded_registry_keeps_its_caps_and_merges_what_it_reports() {
+        let b = Boots::new(SHARD_FROM, 1_000, Duration::from_secs(60));
+        assert_eq!(b.shards.len(), SHARDS);
+        let n = 3 * SHARD_FROM as u32;
+        for i in 0..n {
+            let mac = [2, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8, 7];
+            offer(&b, u64::from(i), &mac);
+            b.step(t(u64::from(i) + 2), &mac, Step::Ack { addr: ip(1) });
+        }
+        let (live, recent) = b.held();
+        assert_eq!(live, SHARD_FROM, "every shard fills to its share");
+        assert_eq!(recent, 1_000);
+        let c = b.counts();
+        assert_eq!(c.started, u64::from(n));
+        assert_eq!(c.evicted, u64::from(n) - SHARD_FROM as u64);
+        assert_eq!(c.per_phase[Phase::Bound.index()], SHARD_FROM as u64);
+        let dhcp = &b.laps()[Lap::Dhcp as usize];
+        assert_eq!(dhcp.len(), u64::from(n));
+        assert!(dhcp.equivalent(dhcp.value_at_quantile(0.5), 2_000));
+        assert_eq!(dhcp.min(), 2_000);
+        // Pages are in start order across shards, newest first, then the ended ones.
+        let (first, total) = b.list(|_| true, 0, 10);
+        assert_eq!(total, SHARD_FROM + 1_000);
+        let seqs: Vec<u64> = first.iter().map(|s| s.seq).collect();
+        let mut sorted = seqs.clone();
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        assert_eq!(seqs, sorted);
+        let newest = n - 1;
+        assert_eq!(
+            &*first[0].mac,
+            &[
+                2,
+                0,
+                (newest >> 16) as u8,
+                (newest >> 8) as u8,
+                newest as u8,
+                7
+            ]
+        );
+        let (across, _) = b.list(|_| true, SHARD_FROM - 2, 4);
+        assert_eq!(
+            across.iter().map(|s| s.ended).collect::<Vec<_>>(),
+            [false, false, true, true]
+        );
+        let (tail, _) = b.list(|_| true, SHARD_FROM + 995, 10);
+        assert_eq!(tail.len(), 5);
+        assert!(tail.windows(2).all(|w| w[0].end_seq > w[1].end_seq));
+        // Every machine is found in its own shard.
+        assert!(
+            b.get(&[
+                2,
+                0,
+                (newest >> 16) as u8,
+                (newest >> 8) as u8,
+                newest as u8,
+                7
+            ])
+            .is_some()
+        );
+        assert_eq!(b.sweep(t(u64::from(n) + 70_000)), SHARD_FROM);
+        assert_eq!(b.held().0, 0);
     }
 }

@@ -117,6 +117,61 @@ pub struct FileConfig {
     pub xdp: Option<Spanned<XdpSection>>,
     /// `[iscsi]` and its `[[iscsi.target]]`s.
     pub iscsi: Option<Spanned<IscsiSection>>,
+    /// `[sessions]`.
+    pub sessions: Option<Spanned<SessionsSection>>,
+    /// `[api]`.
+    pub api: Option<Spanned<ApiSection>>,
+}
+
+/// `[api]`: the HTTP API ([`crate::api`]), always on the control socket, optionally on TCP.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// `ADDR:PORT` to listen on TCP too (default: the control socket only).
+    pub address: Option<String>,
+    /// A file holding the bearer token that changes need (one line, at least 16 characters).
+    pub token_file: Option<PathBuf>,
+    /// Read-only endpoints answer on TCP without the token (default false).
+    pub read_open: Option<bool>,
+}
+
+/// `[sessions]`: the boot-session registry ([`crate::boots`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsSection {
+    /// Record boot sessions (default true). Off, only the address registry per-MAC roots need
+    /// is kept.
+    pub enabled: Option<bool>,
+    /// Sessions in progress kept at most (default 16384).
+    pub live: Option<usize>,
+    /// Ended sessions kept at most (default 4096).
+    pub recent: Option<usize>,
+    /// A session with no step for this long ends (default 10m).
+    pub idle: Option<Dur>,
+}
+
+/// The boot-session registry's settings, validated (see [`SessionsSection`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionSettings {
+    /// Record sessions at all.
+    pub enabled: bool,
+    /// Live sessions at most.
+    pub live: usize,
+    /// Ended sessions kept.
+    pub recent: usize,
+    /// Idle time that ends a session.
+    pub idle: Duration,
+}
+
+impl Default for SessionSettings {
+    fn default() -> SessionSettings {
+        SessionSettings {
+            enabled: true,
+            live: crate::boots::DEFAULT_LIVE,
+            recent: crate::boots::DEFAULT_RECENT,
+            idle: crate::boots::DEFAULT_IDLE,
+        }
+    }
 }
 
 /// `[iscsi]`: an iSCSI target (RFC 7143) on kernel TCP.
@@ -628,6 +683,10 @@ pub struct Settings {
     pub leases: Option<bootstorm_journal::Settings>,
     /// The iSCSI target, if configured.
     pub iscsi: Option<crate::iscsid::IscsiSettings>,
+    /// The boot-session registry.
+    pub sessions: SessionSettings,
+    /// The HTTP API.
+    pub api: crate::api::ApiSettings,
     /// Start even if the journal is damaged, keeping what precedes the damage (a command-line
     /// choice, never from the file).
     pub repair_journal: bool,

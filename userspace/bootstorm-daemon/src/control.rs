@@ -1,17 +1,11 @@
-//! The control socket: a Unix stream socket where `bootstorm leases`, `stats` and `sessions`
-//! (and operators' scripts) ask a running server for its leases, counters and boot sessions.
-//! One request line, one JSON answer, then close.
+//! What the control socket answers, as JSON: leases, counters, boot sessions (the HTTP API of
+//! [`crate::api`] serves them on the socket), and the CLI's way of asking ([`request`]).
 
 use crate::serve::fmt_hw;
 use bootstorm_dhcp::{DropReason, Server, Stats};
 use bootstorm_time::Clock;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use percent_encoding::utf8_percent_encode;
+use std::path::Path;
 
 pub use bootstorm_leasefile::LeaseJson;
 
@@ -77,7 +71,7 @@ pub fn stats_json(stats: &Stats) -> serde_json::Value {
     })
 }
 
-/// `sessions [mac=M] [phase=P] [failed] [limit=N] [offset=N]`: the boot sessions that match
+/// `sessions [mac=M] [q=TEXT] [phase=P] [failed] [limit=N] [offset=N]`: the boot sessions that match
 /// (live first, newest first), at most `limit` (default 100, at most 10,000); with `mac=` the
 /// one machine's session with its timeline.
 pub fn sessions_json(
@@ -88,9 +82,14 @@ pub fn sessions_json(
     let wall = bootstorm_journal::WallClock::new(*clock);
     let to_ms = |i| wall.to_unix_ms(i);
     let (mut mac, mut phase, mut failed, mut limit, mut offset) = (None, None, false, 100, 0);
+    let mut search: Option<String> = None;
     for a in args {
         let parsed = match a.split_once('=') {
             Some(("mac", m)) => parse_mac(m).map(|m| mac = Some(m)),
+            Some(("q", q)) => {
+                search = Some(q.to_lowercase());
+                Ok(())
+            }
             Some(("phase", p)) => crate::boots::Phase::ALL
                 .iter()
                 .find(|x| x.name() == p)
@@ -102,7 +101,7 @@ pub fn sessions_json(
                 failed = true;
                 Ok(())
             }
-            _ => Err(format!("'{a}': expected mac=, phase=, failed, limit= or offset=")),
+            _ => Err(format!("'{a}': expected mac=, q=, phase=, failed, limit= or offset=")),
         };
         if let Err(e) = parsed {
             return serde_json::json!({ "error": e });
@@ -114,8 +113,22 @@ pub fn sessions_json(
             None => serde_json::json!({ "error": format!("no session of {}", fmt_hw(&m)) }),
         };
     }
+    // `q=`: a part of the MAC, address, IQN or UUID (as the API writes them).
+    let found = |s: &crate::boots::Session, q: &str| {
+        fmt_hw(&s.mac).contains(q)
+            || s.addr.is_some_and(|a| a.to_string().contains(q))
+            || s.iqn
+                .as_deref()
+                .is_some_and(|i| i.to_lowercase().contains(q))
+            || s.uuid
+                .is_some_and(|u| crate::boots::fmt_uuid(&u).contains(q))
+    };
     let (list, total) = sessions.boots.list(
-        |s| phase.is_none_or(|p| s.phase == p) && (!failed || s.failure.is_some()),
+        |s| {
+            phase.is_none_or(|p| s.phase == p)
+                && (!failed || s.failure.is_some())
+                && search.as_deref().is_none_or(|q| found(s, q))
+        },
         offset,
         limit,
     );
@@ -136,109 +149,39 @@ pub fn parse_mac(s: &str) -> Result<Vec<u8>, String> {
     }
 }
 
-/// The listening control socket.
-pub struct Control {
-    path: PathBuf,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Control {
-    /// Binds `path` (replacing a stale socket file) and answers requests until `shutdown`.
-    pub fn start(
-        path: &Path,
-        server: Arc<crate::serve::ServerCell>,
-        sessions: Arc<crate::sessions::Sessions>,
-        clock: Clock,
-        stats: impl Fn() -> serde_json::Value + Send + 'static,
-        shutdown: Arc<AtomicBool>,
-    ) -> std::io::Result<Control> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        if path.exists() {
-            if UnixStream::connect(path).is_ok() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::AddrInUse,
-                    format!("{} is in use by a running server", path.display()),
-                ));
-            }
-            std::fs::remove_file(path)?;
-        }
-        let listener = UnixListener::bind(path)?;
-        listener.set_nonblocking(true)?;
-        let thread = std::thread::Builder::new()
-            .name("control".into())
-            .spawn(move || {
-                let mut last_warning: Option<std::time::Instant> = None;
-                while !shutdown.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((conn, _)) => {
-                            let _ = answer(conn, &server.get(), &sessions, &clock, &stats);
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(50))
-                        }
-                        Err(e) => {
-                            // Once a minute at most (out of descriptors, it used to say so
-                            // every 50 ms).
-                            if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-                                tracing::warn!(error = %e, "control socket accept failed");
-                                last_warning = Some(std::time::Instant::now());
-                            }
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
-                    }
-                }
-            })?;
-        Ok(Control {
-            path: path.to_path_buf(),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Control {
-    fn drop(&mut self) {
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-fn answer(
-    conn: UnixStream,
-    server: &Server,
-    sessions: &crate::sessions::Sessions,
-    clock: &Clock,
-    stats: &dyn Fn() -> serde_json::Value,
-) -> std::io::Result<()> {
-    conn.set_nonblocking(false)?;
-    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut line = String::new();
-    // At most 256 bytes: requests are one word.
-    BufReader::new(std::io::Read::take(&conn, 256)).read_line(&mut line)?;
-    let mut words = line.split_whitespace();
-    let body = match (words.next().unwrap_or(""), words.collect::<Vec<_>>()) {
-        ("leases", _) => serde_json::to_string(&leases_json(server, clock))?,
-        ("stats", _) => stats().to_string(),
-        ("sessions", args) => sessions_json(sessions, clock, &args).to_string(),
-        (other, _) => serde_json::json!({
-            "error": format!("unknown request '{other}' (leases, stats, sessions)")
-        })
-        .to_string(),
-    };
-    let mut w = &conn;
-    w.write_all(body.as_bytes())?;
-    w.write_all(b"\n")
-}
-
-/// Sends one request to a control socket and returns the answer.
+/// Asks a running server over its control socket, as the CLI's words name it: `leases`,
+/// `stats`, `sessions [mac=M] [phase=P] [failed] [limit=N] [offset=N]` (the API's
+/// `/api/v1/...` behind them) and returns the JSON answer; an error answer of the API is
+/// returned as it came (`{"error": ...}`).
 pub fn request(path: &Path, what: &str) -> std::io::Result<String> {
-    let mut conn = UnixStream::connect(path)?;
-    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-    conn.write_all(format!("{what}\n").as_bytes())?;
-    let mut s = String::new();
-    std::io::Read::read_to_string(&mut conn, &mut s)?;
-    Ok(s)
+    let mut words = what.split_whitespace();
+    let target = match words.next().unwrap_or("") {
+        "leases" => "/api/v1/leases".to_string(),
+        "stats" => "/api/v1/stats".to_string(),
+        "sessions" => {
+            let q: Vec<String> = words
+                .map(|w| utf8_percent_encode(w, QUERY).to_string())
+                .collect();
+            if q.is_empty() {
+                "/api/v1/sessions".to_string()
+            } else {
+                format!("/api/v1/sessions?{}", q.join("&"))
+            }
+        }
+        other => {
+            return Ok(serde_json::json!({
+                "error": format!("unknown request '{other}' (leases, stats, sessions)")
+            })
+            .to_string());
+        }
+    };
+    crate::api::call_unix(path, "GET", &target, None, None).map(|(_, body)| body)
 }
+
+/// What a query value may hold unescaped (`=` separates key and value, so it stays).
+const QUERY: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'&')
+    .add(b'#')
+    .add(b'+')
+    .add(b'%');

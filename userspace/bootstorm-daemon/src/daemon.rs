@@ -9,8 +9,9 @@
 //! serve one root, and hands TFTP the boot-session registry the DHCP workers feed (per-MAC
 //! roots). A later service (iSCSI) is one more [`Service`].
 
+use crate::api::{Api, ApiState, ConfigView, MainRequest};
 use crate::config::Settings;
-use crate::control::{self, Control};
+use crate::control;
 use crate::files::FileCache;
 use crate::httpd::{self, HttpRunning, HttpSettings};
 use crate::iscsid::{self, IscsiRunning};
@@ -116,9 +117,9 @@ impl Service for IscsiRunning {
     }
 }
 
-impl Service for Control {
+impl Service for Api {
     fn name(&self) -> &'static str {
-        "control"
+        "api"
     }
 
     fn stats(&self) -> Option<StatsSource> {
@@ -138,7 +139,11 @@ pub struct Daemon {
     stats: StatsSource,
     tftp_local: Option<SocketAddrV4>,
     http_local: Option<SocketAddrV4>,
+    api_local: Option<std::net::SocketAddr>,
     shutdown: Arc<AtomicBool>,
+    /// What the API asks of the main loop (reloads).
+    requests: std::sync::Mutex<std::sync::mpsc::Receiver<MainRequest>>,
+    config: Arc<std::sync::Mutex<ConfigView>>,
 }
 
 impl Daemon {
@@ -219,21 +224,38 @@ impl Daemon {
             }
             v
         });
-        let for_control = stats.clone();
-        let control = Control::start(
-            &settings.control_socket,
-            dhcp.server_cell(),
-            dhcp.sessions(),
-            dhcp.clock(),
-            move || for_control(),
-            shutdown.clone(),
-        )
-        .with_context(|| {
-            format!(
-                "opening control socket {}",
-                settings.control_socket.display()
-            )
-        })?;
+        let (tx, requests) = std::sync::mpsc::channel();
+        let config = Arc::new(std::sync::Mutex::new(ConfigView::default()));
+        let mut names: Vec<&'static str> = vec!["dhcp"];
+        names.extend(services.iter().map(|s| s.name()));
+        names.push("api");
+        let state = ApiState {
+            server: dhcp.server_cell(),
+            sessions: dhcp.sessions(),
+            clock: dhcp.clock(),
+            stats: stats.clone(),
+            journal: dhcp.journal().cloned(),
+            services: names,
+            settings: settings.api.clone(),
+            main: std::sync::Mutex::new(tx),
+            config: config.clone(),
+            reservations: dhcp.reservations(),
+            storm: crate::storm::Storm::new(),
+            metrics: crate::metrics::registry(crate::metrics::Sources {
+                stats: stats.clone(),
+                server: dhcp.server_cell(),
+                sessions: dhcp.sessions(),
+                clock: dhcp.clock(),
+            }),
+        };
+        let control =
+            Api::start(&settings.control_socket, state, shutdown.clone()).with_context(|| {
+                format!(
+                    "opening control socket {}",
+                    settings.control_socket.display()
+                )
+            })?;
+        let api_local = control.tcp_addr();
         services.push(Box::new(control));
         Ok(Daemon {
             dhcp,
@@ -241,7 +263,10 @@ impl Daemon {
             stats,
             tftp_local,
             http_local,
+            api_local,
             shutdown,
+            requests: std::sync::Mutex::new(requests),
+            config,
         })
     }
 
@@ -258,6 +283,68 @@ impl Daemon {
     /// The HTTP listener's address, if HTTP runs.
     pub fn http_addr(&self) -> Option<SocketAddrV4> {
         self.http_local
+    }
+
+    /// The API's TCP listener, if `[api] address` is set.
+    pub fn api_addr(&self) -> Option<std::net::SocketAddr> {
+        self.api_local
+    }
+
+    /// The next thing the API asks of the main loop, if any.
+    pub fn next_request(&self) -> Option<MainRequest> {
+        self.requests.lock().ok()?.try_recv().ok()
+    }
+
+    /// Answers what the API asks of the main loop but a reload (which needs the config file's
+    /// path and the command line: `bootstorm serve` answers that one).
+    pub fn answer(&self, r: MainRequest) -> Option<MainRequest> {
+        match r {
+            MainRequest::AddReservation(res, reply) => {
+                let _ = reply.send(self.add_reservation(res));
+                None
+            }
+            MainRequest::RemoveReservation(addr, reply) => {
+                let _ = reply.send(self.remove_reservation(addr));
+                None
+            }
+            other => Some(other),
+        }
+    }
+
+    fn add_reservation(
+        &self,
+        r: crate::reservations::ApiReservation,
+    ) -> Result<serde_json::Value, String> {
+        let store = self.dhcp.reservations();
+        let addr = r.address;
+        store.add(self.dhcp.server().config(), r.clone())?;
+        match self.dhcp.reapply() {
+            Ok(done) => {
+                tracing::info!(%addr, mac = r.mac.as_deref().unwrap_or(""), "reservation added through the API");
+                Ok(serde_json::json!({ "added": r, "conflicts": done.conflicts }))
+            }
+            Err(e) => {
+                let _ = store.remove(addr);
+                Err(format!("not applied, nothing kept: {e:#}"))
+            }
+        }
+    }
+
+    fn remove_reservation(&self, addr: std::net::Ipv4Addr) -> Result<serde_json::Value, String> {
+        let store = self.dhcp.reservations();
+        let gone = store.remove(addr)?;
+        self.dhcp
+            .reapply()
+            .map_err(|e| format!("removed from the list, but the rebuild failed: {e:#}"))?;
+        tracing::info!(%addr, "reservation removed through the API");
+        Ok(serde_json::json!({ "removed": gone }))
+    }
+
+    /// What the API shows as the running config (after a start or a reload from a file).
+    pub fn set_config_view(&self, view: ConfigView) {
+        if let Ok(mut v) = self.config.lock() {
+            *v = view;
+        }
     }
 
     /// What `bootstorm stats` answers now.

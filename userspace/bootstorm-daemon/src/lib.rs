@@ -6,10 +6,12 @@
 //! (`bootstorm-net`). It wires them together and owns threads, signals and logs.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod boots;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod dashboard;
 pub mod dhcp_worker;
 pub mod files;
 pub mod httpd;
@@ -18,9 +20,12 @@ pub mod iscsid;
 pub use bootstorm_leasefile as leasefile;
 pub mod leaseio;
 pub mod logbuf;
+pub mod metrics;
 pub mod overlay;
 pub mod quick;
+pub mod reservations;
 pub mod serve;
 pub mod sessions;
+pub mod storm;
 pub mod tftpd;
 pub mod xdp_path;

@@ -89,6 +89,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Have a running server re-read its config file (as SIGHUP does) and say what changed or
+    /// why the file was refused (the running config then stays). Needs the API token.
+    Reload {
+        #[command(flatten)]
+        at: ApiClient,
+    },
     /// Print a running server's counters as JSON.
     Stats {
         /// Config file of the server (to find its control socket).
@@ -100,8 +106,61 @@ enum Cmd {
     },
 }
 
+/// How a command that changes something reaches the API.
+#[derive(clap::Args)]
+struct ApiClient {
+    /// Config file of the server (its control socket and [api] token_file).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Control socket path (instead of --config).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// The file holding the API token (default: the config's [api] token_file).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+impl ApiClient {
+    /// `method path` on the server's API with its token; the answer's JSON, or its error.
+    fn call(&self, method: &str, path: &str) -> anyhow::Result<serde_json::Value> {
+        let settings = match (&self.socket, &self.config) {
+            (None, Some(c)) => Some(config::load(c)?),
+            _ => None,
+        };
+        let sock = socket_of(settings.as_ref(), self.socket.clone());
+        let token = match &self.token_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("--token-file {}", f.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => settings.and_then(|s| s.api.token),
+        };
+        let (code, body) =
+            bootstorm_daemon::api::call_unix(&sock, method, path, token.as_deref(), None)
+                .with_context(|| {
+                    format!("asking the server at {} (is it running?)", sock.display())
+                })?;
+        let v: serde_json::Value =
+            serde_json::from_str(&body).context("reading the server's answer")?;
+        if code != 200 {
+            bail!("{}", v["error"].as_str().unwrap_or(&body));
+        }
+        Ok(v)
+    }
+}
+
 #[derive(Subcommand)]
 enum LeasesAction {
+    /// Release a lease of the running server (as if its client sent DHCPRELEASE); done once the
+    /// lease journal holds it. Needs the API token.
+    Release {
+        /// The leased address.
+        ip: Ipv4Addr,
+        #[command(flatten)]
+        at: ApiClient,
+    },
     /// Write every lease as JSON or CSV: asked of the running server, or read from the lease
     /// directory of a stopped one (--config).
     Export {
@@ -270,6 +329,20 @@ fn main() -> ExitCode {
                 }),
             ..
         } => import_cmd(&config, format, &files, dry_run),
+        Cmd::Leases {
+            action: Some(LeasesAction::Release { ip, at }),
+            ..
+        } => at
+            .call("DELETE", &format!("/api/v1/leases/{ip}"))
+            .and_then(|v| {
+                out(&format!(
+                    "released {ip} (was {})\n",
+                    v["mac"].as_str().unwrap_or("?")
+                ))
+            }),
+        Cmd::Reload { at } => at
+            .call("POST", "/api/v1/config/reload")
+            .and_then(|v| out(&format!("{v}\n"))),
         Cmd::Lab { args } => lab_cmd(&args),
         Cmd::Overlay { action } => overlay_cmd(action),
         Cmd::Sessions {
@@ -441,7 +514,11 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
         .context("installing signal handlers")?;
     let daemon = Daemon::start(&settings, shutdown.clone())?;
-    tracing::info!(control = %settings.control_socket.display(), "ready");
+    daemon.set_config_view(config_view(&a));
+    match daemon.api_addr() {
+        Some(api) => tracing::info!(control = %settings.control_socket.display(), %api, "ready"),
+        None => tracing::info!(control = %settings.control_socket.display(), "ready"),
+    }
     let deadline = a
         .run_for
         .map(|d| Instant::now() + Duration::from_millis(d.0.as_millis()));
@@ -450,7 +527,13 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
     let mut last_summary = Instant::now();
     while !shutdown.load(Ordering::Relaxed) {
         if hup.swap(false, Ordering::Relaxed) {
-            reload(&a, daemon.dhcp(), &reload_logs);
+            let _ = reload(&a, &daemon, &reload_logs);
+        }
+        while let Some(r) = daemon.next_request() {
+            if let Some(bootstorm_daemon::api::MainRequest::Reload(reply)) = daemon.answer(r) {
+                tracing::info!("reload asked through the API");
+                let _ = reply.send(reload(&a, &daemon, &reload_logs));
+            }
         }
         if last_summary.elapsed() >= serve::DropSummary::INTERVAL {
             drops.log(&daemon.dhcp().total_stats());
@@ -482,20 +565,37 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGHUP: re-reads the config file, validates it, and applies what can change live; a refused
-/// config changes nothing and says why.
-fn reload(a: &ServeArgs, running: &serve::Running, reload_logs: &LogReload) {
-    let Some(path) = &a.config else {
-        tracing::warn!("SIGHUP: quick mode has no config file to re-read; nothing changed");
-        return;
+/// The config file as the API shows it (none in quick mode).
+fn config_view(a: &ServeArgs) -> bootstorm_daemon::api::ConfigView {
+    bootstorm_daemon::api::ConfigView {
+        path: a.config.clone(),
+        text: a
+            .config
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok()),
+    }
+}
+
+/// SIGHUP or the API: re-reads the config file, validates it, and applies what can change live;
+/// a refused config changes nothing and says why (also in the answer).
+fn reload(
+    a: &ServeArgs,
+    daemon: &Daemon,
+    reload_logs: &LogReload,
+) -> Result<serde_json::Value, String> {
+    let running = daemon.dhcp();
+    let refused = |e: anyhow::Error| {
+        tracing::error!("config refused, the running config stays: {e:#}");
+        Err(format!("config refused, the running config stays: {e:#}"))
     };
-    tracing::info!(config = %path.display(), "SIGHUP: re-reading the config");
+    let Some(path) = &a.config else {
+        tracing::warn!("reload: quick mode has no config file to re-read; nothing changed");
+        return Err("quick mode has no config file to re-read; nothing changed".into());
+    };
+    tracing::info!(config = %path.display(), "reload: re-reading the config");
     let new = match settings_for(a) {
         Ok(s) => s,
-        Err(e) => {
-            tracing::error!("config refused, the running config stays: {e:#}");
-            return;
-        }
+        Err(e) => return refused(e),
     };
     for w in &new.warnings {
         tracing::warn!("{w}");
@@ -523,8 +623,17 @@ fn reload(a: &ServeArgs, running: &serve::Running, reload_logs: &LogReload) {
                 boot_rules = new.dhcp.boot_rules.len(),
                 "config reloaded"
             );
+            daemon.set_config_view(config_view(a));
+            Ok(serde_json::json!({
+                "reloaded": true,
+                "records": r.records,
+                "bound": r.bound,
+                "conflicts": r.conflicts,
+                "need_restart": r.need_restart,
+                "warnings": new.warnings,
+            }))
         }
-        Err(e) => tracing::error!("config refused, the running config stays: {e:#}"),
+        Err(e) => refused(e),
     }
 }
 

@@ -100,6 +100,14 @@ pub struct QuickFlags {
     /// IQN) writes to its own copy-on-write overlay in a subdirectory of DIR per target.
     #[arg(long, value_name = "DIR")]
     pub iscsi_overlays: Option<PathBuf>,
+    /// Do not record boot sessions (`[sessions] enabled = false`).
+    #[arg(long)]
+    pub no_boot_sessions: bool,
+    /// The HTTP API and the web dashboard on TCP too (`[api] address`), reads open and no
+    /// token, so nothing can be changed through it (a config file's `[api] token_file` allows
+    /// that).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub api: Option<String>,
 }
 
 impl QuickFlags {
@@ -188,6 +196,19 @@ pub fn settings(q: &QuickFlags, s: &ServerFlags) -> Result<Settings, ConfigError
             io: s.io.clone().map(spanned),
             ..ServerSection::default()
         },
+        api: q.api.clone().map(|a| {
+            spanned(crate::config::ApiSection {
+                address: Some(a),
+                token_file: None,
+                read_open: Some(true),
+            })
+        }),
+        sessions: q.no_boot_sessions.then(|| {
+            spanned(crate::config::SessionsSection {
+                enabled: Some(false),
+                ..Default::default()
+            })
+        }),
         ..FileConfig::default()
     };
     if dhcp {
@@ -377,6 +398,34 @@ mod tests {
                 .reason
                 .contains("--subnet")
         );
+    }
+
+    #[test]
+    fn api_and_session_flags_reach_the_settings() {
+        let q = QuickFlags {
+            tftp_root: Some(std::env::temp_dir()),
+            api: Some("127.0.0.1:8080".into()),
+            no_boot_sessions: true,
+            ..QuickFlags::default()
+        };
+        let s = settings(&q, &ServerFlags::default()).unwrap();
+        assert_eq!(s.api.address, Some("127.0.0.1:8080".parse().unwrap()));
+        assert!(s.api.read_open && s.api.token.is_none());
+        assert!(!s.sessions.enabled);
+        // Without the flags: no TCP listener, sessions recorded.
+        let q = QuickFlags {
+            tftp_root: Some(std::env::temp_dir()),
+            ..QuickFlags::default()
+        };
+        let s = settings(&q, &ServerFlags::default()).unwrap();
+        assert!(s.api.address.is_none() && s.sessions.enabled);
+        // A bad address is refused as a config file's would be.
+        let q = QuickFlags {
+            api: Some("localhost".into()),
+            ..q
+        };
+        let e = settings(&q, &ServerFlags::default()).unwrap_err();
+        assert!(e.reason.contains("localhost"), "{e}");
     }
 
     #[test]

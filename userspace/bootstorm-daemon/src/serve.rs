@@ -94,6 +94,8 @@ pub struct Reloaded {
 /// A running server.
 pub struct Running {
     cell: Arc<ServerCell>,
+    /// Reservations added through the API.
+    reservations: Arc<crate::reservations::Store>,
     sessions: Arc<crate::sessions::Sessions>,
     settings: Mutex<Settings>,
     shutdown: Arc<AtomicBool>,
@@ -154,7 +156,11 @@ impl Running {
             need_restart: restart_only_changes(&current, new),
             ..Reloaded::default()
         };
-        let fresh = Arc::new(Server::new(new.dhcp.clone()).context("building the lease table")?);
+        let (dhcp, warnings) = self.reservations.merged(&new.dhcp);
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        let fresh = Arc::new(Server::new(dhcp).context("building the lease table")?);
         let mut cell = self
             .cell
             .0
@@ -186,6 +192,22 @@ impl Running {
         current.log_level = new.log_level.clone();
         current.warnings = new.warnings.clone();
         Ok(r)
+    }
+
+    /// The reservations added through the API.
+    pub fn reservations(&self) -> Arc<crate::reservations::Store> {
+        self.reservations.clone()
+    }
+
+    /// Rebuilds the core from the running settings (after the API's reservations changed),
+    /// moving every lease over as a reload does.
+    pub fn reapply(&self) -> anyhow::Result<Reloaded> {
+        let current = self
+            .settings
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .clone();
+        self.reload(&current)
     }
 
     /// The clock the workers use.
@@ -252,6 +274,8 @@ fn restart_only_changes(a: &Settings, b: &Settings) -> Vec<&'static str> {
     check(a.tftp == b.tftp, "[tftp]");
     check(a.http == b.http, "[http]");
     check(a.leases == b.leases, "[leases]");
+    check(a.sessions == b.sessions, "[sessions]");
+    check(a.api == b.api, "[api]");
     v
 }
 
@@ -266,10 +290,18 @@ pub fn start_with(
     settings: &Settings,
     tftp: Option<(crate::tftpd::TftpSettings, Arc<crate::files::FileCache>)>,
 ) -> anyhow::Result<Running> {
-    let server = Arc::new(Server::new(settings.dhcp.clone()).context("building the lease table")?);
+    // The API's reservations join the config's (kept in the lease directory).
+    let reservations = Arc::new(crate::reservations::Store::open(
+        settings.leases.as_ref().map(|l| l.dir.as_path()),
+    )?);
+    let (dhcp, warnings) = reservations.merged(&settings.dhcp);
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    let server = Arc::new(Server::new(dhcp).context("building the lease table")?);
     let cell = Arc::new(ServerCell(std::sync::RwLock::new(server.clone())));
     let clock = Clock::new();
-    let sessions = Arc::new(crate::sessions::Sessions::new());
+    let sessions = Arc::new(crate::sessions::Sessions::with(settings.sessions));
     let journal = match &settings.leases {
         Some(l) => Some(open_journal(l, settings.repair_journal, &cell, clock)?),
         None => {
@@ -392,6 +424,7 @@ pub fn start_with(
     }
     Ok(Running {
         cell,
+        reservations,
         sessions,
         settings: Mutex::new(settings.clone()),
         shutdown,

@@ -28,17 +28,34 @@ pub struct Session {
 }
 
 /// The registry. Shared by the DHCP workers (who write), TFTP and HTTP (who read).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Sessions {
     by_addr: Mutex<HashMap<Ipv4Addr, Session>>,
     /// Each machine's boot, by MAC.
     pub boots: Boots,
+    /// Boot sessions are recorded (`[sessions] enabled`).
+    pub recording: bool,
+}
+
+impl Default for Sessions {
+    fn default() -> Sessions {
+        Sessions::with(crate::config::SessionSettings::default())
+    }
 }
 
 impl Sessions {
-    /// An empty registry.
+    /// An empty registry with the default caps.
     pub fn new() -> Sessions {
         Sessions::default()
+    }
+
+    /// An empty registry with these caps.
+    pub fn with(s: crate::config::SessionSettings) -> Sessions {
+        Sessions {
+            by_addr: Mutex::default(),
+            boots: Boots::new(s.live, s.recent, s.idle),
+            recording: s.enabled,
+        }
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Ipv4Addr, Session>> {
@@ -50,9 +67,11 @@ impl Sessions {
     pub fn seen(&self, now: Instant, ev: &Event) {
         let mac = ev.hwaddr();
         let step = match ev.kind {
+            _ if !self.recording => None,
             EventKind::Offer => Some(Step::Offer {
                 addr: ev.addr,
                 round: 0,
+                uuid: ev.uuid,
             }),
             EventKind::Bind => Some(Step::Ack { addr: ev.addr }),
             EventKind::Nak => Some(Step::Nak {
@@ -65,7 +84,10 @@ impl Sessions {
         if let Some(step) = step {
             self.boots.step(now, mac, step);
         }
-        if ev.no_boot_rule && matches!(ev.kind, EventKind::Offer | EventKind::Bind) {
+        if self.recording
+            && ev.no_boot_rule
+            && matches!(ev.kind, EventKind::Offer | EventKind::Bind)
+        {
             self.boots.step(now, mac, Step::NoBootRule);
         }
         match ev.kind {
@@ -122,6 +144,9 @@ impl Sessions {
 
     /// Records what TFTP, HTTP or iSCSI saw of the machine at `addr` (if one holds it).
     pub fn note(&self, now: Instant, addr: Ipv4Addr, step: Step) {
+        if !self.recording {
+            return;
+        }
         if let Some(mac) = self.mac_of(now, addr) {
             self.boots.step(now, &mac, step);
         }
@@ -166,6 +191,7 @@ mod tests {
             reclaimed: false,
             boot: None,
             no_boot_rule: false,
+            uuid: None,
         }
     }
 
@@ -192,6 +218,26 @@ mod tests {
         s.seen(t(0), &ev(EventKind::Release, 5, 2, None));
         assert_eq!(s.mac_of(t(100), ip), None);
         assert!(s.is_empty());
+        // A machine's UUID (option 97) is its session's; not recording, nothing is kept.
+        let mut with_uuid = ev(EventKind::Offer, 6, 3, Some(30));
+        with_uuid.uuid = Some([0xab; 16]);
+        s.seen(t(0), &with_uuid);
+        let b = s.boots.get(&[0x52, 0x54, 0, 0, 0, 3]).unwrap();
+        assert_eq!(b.uuid, Some([0xab; 16]));
+        assert_eq!(
+            b.json(&|_| 0, false)["uuid"],
+            "abababab-abab-abab-abab-abababababab"
+        );
+        let off = Sessions::with(crate::config::SessionSettings {
+            enabled: false,
+            ..Default::default()
+        });
+        off.seen(t(0), &with_uuid);
+        assert!(off.boots.get(&[0x52, 0x54, 0, 0, 0, 3]).is_none());
+        assert!(
+            off.mac_of(t(1), with_uuid.addr).is_some(),
+            "addresses still known"
+        );
         // Restored from before a restart.
         s.restore(ip, &[1, 2, 3, 4, 5, 6], t(0) + Duration::from_secs(60));
         assert_eq!(

@@ -394,6 +394,9 @@ impl Server {
             reclaimed: b.is_some_and(|b| b.reclaimed),
             boot: ctx.boot_from,
             no_boot_rule: ctx.boot.is_none() && ctx.firmware,
+            uuid: ctx.req.client_uuid.and_then(|u| match u {
+                [0, rest @ ..] | rest => rest.try_into().ok(),
+            }),
         }
     }
 

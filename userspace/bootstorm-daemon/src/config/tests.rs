@@ -265,6 +265,32 @@ fn rx_coalesce_is_checked() {
 }
 
 #[test]
+fn session_caps_are_read_and_checked() {
+    let with = |extra: &str| check(&format!("{GOOD}\n[sessions]\n{extra}\n"));
+    assert_eq!(check(GOOD).unwrap().sessions, SessionSettings::default());
+    let s = with("enabled = false\nlive = 500\nrecent = 0\nidle = \"2m\"")
+        .unwrap()
+        .sessions;
+    assert_eq!(
+        s,
+        SessionSettings {
+            enabled: false,
+            live: 500,
+            recent: 0,
+            idle: Duration::from_secs(120)
+        }
+    );
+    let text = format!("{GOOD}\n[sessions]\nlive = 0\n");
+    let e = check(&text).unwrap_err();
+    let line = line_of(&text, "[sessions]");
+    assert!(e.starts_with(&format!("bootstorm.toml:{line}:")), "{e}");
+    assert!(e.contains("live = 0: expected 1-1000000"), "{e}");
+    assert!(with("idle = \"0s\"").unwrap_err().contains("at least 1s"));
+    assert!(with("recent = 2000000").unwrap_err().contains("recent"));
+    assert!(with("lve = 5").unwrap_err().contains("unknown field"));
+}
+
+#[test]
 fn lease_journal_settings_are_checked() {
     let with = |extra: &str| {
         check(&format!(
@@ -526,4 +552,51 @@ initiator_iqn = "@IQN@"
             .unwrap_err()
             .contains("\"initiator\" or \"mac\"")
     );
+}
+
+#[test]
+fn api_settings_are_read_and_checked() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("bootstorm-api-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("token");
+    let write = |text: &str, mode: u32| {
+        std::fs::write(&token, text).unwrap();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let with = |extra: &str| check(&format!("{GOOD}\n[api]\n{extra}\n"));
+    write("0123456789abcdef0123\n", 0o600);
+    let a = with(&format!(
+        "address = \"127.0.0.1:8067\"\ntoken_file = \"{}\"\nread_open = true",
+        token.display()
+    ))
+    .unwrap()
+    .api;
+    assert_eq!(a.address, Some("127.0.0.1:8067".parse().unwrap()));
+    assert_eq!(a.token.as_deref(), Some("0123456789abcdef0123"));
+    assert!(a.read_open);
+    assert_eq!(check(GOOD).unwrap().api, crate::api::ApiSettings::default());
+    let text = format!("{GOOD}\n[api]\naddress = \"everywhere\"\n");
+    let e = check(&text).unwrap_err();
+    assert!(
+        e.starts_with(&format!("bootstorm.toml:{}:", line_of(&text, "[api]"))),
+        "{e}"
+    );
+    assert!(e.contains("expected ADDR:PORT"), "{e}");
+    let tf = format!("token_file = \"{}\"", token.display());
+    write("0123456789abcdef0123\n", 0o644);
+    assert!(with(&tf).unwrap_err().contains("chmod 600"));
+    write("short\n", 0o600);
+    assert!(with(&tf).unwrap_err().contains("at least 16"));
+    assert!(
+        with("token_file = \"/nonexistent/token\"")
+            .unwrap_err()
+            .contains("/nonexistent/token")
+    );
+    assert!(
+        with("tokenfile = \"x\"")
+            .unwrap_err()
+            .contains("unknown field")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

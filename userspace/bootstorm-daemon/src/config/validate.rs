@@ -83,9 +83,19 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
         Some(sp) => Some(lease_settings(src, sp)?),
         None => None,
     };
+    let sessions = match &file.sessions {
+        Some(sp) => session_settings(src, sp)?,
+        None => SessionSettings::default(),
+    };
+    let api = match &file.api {
+        Some(sp) => api_settings(src, sp)?,
+        None => crate::api::ApiSettings::default(),
+    };
     Ok(Settings {
         dhcp_enabled,
         iscsi,
+        sessions,
+        api,
         tftp,
         http,
         leases,
@@ -107,6 +117,89 @@ pub fn validate(src: &Source<'_>, file: FileConfig) -> Result<Settings, ConfigEr
         log_level,
         dhcp,
         warnings,
+    })
+}
+
+/// `[api]`: the TCP address is checked, the token file read (and its mode: a token others can
+/// read is refused).
+fn api_settings(
+    src: &Source<'_>,
+    sp: &Spanned<crate::config::ApiSection>,
+) -> Result<crate::api::ApiSettings, ConfigError> {
+    let (a, span) = (sp.get_ref(), sp.span());
+    let address = match &a.address {
+        Some(t) => Some(t.parse::<std::net::SocketAddr>().map_err(|_| {
+            src.error(
+                Some(span.clone()),
+                format!("[api] address '{t}': expected ADDR:PORT (198.18.0.1:8067)"),
+            )
+        })?),
+        None => None,
+    };
+    let token = match &a.token_file {
+        Some(f) => {
+            use std::os::unix::fs::PermissionsExt;
+            let what = |e: String| {
+                src.error(
+                    Some(span.clone()),
+                    format!("[api] token_file {}: {e}", f.display()),
+                )
+            };
+            let meta = std::fs::metadata(f).map_err(|e| what(e.to_string()))?;
+            if meta.permissions().mode() & 0o077 != 0 {
+                return Err(what(
+                    "readable by others than its owner (chmod 600 it)".into(),
+                ));
+            }
+            let text = std::fs::read_to_string(f).map_err(|e| what(e.to_string()))?;
+            let t = text.trim();
+            if t.len() < 16 || t.chars().any(char::is_whitespace) {
+                return Err(what(
+                    "expected one token of at least 16 characters, no spaces".into(),
+                ));
+            }
+            Some(t.to_string())
+        }
+        None => None,
+    };
+    Ok(crate::api::ApiSettings {
+        address,
+        token,
+        read_open: a.read_open.unwrap_or(false),
+    })
+}
+
+/// `[sessions]`.
+fn session_settings(
+    src: &Source<'_>,
+    sp: &Spanned<SessionsSection>,
+) -> Result<SessionSettings, ConfigError> {
+    let (s, span) = (sp.get_ref(), sp.span());
+    let d = SessionSettings::default();
+    let live = s.live.unwrap_or(d.live);
+    let recent = s.recent.unwrap_or(d.recent);
+    // Each session is a few hundred bytes with its timeline: a million is ~1 GiB.
+    if live == 0 || live > 1_000_000 {
+        return Err(src.error(
+            Some(span),
+            format!("[sessions] live = {live}: expected 1-1000000"),
+        ));
+    }
+    if recent > 1_000_000 {
+        return Err(src.error(
+            Some(span),
+            format!("[sessions] recent = {recent}: expected 0-1000000"),
+        ));
+    }
+    let idle = s.idle.map_or(d.idle, |i| i.0);
+    if idle < Duration::from_secs(1) {
+        return Err(src.error(Some(span), "[sessions] idle must be at least 1s"));
+    }
+    Ok(SessionSettings {
+        enabled: s.enabled.unwrap_or(true),
+        live,
+        recent,
+        idle,
     })
 }
 

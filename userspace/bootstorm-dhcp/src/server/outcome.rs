@@ -174,6 +174,8 @@ pub struct Event {
     /// The client is boot firmware (PXE or HTTP boot) but no boot rule or reservation gave it
     /// a boot file: it gets an address and nothing to boot.
     pub no_boot_rule: bool,
+    /// The machine's UUID from option 97 (RFC 4578; its type byte 0 dropped), if it sent one.
+    pub uuid: Option<[u8; 16]>,
 }
 
 /// What chose a reply's boot file.
