@@ -20,7 +20,11 @@
 # bootstorm-write, bootstorm-none (leases journaled with that durability), bootstorm-fsync-nodelay
 # (fsync with commit_delay = 0 instead of the default 5 ms), bootstorm-fsync-nocoalesce (fsync with
 # rx_coalesce = 0 instead of the default 1 ms) and kea-persist (memfile with persist on);
-# bench/lease-compare.sh runs those six; bootstorm-nosessions runs without boot sessions. A bootstorm variant with xdp- after "bootstorm-"
+# bench/lease-compare.sh runs those six; bootstorm-nosessions runs without boot sessions, and
+# bootstorm-watched with its API and dashboard on TCP and an operator watching each run
+# (bench/watch.sh: headless Chromium on the storm view, the session list's first page every
+# 200 ms, /metrics every second, each timed; the server's CPU then includes answering them). A
+# bootstorm variant with xdp- after "bootstorm-"
 # (bootstorm-xdp-fsync, bootstorm-xdp-none, ...) serves on the XDP fast path (--io xdp); kea-mt
 # and kea-mt-persist run Kea with multi-threading on (2 threads, as many as cores).
 #
@@ -45,7 +49,10 @@ cargo build --release -q -p bootstorm-daemon
 BIN=$PWD/target/release/bootstorm
 
 . bench/lab.sh
+. bench/watch.sh
+case " $SERVERS " in *" bootstorm-watched "*) watch_check ;; esac
 lab_up bsc
+trap 'watch_stop x > /dev/null; lab_down' EXIT
 
 cat > "$T/kea.json" <<JSON
 { "Dhcp4": {
@@ -75,6 +82,9 @@ start_server() {
       # sessions costs.
       ip netns exec "$S" "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
         --router 198.18.0.1 --workers 2 --control-socket "$T/bs.sock" --no-boot-sessions 2> "$T/bootstorm.log" & ;;
+    bootstorm-watched)
+      ip netns exec "$S" "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
+        --router 198.18.0.1 --workers 2 --control-socket "$T/bs.sock" --api "127.0.0.1:$WATCH_PORT" 2> "$T/bootstorm.log" & ;;
     bootstorm-*)
       # bootstorm-DURABILITY, or fsync with one default turned off.
       local dur=${1#bootstorm-} extra=
@@ -100,9 +110,13 @@ start_server() {
   SERVER_PID=$!
   sleep 1.5
   kill -0 "$SERVER_PID" 2>/dev/null || { echo "$1 did not start"; cat "$T"/*.log "$T"/*.out "$T"/*.err 2>/dev/null | tail -20; exit 1; }
+  [ "$1" != bootstorm-watched ] || watch_start "$1"
 }
 
 stop_server() {
+  watch_stop bootstorm-watched
+  # The server's peak resident memory (MiB), for the fixed-rate line.
+  RSS=$(awk '/^VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$SERVER_PID/status" 2>/dev/null || echo -)
   kill "$SERVER_PID" 2>/dev/null || true
   wait "$SERVER_PID" 2>/dev/null || true
   SERVER_PID=
@@ -153,7 +167,7 @@ for srv in $SERVERS; do
       cpu="- (drops ${offdrop}%/${ackdrop}%)"
     fi
     CPU[$srv,$fr]=$cpu
-    printf '%-9s at %s/s for %ss: %s ACKs, CPU %s us/lease\n' "$srv" "$fr" "$FIXED_SECS" "$acks" "$cpu"
+    printf '%-9s at %s/s for %ss: %s ACKs, CPU %s us/lease, peak RSS %s MiB\n' "$srv" "$fr" "$FIXED_SECS" "$acks" "$cpu" "$RSS"
   done
 done
 

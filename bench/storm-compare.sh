@@ -7,6 +7,9 @@
 #   bootstorm          one process, DHCP + TFTP (quick mode, 2 workers, no lease journal)
 #   bootstorm-fsync    the same with its lease journal at durability fsync
 #   bootstorm-nosessions  bootstorm without its boot-session registry (what recording costs)
+#   bootstorm-watched  bootstorm with its API and dashboard on TCP and an operator watching
+#                      (bench/watch.sh: headless Chromium on the storm view, the session list's
+#                      first page every 200 ms and /metrics every second, each timed)
 #   dnsmasq            DHCP + TFTP in one process (--tftp-max and --dhcp-lease-max raised to N,
 #                      as an operator facing a storm would; its defaults are 50 and 1,000)
 #   kea+tftpd-hpa      kea-dhcp4 (memfile, persist off) with next-server/boot-file-name, and
@@ -40,6 +43,8 @@ LG=$PWD/target/release/bootstorm-loadgen
 ulimit -n "$(ulimit -Hn)"
 
 . bench/lab.sh
+. bench/watch.sh
+case " $STACKS " in *" bootstorm-watched "*) watch_check ;; esac
 lab_up bss
 ip -n "$C" addr add 198.18.0.3/16 dev "$CIF"
 lg_mode "$N"
@@ -64,9 +69,9 @@ PIDS=()
 start_stack() {
   PIDS=()
   case $1 in
-    bootstorm|bootstorm-fsync|bootstorm-xdp|bootstorm-xdp-fsync|bootstorm-nosessions)
+    bootstorm|bootstorm-fsync|bootstorm-xdp|bootstorm-xdp-fsync|bootstorm-nosessions|bootstorm-watched)
       local journal=() io=socket
-      case $1 in *-nosessions) journal=(--no-boot-sessions) ;; esac
+      case $1 in *-nosessions) journal=(--no-boot-sessions) ;; *-watched) journal=(--api "127.0.0.1:$WATCH_PORT") ;; esac
       case $1 in *-fsync) rm -rf "$T/leases"; journal=(--lease-dir "$T/leases" --durability fsync) ;; esac
       case $1 in bootstorm-xdp*) io=xdp ;; esac
       ip netns exec "$S" "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
@@ -97,14 +102,18 @@ stop_stack() {
   PIDS=(); SERVER_PID=
 }
 # lab_down stops SERVER_PID (one PID); stop every process of the stack instead.
-trap 'stop_stack; lab_down' EXIT
+trap 'watch_stop x > /dev/null; stop_stack; lab_down' EXIT
 
-declare -A DUR RATE DHCP TFTP BOOT FAILED WHY RETRIED
+declare -A DUR RATE DHCP TFTP BOOT FAILED WHY RETRIED RSS WATCH
 for st in $STACKS; do
   start_stack "$st"
+  [ "$st" != bootstorm-watched ] || watch_start "$st"
   out=$(timeout $((LIMIT + 60)) ip netns exec "$C" "$LG" ${LG_ARGS:-} --server 198.18.0.1 $LG_TARGET \
     --clients "$N" --profile uefi-x64 --expect-size $((1 << 20)) --expect-sha256 "$SHA" \
     --boot-retries "$RETRIES" --boot-retry-delay 1 --limit "$LIMIT" --json --html "$T/report-$st.html" 2> /dev/null || true)
+  [ "$st" != bootstorm-watched ] || WATCH[$st]=$(watch_stop "$st")
+  # The first process's peak resident memory (for the bootstorm stacks, the whole server).
+  RSS[$st]=$(awk '/^VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/${PIDS[0]}/status" 2>/dev/null || echo -)
   stop_stack
   if [ -n "${REPORTS:-}" ]; then
     mkdir -p "$REPORTS"; cp -f "$T/report-$st.html" "$REPORTS/storm-$N-$st.html" 2>/dev/null || true
@@ -118,14 +127,16 @@ try:
 except Exception:
     print("- - - - - all no_report -")' "$out")
   DUR[$st]=$dur; RATE[$st]=$rate; DHCP[$st]=$dhcp; TFTP[$st]=$tftp; BOOT[$st]=$boot; FAILED[$st]=$failed; WHY[$st]=$why; RETRIED[$st]=$retried
-  echo "$st: $N machines in $dur s ($rate boots/s), p99 dhcp $dhcp ms, tftp $tftp ms, boot $boot ms, $failed failed ($why), $retried boots started over"
+  echo "$st: $N machines in $dur s ($rate boots/s), p99 dhcp $dhcp ms, tftp $tftp ms, boot $boot ms, $failed failed ($why), $retried boots started over, peak RSS ${RSS[$st]} MiB"
+  [ -z "${WATCH[$st]:-}" ] || echo "${WATCH[$st]}"
 done
 
 echo
 echo "kernel $(uname -r), $(nproc) cores, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%F)"
 echo "boot retries: $RETRIES"
-echo "| stack | $N machines: completion (s) | boots/s | p99 DHCP (ms) | p99 TFTP (ms) | p99 boot (ms) | failed | boots started over |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| stack | $N machines: completion (s) | boots/s | p99 DHCP (ms) | p99 TFTP (ms) | p99 boot (ms) | failed | boots started over | peak RSS of the first process (MiB) |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for st in $STACKS; do
-  echo "| $st | ${DUR[$st]} | ${RATE[$st]} | ${DHCP[$st]} | ${TFTP[$st]} | ${BOOT[$st]} | ${FAILED[$st]} ${WHY[$st]/#-/} | ${RETRIED[$st]} |"
+  echo "| $st | ${DUR[$st]} | ${RATE[$st]} | ${DHCP[$st]} | ${TFTP[$st]} | ${BOOT[$st]} | ${FAILED[$st]} ${WHY[$st]/#-/} | ${RETRIED[$st]} | ${RSS[$st]} |"
 done
+for st in $STACKS; do [ -z "${WATCH[$st]:-}" ] || echo "${WATCH[$st]}"; done

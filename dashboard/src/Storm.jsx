@@ -35,7 +35,10 @@ export default function Storm() {
   useEffect(() => {
     let alive = true;
     let timer;
+    // Once a second, start to start (the daemon samples once a second), the next request
+    // never before the previous answer.
     const run = async () => {
+      const began = performance.now();
       const q = last.current == null ? '' : `?since=${last.current}`;
       const r = await call('GET', `/api/v1/storm${q}`);
       if (!alive) return;
@@ -49,7 +52,7 @@ export default function Storm() {
       } else {
         setError(r.body.error || `HTTP ${r.status}`);
       }
-      timer = setTimeout(run, 1000);
+      timer = setTimeout(run, Math.max(0, 1000 - (performance.now() - began)));
     };
     run();
     return () => {

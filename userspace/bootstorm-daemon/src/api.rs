@@ -10,6 +10,8 @@
 //! Built on axum (hyper, tokio) on its own thread with a single-threaded runtime, so the API never
 //! shares a runtime or a core budget with the boot paths.
 
+mod capped;
+
 use crate::daemon::StatsSource;
 use crate::serve::{ServerCell, fmt_hw};
 use crate::sessions::Sessions;
@@ -837,6 +839,7 @@ impl Api {
                             return;
                         }
                     };
+                    let unix = capped::Capped::new(unix, capped::MAX_CONNECTIONS, capped::IDLE);
                     let on_unix = axum::serve(
                         unix,
                         router(Ctx {
@@ -847,6 +850,7 @@ impl Api {
                     .with_graceful_shutdown(stop());
                     match tcp.map(tokio::net::TcpListener::from_std) {
                         Some(Ok(t)) => {
+                            let t = capped::Capped::new(t, capped::MAX_CONNECTIONS, capped::IDLE);
                             let on_tcp = axum::serve(t, router(Ctx { st, tcp: true }))
                                 .with_graceful_shutdown(stop());
                             let _ = tokio::join!(on_unix, on_tcp);
