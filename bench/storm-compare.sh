@@ -26,6 +26,8 @@
 # Usage (as root): bench/storm-compare.sh [machines]   (default 10000)
 # STACKS="bootstorm dnsmasq" to run some; LIMIT=seconds bounds each storm (default 900);
 # REPORTS=dir keeps each stack's HTML report (latency plots, completions over time) there.
+# Server CPU is the stack's processes' time on CPU during the storm (/proc/PID/task/*/schedstat;
+# tftpd-hpa's forked children are not counted).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -104,13 +106,17 @@ stop_stack() {
 # lab_down stops SERVER_PID (one PID); stop every process of the stack instead.
 trap 'watch_stop x > /dev/null; stop_stack; lab_down' EXIT
 
-declare -A DUR RATE DHCP TFTP BOOT FAILED WHY RETRIED RSS WATCH
+declare -A DUR RATE DHCP TFTP BOOT FAILED WHY RETRIED RSS WATCH CPU
+# CPU time (ns) of the stack's processes so far, from /proc/PID/task/*/schedstat.
+cpu_ns() { local p; for p in "${PIDS[@]}"; do cat /proc/"$p"/task/*/schedstat 2>/dev/null; done | awk '{s+=$1} END {print s+0}'; }
 for st in $STACKS; do
   start_stack "$st"
   [ "$st" != bootstorm-watched ] || watch_start "$st"
+  cpu0=$(cpu_ns)
   out=$(timeout $((LIMIT + 60)) ip netns exec "$C" "$LG" ${LG_ARGS:-} --server 198.18.0.1 $LG_TARGET \
     --clients "$N" --profile uefi-x64 --expect-size $((1 << 20)) --expect-sha256 "$SHA" \
     --boot-retries "$RETRIES" --boot-retry-delay 1 --limit "$LIMIT" --json --html "$T/report-$st.html" 2> /dev/null || true)
+  CPU[$st]=$(awk -v b="$cpu0" -v a="$(cpu_ns)" 'BEGIN {printf "%.2f", (a - b) / 1e9}')
   [ "$st" != bootstorm-watched ] || WATCH[$st]=$(watch_stop "$st")
   # The first process's peak resident memory (for the bootstorm stacks, the whole server).
   RSS[$st]=$(awk '/^VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/${PIDS[0]}/status" 2>/dev/null || echo -)
@@ -127,16 +133,16 @@ try:
 except Exception:
     print("- - - - - all no_report -")' "$out")
   DUR[$st]=$dur; RATE[$st]=$rate; DHCP[$st]=$dhcp; TFTP[$st]=$tftp; BOOT[$st]=$boot; FAILED[$st]=$failed; WHY[$st]=$why; RETRIED[$st]=$retried
-  echo "$st: $N machines in $dur s ($rate boots/s), p99 dhcp $dhcp ms, tftp $tftp ms, boot $boot ms, $failed failed ($why), $retried boots started over, peak RSS ${RSS[$st]} MiB"
+  echo "$st: $N machines in $dur s ($rate boots/s), p99 dhcp $dhcp ms, tftp $tftp ms, boot $boot ms, $failed failed ($why), $retried boots started over, server CPU ${CPU[$st]} s, peak RSS ${RSS[$st]} MiB"
   [ -z "${WATCH[$st]:-}" ] || echo "${WATCH[$st]}"
 done
 
 echo
 echo "kernel $(uname -r), $(nproc) cores, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%F)"
 echo "boot retries: $RETRIES"
-echo "| stack | $N machines: completion (s) | boots/s | p99 DHCP (ms) | p99 TFTP (ms) | p99 boot (ms) | failed | boots started over | peak RSS of the first process (MiB) |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| stack | $N machines: completion (s) | boots/s | p99 DHCP (ms) | p99 TFTP (ms) | p99 boot (ms) | failed | boots started over | server CPU (s) | peak RSS of the first process (MiB) |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for st in $STACKS; do
-  echo "| $st | ${DUR[$st]} | ${RATE[$st]} | ${DHCP[$st]} | ${TFTP[$st]} | ${BOOT[$st]} | ${FAILED[$st]} ${WHY[$st]/#-/} | ${RETRIED[$st]} | ${RSS[$st]} |"
+  echo "| $st | ${DUR[$st]} | ${RATE[$st]} | ${DHCP[$st]} | ${TFTP[$st]} | ${BOOT[$st]} | ${FAILED[$st]} ${WHY[$st]/#-/} | ${RETRIED[$st]} | ${CPU[$st]} | ${RSS[$st]} |"
 done
 for st in $STACKS; do [ -z "${WATCH[$st]:-}" ] || echo "${WATCH[$st]}"; done

@@ -29,6 +29,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+/// The API thread's nice value (the boot paths run at 0).
+const API_NICE: i32 = -5;
+
 /// What the API asks of the daemon's main loop (which owns reloading).
 pub enum MainRequest {
     /// Re-read the config file and apply it; the answer is what the reload did or why it was
@@ -807,6 +810,12 @@ impl Api {
         let thread = std::thread::Builder::new()
             .name("api".into())
             .spawn(move || {
+                // The operator's view of a storm must not wait behind the storm: the API's work is
+                // small and bounded (capped connections, pages of at most 10,000), so its thread
+                // runs ahead of the boot paths when both want a core.
+                if let Err(e) = bootstorm_xdp::set_current_thread_nice(API_NICE) {
+                    tracing::debug!(error = %e, "the API thread keeps the default priority");
+                }
                 rt.block_on(async move {
                     let stop = {
                         let s = shutdown.clone();

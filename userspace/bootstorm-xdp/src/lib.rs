@@ -29,6 +29,19 @@ pub use xsk::{
     KernelStats, LinkInfo, QueueStats, RX_FRAMES, VlanLink, XdpRx, XdpTx, open, subnet_broadcast,
 };
 
+/// Sets the calling thread's nice value (lower runs sooner; below 0 needs CAP_SYS_NICE).
+pub fn set_current_thread_nice(nice: i32) -> std::io::Result<()> {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    // SAFETY: setpriority on PRIO_PROCESS with a thread id changes only that thread's nice
+    // value and reads no memory of ours.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Pins the calling thread to CPU `cpu` (a fast-path worker stays with its queue's interrupts).
 pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
     // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
