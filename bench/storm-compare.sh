@@ -145,4 +145,3 @@ echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for st in $STACKS; do
   echo "| $st | ${DUR[$st]} | ${RATE[$st]} | ${DHCP[$st]} | ${TFTP[$st]} | ${BOOT[$st]} | ${FAILED[$st]} ${WHY[$st]/#-/} | ${RETRIED[$st]} | ${CPU[$st]} | ${RSS[$st]} |"
 done
-for st in $STACKS; do [ -z "${WATCH[$st]:-}" ] || echo "${WATCH[$st]}"; done
