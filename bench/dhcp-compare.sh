@@ -23,7 +23,7 @@
 # bench/lease-compare.sh runs those six; bootstorm-nosessions runs without boot sessions, and
 # bootstorm-watched with its API and dashboard on TCP and an operator watching each run
 # (bench/watch.sh: headless Chromium on the storm view, the session list's first page every
-# 200 ms, /metrics every second, each timed; the server's CPU then includes answering them). A
+# second, /metrics every 5 s, each timed; the server's CPU then includes answering them). A
 # bootstorm variant with xdp- after "bootstorm-"
 # (bootstorm-xdp-fsync, bootstorm-xdp-none, ...) serves on the XDP fast path (--io xdp); kea-mt
 # and kea-mt-persist run Kea with multi-threading on (2 threads, as many as cores).

@@ -9,7 +9,7 @@
 #   bootstorm-nosessions  bootstorm without its boot-session registry (what recording costs)
 #   bootstorm-watched  bootstorm with its API and dashboard on TCP and an operator watching
 #                      (bench/watch.sh: headless Chromium on the storm view, the session list's
-#                      first page every 200 ms and /metrics every second, each timed)
+#                      first page every second and /metrics every 5 s, each timed)
 #   dnsmasq            DHCP + TFTP in one process (--tftp-max and --dhcp-lease-max raised to N,
 #                      as an operator facing a storm would; its defaults are 50 and 1,000)
 #   kea+tftpd-hpa      kea-dhcp4 (memfile, persist off) with next-server/boot-file-name, and

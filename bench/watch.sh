@@ -2,7 +2,8 @@
 # named bootstorm-watched (bootstorm with its boot sessions, its API and dashboard on TCP in the
 # server's namespace, 127.0.0.1:$WATCH_PORT, reads open). dashboard/tests/watch.bench.mjs runs
 # in that namespace: headless Chromium with the dashboard's storm view open, the session list's
-# first page fetched every 200 ms and /metrics scraped every second, all timed. Needs chromium
+# first page fetched every second (WATCH_SESSIONS_MS=1000, as the dashboard's session tab polls)
+# and /metrics scraped every 5 s (WATCH_METRICS_MS=5000), all timed. Needs chromium
 # and `npm ci --prefix dashboard` (playwright-core). Uses T and S from lab.sh.
 WATCH_PORT=${WATCH_PORT:-8099}
 WATCH_PID=
@@ -43,8 +44,8 @@ except Exception as e:
     print("watch %s: no result (%s)" % (sys.argv[2], e)); sys.exit(0)
 f = lambda s: "%s/%s/%s ms" % (s["p50_ms"], s["p99_ms"], s["max_ms"])
 s, m, g, k, b = w["sessions_first_page"], w["metrics"], w["storm_view_update_gaps"], w["storm_sample_gaps"], w.get("boot") or {}
-print("watch %s: sessions first page p50/p99/max %s (%d requests, %d failed, %d over 200 ms); storm view updates %d, gaps %s; "
+print("watch %s (sessions every %s ms, metrics every %s ms): sessions first page p50/p99/max %s (%d requests, %d failed, %d over 200 ms); storm view updates %d, gaps %s; "
       "daemon samples gaps %s; /metrics %s (%d scrapes, %d failed); sessions live %s recent %s; page errors %d"
-      % (sys.argv[2], f(s), s["n"], s["failed"], s["over_200ms"], g["n"] + 1, f(g), f(k), f(m), m["n"], m["failed"],
+      % (sys.argv[2], w["every_ms"]["sessions"], w["every_ms"]["metrics"], f(s), s["n"], s["failed"], s["over_200ms"], g["n"] + 1, f(g), f(k), f(m), m["n"], m["failed"],
          b.get("live"), b.get("recent"), len(w["errors"])))' "$T/watch-$1.json" "$1"
 }

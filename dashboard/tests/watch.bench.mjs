@@ -4,7 +4,8 @@
 // Headless Chromium (Playwright driving Debian's chromium) keeps the dashboard's storm view open
 // and records, in the page, the time of each of its updates; meanwhile the first page of the
 // session list (`GET /api/v1/sessions?limit=100`, the body read to its end) is fetched every
-// 200 ms and `/metrics` scraped every second, each timed. Writes STOP_FILE.ready once the page
+// second (as the dashboard's session tab does; WATCH_SESSIONS_MS) and `/metrics` scraped every
+// 5 s (a tight Prometheus scrape interval; WATCH_METRICS_MS), each timed. Writes STOP_FILE.ready once the page
 // is up, then runs until STOP_FILE exists (30 min
 // at most), then prints one JSON line: each series' count, failures and p50/p99/max in ms, the
 // gaps between the storm view's updates, the gaps between the daemon's storm samples, and the
@@ -16,6 +17,8 @@ import { existsSync, writeFileSync } from 'node:fs';
 const [url, stop, shot] = process.argv.slice(2);
 const LIMIT_MS = 30 * 60 * 1000;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// How often the session list's first page and /metrics are fetched (ms).
+const every = { sessions: Number(process.env.WATCH_SESSIONS_MS || 1000), metrics: Number(process.env.WATCH_METRICS_MS || 5000) };
 
 function summary(xs) {
   const s = [...xs].sort((a, b) => a - b);
@@ -49,7 +52,7 @@ const browser = await chromium.launch({
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
     '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
 });
-const out = { errors: [] };
+const out = { errors: [], every_ms: every };
 try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
   page.on('pageerror', (e) => out.errors.push(String(e)));
@@ -62,7 +65,7 @@ try {
   });
   writeFileSync(`${stop}.ready`, 'ready\n');
   const state = { stopped: false };
-  const polls = Promise.all([poll('/api/v1/sessions?limit=100', 200, state), poll('/metrics', 1000, state)]);
+  const polls = Promise.all([poll('/api/v1/sessions?limit=100', every.sessions, state), poll('/metrics', every.metrics, state)]);
   const until = Date.now() + LIMIT_MS;
   while (!existsSync(stop) && Date.now() < until) await sleep(100);
   state.stopped = true;

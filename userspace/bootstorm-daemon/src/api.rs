@@ -340,52 +340,55 @@ fn sessions_answer(ctx: &Ctx, args: &[&str]) -> Response {
 }
 
 /// Per subnet: addresses in its pools and how many are bound, offered, declined and free.
+/// One walk of the lease table, no record copied (a scrape of `/metrics` runs it too).
 pub fn pools_json(server: &bootstorm_dhcp::Server, clock: &Clock) -> Value {
+    use bootstorm_lease::LeaseState;
     let cfg = server.config();
-    let now = clock.now();
-    let leases = server.leases().leases(now);
     let in_ranges = |ranges: &[(Ipv4Addr, Ipv4Addr)], a: Ipv4Addr| {
         ranges
             .iter()
             .any(|(f, l)| (u32::from(*f)..=u32::from(*l)).contains(&u32::from(a)))
     };
-    let out: Vec<Value> =
-        cfg.subnets
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let size: u64 = s
-                    .ranges
-                    .iter()
-                    .map(|(f, l)| u64::from(u32::from(*l) - u32::from(*f)) + 1)
-                    .sum();
-                let (mut bound, mut offered, mut declined) = (0u64, 0u64, 0u64);
-                for l in leases.iter().filter(|l| {
-                    l.subnet as usize == i && !l.reserved && in_ranges(&s.ranges, l.addr)
-                }) {
-                    match l.state {
-                        bootstorm_lease::LeaseState::Bound => bound += 1,
-                        bootstorm_lease::LeaseState::Offered => offered += 1,
-                        bootstorm_lease::LeaseState::Declined => declined += 1,
-                        _ => {}
-                    }
-                }
-                let reserved = leases
-                    .iter()
-                    .filter(|l| l.subnet as usize == i && l.reserved)
-                    .count();
-                json!({
-                    "subnet": format!("{}/{}", s.network, s.prefix),
-                    "pools": s.ranges.iter().map(|(f, l)| format!("{f}-{l}")).collect::<Vec<_>>(),
-                    "size": size,
-                    "bound": bound,
-                    "offered": offered,
-                    "declined": declined,
-                    "free": size.saturating_sub(bound + offered + declined),
-                    "reserved_leases": reserved,
-                })
+    // Per subnet: bound, offered, declined (in its pools, not reserved), reserved leases.
+    let mut counts = vec![[0u64; 4]; cfg.subnets.len()];
+    server.leases().each_record(clock.now(), |l, state| {
+        let i = l.subnet as usize;
+        let Some(s) = cfg.subnets.get(i) else {
+            return;
+        };
+        if l.reserved {
+            counts[i][3] += 1;
+        } else if in_ranges(&s.ranges, l.addr) {
+            match state {
+                LeaseState::Bound => counts[i][0] += 1,
+                LeaseState::Offered => counts[i][1] += 1,
+                LeaseState::Declined => counts[i][2] += 1,
+                _ => {}
+            }
+        }
+    });
+    let out: Vec<Value> = cfg
+        .subnets
+        .iter()
+        .zip(counts)
+        .map(|(s, [bound, offered, declined, reserved])| {
+            let size: u64 = s
+                .ranges
+                .iter()
+                .map(|(f, l)| u64::from(u32::from(*l) - u32::from(*f)) + 1)
+                .sum();
+            json!({
+                "subnet": format!("{}/{}", s.network, s.prefix),
+                "pools": s.ranges.iter().map(|(f, l)| format!("{f}-{l}")).collect::<Vec<_>>(),
+                "size": size,
+                "bound": bound,
+                "offered": offered,
+                "declined": declined,
+                "free": size.saturating_sub(bound + offered + declined),
+                "reserved_leases": reserved,
             })
-            .collect();
+        })
+        .collect();
     Value::Array(out)
 }
 

@@ -123,15 +123,20 @@ pub fn sessions_json(
             || s.uuid
                 .is_some_and(|u| crate::boots::fmt_uuid(&u).contains(q))
     };
-    let (list, total) = sessions.boots.list(
-        |s| {
-            phase.is_none_or(|p| s.phase == p)
-                && (!failed || s.failure.is_some())
-                && search.as_deref().is_none_or(|q| found(s, q))
-        },
-        offset,
-        limit,
-    );
+    // Unfiltered (the dashboard's first page, `bootstorm sessions`): read from the newest end.
+    let (list, total) = if phase.is_none() && !failed && search.is_none() {
+        sessions.boots.page(offset, limit)
+    } else {
+        sessions.boots.list(
+            |s| {
+                phase.is_none_or(|p| s.phase == p)
+                    && (!failed || s.failure.is_some())
+                    && search.as_deref().is_none_or(|q| found(s, q))
+            },
+            offset,
+            limit,
+        )
+    };
     serde_json::json!({
         "total": total,
         "sessions": list.iter().map(|s| s.json(&to_ms, false)).collect::<Vec<_>>(),

@@ -56,10 +56,30 @@ impl LeaseTable {
 
     /// Brings a record's state up to date with its slot and the clock.
     pub(super) fn refresh(&self, now: Instant, l: &mut Lease) {
+        l.state = self.state_now(now, l);
+    }
+
+    /// A record's state as of `now` (its own, unless it lapsed or lost its slot).
+    fn state_now(&self, now: Instant, l: &Lease) -> LeaseState {
         if matches!(l.state, LeaseState::Offered | LeaseState::Bound)
             && (l.expires <= now || self.lost(l))
         {
-            l.state = LeaseState::Expired;
+            LeaseState::Expired
+        } else {
+            l.state
+        }
+    }
+
+    /// Hands `f` every client record with its state as of `now`, shard by shard under the
+    /// shard's lock and without copying them: for counts over the whole table (the API's pools,
+    /// the metrics' pool gauges), where [`LeaseTable::leases`] would clone and sort every record.
+    /// `f` must not call back into the table.
+    pub fn each_record(&self, now: Instant, mut f: impl FnMut(&Lease, LeaseState)) {
+        for s in self.shards.iter() {
+            let shard = lock(s);
+            for l in shard.clients.values() {
+                f(l, self.state_now(now, l));
+            }
         }
     }
 

@@ -517,6 +517,13 @@ proptest! {
             // held that no record names (an INIT-REBOOT to another address left one behind).
             let nowi = t(now);
             prop_assert_eq!(tb.unnamed(nowi), Vec::<Ipv4Addr>::new());
+            // Walking the records without copying them sees what the listing lists.
+            let mut walked = Vec::new();
+            tb.each_record(nowi, |l, state| walked.push((l.addr, l.key.clone(), state)));
+            walked.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+            let mut listed: Vec<_> = tb.leases(nowi).into_iter().map(|l| (l.addr, l.key, l.state)).collect();
+            listed.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+            prop_assert_eq!(walked, listed);
             let mut seen = BTreeMap::new();
             for l in tb.leases(nowi) {
                 if matches!(l.state, LeaseState::Offered | LeaseState::Bound) {
