@@ -241,12 +241,15 @@ async fn lease_show(State(ctx): State<Ctx>, UrlPath(ip): UrlPath<String>) -> Res
         Ok(i) => i,
         Err(r) => return r.into_response(),
     };
-    let s = ip.to_string();
-    match crate::control::leases_json(&ctx.st.server.get(), &ctx.st.clock)
-        .into_iter()
-        .find(|l| l.ip == s)
-    {
-        Some(l) => ok(serde_json::to_value(l).unwrap_or(Value::Null)),
+    let server = ctx.st.server.get();
+    let now = ctx.st.clock.now();
+    let wall = bootstorm_journal::WallClock::new(ctx.st.clock);
+    // The first record naming it, as the full listing would show it first.
+    match server.leases().records_at(now, ip).into_iter().next() {
+        Some(l) => ok(
+            serde_json::to_value(crate::control::lease_json(&server, &wall, now, l))
+                .unwrap_or(Value::Null),
+        ),
         None => error(StatusCode::NOT_FOUND, format!("no lease of {ip}")),
     }
 }
@@ -262,12 +265,11 @@ async fn lease_release(State(ctx): State<Ctx>, UrlPath(ip): UrlPath<String>) -> 
     let done = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
         let server = st.server.get();
         let now = st.clock.now();
-        let held = server.leases().leases(now).into_iter().find(|l| {
-            l.addr == ip
-                && matches!(
-                    l.state,
-                    bootstorm_lease::LeaseState::Bound | bootstorm_lease::LeaseState::Offered
-                )
+        let held = server.leases().records_at(now, ip).into_iter().find(|l| {
+            matches!(
+                l.state,
+                bootstorm_lease::LeaseState::Bound | bootstorm_lease::LeaseState::Offered
+            )
         });
         let Some(l) = held else {
             return Err(fail(

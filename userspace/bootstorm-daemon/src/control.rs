@@ -17,26 +17,34 @@ pub fn leases_json(server: &Server, clock: &Clock) -> Vec<LeaseJson> {
         .leases()
         .leases(now)
         .into_iter()
-        .map(|l| {
-            let subnet = server
-                .config()
-                .subnets
-                .get(l.subnet as usize)
-                .map(|s| format!("{}/{}", s.network, s.prefix))
-                .unwrap_or_default();
-            LeaseJson {
-                ip: l.addr.to_string(),
-                mac: fmt_hw(&l.hwaddr),
-                client_id: fmt_hw(&l.key),
-                state: l.state.name().to_string(),
-                expires: wall.to_unix_ms(l.expires).div_ceil(1000),
-                expires_in: l.expires.saturating_since(now).as_secs(),
-                hostname: l.hostname.map(String::from),
-                subnet,
-                reserved: l.reserved,
-            }
-        })
+        .map(|l| lease_json(server, &wall, now, l))
         .collect()
+}
+
+/// One record as the API and `bootstorm leases` show it.
+pub fn lease_json(
+    server: &Server,
+    wall: &bootstorm_journal::WallClock,
+    now: bootstorm_time::Instant,
+    l: bootstorm_lease::Lease,
+) -> LeaseJson {
+    let subnet = server
+        .config()
+        .subnets
+        .get(l.subnet as usize)
+        .map(|s| format!("{}/{}", s.network, s.prefix))
+        .unwrap_or_default();
+    LeaseJson {
+        ip: l.addr.to_string(),
+        mac: fmt_hw(&l.hwaddr),
+        client_id: fmt_hw(&l.key),
+        state: l.state.name().to_string(),
+        expires: wall.to_unix_ms(l.expires).div_ceil(1000),
+        expires_in: l.expires.saturating_since(now).as_secs(),
+        hostname: l.hostname.map(String::from),
+        subnet,
+        reserved: l.reserved,
+    }
 }
 
 /// Counters as JSON.

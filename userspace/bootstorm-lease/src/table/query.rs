@@ -137,6 +137,22 @@ impl LeaseTable {
         all
     }
 
+    /// The client records that name `addr` (one holds it at most; others remember it), states
+    /// up to date, sorted by client key: as [`LeaseTable::leases`] lists them, but only those
+    /// are copied.
+    pub fn records_at(&self, now: Instant, addr: Ipv4Addr) -> Vec<Lease> {
+        let mut out = Vec::new();
+        self.each_record(now, |l, state| {
+            if l.addr == addr {
+                let mut l = l.clone();
+                l.state = state;
+                out.push(l);
+            }
+        });
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
     /// Addresses held (offered or bound) that no client's record names: always empty. A
     /// consistency check for tests and for an operator's `leases check`; walks everything.
     pub fn unnamed(&self, now: Instant) -> Vec<Ipv4Addr> {

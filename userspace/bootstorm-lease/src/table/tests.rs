@@ -524,6 +524,11 @@ proptest! {
             let mut listed: Vec<_> = tb.leases(nowi).into_iter().map(|l| (l.addr, l.key, l.state)).collect();
             listed.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
             prop_assert_eq!(walked, listed);
+            for a in 1..=7 {
+                let at: Vec<_> = tb.records_at(nowi, ip(a)).into_iter().map(|l| (l.key, l.state)).collect();
+                let listed: Vec<_> = tb.leases(nowi).into_iter().filter(|l| l.addr == ip(a)).map(|l| (l.key, l.state)).collect();
+                prop_assert_eq!(at, listed, "records at {}", a);
+            }
             let mut seen = BTreeMap::new();
             for l in tb.leases(nowi) {
                 if matches!(l.state, LeaseState::Offered | LeaseState::Bound) {
