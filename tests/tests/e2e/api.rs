@@ -506,7 +506,32 @@ for f in text_string_to_metric_families(open(sys.argv[1]).read()):
     ] {
         assert!(got.lines().any(|l| l == want), "no '{want}' in:\n{got}");
     }
-    assert!(got.contains("bootstorm_journal_records"), "{got}");
+    // The journal's group commits: every record it took was in one write's group, and each
+    // write's wait was timed.
+    let value = |name: &str| -> f64 {
+        got.lines()
+            .find_map(|l| l.split_once(' ').and_then(|(_, r)| r.strip_prefix(name)))
+            .and_then(|r| r.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{got}"))
+    };
+    let records = value("bootstorm_journal_records{}");
+    assert!(records >= 3.0, "{got}");
+    assert_eq!(
+        value("bootstorm_journal_group_records_sum{}"),
+        records,
+        "{got}"
+    );
+    let writes = value("bootstorm_journal_commit_seconds_count{}");
+    assert!(writes >= 1.0 && writes <= records, "{got}");
+    assert_eq!(value("bootstorm_journal_group_records_count{}"), writes);
+    assert_eq!(
+        value("bootstorm_journal_commit_seconds_bucket{le=+Inf}"),
+        writes
+    );
+    assert!(
+        value("bootstorm_journal_commit_seconds_sum{}") > 0.0,
+        "{got}"
+    );
     // TCP: a scraper needs the token (read_open is off).
     let base = format!("http://127.0.0.1:{}/metrics", api.tcp_port);
     let (code, _) = curl(&[&base]);

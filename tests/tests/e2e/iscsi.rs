@@ -197,6 +197,20 @@ fn conformance(io: &str, target: &str) {
     assert_eq!(n[1], n[2], "{io}: {summary}");
     // Every I/O went through the I/O threads (unless served inline).
     let st = srv.stats();
+    // And each SCSI command's I/O was timed: a histogram of what the tests ran.
+    let h = &st["iscsi"]["io_seconds"];
+    let count = h["count"].as_u64().unwrap();
+    assert!(count > 1000 && h["sum"].as_f64().unwrap() > 0.0, "{h}");
+    let cum: Vec<u64> = h["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b[1].as_u64().unwrap())
+        .collect();
+    assert!(
+        cum.windows(2).all(|w| w[0] <= w[1]) && cum.last() <= Some(&count),
+        "{h}"
+    );
     if io.ends_with("-threads") || io == "pread" {
         assert!(st["iscsi"]["ring_ios"].as_u64().unwrap() > 1000, "{st}");
         assert_eq!(st["iscsi"]["inline_ios"], 0, "{st}");

@@ -61,6 +61,8 @@ impl Service for Running {
                 v["journal"] = serde_json::json!({
                     "records": g(&s.records), "writes": g(&s.writes), "syncs": g(&s.syncs),
                     "bytes": g(&s.bytes), "snapshots": g(&s.snapshots), "segments": g(&s.segments),
+                    "commit_seconds": crate::metrics::histogram_json(&s.commit_us.snapshot(), 1e-6),
+                    "group_records": crate::metrics::histogram_json(&s.group_records.snapshot(), 1.0),
                 });
             }
             v

@@ -112,9 +112,27 @@ pub enum IoEngine {
 /// Default listen address.
 pub const DEFAULT_LISTEN: SocketAddrV4 = SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 3260);
 
+/// Upper bounds of [`IscsiStats::io_us`], in microseconds (10 us to 1 s).
+pub const IO_US_BOUNDS: [u64; 14] = [
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 250_000, 1_000_000,
+];
+
+/// Microseconds of each SCSI command's I/O ([`IO_US_BOUNDS`]).
+#[derive(Debug)]
+pub struct IoLatency(pub bootstorm_time::Buckets);
+
+impl Default for IoLatency {
+    fn default() -> IoLatency {
+        IoLatency(bootstorm_time::Buckets::new(&IO_US_BOUNDS))
+    }
+}
+
 /// Counters of the service.
 #[derive(Debug, Default)]
 pub struct IscsiStats {
+    /// Per SCSI command with I/O (read, write, flush, unmap, extent query): received to
+    /// completed, whether served from the page cache or on the I/O threads.
+    pub io_us: IoLatency,
     pub connections: AtomicU64,
     pub active: AtomicU64,
     pub refused: AtomicU64,
@@ -147,6 +165,7 @@ pub fn stats_json(s: &IscsiStats) -> serde_json::Value {
         "io_errors": g(&s.io_errors), "overlay_errors": g(&s.overlay_errors),
         "inline_ios": g(&s.inline_ios), "ring_ios": g(&s.ring_ios),
         "reinstated": g(&s.reinstated), "login_timeouts": g(&s.login_timeouts),
+        "io_seconds": crate::metrics::histogram_json(&s.io_us.0.snapshot(), 1e-6),
     })
 }
 
@@ -468,6 +487,8 @@ struct Served<'a> {
     stats: &'a IscsiStats,
     sub: Submitter,
     pending: std::collections::HashMap<u64, Pending>,
+    /// When each I/O in progress was dispatched, by its id.
+    io_started: std::collections::HashMap<u64, std::time::Instant>,
     next_tag: u64,
     overlay: Option<Arc<Overlay>>,
     peer: Option<std::net::SocketAddr>,
@@ -507,6 +528,7 @@ fn serve_connection(
         stats,
         sub: store.engine.submitter(key, mailbox.clone()),
         pending: std::collections::HashMap::new(),
+        io_started: std::collections::HashMap::new(),
         next_tag: 0,
         overlay: None,
         peer,
@@ -796,6 +818,7 @@ impl Served<'_> {
     /// holds); an overlay's first writes (copy-up and the map's update) and its syncs are done
     /// here too: they are the overlay's, and rare.
     fn dispatch(&mut self, id: u64, target: usize, kind: IoKind) {
+        self.io_started.insert(id, std::time::Instant::now());
         if !self.read_noted && matches!(kind, IoKind::Read { .. }) {
             self.read_noted = true;
             self.note(Step::IscsiRead);
@@ -816,12 +839,12 @@ impl Served<'_> {
             }
             (Unit::File(src), _, IoKind::Unmap { ranges }) => {
                 match ranges.iter().try_for_each(|&(o, l)| src.punch_hole(o, l)) {
-                    Ok(()) => self.conn.complete_io(id, IoResult::Done),
+                    Ok(()) => self.complete(id, IoResult::Done),
                     Err(e) => self.failed(id, &e),
                 }
             }
             (Unit::File(src), _, IoKind::Extent { offset }) => match src.extent(offset) {
-                Ok((len, mapped)) => self.conn.complete_io(id, IoResult::Extent { len, mapped }),
+                Ok((len, mapped)) => self.complete(id, IoResult::Extent { len, mapped }),
                 Err(e) => self.failed(id, &e),
             },
             (Unit::File(src), _, IoKind::Flush) => {
@@ -849,22 +872,31 @@ impl Served<'_> {
                             .written_bytes
                             .fetch_add(data.len() as u64, Ordering::Relaxed);
                         self.stats.inline_ios.fetch_add(1, Ordering::Relaxed);
-                        self.conn.complete_io(id, IoResult::Done);
+                        self.complete(id, IoResult::Done);
                     }
                     Err(e) => self.failed(id, &e),
                 }
             }
             (Unit::Diskless { .. }, Some(o), IoKind::Flush) => match o.sync() {
-                Ok(()) => self.conn.complete_io(id, IoResult::Done),
+                Ok(()) => self.complete(id, IoResult::Done),
                 Err(e) => self.failed(id, &e),
             },
             // No overlay (cannot happen after a login), or what a diskless unit does not offer.
             (Unit::Diskless { .. }, None, _)
             | (Unit::Diskless { .. }, _, IoKind::Unmap { .. } | IoKind::Extent { .. }) => {
                 self.stats.io_errors.fetch_add(1, Ordering::Relaxed);
-                self.conn.complete_io(id, IoResult::Failed);
+                self.complete(id, IoResult::Failed);
             }
         }
+    }
+
+    /// An I/O is done: its answer to the connection, its time to the histogram.
+    fn complete(&mut self, id: u64, r: IoResult) {
+        if let Some(t) = self.io_started.remove(&id) {
+            let us = t.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
+            self.stats.io_us.0.observe(us);
+        }
+        self.conn.complete_io(id, r);
     }
 
     fn ring(&mut self, tag: u64, op: Op) {
@@ -894,7 +926,7 @@ impl Served<'_> {
                 self.stats
                     .read_bytes
                     .fetch_add(total as u64, Ordering::Relaxed);
-                return self.conn.complete_io(id, IoResult::Read(data));
+                return self.complete(id, IoResult::Read(data));
             }
         }
         let t = self.tag(Pending::Read { id });
@@ -917,7 +949,7 @@ impl Served<'_> {
                 bootstorm_blockio::Nowait::Done => {
                     self.stats.inline_ios.fetch_add(1, Ordering::Relaxed);
                     self.stats.written_bytes.fetch_add(len, Ordering::Relaxed);
-                    return self.conn.complete_io(id, IoResult::Done);
+                    return self.complete(id, IoResult::Done);
                 }
                 bootstorm_blockio::Nowait::WouldBlock => {}
                 bootstorm_blockio::Nowait::Failed(e) => return self.failed(id, &e),
@@ -930,7 +962,7 @@ impl Served<'_> {
     fn failed(&mut self, id: u64, e: &std::io::Error) {
         tracing::warn!(error = %e, "iSCSI backing-store I/O failed");
         self.stats.io_errors.fetch_add(1, Ordering::Relaxed);
-        self.conn.complete_io(id, IoResult::Failed);
+        self.complete(id, IoResult::Failed);
     }
 
     /// A request came back from the I/O threads.
@@ -943,7 +975,7 @@ impl Served<'_> {
                 self.stats
                     .read_bytes
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
-                self.conn.complete_io(id, IoResult::Read(data));
+                self.complete(id, IoResult::Read(data));
             }
             (
                 Pending::Write {
@@ -959,7 +991,7 @@ impl Served<'_> {
             }
             (Pending::Write { id, len, fua: None }, Ok(_)) | (Pending::Sync { id, len }, Ok(_)) => {
                 self.stats.written_bytes.fetch_add(len, Ordering::Relaxed);
-                self.conn.complete_io(id, IoResult::Done);
+                self.complete(id, IoResult::Done);
             }
             (
                 Pending::Read { id } | Pending::Write { id, .. } | Pending::Sync { id, .. },

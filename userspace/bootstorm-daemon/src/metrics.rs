@@ -12,7 +12,9 @@
 //!   whole boot).
 //! - every other numeric counter of `bootstorm stats` (TFTP, HTTP, iSCSI, the journal, the fast
 //!   path) as `bootstorm_<section>_<name>` (type unknown: the JSON does not say which are
-//!   counters).
+//!   counters), and its fixed-bound histograms as histograms: `bootstorm_journal_commit_seconds`
+//!   (a write's first record to its sync), `bootstorm_journal_group_records` (records per
+//!   write), `bootstorm_iscsi_io_seconds` (a SCSI command's I/O, received to completed).
 
 use crate::daemon::StatsSource;
 use crate::serve::ServerCell;
@@ -59,6 +61,43 @@ pub fn render(r: &Registry) -> String {
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, r);
     out
+}
+
+/// A fixed-bound histogram in `bootstorm stats` (`{"count", "sum", "buckets": [[le, n]...]}`,
+/// `n` cumulative, `le` and `sum` in base units), e.g. `journal.commit_seconds`.
+pub fn histogram_json(s: &bootstorm_time::Snapshot, unit: f64) -> Value {
+    serde_json::json!({
+        "count": s.count,
+        "sum": s.sum as f64 * unit,
+        "buckets": s.cumulative.iter().map(|&(b, n)| serde_json::json!([b as f64 * unit, n])).collect::<Vec<_>>(),
+    })
+}
+
+/// [`histogram_json`] read back, as the encoder wants it: per bucket, `+Inf` last.
+struct Histogram {
+    sum: f64,
+    count: u64,
+    buckets: Vec<(f64, u64)>,
+}
+
+impl Histogram {
+    fn of(v: &Value) -> Option<Histogram> {
+        let count = v.get("count")?.as_u64()?;
+        let sum = v.get("sum")?.as_f64()?;
+        let mut below = 0;
+        let mut buckets = Vec::new();
+        for b in v.get("buckets")?.as_array()? {
+            let (le, n) = (b.get(0)?.as_f64()?, b.get(1)?.as_u64()?);
+            buckets.push((le, n.saturating_sub(below)));
+            below = below.max(n);
+        }
+        buckets.push((f64::INFINITY, count.saturating_sub(below)));
+        Some(Histogram {
+            sum,
+            count,
+            buckets,
+        })
+    }
 }
 
 fn u(v: &Value) -> u64 {
@@ -219,6 +258,19 @@ impl Collector for Sources {
                 continue;
             };
             for (k, v) in m {
+                if let Some(h) = Histogram::of(v) {
+                    let name = format!("{section}_{k}");
+                    let mut d = e.encode_descriptor(
+                        &name,
+                        &format!("bootstorm stats: {section}.{k}"),
+                        None,
+                        MetricType::Histogram,
+                    )?;
+                    d.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                        h.sum, h.count, &h.buckets, None,
+                    )?;
+                    continue;
+                }
                 let Some(n) = v.as_u64() else { continue };
                 let name = format!("{section}_{k}");
                 let g = ConstGauge::new(n);

@@ -9,6 +9,7 @@ use crate::replay::{
     FILE_HEADER_LEN, SEGMENT_MAGIC, SNAPSHOT_MAGIC, list, segment_name, snapshot_name,
 };
 use bootstorm_lease::{Change, Lease, LeaseSink, LeaseState};
+use bootstorm_time::Buckets;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -64,9 +65,22 @@ pub struct Settings {
 #[error("lease journal failed: {0}")]
 pub struct Failed(pub String);
 
+/// Upper bounds of [`JournalStats::commit_us`], in microseconds (100 us to 2.5 s).
+pub const COMMIT_US_BOUNDS: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000,
+];
+/// Upper bounds of [`JournalStats::group_records`].
+pub const GROUP_BOUNDS: [u64; 12] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1_024, 4_096];
+
 /// Counters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct JournalStats {
+    /// Per write: microseconds from its first record's append to the write (and, at
+    /// durability fsync, the sync) done: how long the first acknowledgement of the group waited.
+    pub commit_us: Buckets,
+    /// Per write: the records it carried (the group commit's group).
+    pub group_records: Buckets,
     /// Records appended.
     pub records: AtomicU64,
     /// Writes (each a group of records).
@@ -79,6 +93,21 @@ pub struct JournalStats {
     pub snapshots: AtomicU64,
     /// Segments started.
     pub segments: AtomicU64,
+}
+
+impl Default for JournalStats {
+    fn default() -> JournalStats {
+        JournalStats {
+            commit_us: Buckets::new(&COMMIT_US_BOUNDS),
+            group_records: Buckets::new(&GROUP_BOUNDS),
+            records: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            snapshots: AtomicU64::new(0),
+            segments: AtomicU64::new(0),
+        }
+    }
 }
 
 struct Pending {
@@ -453,8 +482,10 @@ fn writer(
 ) {
     let mut spare: Vec<u8> = Vec::with_capacity(64 << 10);
     let mut size = FILE_HEADER_LEN as u64;
+    // The last record of the previous write: a write's group is what came after it.
+    let mut grouped = lock(&shared.pending).last_seq;
     loop {
-        let (last, stop) = {
+        let (last, stop, first) = {
             let mut p = lock(&shared.pending);
             if shared.durability == Durability::None && !p.shutdown {
                 p = sleep_on(&shared, p, BACKGROUND_FLUSH);
@@ -476,8 +507,8 @@ fn writer(
                 }
             }
             std::mem::swap(&mut p.buf, &mut spare);
-            p.first_at = None;
-            (p.last_seq, p.shutdown)
+            let first = p.first_at.take();
+            (p.last_seq, p.shutdown, first)
         };
         if !spare.is_empty() && !shared.failed_flag.load(Ordering::Acquire) {
             let mut r = file.write_all(&spare);
@@ -488,6 +519,12 @@ fn writer(
             }
             match r {
                 Ok(()) => {
+                    if let Some(t) = first {
+                        let us = t.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
+                        shared.stats.commit_us.observe(us);
+                    }
+                    shared.stats.group_records.observe(last - grouped);
+                    grouped = last;
                     size += spare.len() as u64;
                     shared
                         .stats

@@ -9,9 +9,12 @@
 //!
 //! [`Timers`] is the one deadline structure of a worker driving many state machines (the TFTP
 //! server core's transfers, the load generator's machines): one heap entry per key.
+//! [`Buckets`] is a fixed-bound histogram that threads observe into without a lock.
 #![forbid(unsafe_code)]
 
+mod buckets;
 mod timers;
+pub use buckets::{Buckets, Snapshot};
 pub use timers::Timers;
 
 use core::fmt;
