@@ -16,7 +16,8 @@
 # Every initiator names itself the same (one overlay).
 #
 # Usage (as root): bench/iscsi-compare.sh [seconds per figure]   (default 10)
-# TARGETS="bootstorm tgt" to run some.
+# TARGETS="bootstorm tgt" to run some. BEFORE=path/to/an/older/bootstorm adds the target
+# bootstorm-before (that binary, io_uring): a change's cost side by side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -42,13 +43,14 @@ head -c $((1 << 30)) /dev/urandom > "$DISK"
 start_target() {
   cat "$DISK" > /dev/null
   case $1 in
-    bootstorm|bootstorm-pread|bootstorm-overlay)
-      local io=io_uring extra=
+    bootstorm|bootstorm-pread|bootstorm-overlay|bootstorm-before)
+      local io=io_uring extra= bin=$BIN
+      [ "$1" = bootstorm-before ] && bin=${BEFORE:?BEFORE=path to the older binary}
       [ "$1" = bootstorm-pread ] && io=pread
       [ "$1" = bootstorm-overlay ] && { rm -rf "$T/overlays"; extra="overlays = \"$T/overlays\""; }
       printf '[server]\ncontrol_socket = "%s"\n[iscsi]\naddress = "198.18.0.1:3260"\nio = "%s"\n[[iscsi.target]]\nname = "%s"\nfile = "%s"\n%s\n' \
         "$T/bs.sock" "$io" "$IQN" "$DISK" "$extra" > "$T/bs.toml"
-      ip netns exec "$S" "$BIN" serve --config "$T/bs.toml" 2> "$T/bootstorm.log" &
+      ip netns exec "$S" "$bin" serve --config "$T/bs.toml" 2> "$T/bootstorm.log" &
       SERVER_PID=$!; LUN=0 ;;
     tgt)
       # tgtd's control socket is a path of its own here, so a tgtd of the host is untouched.
