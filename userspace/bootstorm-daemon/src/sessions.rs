@@ -8,7 +8,7 @@
 //! replaces the one before it), and addresses come only from the configured pools and
 //! reservations.
 
-use crate::boots::{Boots, Step};
+use crate::boots::{Boots, Mac, Step};
 use crate::tftpd::{BootNote, MacLookup};
 use bootstorm_dhcp::{Event, EventKind};
 use bootstorm_time::{Clock, Instant};
@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 /// What is known of the machine at one address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Session {
-    /// Its hardware address.
-    pub mac: Box<[u8]>,
+    /// Its hardware address (a fixed-size key: recording an event allocates nothing).
+    pub mac: Mac,
     /// Until when it holds the address (the offer's hold, or the lease's end).
     pub until: Instant,
     /// Bound (true) or only offered.
@@ -30,7 +30,9 @@ pub struct Session {
 /// The registry. Shared by the DHCP workers (who write), TFTP and HTTP (who read).
 #[derive(Debug)]
 pub struct Sessions {
-    by_addr: Mutex<HashMap<Ipv4Addr, Session>>,
+    /// foldhash, not SipHash: every DHCP event writes here, and the keys are addresses this
+    /// server handed out, not a client's choice.
+    by_addr: Mutex<HashMap<Ipv4Addr, Session, foldhash::fast::RandomState>>,
     /// Each machine's boot, by MAC.
     pub boots: Boots,
     /// Boot sessions are recorded (`[sessions] enabled`).
@@ -58,7 +60,9 @@ impl Sessions {
         }
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Ipv4Addr, Session>> {
+    fn map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<Ipv4Addr, Session, foldhash::fast::RandomState>> {
         self.by_addr.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -96,7 +100,7 @@ impl Sessions {
                 self.map().insert(
                     ev.addr,
                     Session {
-                        mac: ev.hwaddr().into(),
+                        mac: Mac::new(ev.hwaddr()),
                         until,
                         bound: ev.kind == EventKind::Bind,
                     },
@@ -114,7 +118,7 @@ impl Sessions {
         self.map().insert(
             addr,
             Session {
-                mac: mac.into(),
+                mac: Mac::new(mac),
                 until,
                 bound: true,
             },
@@ -157,7 +161,7 @@ impl Sessions {
         self.map()
             .get(&addr)
             .filter(|s| s.until > now)
-            .map(|s| s.mac.clone())
+            .map(|s| Box::from(&*s.mac))
     }
 
     /// Sessions held now (for the counters).
