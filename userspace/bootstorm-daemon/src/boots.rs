@@ -362,6 +362,9 @@ impl std::fmt::Debug for Boots {
 pub const DEFAULT_LIVE: usize = 16_384;
 /// See [`DEFAULT_LIVE`].
 pub const DEFAULT_RECENT: usize = 4_096;
+/// Slots made when the registry is (the default caps' worth: about 10 MiB); beyond that they
+/// are made as machines come.
+const PREPARED: usize = DEFAULT_LIVE + DEFAULT_RECENT;
 /// A session with no step for this long ends.
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(600);
 /// Shards of a registry of at least [`SHARD_FROM`] live sessions (one below that, where the caps
@@ -389,6 +392,15 @@ impl Boots {
         let shards = (0..n)
             .map(|i| {
                 let live_cap = share(live, n, i);
+                // The slots (and their step buffers) are made now, up to PREPARED: a storm's
+                // new machines then take a made slot instead of growing the registry, which in
+                // place (a worker waking per packet, its caches cold) costs a third of a step.
+                let held = share(live, n, i) + share(recent, n, i);
+                let ready = held.min(share(PREPARED, n, i));
+                let slots: Vec<Session> = (0..ready)
+                    .map(|_| Session::fresh(Mac::new(&[]), Instant::ZERO, 0, Vec::with_capacity(4)))
+                    .collect();
+                let free: Vec<u32> = (0..ready as u32).rev().collect();
                 let laps = Lap::ALL
                     .iter()
                     // 1 µs to 1 hour, 2 significant figures: a few KiB each.
@@ -400,8 +412,8 @@ impl Boots {
                         live_cap.min(1 << 16),
                         foldhash::fast::RandomState::default(),
                     ),
-                    slots: Vec::new(),
-                    free: Vec::new(),
+                    slots,
+                    free,
                     order: VecDeque::new(),
                     recent: VecDeque::new(),
                     counts: Counts::default(),
