@@ -385,8 +385,17 @@ fn share(total: usize, n: usize, i: usize) -> usize {
 }
 
 impl Boots {
-    /// A registry with these caps.
+    /// A registry with these caps, its slots made (see [`PREPARED`]).
     pub fn new(live: usize, recent: usize, idle: Duration) -> Boots {
+        Boots::with_slots(live, recent, idle, true)
+    }
+
+    /// A registry that will not be written to (`[sessions] enabled = false`): nothing made.
+    pub fn unused(live: usize, recent: usize, idle: Duration) -> Boots {
+        Boots::with_slots(live, recent, idle, false)
+    }
+
+    fn with_slots(live: usize, recent: usize, idle: Duration, prepare: bool) -> Boots {
         let live = live.max(1);
         let n = if live >= SHARD_FROM { SHARDS } else { 1 };
         let shards = (0..n)
@@ -396,7 +405,11 @@ impl Boots {
                 // new machines then take a made slot instead of growing the registry, which in
                 // place (a worker waking per packet, its caches cold) costs a third of a step.
                 let held = share(live, n, i) + share(recent, n, i);
-                let ready = held.min(share(PREPARED, n, i));
+                let ready = if prepare {
+                    held.min(share(PREPARED, n, i))
+                } else {
+                    0
+                };
                 let slots: Vec<Session> = (0..ready)
                     .map(|_| Session::fresh(Mac::new(&[]), Instant::ZERO, 0, Vec::with_capacity(4)))
                     .collect();

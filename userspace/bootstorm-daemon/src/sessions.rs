@@ -55,7 +55,11 @@ impl Sessions {
     pub fn with(s: crate::config::SessionSettings) -> Sessions {
         Sessions {
             by_addr: Mutex::default(),
-            boots: Boots::new(s.live, s.recent, s.idle),
+            boots: if s.enabled {
+                Boots::new(s.live, s.recent, s.idle)
+            } else {
+                Boots::unused(s.live, s.recent, s.idle)
+            },
             recording: s.enabled,
         }
     }
