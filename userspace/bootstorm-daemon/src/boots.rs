@@ -636,7 +636,8 @@ impl Boots {
     }
 
     /// Sessions (live first, newest first; then ended ones, newest first) for which `keep`
-    /// holds, skipping `offset` and returning at most `limit`, with how many matched in all.
+    /// holds, skipping `offset` and returning at most `limit`, with how many matched in all;
+    /// without their steps (a listing shows none; [`Boots::get`] gives a machine's timeline).
     /// Walks every session; [`Boots::page`] answers the unfiltered list without.
     pub fn list(
         &self,
@@ -734,14 +735,14 @@ impl Boots {
             let g = lock(&self.shards[i]);
             let s = g.at(slot);
             if s.seq == seq && !s.ended {
-                out.push(s.clone());
+                out.push(s.without_steps());
             }
         }
         for (seq, i, slot) in recent {
             let g = lock(&self.shards[i]);
             let s = g.at(slot);
             if s.ended && s.end_seq == seq {
-                out.push(s.clone());
+                out.push(s.without_steps());
             }
         }
         (out, n_live + n_recent)
@@ -812,6 +813,31 @@ impl Inner {
 }
 
 impl Session {
+    /// A copy for a listing: everything but the timeline ([`Boots::get`] has it), so a page
+    /// copies no step buffers.
+    fn without_steps(&self) -> Session {
+        Session {
+            mac: self.mac,
+            addr: self.addr,
+            iqn: self.iqn.clone(),
+            uuid: self.uuid,
+            started: self.started,
+            updated: self.updated,
+            phase: self.phase,
+            rounds: self.rounds,
+            failure: self.failure.clone(),
+            steps: Vec::new(),
+            steps_dropped: self.steps_dropped,
+            ended: self.ended,
+            round_start: self.round_start,
+            bound_at: self.bound_at,
+            login_at: self.login_at,
+            loaded: self.loaded,
+            seq: self.seq,
+            end_seq: self.end_seq,
+        }
+    }
+
     fn fresh(mac: Mac, now: Instant, seq: u64, steps: Vec<(Instant, Step)>) -> Session {
         Session {
             mac,
