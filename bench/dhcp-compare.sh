@@ -125,6 +125,14 @@ stop_server() {
 
 # ip netns exec execs the server, so $SERVER_PID is the server itself.
 cpu_ns() { cat /proc/"$SERVER_PID"/task/*/schedstat 2>/dev/null | awk '{s+=$1} END {print s+0}'; }
+# The same for bootstorm's DHCP workers alone (the rest: the API, the journal, the main loop).
+worker_ns() {
+  local t s=0
+  for t in /proc/"$SERVER_PID"/task/*; do
+    case $(cat "$t/comm" 2>/dev/null) in dhcp-worker-*) s=$((s + $(awk '{print $1}' "$t/schedstat" 2>/dev/null || echo 0))) ;; esac
+  done
+  echo $s
+}
 
 # perfdhcp at rate $1 for $2 seconds; prints "achieved_rate ack_drops_pct offer_drops_pct acks naks".
 perf() {
@@ -157,9 +165,10 @@ for srv in $SERVERS; do
   done
   for fr in $FIXED_RATES; do
     start_server $srv
-    before=$(cpu_ns)
+    before=$(cpu_ns); wbefore=$(worker_ns)
     read -r achieved ackdrop offdrop acks naks < <(perf "$fr" "$FIXED_SECS")
-    after=$(cpu_ns)
+    after=$(cpu_ns); wafter=$(worker_ns)
+    workers=$(awk -v b="$wbefore" -v a="$wafter" -v n="$acks" 'BEGIN {if (n > 0 && a > b) printf "%.1f", (a-b)/n/1000; else print "-"}')
     stop_server
     cpu=$(awk -v b="$before" -v a="$after" -v n="$acks" 'BEGIN {if (n > 0) printf "%.1f", (a-b)/n/1000; else print "-"}')
     # A rate the server does not sustain (over 1% drops) gets no CPU figure: it would flatter it.
@@ -167,7 +176,7 @@ for srv in $SERVERS; do
       cpu="- (drops ${offdrop}%/${ackdrop}%)"
     fi
     CPU[$srv,$fr]=$cpu
-    printf '%-9s at %s/s for %ss: %s ACKs, CPU %s us/lease, peak RSS %s MiB\n' "$srv" "$fr" "$FIXED_SECS" "$acks" "$cpu" "$RSS"
+    printf '%-9s at %s/s for %ss: %s ACKs, CPU %s us/lease (DHCP workers %s), peak RSS %s MiB\n' "$srv" "$fr" "$FIXED_SECS" "$acks" "$cpu" "$workers" "$RSS"
   done
 done
 
