@@ -400,13 +400,12 @@ impl Boots {
         let n = if live >= SHARD_FROM { SHARDS } else { 1 };
         let shards = (0..n)
             .map(|i| {
-                let live_cap = share(live, n, i);
+                let (live_cap, recent_cap) = (share(live, n, i), share(recent, n, i));
                 // The slots (and their step buffers) are made now, up to PREPARED: a storm's
                 // new machines then take a made slot instead of growing the registry, which in
                 // place (a worker waking per packet, its caches cold) costs a third of a step.
-                let held = share(live, n, i) + share(recent, n, i);
                 let ready = if prepare {
-                    held.min(share(PREPARED, n, i))
+                    (live_cap + recent_cap).min(share(PREPARED, n, i))
                 } else {
                     0
                 };
@@ -432,7 +431,7 @@ impl Boots {
                     counts: Counts::default(),
                     laps,
                     live_cap,
-                    recent_cap: share(recent, n, i),
+                    recent_cap,
                 })
             })
             .collect();
@@ -491,7 +490,7 @@ impl Boots {
                         break;
                     };
                     let old = inner.at(i);
-                    if old.seq == seq && !old.ended {
+                    if old.is_live_start(seq) {
                         let key = old.mac;
                         self.end(inner, &key);
                         inner.counts.evicted += 1;
@@ -506,10 +505,9 @@ impl Boots {
                 // Ended sessions leave their entries behind: drop them once they are half.
                 if inner.order.len() > 2 * inner.live_cap {
                     let slots = &inner.slots;
-                    inner.order.retain(|&(seq, i)| {
-                        let s = &slots[i as usize];
-                        s.seq == seq && !s.ended
-                    });
+                    inner
+                        .order
+                        .retain(|&(seq, i)| slots[i as usize].is_live_start(seq));
                 }
                 i
             }
@@ -683,10 +681,7 @@ impl Boots {
                 g.order
                     .iter()
                     .rev()
-                    .filter(|&&(seq, slot)| {
-                        let s = g.at(slot);
-                        s.seq == seq && !s.ended
-                    })
+                    .filter(|&&(seq, slot)| g.at(slot).is_live_start(seq))
                     .take(want)
                     .map(|&(seq, slot)| (seq, i, slot)),
             );
@@ -734,7 +729,7 @@ impl Boots {
         for (seq, i, slot) in live {
             let g = lock(&self.shards[i]);
             let s = g.at(slot);
-            if s.seq == seq && !s.ended {
+            if s.is_live_start(seq) {
                 out.push(s.without_steps());
             }
         }
@@ -817,25 +812,16 @@ impl Session {
     /// copies no step buffers.
     fn without_steps(&self) -> Session {
         Session {
-            mac: self.mac,
-            addr: self.addr,
             iqn: self.iqn.clone(),
-            uuid: self.uuid,
-            started: self.started,
-            updated: self.updated,
-            phase: self.phase,
-            rounds: self.rounds,
             failure: self.failure.clone(),
             steps: Vec::new(),
-            steps_dropped: self.steps_dropped,
-            ended: self.ended,
-            round_start: self.round_start,
-            bound_at: self.bound_at,
-            login_at: self.login_at,
-            loaded: self.loaded,
-            seq: self.seq,
-            end_seq: self.end_seq,
+            ..*self
         }
+    }
+
+    /// Whether a start-order entry of sequence `seq` still names this session, live.
+    fn is_live_start(&self, seq: u64) -> bool {
+        self.seq == seq && !self.ended
     }
 
     fn fresh(mac: Mac, now: Instant, seq: u64, steps: Vec<(Instant, Step)>) -> Session {
