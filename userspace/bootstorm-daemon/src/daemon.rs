@@ -213,10 +213,10 @@ impl Daemon {
             }
         }
         let top = Service::stats(&dhcp).context("DHCP stats")?;
-        let registry = dhcp.sessions();
-        let stats: StatsSource = Arc::new(move || {
+        // The services' counters; `bootstorm stats` adds the boot sessions' section, which the
+        // metrics read from the registry itself.
+        let counters: StatsSource = Arc::new(move || {
             let mut v = top();
-            v["boot"] = registry.boots.stats_json();
             for (name, src) in &sections {
                 v[*name] = src();
             }
@@ -226,6 +226,15 @@ impl Daemon {
             }
             v
         });
+        let registry = dhcp.sessions();
+        let stats: StatsSource = {
+            let counters = counters.clone();
+            Arc::new(move || {
+                let mut v = counters();
+                v["boot"] = registry.boots.stats_json();
+                v
+            })
+        };
         let (tx, requests) = std::sync::mpsc::channel();
         let config = Arc::new(std::sync::Mutex::new(ConfigView::default()));
         let mut names: Vec<&'static str> = vec!["dhcp"];
@@ -244,7 +253,7 @@ impl Daemon {
             reservations: dhcp.reservations(),
             storm: crate::storm::Storm::new(),
             metrics: crate::metrics::registry(crate::metrics::Sources {
-                stats: stats.clone(),
+                stats: counters,
                 server: dhcp.server_cell(),
                 sessions: dhcp.sessions(),
                 clock: dhcp.clock(),

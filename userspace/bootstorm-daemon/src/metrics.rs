@@ -1,7 +1,7 @@
 //! Prometheus metrics (`GET /metrics` on the API's listeners), in the OpenMetrics text format
 //! from the `prometheus-client` crate. Nothing is counted twice: at each scrape a collector reads
-//! what `bootstorm stats` reads (the services' own counters), the lease table's pools and the
-//! boot-session registry, so metrics cost nothing between scrapes.
+//! what `bootstorm stats` reads (the services' own counters, without its `boot` section), the
+//! lease table's pools and the boot-session registry, so metrics cost nothing between scrapes.
 //!
 //! - DHCP: `bootstorm_dhcp_received_total{type}`, `_sent_total{type}`, `_dropped_total{reason}`,
 //!   `_naks_total{reason}`, `_no_boot_rule_total`, ...
@@ -36,6 +36,8 @@ const LAP_BUCKETS: [f64; 16] = [
 
 /// What a scrape reads.
 pub struct Sources {
+    /// The services' counters (`bootstorm stats` but its `boot` section: that is read from
+    /// `sessions` directly).
     pub stats: StatsSource,
     pub server: Arc<ServerCell>,
     pub sessions: Arc<Sessions>,
