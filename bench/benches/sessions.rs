@@ -50,7 +50,8 @@ pub fn benches(c: &mut Criterion) {
             i += 1;
         })
     });
-    let b = Boots::new(DEFAULT_LIVE, DEFAULT_RECENT, DEFAULT_IDLE);
+    let sessions = bootstorm_daemon::sessions::Sessions::new();
+    let b = &sessions.boots;
     for j in 0..DEFAULT_LIVE as u64 {
         b.step(
             Instant::from_millis(1),
@@ -89,6 +90,22 @@ pub fn benches(c: &mut Criterion) {
             );
             j += 1;
         })
+    });
+    // The storm view's sampler, once a second on the API thread: the registry's counts and
+    // every lap's histogram merged across its shards, the second's window and percentiles.
+    let storm = bootstorm_daemon::storm::Storm::new();
+    let mut at = 0u64;
+    g.bench_function("storm_sample_16384_live", |bn| {
+        bn.iter(|| {
+            at += 1000;
+            storm.sample(b, at);
+        })
+    });
+    // The dashboard's session list, first page (the newest 100 of 16,384 live), as the API
+    // answers it: taken from the shards and serialized.
+    let clock = bootstorm_time::Clock::new();
+    g.bench_function("first_page_100_of_16384_json", |bn| {
+        bn.iter(|| bootstorm_daemon::control::sessions_json(&sessions, &clock, &[]))
     });
     g.finish();
 }

@@ -333,11 +333,19 @@ async fn session_show(State(ctx): State<Ctx>, UrlPath(mac): UrlPath<String>) -> 
 /// What [`crate::control::sessions_json`] says for `args`, its error as 404 (no such session)
 /// or 400 (a bad filter).
 fn sessions_answer(ctx: &Ctx, args: &[&str]) -> Response {
-    let v = crate::control::sessions_json(&ctx.st.sessions, &ctx.st.clock, args);
-    match v.get("error").and_then(Value::as_str) {
-        Some(e) if e.starts_with("no session") => error(StatusCode::NOT_FOUND, e),
-        Some(e) => error(StatusCode::BAD_REQUEST, e),
-        None => ok(v),
+    use crate::control::SessionsAnswer;
+    match crate::control::sessions_json(&ctx.st.sessions, &ctx.st.clock, args) {
+        SessionsAnswer::Body(mut body) => {
+            body.push('\n');
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response()
+        }
+        SessionsAnswer::NotFound(e) => error(StatusCode::NOT_FOUND, e),
+        SessionsAnswer::Bad(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
 

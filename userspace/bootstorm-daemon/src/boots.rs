@@ -891,22 +891,15 @@ impl Step {
 impl Session {
     /// The session as the API shows it; `to_unix_ms` turns the clock's instants into wall time.
     pub fn json(&self, to_unix_ms: &dyn Fn(Instant) -> u64, timeline: bool) -> serde_json::Value {
-        let mut v = serde_json::json!({
-            "mac": crate::serve::fmt_hw(&self.mac),
-            "address": self.addr.map(|a| a.to_string()),
-            "iqn": self.iqn.as_deref(),
-            "uuid": self.uuid.map(|u| fmt_uuid(&u)),
-            "phase": self.phase.name(),
-            "started_ms": to_unix_ms(self.started),
-            "updated_ms": to_unix_ms(self.updated),
-            "elapsed_ms": self.updated.saturating_since(self.started).as_millis(),
-            "rounds": self.rounds,
-            "failure": self.failure.as_deref(),
-            "ended": self.ended,
-        });
-        if timeline {
-            let steps: Vec<serde_json::Value> = self
-                .steps
+        // The view only holds strings, numbers and a Value: making it a Value cannot fail.
+        serde_json::to_value(self.view(to_unix_ms, timeline)).unwrap_or_default()
+    }
+
+    /// The session as the API shows it, borrowed: a listing serializes these straight into its
+    /// answer, no tree of JSON values made per session (the dashboard's first page each second).
+    pub fn view<'a>(&'a self, to_unix_ms: &dyn Fn(Instant) -> u64, timeline: bool) -> View<'a> {
+        let steps = timeline.then(|| {
+            self.steps
                 .iter()
                 .map(|(at, st)| {
                     let mut d = st.detail_json();
@@ -915,25 +908,73 @@ impl Session {
                     d["after_ms"] = at.saturating_since(self.started).as_millis().into();
                     d
                 })
-                .collect();
-            v["timeline"] = steps.into();
-            v["steps_dropped"] = self.steps_dropped.into();
+                .collect()
+        });
+        View {
+            mac: Shown(crate::serve::Hw(&self.mac)),
+            address: self.addr.map(Shown),
+            iqn: self.iqn.as_deref(),
+            uuid: self.uuid.as_ref().map(|u| Shown(Uuid(u))),
+            phase: self.phase.name(),
+            started_ms: to_unix_ms(self.started),
+            updated_ms: to_unix_ms(self.updated),
+            elapsed_ms: self.updated.saturating_since(self.started).as_millis(),
+            rounds: self.rounds,
+            failure: self.failure.as_deref(),
+            ended: self.ended,
+            steps_dropped: timeline.then_some(self.steps_dropped),
+            timeline: steps,
         }
-        v
+    }
+}
+
+/// A session as the API shows it ([`Session::view`]).
+#[derive(serde::Serialize)]
+pub struct View<'a> {
+    mac: Shown<crate::serve::Hw<'a>>,
+    address: Option<Shown<Ipv4Addr>>,
+    iqn: Option<&'a str>,
+    uuid: Option<Shown<Uuid<'a>>>,
+    phase: &'static str,
+    started_ms: u64,
+    updated_ms: u64,
+    elapsed_ms: u64,
+    rounds: u32,
+    failure: Option<&'a str>,
+    ended: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeline: Option<Vec<serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    steps_dropped: Option<u32>,
+}
+
+/// A value serialized as the string its `Display` writes (no `String` made for it).
+struct Shown<T>(T);
+
+impl<T: std::fmt::Display> serde::Serialize for Shown<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
     }
 }
 
 /// A UUID as RFC 4122 writes it (`8-4-4-4-12` hex digits), as SMBIOS and `dmidecode` show it.
+struct Uuid<'a>(&'a [u8; 16]);
+
+impl std::fmt::Display for Uuid<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// [`Uuid`] as a `String` (the session list's search matches on it).
 pub fn fmt_uuid(u: &[u8; 16]) -> String {
-    let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    Uuid(u).to_string()
 }
 
 impl Boots {

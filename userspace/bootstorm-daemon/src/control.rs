@@ -86,7 +86,7 @@ pub fn sessions_json(
     sessions: &crate::sessions::Sessions,
     clock: &Clock,
     args: &[&str],
-) -> serde_json::Value {
+) -> SessionsAnswer {
     let wall = bootstorm_journal::WallClock::new(*clock);
     let to_ms = |i| wall.to_unix_ms(i);
     let (mut mac, mut phase, mut failed, mut limit, mut offset) = (None, None, false, 100, 0);
@@ -112,13 +112,17 @@ pub fn sessions_json(
             _ => Err(format!("'{a}': expected mac=, q=, phase=, failed, limit= or offset=")),
         };
         if let Err(e) = parsed {
-            return serde_json::json!({ "error": e });
+            return SessionsAnswer::Bad(e);
         }
+    }
+    // Strings, numbers and values only: serializing cannot fail.
+    fn body<T: serde::Serialize>(v: &T) -> String {
+        serde_json::to_string(v).unwrap_or_default()
     }
     if let Some(m) = mac {
         return match sessions.boots.get(&m) {
-            Some(s) => s.json(&to_ms, true),
-            None => serde_json::json!({ "error": format!("no session of {}", fmt_hw(&m)) }),
+            Some(s) => SessionsAnswer::Body(body(&s.view(&to_ms, true))),
+            None => SessionsAnswer::NotFound(format!("no session of {}", fmt_hw(&m))),
         };
     }
     // `q=`: a part of the MAC, address, IQN or UUID (as the API writes them).
@@ -145,10 +149,25 @@ pub fn sessions_json(
             limit,
         )
     };
-    serde_json::json!({
-        "total": total,
-        "sessions": list.iter().map(|s| s.json(&to_ms, false)).collect::<Vec<_>>(),
-    })
+    // Serialized as it is read, no tree of JSON values made per session.
+    #[derive(serde::Serialize)]
+    struct Page<'a> {
+        total: usize,
+        sessions: Vec<crate::boots::View<'a>>,
+    }
+    let sessions = list.iter().map(|s| s.view(&to_ms, false)).collect();
+    SessionsAnswer::Body(body(&Page { total, sessions }))
+}
+
+/// What a sessions request answers ([`sessions_json`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum SessionsAnswer {
+    /// The answer, JSON.
+    Body(String),
+    /// No session of that MAC.
+    NotFound(String),
+    /// A filter that does not parse, and why.
+    Bad(String),
 }
 
 /// A hardware address as the config file writes one (`52:54:00:12:34:56`, [`crate::config::Hex`]),
