@@ -93,12 +93,12 @@ struct Ctx {
 }
 
 fn json_response(status: StatusCode, v: &Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        format!("{v}\n"),
-    )
-        .into_response()
+    json_body(status, format!("{v}\n"))
+}
+
+/// An answer whose JSON is already written (ending in a newline, as every answer does).
+fn json_body(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -337,12 +337,7 @@ fn sessions_answer(ctx: &Ctx, args: &[&str]) -> Response {
     match crate::control::sessions_json(&ctx.st.sessions, &ctx.st.clock, args) {
         SessionsAnswer::Body(mut body) => {
             body.push('\n');
-            (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
-                body,
-            )
-                .into_response()
+            json_body(StatusCode::OK, body)
         }
         SessionsAnswer::NotFound(e) => error(StatusCode::NOT_FOUND, e),
         SessionsAnswer::Bad(e) => error(StatusCode::BAD_REQUEST, e),

@@ -889,14 +889,9 @@ impl Step {
 }
 
 impl Session {
-    /// The session as the API shows it; `to_unix_ms` turns the clock's instants into wall time.
-    pub fn json(&self, to_unix_ms: &dyn Fn(Instant) -> u64, timeline: bool) -> serde_json::Value {
-        // The view only holds strings, numbers and a Value: making it a Value cannot fail.
-        serde_json::to_value(self.view(to_unix_ms, timeline)).unwrap_or_default()
-    }
-
-    /// The session as the API shows it, borrowed: a listing serializes these straight into its
-    /// answer, no tree of JSON values made per session (the dashboard's first page each second).
+    /// The session as the API shows it, borrowed (`to_unix_ms` turns the clock's instants into
+    /// wall time): a listing serializes these straight into its answer, no tree of JSON values
+    /// made per session (the dashboard's first page each second).
     pub fn view<'a>(&'a self, to_unix_ms: &dyn Fn(Instant) -> u64, timeline: bool) -> View<'a> {
         let steps = timeline.then(|| {
             self.steps

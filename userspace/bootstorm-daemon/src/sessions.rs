@@ -233,7 +233,7 @@ mod tests {
         let b = s.boots.get(&[0x52, 0x54, 0, 0, 0, 3]).unwrap();
         assert_eq!(b.uuid, Some([0xab; 16]));
         assert_eq!(
-            b.json(&|_| 0, false)["uuid"],
+            serde_json::to_value(b.view(&|_| 0, false)).unwrap()["uuid"],
             "abababab-abab-abab-abab-abababababab"
         );
         let off = Sessions::with(crate::config::SessionSettings {
