@@ -61,6 +61,14 @@ type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// Steps kept per session.
 pub const MAX_STEPS: usize = 48;
 
+/// Steps a session holds in its slot, before it takes a buffer of its own: a DHCP exchange's
+/// offer and ACK, so a storm of new machines writes no second allocation per machine (nor reads
+/// one back when the slot is reused).
+pub const INLINE_STEPS: usize = 2;
+
+/// A session's timeline.
+pub type Steps = smallvec::SmallVec<[(Instant, Step); INLINE_STEPS]>;
+
 /// Where a machine is in its boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Phase {
@@ -253,38 +261,45 @@ impl Step {
 }
 
 /// One machine's boot.
+///
+/// Laid out by hand (`repr(C)`, a slot per 64-byte line boundary): what a step reads of a
+/// session it did not touch lately (the oldest one, when a new machine ends it at the live cap,
+/// and a reused slot) is in the first line, so a storm's new machine costs fewer cache misses.
 #[derive(Clone, Debug)]
+#[repr(C, align(64))]
 pub struct Session {
-    /// Its hardware address.
-    pub mac: Mac,
-    /// Its address, once offered.
-    pub addr: Option<Ipv4Addr>,
-    /// Its iSCSI initiator name, once it logged in.
-    pub iqn: Option<Box<str>>,
-    /// Its UUID (DHCP option 97), once it sent one.
-    pub uuid: Option<[u8; 16]>,
+    // The first line: what ending and reusing a slot read, and what every step writes.
+    seq: u64,
+    end_seq: u64,
     /// When its first step came.
     pub started: Instant,
     /// When its last step came.
     pub updated: Instant,
+    /// Its hardware address.
+    pub mac: Mac,
     /// Where it is.
     pub phase: Phase,
-    /// DHCP rounds so far (a chain-loaded iPXE starts the second).
-    pub rounds: u32,
-    /// The last failure, if any (kept when the machine retries).
-    pub failure: Option<String>,
-    /// Its timeline: when, what.
-    pub steps: Vec<(Instant, Step)>,
-    /// Steps beyond [`MAX_STEPS`], not kept.
-    pub steps_dropped: u32,
     /// True once ended (in the recent ring).
     pub ended: bool,
+    loaded: bool,
+    /// DHCP rounds so far (a chain-loaded iPXE starts the second).
+    pub rounds: u32,
+    /// Its address, once offered.
+    pub addr: Option<Ipv4Addr>,
+    // The rest.
+    /// Steps beyond [`MAX_STEPS`], not kept.
+    pub steps_dropped: u32,
+    /// Its timeline: when, what (the first [`INLINE_STEPS`] in the slot itself).
+    pub steps: Steps,
     round_start: Option<Instant>,
     bound_at: Option<Instant>,
     login_at: Option<Instant>,
-    loaded: bool,
-    seq: u64,
-    end_seq: u64,
+    /// Its UUID (DHCP option 97), once it sent one.
+    pub uuid: Option<[u8; 16]>,
+    /// Its iSCSI initiator name, once it logged in.
+    pub iqn: Option<Box<str>>,
+    /// The last failure, if any (kept when the machine retries).
+    pub failure: Option<String>,
 }
 
 /// Counts for the storm view and metrics.
@@ -372,6 +387,7 @@ pub const DEFAULT_IDLE: Duration = Duration::from_secs(600);
 const SHARDS: usize = 8;
 /// See [`SHARDS`].
 const SHARD_FROM: usize = 4_096;
+const _: () = assert!(SHARDS.is_power_of_two());
 
 impl Default for Boots {
     fn default() -> Boots {
@@ -410,7 +426,7 @@ impl Boots {
                     0
                 };
                 let slots: Vec<Session> = (0..ready)
-                    .map(|_| Session::fresh(Mac::new(&[]), Instant::ZERO, 0, Vec::with_capacity(4)))
+                    .map(|_| Session::fresh(Mac::new(&[]), Instant::ZERO, 0))
                     .collect();
                 let free: Vec<u32> = (0..ready as u32).rev().collect();
                 let laps = Lap::ALL
@@ -452,7 +468,8 @@ impl Boots {
             let h = mac.iter().fold(0x811c_9dc5u32, |h, b| {
                 (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
             });
-            h as usize % self.shards.len()
+            // A power of two of shards: a mask, not a division.
+            h as usize & (self.shards.len() - 1)
         };
         lock(&self.shards[i])
     }
@@ -788,19 +805,16 @@ impl Inner {
         self.recent.iter().map(|&i| self.at(i))
     }
 
-    /// A slot for a new session: a free one (its steps' buffer kept), else a new one.
+    /// A slot for a new session: a free one (reset in place, a steps' buffer it grew kept),
+    /// else a new one.
     fn take_slot(&mut self, mac: Mac, now: Instant, seq: u64) -> u32 {
         match self.free.pop() {
             Some(i) => {
-                let s = &mut self.slots[i as usize];
-                let mut steps = std::mem::take(&mut s.steps);
-                steps.clear();
-                *s = Session::fresh(mac, now, seq, steps);
+                self.slots[i as usize].reset(mac, now, seq);
                 i
             }
             None => {
-                self.slots
-                    .push(Session::fresh(mac, now, seq, Vec::with_capacity(4)));
+                self.slots.push(Session::fresh(mac, now, seq));
                 (self.slots.len() - 1) as u32
             }
         }
@@ -814,7 +828,7 @@ impl Session {
         Session {
             iqn: self.iqn.clone(),
             failure: self.failure.clone(),
-            steps: Vec::new(),
+            steps: Steps::new(),
             ..*self
         }
     }
@@ -824,7 +838,37 @@ impl Session {
         self.seq == seq && !self.ended
     }
 
-    fn fresh(mac: Mac, now: Instant, seq: u64, steps: Vec<(Instant, Step)>) -> Session {
+    /// Makes this slot the new session of `mac` (as [`Session::fresh`], without moving the
+    /// slot's steps).
+    fn reset(&mut self, mac: Mac, now: Instant, seq: u64) {
+        self.steps.clear();
+        let Session {
+            seq: s_seq,
+            end_seq,
+            started,
+            updated,
+            mac: s_mac,
+            phase,
+            ended,
+            loaded,
+            rounds,
+            addr,
+            steps_dropped,
+            steps: _,
+            round_start,
+            bound_at,
+            login_at,
+            uuid,
+            iqn,
+            failure,
+        } = self;
+        (*s_seq, *end_seq, *started, *updated, *s_mac) = (seq, 0, now, now, mac);
+        (*phase, *ended, *loaded, *rounds, *addr) = (Phase::Dhcp, false, false, 0, None);
+        (*steps_dropped, *round_start, *bound_at, *login_at) = (0, None, None, None);
+        (*uuid, *iqn, *failure) = (None, None, None);
+    }
+
+    fn fresh(mac: Mac, now: Instant, seq: u64) -> Session {
         Session {
             mac,
             addr: None,
@@ -835,7 +879,7 @@ impl Session {
             phase: Phase::Dhcp,
             rounds: 0,
             failure: None,
-            steps,
+            steps: Steps::new(),
             steps_dropped: 0,
             ended: false,
             round_start: None,
@@ -1251,6 +1295,66 @@ mod tests {
         assert!(b.get(&[9, 9]).is_none());
     }
 
+    #[test]
+    fn a_reused_slot_keeps_nothing_of_the_machine_before() {
+        // One live, one recent: the third machine takes the first one's slot.
+        let b = Boots::new(1, 1, Duration::from_secs(60));
+        let first = [0x52, 0x54, 0, 0, 0, 1];
+        b.step(
+            t(1),
+            &first,
+            Step::Offer {
+                addr: ip(9),
+                round: 0,
+                uuid: Some([7; 16]),
+            },
+        );
+        b.step(t(2), &first, Step::Ack { addr: ip(9) });
+        for i in 0..5 {
+            let name = format!("f{i}").into_boxed_str();
+            b.step(
+                t(3),
+                &first,
+                Step::File {
+                    proto: "tftp",
+                    name,
+                },
+            );
+        }
+        b.step(
+            t(4),
+            &first,
+            Step::IscsiLogin {
+                initiator: "iqn.x:a".into(),
+                target: "iqn.y:b".into(),
+            },
+        );
+        b.step(
+            t(5),
+            &first,
+            Step::Nak {
+                reason: "wrong subnet",
+            },
+        );
+        offer(&b, 10, &[0x52, 0x54, 0, 0, 0, 2]);
+        let third = [0x52, 0x54, 0, 0, 0, 3];
+        offer(&b, 20, &third);
+        assert!(b.get(&first).is_none(), "the first session's slot moved on");
+        let s = b.get(&third).unwrap();
+        let fresh = Session::fresh(Mac::new(&third), t(20), s.seq);
+        assert_eq!(
+            (s.addr, s.uuid, s.iqn, s.failure, s.rounds, s.phase),
+            (Some(ip(1)), None, None, None, 1, Phase::Dhcp)
+        );
+        assert_eq!(
+            (s.started, s.updated, s.ended),
+            (fresh.started, t(20), false)
+        );
+        assert_eq!((s.bound_at, s.login_at, s.loaded), (None, None, false));
+        assert_eq!((s.steps.len(), s.steps_dropped, s.end_seq), (1, 0, 0));
+        assert_eq!(s.steps[0].1.kind(), "offer");
+    }
+
     /// What a page says of its sessions: who, which start, ended or not.
     fn ids(v: &[Session]) -> Vec<(Mac, u64, bool, u64)> {
         v.iter()
@@ -1366,5 +1470,28 @@ mod tests {
         );
         assert_eq!(b.sweep(t(u64::from(n) + 70_000)), SHARD_FROM);
         assert_eq!(b.held().0, 0);
+    }
+}
+
+#[cfg(test)]
+mod layout {
+    #[test]
+    fn first_line_holds_what_ending_and_reuse_read() {
+        use super::Session;
+        use std::mem::offset_of;
+        assert_eq!(std::mem::align_of::<Session>(), 64);
+        for (name, end) in [
+            ("seq", offset_of!(Session, seq) + 8),
+            (
+                "mac",
+                offset_of!(Session, mac) + std::mem::size_of::<super::Mac>(),
+            ),
+            ("phase", offset_of!(Session, phase) + 1),
+            ("ended", offset_of!(Session, ended) + 1),
+            ("updated", offset_of!(Session, updated) + 8),
+            ("addr", offset_of!(Session, addr) + 8),
+        ] {
+            assert!(end <= 64, "{name} ends at byte {end}, past the first line");
+        }
     }
 }
