@@ -28,6 +28,13 @@
 # (bootstorm-xdp-fsync, bootstorm-xdp-none, ...) serves on the XDP fast path (--io xdp); kea-mt
 # and kea-mt-persist run Kea with multi-threading on (2 threads, as many as cores).
 #
+# PIN=1 puts the server on CPU 1 and perfdhcp and the watcher (with its Chromium) on CPU 0, for
+# every server of the run alike: the server's CPU per lease is then its own, not inflated by a
+# browser sharing its core and caches (an operator's browser runs on their own machine). Off by
+# default: it halves the cores a multi-threaded server (kea-mt) has.
+# A server named more than once in SERVERS runs once per naming, interleaved as named; the summary
+# then gives each one's median CPU per lease over its rounds (this machine is noisy).
+#
 # Usage (as root): bench/dhcp-compare.sh [seconds-per-rate]   e.g. bench/dhcp-compare.sh 5
 # Servers run with their defaults otherwise; each logs every lease at its default level to a file.
 set -euo pipefail
@@ -42,6 +49,12 @@ SERVERS=${SERVERS:-"bootstorm kea dnsmasq"}
 # mode answers relayed traffic only).
 PERF_TARGET=${PERF_TARGET-198.18.0.1}
 REF=${SERVERS%% *}  # ratios are against the first
+SRV_CPU= CLI_CPU=
+if [ -n "${PIN:-}" ]; then
+  [ "$(nproc)" -ge 2 ] || { echo "PIN=1 needs 2 cores"; exit 1; }
+  SRV_CPU="taskset -c 1" CLI_CPU="taskset -c 0"
+fi
+WATCH_CPU=$CLI_CPU
 export PATH="$PATH:/usr/sbin:/sbin"
 [ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)"; exit 1; }
 for t in perfdhcp kea-dhcp4 dnsmasq; do command -v $t >/dev/null || { echo "missing $t: apt-get install -y kea-admin kea-dhcp4-server dnsmasq-base"; exit 1; }; done
@@ -75,15 +88,15 @@ done
 start_server() {
   case $1 in
     bootstorm)
-      ip netns exec "$S" "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
+      ip netns exec "$S" $SRV_CPU "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
         --router 198.18.0.1 --workers 2 --control-socket "$T/bs.sock" 2> "$T/bootstorm.log" & ;;
     bootstorm-nosessions)
       # bootstorm without its boot-session registry ([sessions] enabled = false): what recording
       # sessions costs.
-      ip netns exec "$S" "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
+      ip netns exec "$S" $SRV_CPU "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
         --router 198.18.0.1 --workers 2 --control-socket "$T/bs.sock" --no-boot-sessions 2> "$T/bootstorm.log" & ;;
     bootstorm-watched)
-      ip netns exec "$S" "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
+      ip netns exec "$S" $SRV_CPU "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
         --router 198.18.0.1 --workers 2 --control-socket "$T/bs.sock" --api "127.0.0.1:$WATCH_PORT" 2> "$T/bootstorm.log" & ;;
     bootstorm-*)
       # bootstorm-DURABILITY, or fsync with one default turned off.
@@ -94,16 +107,16 @@ start_server() {
         fsync-nocoalesce) dur=fsync extra="$extra --rx-coalesce 0" ;;
       esac
       rm -rf "$T/leases"
-      ip netns exec "$S" "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
+      ip netns exec "$S" $SRV_CPU "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
         --router 198.18.0.1 --workers 2 --control-socket "$T/bs.sock" \
         --lease-dir "$T/leases" --durability "$dur" $extra 2> "$T/bootstorm.log" & ;;
     kea)
-      KEA_LOCKFILE_DIR=$T KEA_PIDFILE_DIR=$T ip netns exec "$S" kea-dhcp4 -c "$T/kea.json" > "$T/kea.out" 2>&1 & ;;
+      KEA_LOCKFILE_DIR=$T KEA_PIDFILE_DIR=$T ip netns exec "$S" $SRV_CPU kea-dhcp4 -c "$T/kea.json" > "$T/kea.out" 2>&1 & ;;
     kea-persist|kea-mt|kea-mt-persist)
       rm -f "$T"/kea-leases4.csv*
-      KEA_LOCKFILE_DIR=$T KEA_PIDFILE_DIR=$T ip netns exec "$S" kea-dhcp4 -c "$T/$1.json" > "$T/kea.out" 2>&1 & ;;
+      KEA_LOCKFILE_DIR=$T KEA_PIDFILE_DIR=$T ip netns exec "$S" $SRV_CPU kea-dhcp4 -c "$T/$1.json" > "$T/kea.out" 2>&1 & ;;
     dnsmasq)
-      ip netns exec "$S" dnsmasq --no-daemon --port=0 --conf-file=/dev/null --interface="$SIF" --bind-interfaces \
+      ip netns exec "$S" $SRV_CPU dnsmasq --no-daemon --port=0 --conf-file=/dev/null --interface="$SIF" --bind-interfaces \
         --no-ping --dhcp-range=198.18.1.0,198.18.255.254,255.255.0.0,1h --dhcp-option=3,198.18.0.1 --dhcp-lease-max=200000 \
         --dhcp-leasefile="$T/dnsmasq.leases" --log-facility="$T/dnsmasq.log" --pid-file="$T/dnsmasq.pid" 2> "$T/dnsmasq.err" & ;;
   esac
@@ -137,7 +150,7 @@ worker_ns() {
 # perfdhcp at rate $1 for $2 seconds; prints "achieved_rate ack_drops_pct offer_drops_pct acks naks".
 perf() {
   local out
-  out=$(ip netns exec "$C" perfdhcp -4 -l "$CIF" -r "$1" -R 1000000 -p "$2" $PERF_TARGET 2>&1 || true)
+  out=$(ip netns exec "$C" $CLI_CPU perfdhcp -4 -l "$CIF" -r "$1" -R 1000000 -p "$2" $PERF_TARGET 2>&1 || true)
   echo "$out" > "$T/perf.last"
   awk '
     /^Rate:/ {rate=$2}
@@ -148,7 +161,7 @@ perf() {
     END {printf "%s %s %s %s %s\n", rate, d[2], d[1], r[2], n[2]}' <<< "$out"
 }
 
-declare -A BEST ACH CPU
+declare -A BEST ACH CPU ALL
 for srv in $SERVERS; do
   BEST[$srv]=none; ACH[$srv]=-
   for rate in $RATES; do
@@ -176,17 +189,20 @@ for srv in $SERVERS; do
       cpu="- (drops ${offdrop}%/${ackdrop}%)"
     fi
     CPU[$srv,$fr]=$cpu
+    ALL[$srv,$fr]="${ALL[$srv,$fr]:-} ${cpu%% *}"
     printf '%-9s at %s/s for %ss: %s ACKs, CPU %s us/lease (DHCP workers %s), peak RSS %s MiB\n' "$srv" "$fr" "$FIXED_SECS" "$acks" "$cpu" "$workers" "$RSS"
   done
 done
 
 echo
-echo "kernel $(uname -r), $(nproc) cores, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%F)"
+echo "kernel $(uname -r), $(nproc) cores, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%F)${PIN:+, server pinned to CPU 1, clients to CPU 0}"
 header="| server | highest rate with <=1% drops (offered / achieved, /s) |"
 sep="| --- | --- |"
 for fr in $FIXED_RATES; do header="$header CPU/lease at ${fr}/s (us) | vs $REF |"; sep="$sep --- | --- |"; done
 echo "$header"; echo "$sep"
-for srv in $SERVERS; do
+# (a server run more than once shows its last round here; the medians follow)
+UNIQ=$(tr ' ' '\n' <<< "$SERVERS" | awk 'NF && !seen[$0]++')
+for srv in $UNIQ; do
   row="| $srv | ${BEST[$srv]} / ${ACH[$srv]} |"
   for fr in $FIXED_RATES; do
     c=${CPU[$srv,$fr]}; b=${CPU[$REF,$fr]}
@@ -195,3 +211,18 @@ for srv in $SERVERS; do
   done
   echo "$row"
 done
+
+# Servers run more than once: each one's median CPU per lease over its rounds, against REF's.
+if [ "$(wc -w <<< "$SERVERS")" -gt "$(wc -w <<< "$UNIQ")" ]; then
+  med() { tr ' ' '\n' <<< "$1" | awk '$1+0 > 0' | sort -n | awk '{v[NR]=$1} END {if (NR == 0) print "-"; else if (NR % 2) print v[(NR+1)/2]; else printf "%.1f", (v[NR/2]+v[NR/2+1])/2}'; }
+  echo
+  echo "| server | rounds | CPU/lease per round at each rate (us) | median | vs $REF |"
+  echo "| --- | --- | --- | --- | --- |"
+  for srv in $UNIQ; do
+    for fr in $FIXED_RATES; do
+      m=$(med "${ALL[$srv,$fr]}"); b=$(med "${ALL[$REF,$fr]}")
+      ratio=$(awk -v x="$m" -v b="$b" 'BEGIN {if (x+0 > 0 && b+0 > 0) printf "%+.1f%%", (x/b-1)*100; else print "-"}')
+      echo "| $srv at ${fr}/s | $(wc -w <<< "${ALL[$srv,$fr]}") |${ALL[$srv,$fr]} | $m | $ratio |"
+    done
+  done
+fi

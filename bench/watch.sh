@@ -16,7 +16,7 @@ watch_check() {
 # watch_start LABEL: starts the watcher and waits (30 s at most) until its page is up.
 watch_start() {
   rm -f "$T/watch.stop" "$T/watch.stop.ready"
-  ip netns exec "$S" node dashboard/tests/watch.bench.mjs "http://127.0.0.1:$WATCH_PORT" "$T/watch.stop" \
+  ip netns exec "$S" ${WATCH_CPU:-} node dashboard/tests/watch.bench.mjs "http://127.0.0.1:$WATCH_PORT" "$T/watch.stop" \
     ${REPORTS:+"$REPORTS/watch-$1.png"} > "$T/watch-$1.json" 2> "$T/watch-$1.err" &
   WATCH_PID=$!
   local i
