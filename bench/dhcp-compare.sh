@@ -23,7 +23,11 @@
 # bench/lease-compare.sh runs those six; bootstorm-nosessions runs without boot sessions, and
 # bootstorm-watched with its API and dashboard on TCP and an operator watching each run
 # (bench/watch.sh: headless Chromium on the storm view, the session list's first page every
-# second, /metrics every 5 s, each timed; the server's CPU then includes answering them). A
+# second, /metrics every 5 s, each timed; the server's CPU then includes answering them);
+# bootstorm-polled is the same without the browser (bench/poll.py makes the dashboard's requests
+# at its intervals and draws nothing: what answering a dashboard costs the server alone), and
+# bootstorm-noise is the control for it: bootstorm without sessions beside the same poller, which
+# asks a stand-in on the API's port instead of the server (what the poller costs the machine). A
 # bootstorm variant with xdp- after "bootstorm-"
 # (bootstorm-xdp-fsync, bootstorm-xdp-none, ...) serves on the XDP fast path (--io xdp); kea-mt
 # and kea-mt-persist run Kea with multi-threading on (2 threads, as many as cores).
@@ -90,12 +94,12 @@ start_server() {
     bootstorm)
       ip netns exec "$S" $SRV_CPU "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
         --router 198.18.0.1 --workers 2 --control-socket "$T/bs.sock" 2> "$T/bootstorm.log" & ;;
-    bootstorm-nosessions)
+    bootstorm-nosessions|bootstorm-noise)
       # bootstorm without its boot-session registry ([sessions] enabled = false): what recording
       # sessions costs.
       ip netns exec "$S" $SRV_CPU "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
         --router 198.18.0.1 --workers 2 --control-socket "$T/bs.sock" --no-boot-sessions 2> "$T/bootstorm.log" & ;;
-    bootstorm-watched)
+    bootstorm-watched|bootstorm-polled)
       ip netns exec "$S" $SRV_CPU "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
         --router 198.18.0.1 --workers 2 --control-socket "$T/bs.sock" --api "127.0.0.1:$WATCH_PORT" 2> "$T/bootstorm.log" & ;;
     bootstorm-*)
@@ -123,11 +127,11 @@ start_server() {
   SERVER_PID=$!
   sleep 1.5
   kill -0 "$SERVER_PID" 2>/dev/null || { echo "$1 did not start"; cat "$T"/*.log "$T"/*.out "$T"/*.err 2>/dev/null | tail -20; exit 1; }
-  [ "$1" != bootstorm-watched ] || watch_start "$1"
+  case $1 in bootstorm-watched|bootstorm-polled|bootstorm-noise) watch_start "$1" ;; esac
 }
 
 stop_server() {
-  watch_stop bootstorm-watched
+  watch_stop "$1"
   # The server's peak resident memory (MiB), for the fixed-rate line.
   RSS=$(awk '/^VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$SERVER_PID/status" 2>/dev/null || echo -)
   kill "$SERVER_PID" 2>/dev/null || true
@@ -139,12 +143,16 @@ stop_server() {
 # ip netns exec execs the server, so $SERVER_PID is the server itself.
 cpu_ns() { cat /proc/"$SERVER_PID"/task/*/schedstat 2>/dev/null | awk '{s+=$1} END {print s+0}'; }
 # The same for bootstorm's DHCP workers alone (the rest: the API, the journal, the main loop).
+# Prints "NS RUNS": their nanoseconds on CPU and how many times they were put on a CPU (schedstat's
+# third field: each wakeup is one).
 worker_ns() {
-  local t s=0
+  local t s=0 r=0 a b c
   for t in /proc/"$SERVER_PID"/task/*; do
-    case $(cat "$t/comm" 2>/dev/null) in dhcp-worker-*) s=$((s + $(awk '{print $1}' "$t/schedstat" 2>/dev/null || echo 0))) ;; esac
+    case $(cat "$t/comm" 2>/dev/null) in
+      dhcp-worker-*) read -r a b c < "$t/schedstat" 2>/dev/null || continue; s=$((s + a)); r=$((r + c)) ;;
+    esac
   done
-  echo $s
+  echo "$s $r"
 }
 
 # perfdhcp at rate $1 for $2 seconds; prints "achieved_rate ack_drops_pct offer_drops_pct acks naks".
@@ -167,7 +175,7 @@ for srv in $SERVERS; do
   for rate in $RATES; do
     start_server $srv
     read -r achieved ackdrop offdrop acks naks < <(perf "$rate" "$SECS")
-    stop_server
+    stop_server $srv
     printf '%-9s offered %6s/s  achieved %8s/s  drops offer %8s%%  ack %8s%%  acks %7s  naks %s\n' \
       "$srv" "$rate" "$achieved" "$offdrop" "$ackdrop" "$acks" "$naks"
     if awk -v a="$ackdrop" -v o="$offdrop" 'BEGIN {exit !(a != "" && o != "" && a <= 1 && o <= 1)}'; then
@@ -178,11 +186,12 @@ for srv in $SERVERS; do
   done
   for fr in $FIXED_RATES; do
     start_server $srv
-    before=$(cpu_ns); wbefore=$(worker_ns)
+    before=$(cpu_ns); read -r wbefore rbefore < <(worker_ns)
     read -r achieved ackdrop offdrop acks naks < <(perf "$fr" "$FIXED_SECS")
-    after=$(cpu_ns); wafter=$(worker_ns)
+    after=$(cpu_ns); read -r wafter rafter < <(worker_ns)
     workers=$(awk -v b="$wbefore" -v a="$wafter" -v n="$acks" 'BEGIN {if (n > 0 && a > b) printf "%.1f", (a-b)/n/1000; else print "-"}')
-    stop_server
+    wruns=$(awk -v b="$rbefore" -v a="$rafter" -v n="$acks" 'BEGIN {if (n > 0 && a > b) printf "%.2f", (a-b)/n; else print "-"}')
+    stop_server $srv
     cpu=$(awk -v b="$before" -v a="$after" -v n="$acks" 'BEGIN {if (n > 0) printf "%.1f", (a-b)/n/1000; else print "-"}')
     # A rate the server does not sustain (over 1% drops) gets no CPU figure: it would flatter it.
     if ! awk -v a="$ackdrop" -v o="$offdrop" 'BEGIN {exit !(a != "" && o != "" && a <= 1 && o <= 1)}'; then
@@ -190,7 +199,7 @@ for srv in $SERVERS; do
     fi
     CPU[$srv,$fr]=$cpu
     ALL[$srv,$fr]="${ALL[$srv,$fr]:-} ${cpu%% *}"
-    printf '%-9s at %s/s for %ss: %s ACKs, CPU %s us/lease (DHCP workers %s), peak RSS %s MiB\n' "$srv" "$fr" "$FIXED_SECS" "$acks" "$cpu" "$workers" "$RSS"
+    printf '%-9s at %s/s for %ss: %s ACKs, CPU %s us/lease (DHCP workers %s, woken %s times per lease), peak RSS %s MiB\n' "$srv" "$fr" "$FIXED_SECS" "$acks" "$cpu" "$workers" "$wruns" "$RSS"
   done
 done
 

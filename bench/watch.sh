@@ -4,9 +4,13 @@
 # in that namespace: headless Chromium with the dashboard's storm view open, the session list's
 # first page fetched every second (WATCH_SESSIONS_MS=1000, as the dashboard's session tab polls)
 # and /metrics scraped every 5 s (WATCH_METRICS_MS=5000), all timed. Needs chromium
-# and `npm ci --prefix dashboard` (playwright-core). Uses T and S from lab.sh.
+# and `npm ci --prefix dashboard` (playwright-core). A LABEL ending in -polled runs bench/poll.py
+# instead: the same requests at the same intervals (and the storm view's), no browser; one ending
+# in -noise runs that poller against a stand-in (bench/poll.py --stand-in), not the server. Uses
+# T and S from lab.sh.
 WATCH_PORT=${WATCH_PORT:-8099}
 WATCH_PID=
+STANDIN_PID=
 
 watch_check() {
   [ -d dashboard/node_modules/playwright-core ] || { echo "the watcher needs: npm ci --prefix dashboard"; exit 1; }
@@ -16,8 +20,19 @@ watch_check() {
 # watch_start LABEL: starts the watcher and waits (30 s at most) until its page is up.
 watch_start() {
   rm -f "$T/watch.stop" "$T/watch.stop.ready"
-  ip netns exec "$S" ${WATCH_CPU:-} node dashboard/tests/watch.bench.mjs "http://127.0.0.1:$WATCH_PORT" "$T/watch.stop" \
-    ${REPORTS:+"$REPORTS/watch-$1.png"} > "$T/watch-$1.json" 2> "$T/watch-$1.err" &
+  case $1 in
+    *-noise)
+      ip netns exec "$S" ${WATCH_CPU:-} python3 bench/poll.py --stand-in "$WATCH_PORT" 2> "$T/standin.err" &
+      STANDIN_PID=$!
+      ip netns exec "$S" ${WATCH_CPU:-} python3 bench/poll.py "http://127.0.0.1:$WATCH_PORT" "$T/watch.stop" \
+        > "$T/watch-$1.json" 2> "$T/watch-$1.err" & ;;
+    *-polled)
+      ip netns exec "$S" ${WATCH_CPU:-} python3 bench/poll.py "http://127.0.0.1:$WATCH_PORT" "$T/watch.stop" \
+        > "$T/watch-$1.json" 2> "$T/watch-$1.err" & ;;
+    *)
+      ip netns exec "$S" ${WATCH_CPU:-} node dashboard/tests/watch.bench.mjs "http://127.0.0.1:$WATCH_PORT" "$T/watch.stop" \
+        ${REPORTS:+"$REPORTS/watch-$1.png"} > "$T/watch-$1.json" 2> "$T/watch-$1.err" & ;;
+  esac
   WATCH_PID=$!
   local i
   for ((i = 0; i < 300; i++)); do
@@ -37,6 +52,7 @@ watch_stop() {
   kill "$WATCH_PID" 2>/dev/null || true
   wait "$WATCH_PID" 2>/dev/null || true
   WATCH_PID=
+  if [ -n "$STANDIN_PID" ]; then kill "$STANDIN_PID" 2>/dev/null || true; wait "$STANDIN_PID" 2>/dev/null || true; STANDIN_PID=; fi
   python3 -c 'import json, sys
 try:
     w = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
