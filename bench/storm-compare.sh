@@ -10,6 +10,8 @@
 #   bootstorm-watched  bootstorm with its API and dashboard on TCP and an operator watching
 #                      (bench/watch.sh: headless Chromium on the storm view, the session list's
 #                      first page every second and /metrics every 5 s, each timed)
+#   bootstorm-polled   the same with the dashboard's requests made by bench/poll.py (no browser:
+#                      what answering a dashboard costs the server alone)
 #   dnsmasq            DHCP + TFTP in one process (--tftp-max and --dhcp-lease-max raised to N,
 #                      as an operator facing a storm would; its defaults are 50 and 1,000)
 #   kea+tftpd-hpa      kea-dhcp4 (memfile, persist off) with next-server/boot-file-name, and
@@ -71,9 +73,9 @@ PIDS=()
 start_stack() {
   PIDS=()
   case $1 in
-    bootstorm|bootstorm-fsync|bootstorm-xdp|bootstorm-xdp-fsync|bootstorm-nosessions|bootstorm-watched)
+    bootstorm|bootstorm-fsync|bootstorm-xdp|bootstorm-xdp-fsync|bootstorm-nosessions|bootstorm-watched|bootstorm-polled)
       local journal=() io=socket
-      case $1 in *-nosessions) journal=(--no-boot-sessions) ;; *-watched) journal=(--api "127.0.0.1:$WATCH_PORT") ;; esac
+      case $1 in *-nosessions) journal=(--no-boot-sessions) ;; *-watched|*-polled) journal=(--api "127.0.0.1:$WATCH_PORT") ;; esac
       case $1 in *-fsync) rm -rf "$T/leases"; journal=(--lease-dir "$T/leases" --durability fsync) ;; esac
       case $1 in bootstorm-xdp*) io=xdp ;; esac
       ip netns exec "$S" "$BIN" serve --interface "$SIF" --server-ip 198.18.0.1 --pool 198.18.1.0-198.18.255.254 \
@@ -111,13 +113,13 @@ declare -A DUR RATE DHCP TFTP BOOT FAILED WHY RETRIED RSS WATCH CPU
 cpu_ns() { local p; for p in "${PIDS[@]}"; do cat /proc/"$p"/task/*/schedstat 2>/dev/null; done | awk '{s+=$1} END {print s+0}'; }
 for st in $STACKS; do
   start_stack "$st"
-  [ "$st" != bootstorm-watched ] || watch_start "$st"
+  case $st in bootstorm-watched|bootstorm-polled) watch_start "$st" ;; esac
   cpu0=$(cpu_ns)
   out=$(timeout $((LIMIT + 60)) ip netns exec "$C" "$LG" ${LG_ARGS:-} --server 198.18.0.1 $LG_TARGET \
     --clients "$N" --profile uefi-x64 --expect-size $((1 << 20)) --expect-sha256 "$SHA" \
     --boot-retries "$RETRIES" --boot-retry-delay 1 --limit "$LIMIT" --json --html "$T/report-$st.html" 2> /dev/null || true)
   CPU[$st]=$(awk -v b="$cpu0" -v a="$(cpu_ns)" 'BEGIN {printf "%.2f", (a - b) / 1e9}')
-  [ "$st" != bootstorm-watched ] || WATCH[$st]=$(watch_stop "$st")
+  case $st in bootstorm-watched|bootstorm-polled) WATCH[$st]=$(watch_stop "$st") ;; esac
   # The first process's peak resident memory (for the bootstorm stacks, the whole server).
   RSS[$st]=$(awk '/^VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/${PIDS[0]}/status" 2>/dev/null || echo -)
   stop_stack
