@@ -377,7 +377,7 @@ impl std::fmt::Debug for Boots {
 pub const DEFAULT_LIVE: usize = 16_384;
 /// See [`DEFAULT_LIVE`].
 pub const DEFAULT_RECENT: usize = 4_096;
-/// Slots made when the registry is (the default caps' worth: about 10 MiB); beyond that they
+/// Slots made when the registry is (the default caps' worth: 7.5 MiB); beyond that they
 /// are made as machines come.
 const PREPARED: usize = DEFAULT_LIVE + DEFAULT_RECENT;
 /// A session with no step for this long ends.
@@ -1480,6 +1480,9 @@ mod layout {
         use super::Session;
         use std::mem::offset_of;
         assert_eq!(std::mem::align_of::<Session>(), 64);
+        // Six lines with its first two steps: the slots made up front (PREPARED) are then
+        // 20,480 x 384 B = 7.5 MiB, as README says.
+        assert_eq!(std::mem::size_of::<Session>(), 384);
         for (name, end) in [
             ("seq", offset_of!(Session, seq) + 8),
             (
