@@ -588,16 +588,26 @@ impl Boots {
             }
             _ => {}
         }
-        if let Some(f) = step.failure() {
+        // The ACK after an offer with no boot rule says it again: the machine stays failed, but
+        // that is one failure (one step), as the DHCP counters count it once per offer.
+        let repeated = step == Step::NoBootRule
+            && s.steps
+                .iter()
+                .rev()
+                .take_while(|(_, st)| !matches!(st, Step::Offer { .. }))
+                .any(|(_, st)| *st == Step::NoBootRule);
+        if !repeated && let Some(f) = step.failure() {
             s.failure = Some(f);
             inner.counts.failures += 1;
         }
         s.phase = step.phase(before);
         s.updated = now;
-        if s.steps.len() < MAX_STEPS {
-            s.steps.push((now, step));
-        } else {
-            s.steps_dropped += 1;
+        if !repeated {
+            if s.steps.len() < MAX_STEPS {
+                s.steps.push((now, step));
+            } else {
+                s.steps_dropped += 1;
+            }
         }
         if s.phase != before {
             inner.counts.per_phase[before.index()] -= 1;
@@ -1293,6 +1303,47 @@ mod tests {
         // A release from a machine with no session records nothing.
         b.step(t(75_000), &[9, 9], Step::Release);
         assert!(b.get(&[9, 9]).is_none());
+    }
+
+    #[test]
+    fn no_boot_rule_is_one_failure_per_offer_and_the_ack_keeps_it_failed() {
+        let b = Boots::default();
+        let m = [0x52, 0x54, 0, 0, 0, 7];
+        for round in 0..2u64 {
+            // The DHCP worker reports it on the offer and again on the ACK.
+            offer(&b, 10 * round, &m);
+            b.step(t(10 * round + 1), &m, Step::NoBootRule);
+            b.step(t(10 * round + 2), &m, Step::Ack { addr: ip(1) });
+            b.step(t(10 * round + 3), &m, Step::NoBootRule);
+            let s = b.get(&m).unwrap();
+            assert_eq!(s.phase, Phase::Failed, "round {round}");
+            assert!(
+                s.failure
+                    .as_deref()
+                    .unwrap()
+                    .starts_with("no boot rule matched")
+            );
+            assert_eq!(b.counts().failures, round + 1, "one failure per offer");
+            assert_eq!(b.counts().per_phase[Phase::Failed.index()], 1);
+        }
+        let kinds: Vec<_> = b
+            .get(&m)
+            .unwrap()
+            .steps
+            .iter()
+            .map(|(_, st)| st.kind())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "offer",
+                "no-boot-rule",
+                "ack",
+                "offer",
+                "no-boot-rule",
+                "ack"
+            ]
+        );
     }
 
     #[test]
