@@ -197,4 +197,50 @@ pub fn benches(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // The API's lease listing (`GET /api/v1/leases`, as its handler builds the answer) over
+    // 16,384 bound leases: every one, and one machine's by `?mac=` (filtered before formatting).
+    let mut g = c.benchmark_group("api");
+    let srv = server();
+    for n in 0..16_384u32 {
+        let o = srv.handle(
+            Instant::from_secs(1),
+            &meta,
+            &request(n, MessageType::Discover, None, false),
+            &mut out,
+            &mut stats,
+        );
+        let yiaddr = dhcp::Packet::new_checked(&out[..o.reply.unwrap().len])
+            .unwrap()
+            .yiaddr();
+        srv.handle(
+            Instant::from_secs(1),
+            &meta,
+            &request(n, MessageType::Request, Some(yiaddr), true),
+            &mut out,
+            &mut stats,
+        );
+    }
+    let clock = bootstorm_time::Clock::new();
+    let filter = |q: &[(&str, &str)]| {
+        let pairs: Vec<(String, String)> = q
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        bootstorm_daemon::control::LeaseFilter::parse(&pairs).unwrap()
+    };
+    let (all, one) = (filter(&[]), filter(&[("mac", "52:54:00:00:20:00")]));
+    assert_eq!(
+        bootstorm_daemon::control::leases_body(&srv, &clock, &one)
+            .matches("\"ip\"")
+            .count(),
+        1
+    );
+    g.bench_function("leases_all_16384_json", |b| {
+        b.iter(|| bootstorm_daemon::control::leases_body(&srv, &clock, &all))
+    });
+    g.bench_function("leases_one_mac_of_16384_json", |b| {
+        b.iter(|| bootstorm_daemon::control::leases_body(&srv, &clock, &one))
+    });
+    g.finish();
 }

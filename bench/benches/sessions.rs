@@ -107,5 +107,10 @@ pub fn benches(c: &mut Criterion) {
     g.bench_function("first_page_100_of_16384_json", |bn| {
         bn.iter(|| bootstorm_daemon::control::sessions_json(&sessions, &clock, &[]))
     });
+    // The dashboard's search box (`q=`, every second while it holds text): every session's MAC,
+    // address, IQN and UUID matched under its shard's lock.
+    g.bench_function("search_q_of_16384_json", |bn| {
+        bn.iter(|| bootstorm_daemon::control::sessions_json(&sessions, &clock, &["q=00:3f:f"]))
+    });
     g.finish();
 }

@@ -137,7 +137,13 @@ case "$reason" in BOUND|RENEW|REBIND|REBOOT) ip addr replace "$new_ip_address/$n
         field(&read(&log), "RENEW", "ip").as_deref(),
         Some(ip.as_str())
     );
-    // Release: dhclient -r stops the running client (by its pid file) and sends DHCPRELEASE.
+    // Release: the running client is stopped first, by its PID, and `dhclient -r` sends the
+    // DHCPRELEASE for the lease in its lease file. (`dhclient -r` would stop it by its pid file,
+    // but a foreground dhclient rewrites that file after every ACK: read just after a renewal,
+    // it was once empty, the client lived on and bound the address again. Without the file
+    // `dhclient -r` signals nobody.)
+    client.stop();
+    let _ = std::fs::remove_file(&pf);
     run(
         lab.client_cmd(&dhclient)
             .args(["-r", "-v", "-sf"])
@@ -149,7 +155,6 @@ case "$reason" in BOUND|RENEW|REBIND|REBOOT) ip addr replace "$new_ip_address/$n
             .arg(&lab.client_if),
         Duration::from_secs(20),
     );
-    client.wait(Duration::from_secs(5));
     // (15 s: on a loaded machine the release once took longer than 5 s to show; the logs say
     // where it was if it never does.)
     assert!(

@@ -1007,7 +1007,7 @@ impl<T: std::fmt::Display> serde::Serialize for Shown<T> {
 }
 
 /// A UUID as RFC 4122 writes it (`8-4-4-4-12` hex digits), as SMBIOS and `dmidecode` show it.
-struct Uuid<'a>(&'a [u8; 16]);
+pub(crate) struct Uuid<'a>(pub(crate) &'a [u8; 16]);
 
 impl std::fmt::Display for Uuid<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -1019,11 +1019,6 @@ impl std::fmt::Display for Uuid<'_> {
         }
         Ok(())
     }
-}
-
-/// [`Uuid`] as a `String` (the session list's search matches on it).
-pub fn fmt_uuid(u: &[u8; 16]) -> String {
-    Uuid(u).to_string()
 }
 
 impl Boots {

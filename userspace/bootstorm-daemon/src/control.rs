@@ -9,6 +9,73 @@ use std::path::Path;
 
 pub use bootstorm_leasefile::LeaseJson;
 
+/// What a lease listing keeps (`GET /api/v1/leases?state=&subnet=&mac=&hostname=`): every
+/// condition given (a key given twice must hold both ways).
+#[derive(Clone, Debug, Default)]
+pub struct LeaseFilter(Vec<LeaseCond>);
+
+#[derive(Clone, Debug)]
+enum LeaseCond {
+    State(String),
+    Subnet(String),
+    Mac(Vec<u8>),
+    Hostname(String),
+}
+
+impl LeaseFilter {
+    /// The filter of a query's pairs, or why it is refused (an unknown key, a malformed MAC).
+    pub fn parse(pairs: &[(String, String)]) -> Result<LeaseFilter, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                Ok(match k.as_str() {
+                    "state" => LeaseCond::State(v.clone()),
+                    "subnet" => LeaseCond::Subnet(v.clone()),
+                    "hostname" => LeaseCond::Hostname(v.clone()),
+                    "mac" => LeaseCond::Mac(parse_mac(v).map_err(|e| format!("mac: {e}"))?),
+                    _ => {
+                        return Err(format!(
+                            "unknown filter '{k}' (state, subnet, mac, hostname)"
+                        ));
+                    }
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map(LeaseFilter)
+    }
+
+    /// Whether `l` passes; `subnets` names the server's subnets as a listing shows them.
+    fn keeps(&self, subnets: &[String], l: &bootstorm_lease::Lease) -> bool {
+        self.0.iter().all(|c| match c {
+            LeaseCond::State(v) => l.state.name() == v,
+            LeaseCond::Subnet(v) => subnets.get(l.subnet as usize) == Some(v),
+            LeaseCond::Mac(m) => *l.hwaddr == **m,
+            LeaseCond::Hostname(v) => l.hostname.as_deref() == Some(v.as_str()),
+        })
+    }
+}
+
+/// The leases of `server` at the clock's now that `filter` keeps, as the API's JSON array: the
+/// records are filtered before any is formatted, and serialized straight into the answer.
+pub fn leases_body(server: &Server, clock: &Clock, filter: &LeaseFilter) -> String {
+    let now = clock.now();
+    let wall = bootstorm_journal::WallClock::new(*clock);
+    let subnets: Vec<String> = server
+        .config()
+        .subnets
+        .iter()
+        .map(|s| format!("{}/{}", s.network, s.prefix))
+        .collect();
+    let kept: Vec<LeaseJson> = server
+        .leases()
+        .leases(now)
+        .into_iter()
+        .filter(|l| filter.keeps(&subnets, l))
+        .map(|l| lease_json(server, &wall, now, l))
+        .collect();
+    serde_json::to_string(&kept).unwrap_or_else(|_| "[]".into())
+}
+
 /// Every lease of `server` at the clock's now.
 pub fn leases_json(server: &Server, clock: &Clock) -> Vec<LeaseJson> {
     let now = clock.now();
@@ -125,15 +192,17 @@ pub fn sessions_json(
             None => SessionsAnswer::NotFound(format!("no session of {}", fmt_hw(&m))),
         };
     }
-    // `q=`: a part of the MAC, address, IQN or UUID (as the API writes them).
+    // `q=`: a part of the MAC, address, IQN or UUID (as the API writes them). It runs under
+    // each shard's lock, which the DHCP workers take too: each is formatted on the stack.
     let found = |s: &crate::boots::Session, q: &str| {
-        fmt_hw(&s.mac).contains(q)
-            || s.addr.is_some_and(|a| a.to_string().contains(q))
+        hex_contains(&s.mac, |i| (i > 0).then_some(b':'), q)
+            || s.addr.is_some_and(|a| shown_contains(a, q))
             || s.iqn
                 .as_deref()
-                .is_some_and(|i| i.to_lowercase().contains(q))
-            || s.uuid
-                .is_some_and(|u| crate::boots::fmt_uuid(&u).contains(q))
+                .is_some_and(|i| contains_ignoring_case(i, q))
+            || s.uuid.is_some_and(|u| {
+                hex_contains(&u, |i| matches!(i, 4 | 6 | 8 | 10).then_some(b'-'), q)
+            })
     };
     // Unfiltered (the dashboard's first page, `bootstorm sessions`): read from the newest end.
     let (list, total) = if phase.is_none() && !failed && search.is_none() {
@@ -157,6 +226,66 @@ pub fn sessions_json(
     }
     let sessions = list.iter().map(|s| s.view(&to_ms, false)).collect();
     SessionsAnswer::Body(body(&Page { total, sessions }))
+}
+
+/// A short text formatted on the stack (a hardware address, an IPv4 address, a UUID).
+struct Short {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl std::fmt::Write for Short {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(std::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Whether `v` as it is shown contains `q` (false if it is longer than 64 bytes).
+fn shown_contains(v: impl std::fmt::Display, q: &str) -> bool {
+    use std::fmt::Write;
+    let mut s = Short {
+        buf: [0; 64],
+        len: 0,
+    };
+    write!(s, "{v}").is_ok()
+        && (q.is_empty() || s.buf[..s.len].windows(q.len()).any(|w| w == q.as_bytes()))
+}
+
+/// Whether `bytes` in lowercase hex, `sep(i)` written before byte `i`, contains `q`: as
+/// [`crate::serve::Hw`] (`sep` a colon past the first) and [`crate::boots::Uuid`] write them,
+/// without the formatting machinery (the search runs it for every session).
+fn hex_contains(bytes: &[u8], sep: impl Fn(usize) -> Option<u8>, q: &str) -> bool {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        if n + 3 > buf.len() {
+            return false;
+        }
+        if let Some(c) = sep(i) {
+            buf[n] = c;
+            n += 1;
+        }
+        buf[n] = HEX[usize::from(b >> 4)];
+        buf[n + 1] = HEX[usize::from(b & 15)];
+        n += 2;
+    }
+    q.is_empty() || buf[..n].windows(q.len()).any(|w| w == q.as_bytes())
+}
+
+/// Whether `hay` contains `q` (lowercase), ASCII letters compared in either case.
+fn contains_ignoring_case(hay: &str, q: &str) -> bool {
+    q.is_empty()
+        || hay
+            .as_bytes()
+            .windows(q.len())
+            .any(|w| w.eq_ignore_ascii_case(q.as_bytes()))
 }
 
 /// What a sessions request answers ([`sessions_json`]).
@@ -217,3 +346,105 @@ const QUERY: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b'#')
     .add(b'+')
     .add(b'%');
+
+#[cfg(test)]
+mod search {
+    use super::{contains_ignoring_case, hex_contains, shown_contains};
+
+    #[test]
+    fn a_search_matches_what_the_api_shows() {
+        let colons = |i: usize| (i > 0).then_some(b':');
+        let dashes = |i: usize| matches!(i, 4 | 6 | 8 | 10).then_some(b'-');
+        // What the search matches is what the API shows, for every byte value.
+        for mac in [
+            [0x52, 0x54, 0, 0xbe, 0xef, 1],
+            [0xff, 0x0a, 0x10, 0x9c, 0, 0x7f],
+        ] {
+            let shown = crate::serve::fmt_hw(&mac);
+            for (a, b) in [(0, shown.len()), (3, 11), (5, 6), (16, 17)] {
+                assert!(
+                    hex_contains(&mac, colons, &shown[a..b]),
+                    "{shown} [{a}..{b}]"
+                );
+            }
+        }
+        let mac = [0x52, 0x54, 0, 0xbe, 0xef, 1];
+        assert!(hex_contains(&mac, colons, ""));
+        assert!(!hex_contains(&mac, colons, "be:ef:02"));
+        // The longest hardware address (16 bytes, 47 characters) still fits.
+        assert!(hex_contains(&[0xab; 16], colons, "ab:ab:ab"));
+        let u: [u8; 16] = std::array::from_fn(|i| (i * 17) as u8);
+        let shown = crate::boots::Uuid(&u).to_string();
+        assert!(hex_contains(&u, dashes, &shown), "{shown}");
+        assert!(hex_contains(&u, dashes, &shown[7..20]), "{shown}");
+        assert!(!hex_contains(&u, colons, &shown));
+        let ip = std::net::Ipv4Addr::new(198, 18, 1, 200);
+        assert!(shown_contains(ip, "18.1.2"));
+        assert!(contains_ignoring_case(
+            "iqn.2026-12.Test:Node7",
+            "test:node7"
+        ));
+        assert!(!contains_ignoring_case("iqn.x:a", "iqn.x:ab"));
+        assert!(
+            !shown_contains("x".repeat(65), "x"),
+            "too long: no match, no panic"
+        );
+    }
+}
+
+#[cfg(test)]
+mod lease_filter {
+    use super::LeaseFilter;
+    use bootstorm_lease::{Lease, LeaseState};
+    use bootstorm_time::Instant;
+
+    fn pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
+        q.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn lease(mac: u8, state: LeaseState, subnet: u32, host: Option<&str>) -> Lease {
+        Lease {
+            key: Box::new([1, 0x52, 0x54, 0, 0, 0, mac]),
+            hwaddr: Box::new([0x52, 0x54, 0, 0, 0, mac]),
+            addr: std::net::Ipv4Addr::new(198, 18, 1, mac),
+            state,
+            expires: Instant::from_secs(60),
+            hostname: host.map(Box::from),
+            subnet,
+            reserved: false,
+        }
+    }
+
+    #[test]
+    fn each_condition_holds_and_a_bad_one_is_refused_with_why() {
+        let subnets = ["198.18.0.0/16".to_string(), "198.19.0.0/24".to_string()];
+        let all = [
+            lease(1, LeaseState::Bound, 0, Some("node1")),
+            lease(2, LeaseState::Offered, 0, None),
+            lease(3, LeaseState::Bound, 1, Some("node3")),
+        ];
+        let kept = |q: &[(&str, &str)]| -> Vec<u8> {
+            let f = LeaseFilter::parse(&pairs(q)).unwrap();
+            all.iter()
+                .filter(|l| f.keeps(&subnets, l))
+                .map(|l| l.hwaddr[5])
+                .collect()
+        };
+        assert_eq!(kept(&[]), [1, 2, 3]);
+        assert_eq!(kept(&[("state", "bound")]), [1, 3]);
+        assert_eq!(kept(&[("subnet", "198.19.0.0/24")]), [3]);
+        assert_eq!(kept(&[("mac", "52-54-00-00-00-02")]), [2]);
+        assert_eq!(kept(&[("hostname", "node1")]), [1]);
+        assert_eq!(
+            kept(&[("state", "bound"), ("subnet", "198.18.0.0/16")]),
+            [1]
+        );
+        assert!(kept(&[("state", "bound"), ("state", "offered")]).is_empty());
+        let e = LeaseFilter::parse(&pairs(&[("colour", "red")])).unwrap_err();
+        assert_eq!(e, "unknown filter 'colour' (state, subnet, mac, hostname)");
+        let e = LeaseFilter::parse(&pairs(&[("mac", "zz")])).unwrap_err();
+        assert!(e.starts_with("mac: "), "{e}");
+    }
+}
