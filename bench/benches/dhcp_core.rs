@@ -93,6 +93,19 @@ fn request(n: u32, mt: MessageType, requested: Option<Ipv4Addr>, server_id: bool
 
 const CLIENTS: u32 = 4096;
 
+/// Client `n` through DISCOVER and REQUEST at 1 s: its bound address.
+fn bind(srv: &Server, meta: &RxMeta, n: u32) -> Ipv4Addr {
+    let (mut out, mut stats) = ([0u8; 1500], Stats::default());
+    let discover = request(n, MessageType::Discover, None, false);
+    let o = srv.handle(Instant::from_secs(1), meta, &discover, &mut out, &mut stats);
+    let yiaddr = dhcp::Packet::new_checked(&out[..o.reply.unwrap().len])
+        .unwrap()
+        .yiaddr();
+    let req = request(n, MessageType::Request, Some(yiaddr), true);
+    srv.handle(Instant::from_secs(1), meta, &req, &mut out, &mut stats);
+    yiaddr
+}
+
 pub fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("dhcp_core");
     g.throughput(Throughput::Elements(1));
@@ -128,24 +141,7 @@ pub fn benches(c: &mut Criterion) {
     let srv = server();
     let mut addrs = Vec::new();
     for n in 0..CLIENTS {
-        let o = srv.handle(
-            Instant::from_secs(1),
-            &meta,
-            &request(n, MessageType::Discover, None, false),
-            &mut out,
-            &mut stats,
-        );
-        let yiaddr = dhcp::Packet::new_checked(&out[..o.reply.unwrap().len])
-            .unwrap()
-            .yiaddr();
-        srv.handle(
-            Instant::from_secs(1),
-            &meta,
-            &request(n, MessageType::Request, Some(yiaddr), true),
-            &mut out,
-            &mut stats,
-        );
-        addrs.push(yiaddr);
+        addrs.push(bind(&srv, &meta, n));
     }
     let renewals: Vec<Vec<u8>> = (0..CLIENTS)
         .map(|n| request(n, MessageType::Request, Some(addrs[n as usize]), false))
@@ -203,23 +199,7 @@ pub fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("api");
     let srv = server();
     for n in 0..16_384u32 {
-        let o = srv.handle(
-            Instant::from_secs(1),
-            &meta,
-            &request(n, MessageType::Discover, None, false),
-            &mut out,
-            &mut stats,
-        );
-        let yiaddr = dhcp::Packet::new_checked(&out[..o.reply.unwrap().len])
-            .unwrap()
-            .yiaddr();
-        srv.handle(
-            Instant::from_secs(1),
-            &meta,
-            &request(n, MessageType::Request, Some(yiaddr), true),
-            &mut out,
-            &mut stats,
-        );
+        bind(&srv, &meta, n);
     }
     let clock = bootstorm_time::Clock::new();
     let filter = |q: &[(&str, &str)]| {
