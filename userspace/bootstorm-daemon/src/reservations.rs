@@ -202,17 +202,9 @@ impl Store {
 }
 
 fn write_atomically(path: &Path, list: &[ApiReservation]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(serde_json::to_string_pretty(list)?.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    let mut text = serde_json::to_string_pretty(list)?;
+    text.push('\n');
+    bootstorm_journal::write_file_atomically(path, text.as_bytes())
 }
 
 #[cfg(test)]

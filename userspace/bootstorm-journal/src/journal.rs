@@ -425,7 +425,6 @@ fn new_segment(dir: &Path, n: u64) -> std::io::Result<File> {
 
 /// Writes snapshot `n` atomically: a temporary file, synced, renamed, directory synced.
 fn write_snapshot(dir: &Path, n: u64, records: &[Record]) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{}.tmp", snapshot_name(n)));
     let mut buf = Vec::with_capacity(FILE_HEADER_LEN + records.len() * 64);
     buf.extend_from_slice(SNAPSHOT_MAGIC);
     buf.extend_from_slice(&n.to_le_bytes());
@@ -435,12 +434,23 @@ fn write_snapshot(dir: &Path, n: u64, records: &[Record]) -> std::io::Result<()>
         r.encode(&mut buf);
     }
     encode_snapshot_end(records.len() as u64, &mut buf);
+    write_file_atomically(&dir.join(snapshot_name(n)), &buf)
+}
+
+/// Replaces the file at `path` with `bytes` so that a crash leaves the old file or the new one,
+/// never a part: written to `path` + `.tmp`, synced, renamed over `path`, its directory synced.
+pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
     let mut f = File::create(&tmp)?;
-    f.write_all(&buf)?;
+    f.write_all(bytes)?;
     f.sync_all()?;
     drop(f);
-    std::fs::rename(&tmp, dir.join(snapshot_name(n)))?;
-    sync_dir(dir)
+    std::fs::rename(&tmp, path)?;
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
+        _ => sync_dir(Path::new(".")),
+    }
 }
 
 /// Deletes segments and snapshots older than `n` (snapshot `n` covers them).

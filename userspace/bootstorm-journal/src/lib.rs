@@ -36,7 +36,7 @@ pub mod replay;
 
 pub use journal::{
     Durability, Failed, Journal, JournalStats, Listener, Settings, SnapshotSource, record_of,
-    snapshot_records,
+    snapshot_records, write_file_atomically,
 };
 pub use record::{Kind, Record};
 pub use replay::{

@@ -391,3 +391,21 @@ fn a_commit_delay_groups_records_and_a_big_batch_does_not_wait_for_it() {
     j.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_atomic_write_replaces_the_file_whole_and_leaves_no_temporary() {
+    let d = tmp("atomic");
+    let f = d.join("reservations.json");
+    crate::write_file_atomically(&f, b"old\n").unwrap();
+    crate::write_file_atomically(&f, b"new\n").unwrap();
+    assert_eq!(std::fs::read(&f).unwrap(), b"new\n");
+    let names: Vec<_> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["reservations.json"]);
+    // A file in a directory that does not exist: the error, nothing written.
+    let err = crate::write_file_atomically(&d.join("missing").join("x"), b"y").unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    let _ = std::fs::remove_dir_all(&d);
+}
