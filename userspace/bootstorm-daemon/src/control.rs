@@ -44,10 +44,16 @@ impl LeaseFilter {
             .map(LeaseFilter)
     }
 
-    /// Whether `l` passes; `subnets` names the server's subnets as a listing shows them.
-    fn keeps(&self, subnets: &[String], l: &bootstorm_lease::Lease) -> bool {
+    /// Whether `l`, in `state` now, passes; `subnets` names the server's subnets as a listing
+    /// shows them.
+    fn keeps(
+        &self,
+        subnets: &[String],
+        l: &bootstorm_lease::Lease,
+        state: bootstorm_lease::LeaseState,
+    ) -> bool {
         self.0.iter().all(|c| match c {
-            LeaseCond::State(v) => l.state.name() == v,
+            LeaseCond::State(v) => state.name() == v,
             LeaseCond::Subnet(v) => subnets.get(l.subnet as usize) == Some(v),
             LeaseCond::Mac(m) => *l.hwaddr == **m,
             LeaseCond::Hostname(v) => l.hostname.as_deref() == Some(v.as_str()),
@@ -55,8 +61,9 @@ impl LeaseFilter {
     }
 }
 
-/// The leases of `server` at the clock's now that `filter` keeps, as the API's JSON array: the
-/// records are filtered before any is formatted, and serialized straight into the answer.
+/// The leases of `server` at the clock's now that `filter` keeps, as the API's JSON array (in
+/// the order of [`bootstorm_lease::LeaseTable::leases`]): the records are filtered in the table,
+/// only those kept are copied and formatted, and they are serialized straight into the answer.
 pub fn leases_body(server: &Server, clock: &Clock, filter: &LeaseFilter) -> String {
     let now = clock.now();
     let wall = bootstorm_journal::WallClock::new(*clock);
@@ -66,11 +73,17 @@ pub fn leases_body(server: &Server, clock: &Clock, filter: &LeaseFilter) -> Stri
         .iter()
         .map(|s| format!("{}/{}", s.network, s.prefix))
         .collect();
-    let kept: Vec<LeaseJson> = server
-        .leases()
-        .leases(now)
+    let mut kept: Vec<bootstorm_lease::Lease> = Vec::new();
+    server.leases().each_record(now, |l, state| {
+        if filter.keeps(&subnets, l, state) {
+            let mut l = l.clone();
+            l.state = state;
+            kept.push(l);
+        }
+    });
+    kept.sort_by(|a, b| (u32::from(a.addr), &a.key).cmp(&(u32::from(b.addr), &b.key)));
+    let kept: Vec<LeaseJson> = kept
         .into_iter()
-        .filter(|l| filter.keeps(&subnets, l))
         .map(|l| lease_json(server, &wall, now, l))
         .collect();
     serde_json::to_string(&kept).unwrap_or_else(|_| "[]".into())
@@ -428,7 +441,7 @@ mod lease_filter {
         let kept = |q: &[(&str, &str)]| -> Vec<u8> {
             let f = LeaseFilter::parse(&pairs(q)).unwrap();
             all.iter()
-                .filter(|l| f.keeps(&subnets, l))
+                .filter(|l| f.keeps(&subnets, l, l.state))
                 .map(|l| l.hwaddr[5])
                 .collect()
         };
