@@ -368,7 +368,7 @@ impl Worker<'_> {
         self.active -= 1;
         match outcome {
             Outcome::Ok => {
-                self.result.boot(now - arrive, now);
+                self.result.boot(now.saturating_sub(arrive), now);
                 self.progress.completed.fetch_add(1, Ordering::Relaxed);
             }
             Outcome::Failed(why) => {
@@ -454,13 +454,16 @@ impl Worker<'_> {
     /// AF_XDP mode: what other workers' queues received for this worker's machines (all of
     /// it: the bell is edge-triggered).
     fn on_handed(&mut self) {
-        let now = self.now();
         let mut first = true;
         while let Some((data, meta)) = self.net.xdp.as_mut().and_then(|x| x.take_handed(first)) {
             first = false;
             if let Some(x) = self.net.xdp.as_mut() {
                 x.learn(&meta);
             }
+            // The clock read per datagram: this loop drains what arrives while it runs, so a
+            // machine's next round may start (its mark set by a fresh reading, in after_fetch)
+            // and its replies come in within one pass.
+            let now = self.now();
             self.on_datagram(now, &data, &meta);
         }
         self.flush_dhcp();

@@ -129,7 +129,8 @@ impl Worker<'_> {
                     return;
                 };
                 let phase = [Phase::Dhcp, Phase::IpxeDhcp][stage];
-                self.result.record(phase, now - self.machines[k].mark, now);
+                self.result
+                    .record(phase, now.saturating_sub(self.machines[k].mark), now);
                 (lease.boot_file, lease.next_server)
             }
         };
@@ -365,7 +366,7 @@ impl Worker<'_> {
             return match r {
                 Ok(()) => {
                     let login = sess.login_latency().unwrap_or(0);
-                    let total = now - m.mark;
+                    let total = now.saturating_sub(m.mark);
                     self.result.record(Phase::IscsiLogin, login, m.mark + login);
                     self.result
                         .record(Phase::IscsiIo, total.saturating_sub(login), now);
@@ -384,7 +385,7 @@ impl Worker<'_> {
                     (_, false) => Phase::IpxeTftp,
                     (_, true) => Phase::IpxeHttp,
                 };
-                self.result.record(phase, now - m.mark, now);
+                self.result.record(phase, now.saturating_sub(m.mark), now);
                 self.end_fetch(k);
                 if self.machines[k].stage == 0 && self.cfg.chainload {
                     self.start_dhcp(k, 1, now);
