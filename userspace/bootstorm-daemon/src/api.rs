@@ -772,11 +772,15 @@ pub struct Api {
     path: PathBuf,
     tcp: Option<SocketAddr>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Told when the API is dropped (or the channel closes): the listeners stop then, waiting
+    /// on it instead of looking at the shutdown flag every few milliseconds.
+    stop: Option<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Api {
     /// Binds the control socket at `path` (replacing a stale socket file) and, when configured,
-    /// the TCP address; serves until `shutdown`.
+    /// the TCP address; serves until it is dropped (the daemon stops it after setting
+    /// `shutdown`, which the storm view's sampler watches).
     pub fn start(path: &Path, state: ApiState, shutdown: Arc<AtomicBool>) -> anyhow::Result<Api> {
         use anyhow::Context;
         if let Some(dir) = path.parent() {
@@ -801,6 +805,7 @@ impl Api {
         };
         let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
         let st = Arc::new(state);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -814,15 +819,11 @@ impl Api {
                     tracing::debug!(error = %e, "the API thread keeps the default priority");
                 }
                 rt.block_on(async move {
-                    let stop = {
-                        let s = shutdown.clone();
-                        move || {
-                            let s = s.clone();
-                            async move {
-                                while !s.load(Ordering::Relaxed) {
-                                    tokio::time::sleep(Duration::from_millis(50)).await;
-                                }
-                            }
+                    // Each listener's graceful stop: the API dropped (a send or a closed channel).
+                    let stop = move || {
+                        let mut rx = stop_rx.clone();
+                        async move {
+                            let _ = rx.wait_for(|stopped| *stopped).await;
                         }
                     };
                     if st.sessions.recording {
@@ -872,6 +873,7 @@ impl Api {
             path: path.to_path_buf(),
             tcp: tcp_addr,
             thread: Some(thread),
+            stop: Some(stop_tx),
         })
     }
 
@@ -883,6 +885,9 @@ impl Api {
 
 impl Drop for Api {
     fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(true);
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
