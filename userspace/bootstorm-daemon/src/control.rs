@@ -62,8 +62,9 @@ impl LeaseFilter {
 }
 
 /// The leases of `server` at the clock's now that `filter` keeps, as the API's JSON array (in
-/// the order of [`bootstorm_lease::LeaseTable::leases`]): the records are filtered in the table,
-/// only those kept are copied and formatted, and they are serialized straight into the answer.
+/// the order of [`bootstorm_lease::LeaseTable::leases`]): the records are filtered in the table
+/// ([`bootstorm_lease::LeaseTable::leases_where`]), only those kept are copied and formatted,
+/// and they are serialized straight into the answer.
 pub fn leases_body(server: &Server, clock: &Clock, filter: &LeaseFilter) -> String {
     let now = clock.now();
     let wall = bootstorm_journal::WallClock::new(*clock);
@@ -73,16 +74,9 @@ pub fn leases_body(server: &Server, clock: &Clock, filter: &LeaseFilter) -> Stri
         .iter()
         .map(|s| format!("{}/{}", s.network, s.prefix))
         .collect();
-    let mut kept: Vec<bootstorm_lease::Lease> = Vec::new();
-    server.leases().each_record(now, |l, state| {
-        if filter.keeps(&subnets, l, state) {
-            let mut l = l.clone();
-            l.state = state;
-            kept.push(l);
-        }
-    });
-    kept.sort_by(|a, b| (u32::from(a.addr), &a.key).cmp(&(u32::from(b.addr), &b.key)));
-    let kept: Vec<LeaseJson> = kept
+    let kept: Vec<LeaseJson> = server
+        .leases()
+        .leases_where(now, |l, state| filter.keeps(&subnets, l, state))
         .into_iter()
         .map(|l| lease_json(server, &wall, now, l))
         .collect();

@@ -123,35 +123,37 @@ impl LeaseTable {
         None
     }
 
-    /// Every client record, states up to date, sorted by address.
+    /// Every client record, states up to date, sorted by address (then client key).
     pub fn leases(&self, now: Instant) -> Vec<Lease> {
-        let mut all = Vec::new();
-        for s in self.shards.iter() {
-            let shard = lock(s);
-            all.extend(shard.clients.values().cloned());
-        }
-        for l in &mut all {
-            self.refresh(now, l);
-        }
+        self.leases_where(now, |_, _| true)
+    }
+
+    /// The client records `keep` takes (handed each with its state as of `now`, under its
+    /// shard's lock: it must not call back into the table), states up to date, in the order of
+    /// [`LeaseTable::leases`]: only the kept ones are copied (an API listing with a filter).
+    pub fn leases_where(
+        &self,
+        now: Instant,
+        mut keep: impl FnMut(&Lease, LeaseState) -> bool,
+    ) -> Vec<Lease> {
+        let mut out = Vec::new();
+        self.each_record(now, |l, state| {
+            if keep(l, state) {
+                let mut l = l.clone();
+                l.state = state;
+                out.push(l);
+            }
+        });
         // By reference: a key cloned per comparison allocated O(n log n) times.
-        all.sort_by(|a, b| (u32::from(a.addr), &a.key).cmp(&(u32::from(b.addr), &b.key)));
-        all
+        out.sort_by(|a, b| (u32::from(a.addr), &a.key).cmp(&(u32::from(b.addr), &b.key)));
+        out
     }
 
     /// The client records that name `addr` (one holds it at most; others remember it), states
     /// up to date, sorted by client key: as [`LeaseTable::leases`] lists them, but only those
     /// are copied.
     pub fn records_at(&self, now: Instant, addr: Ipv4Addr) -> Vec<Lease> {
-        let mut out = Vec::new();
-        self.each_record(now, |l, state| {
-            if l.addr == addr {
-                let mut l = l.clone();
-                l.state = state;
-                out.push(l);
-            }
-        });
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        out
+        self.leases_where(now, |l, _| l.addr == addr)
     }
 
     /// Addresses held (offered or bound) that no client's record names: always empty. A
