@@ -202,14 +202,13 @@ pub fn sessions_json(
     // `q=`: a part of the MAC, address, IQN or UUID (as the API writes them). It runs under
     // each shard's lock, which the DHCP workers take too: each is formatted on the stack.
     let found = |s: &crate::boots::Session, q: &str| {
-        hex_contains(&s.mac, |i| (i > 0).then_some(b':'), q)
+        shown_contains(crate::serve::Hw(&s.mac), q)
             || s.addr.is_some_and(|a| shown_contains(a, q))
             || s.iqn
                 .as_deref()
                 .is_some_and(|i| contains_ignoring_case(i, q))
-            || s.uuid.is_some_and(|u| {
-                hex_contains(&u, |i| matches!(i, 4 | 6 | 8 | 10).then_some(b'-'), q)
-            })
+            || s.uuid
+                .is_some_and(|u| shown_contains(crate::boots::Uuid(&u), q))
     };
     // Unfiltered (the dashboard's first page, `bootstorm sessions`): read from the newest end.
     let (list, total) = if phase.is_none() && !failed && search.is_none() {
@@ -260,39 +259,17 @@ fn shown_contains(v: impl std::fmt::Display, q: &str) -> bool {
         buf: [0; 64],
         len: 0,
     };
-    write!(s, "{v}").is_ok()
-        && (q.is_empty() || s.buf[..s.len].windows(q.len()).any(|w| w == q.as_bytes()))
+    write!(s, "{v}").is_ok() && contains(&s.buf[..s.len], q.as_bytes(), |a, b| a == b)
 }
 
-/// Whether `bytes` in lowercase hex, `sep(i)` written before byte `i`, contains `q`: as
-/// [`crate::serve::Hw`] (`sep` a colon past the first) and [`crate::boots::Uuid`] write them,
-/// without the formatting machinery (the search runs it for every session).
-fn hex_contains(bytes: &[u8], sep: impl Fn(usize) -> Option<u8>, q: &str) -> bool {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = [0u8; 64];
-    let mut n = 0;
-    for (i, b) in bytes.iter().enumerate() {
-        if n + 3 > buf.len() {
-            return false;
-        }
-        if let Some(c) = sep(i) {
-            buf[n] = c;
-            n += 1;
-        }
-        buf[n] = HEX[usize::from(b >> 4)];
-        buf[n + 1] = HEX[usize::from(b & 15)];
-        n += 2;
-    }
-    q.is_empty() || buf[..n].windows(q.len()).any(|w| w == q.as_bytes())
+/// Whether `hay` holds `q`, bytes compared by `eq`.
+fn contains(hay: &[u8], q: &[u8], eq: impl Fn(&[u8], &[u8]) -> bool) -> bool {
+    q.is_empty() || hay.windows(q.len()).any(|w| eq(w, q))
 }
 
 /// Whether `hay` contains `q` (lowercase), ASCII letters compared in either case.
 fn contains_ignoring_case(hay: &str, q: &str) -> bool {
-    q.is_empty()
-        || hay
-            .as_bytes()
-            .windows(q.len())
-            .any(|w| w.eq_ignore_ascii_case(q.as_bytes()))
+    contains(hay.as_bytes(), q.as_bytes(), <[u8]>::eq_ignore_ascii_case)
 }
 
 /// What a sessions request answers ([`sessions_json`]).
@@ -356,35 +333,31 @@ const QUERY: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
 
 #[cfg(test)]
 mod search {
-    use super::{contains_ignoring_case, hex_contains, shown_contains};
+    use super::{contains_ignoring_case, shown_contains};
+    use crate::{boots::Uuid, serve::Hw};
 
     #[test]
     fn a_search_matches_what_the_api_shows() {
-        let colons = |i: usize| (i > 0).then_some(b':');
-        let dashes = |i: usize| matches!(i, 4 | 6 | 8 | 10).then_some(b'-');
-        // What the search matches is what the API shows, for every byte value.
-        for mac in [
-            [0x52, 0x54, 0, 0xbe, 0xef, 1],
-            [0xff, 0x0a, 0x10, 0x9c, 0, 0x7f],
-        ] {
-            let shown = crate::serve::fmt_hw(&mac);
-            for (a, b) in [(0, shown.len()), (3, 11), (5, 6), (16, 17)] {
-                assert!(
-                    hex_contains(&mac, colons, &shown[a..b]),
-                    "{shown} [{a}..{b}]"
-                );
+        // The hex written from a table is what formatting each byte wrote, for every byte.
+        let all: Vec<u8> = (0..=255).collect();
+        let by_byte = |sep: &dyn Fn(usize) -> Option<char>| {
+            let mut s = String::new();
+            for (i, b) in all.iter().enumerate() {
+                s.extend(sep(i));
+                s.push_str(&format!("{b:02x}"));
             }
-        }
-        let mac = [0x52, 0x54, 0, 0xbe, 0xef, 1];
-        assert!(hex_contains(&mac, colons, ""));
-        assert!(!hex_contains(&mac, colons, "be:ef:02"));
-        // The longest hardware address (16 bytes, 47 characters) still fits.
-        assert!(hex_contains(&[0xab; 16], colons, "ab:ab:ab"));
+            s
+        };
+        assert_eq!(Hw(&all).to_string(), by_byte(&|i| (i > 0).then_some(':')));
         let u: [u8; 16] = std::array::from_fn(|i| (i * 17) as u8);
-        let shown = crate::boots::Uuid(&u).to_string();
-        assert!(hex_contains(&u, dashes, &shown), "{shown}");
-        assert!(hex_contains(&u, dashes, &shown[7..20]), "{shown}");
-        assert!(!hex_contains(&u, colons, &shown));
+        assert_eq!(Uuid(&u).to_string(), "00112233-4455-6677-8899-aabbccddeeff");
+        let mac = [0x52, 0x54, 0, 0xbe, 0xef, 1];
+        assert!(shown_contains(Hw(&mac), "be:ef:01"));
+        assert!(shown_contains(Hw(&mac), ""));
+        assert!(!shown_contains(Hw(&mac), "be:ef:02"));
+        // The longest hardware address (16 bytes, 47 characters) still fits.
+        assert!(shown_contains(Hw(&[0xab; 16]), "ab:ab:ab"));
+        assert!(shown_contains(Uuid(&u), "4455-6677-88"));
         let ip = std::net::Ipv4Addr::new(198, 18, 1, 200);
         assert!(shown_contains(ip, "18.1.2"));
         assert!(contains_ignoring_case(

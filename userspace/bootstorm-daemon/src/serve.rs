@@ -604,14 +604,35 @@ pub struct Hw<'a>(pub &'a [u8]);
 
 impl std::fmt::Display for Hw<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, b) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(":")?;
-            }
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        write_hex(f, self.0, |i| (i > 0).then_some(b':'))
     }
+}
+
+/// Writes `bytes` as lowercase hex, `sep(i)` before byte `i`, a few dozen characters at a time
+/// from a buffer on the stack rather than a formatting call per byte: MACs are formatted for
+/// every lease logged and, by the session search, for every session under its shard's lock.
+pub fn write_hex(
+    f: &mut impl std::fmt::Write,
+    bytes: &[u8],
+    sep: impl Fn(usize) -> Option<u8>,
+) -> std::fmt::Result {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 48];
+    let mut n = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        if n + 3 > buf.len() {
+            f.write_str(std::str::from_utf8(&buf[..n]).map_err(|_| std::fmt::Error)?)?;
+            n = 0;
+        }
+        if let Some(c) = sep(i) {
+            buf[n] = c;
+            n += 1;
+        }
+        buf[n] = HEX[usize::from(b >> 4)];
+        buf[n + 1] = HEX[usize::from(b & 15)];
+        n += 2;
+    }
+    f.write_str(std::str::from_utf8(&buf[..n]).map_err(|_| std::fmt::Error)?)
 }
 
 /// Once a minute, at info level, one line per reason of what went unanswered (and NAKs by
