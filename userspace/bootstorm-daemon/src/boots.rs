@@ -848,34 +848,15 @@ impl Session {
         self.seq == seq && !self.ended
     }
 
-    /// Makes this slot the new session of `mac` (as [`Session::fresh`], without moving the
-    /// slot's steps).
+    /// Makes this slot the new session of `mac`: [`Session::fresh`], keeping the buffer its
+    /// steps grew, if any.
     fn reset(&mut self, mac: Mac, now: Instant, seq: u64) {
-        self.steps.clear();
-        let Session {
-            seq: s_seq,
-            end_seq,
-            started,
-            updated,
-            mac: s_mac,
-            phase,
-            ended,
-            loaded,
-            rounds,
-            addr,
-            steps_dropped,
-            steps: _,
-            round_start,
-            bound_at,
-            login_at,
-            uuid,
-            iqn,
-            failure,
-        } = self;
-        (*s_seq, *end_seq, *started, *updated, *s_mac) = (seq, 0, now, now, mac);
-        (*phase, *ended, *loaded, *rounds, *addr) = (Phase::Dhcp, false, false, 0, None);
-        (*steps_dropped, *round_start, *bound_at, *login_at) = (0, None, None, None);
-        (*uuid, *iqn, *failure) = (None, None, None);
+        let mut steps = std::mem::take(&mut self.steps);
+        steps.clear();
+        *self = Session {
+            steps,
+            ..Session::fresh(mac, now, seq)
+        };
     }
 
     fn fresh(mac: Mac, now: Instant, seq: u64) -> Session {
@@ -1011,13 +992,7 @@ pub(crate) struct Uuid<'a>(pub(crate) &'a [u8; 16]);
 
 impl std::fmt::Display for Uuid<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, b) in self.0.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                f.write_str("-")?;
-            }
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        crate::serve::write_hex(f, self.0, |i| matches!(i, 4 | 6 | 8 | 10).then_some(b'-'))
     }
 }
 
